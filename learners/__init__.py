@@ -1,0 +1,1 @@
+"""Incremental learners: the contract, the PyTorch learner and its model zoo."""

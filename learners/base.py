@@ -1,0 +1,66 @@
+"""The learner contract every incremental learner honours.
+
+Verbs carry their cardinality (river's ``learn_one``/``learn_many`` shape):
+``learn_batch`` consumes one micro-batch and returns a small
+:class:`LearnReport`, never the model. State is plain data plus tensors, so it
+can be written as safetensors and never needs pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class LearnReport:
+    """What one ``learn_batch`` call did.
+
+    ``loss`` may be a 0-d device tensor: reading it forces a host sync, so the
+    hot path stores it unread and only progress output calls :meth:`loss_value`.
+    """
+
+    n_samples: int
+    loss: Any = None
+
+    def loss_value(self) -> float | None:
+        """The loss as a Python float (syncs with the device if it is a tensor)."""
+        if self.loss is None:
+            return None
+        return float(self.loss)
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """An incremental model that learns from and predicts on micro-batches.
+
+    Implementations store constructor arguments under the same name and keep
+    runtime state in ``_private`` attributes; ``clone()`` returns a fresh,
+    untrained learner with the same configuration.
+    """
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        """Class indices (classification) or values (regression), shape (n,)."""
+        ...
+
+    def predict_proba_batch(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes) (classification only)."""
+        ...
+
+    def learn_batch(self, X: np.ndarray, y: np.ndarray) -> LearnReport:
+        """Update the model on one micro-batch; inputs are not mutated."""
+        ...
+
+    def state_dict(self) -> dict:
+        """Model and optimizer state as nested dicts of tensors and plain data."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (from this or a clone)."""
+        ...
+
+    def clone(self) -> Learner:
+        """A fresh learner with the same configuration and no learned state."""
+        ...

@@ -1,0 +1,348 @@
+"""Decode raw JSON records into columnar :class:`~stream.records.Events`.
+
+A record looks like ``{"id": ..., "ts": ..., "x": [..] or {name: value}, "y": ...}``
+(field names configurable). Anything that cannot be learned from -- bad JSON,
+wrong dimension, a missing or out-of-range label, NaN/inf, an oversize or
+empty value -- becomes a :class:`~stream.deadletter.DeadLetter` with its reason;
+decoding never raises on bad data.
+
+Decoding is per poll batch: a fast path builds whole arrays in one go and
+checks them vectorised; only a batch that trips it is decoded record by record
+(the slow path), which is also the reference the fast path is tested against.
+
+Examples
+--------
+>>> from stream.records import RawRecord, TopicPartition
+>>> codec = JsonCodec(CodecConfig(n_features=2))
+>>> recs = [RawRecord("t", 0, 0, 1000, None, b'{"id": "a", "x": [1, 2], "y": 1}'),
+...         RawRecord("t", 0, 1, 1001, None, b'{"x": [1], "y": 0}')]
+>>> out = codec.decode({TopicPartition("t", 0): recs})
+>>> out.events.X.tolist(), out.events.ids.tolist()
+([[1.0, 2.0]], ['a'])
+>>> out.dead_letters[0].reason
+'wrong dimension: 1 features, expected 2'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from stream.deadletter import DeadLetter
+from stream.errors import ConfigError
+from stream.records import Events, RawRecord, TopicPartition
+
+Task = Literal["classification", "regression"]
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_NON_FINITE = "non-finite feature: NaN, inf or beyond float32 range in x"
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """How to read features, label, event time and id out of a JSON record.
+
+    ``n_features=None`` locks the dimension to the first valid record's (the
+    lock is part of the checkpoint). ``feature_names`` is required when ``x``
+    is an object; it fixes the column order. ``classes`` maps string labels to
+    indices; otherwise classification labels must be integers in
+    ``[0, n_classes)``.
+    """
+
+    x_field: str = "x"
+    y_field: str = "y"
+    ts_field: str = "ts"
+    id_field: str = "id"
+    n_features: int | None = None
+    feature_names: tuple[str, ...] | None = None
+    task: Task = "classification"
+    n_classes: int = 2
+    classes: tuple[str, ...] | None = None
+    max_record_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.task not in ("classification", "regression"):
+            raise ConfigError(f"task must be 'classification' or 'regression', got {self.task!r}")
+        if self.n_features is not None and self.n_features <= 0:
+            raise ConfigError(f"n_features must be positive, got {self.n_features}")
+        if self.feature_names is not None:
+            if self.n_features not in (None, len(self.feature_names)):
+                raise ConfigError("n_features disagrees with the number of feature_names")
+        if self.classes is not None:
+            object.__setattr__(self, "n_classes", len(self.classes))
+        if self.task == "classification" and self.n_classes < 2:
+            raise ConfigError(f"n_classes must be at least 2 for classification, got {self.n_classes}")
+        if self.max_record_bytes <= 0:
+            raise ConfigError("max_record_bytes must be positive")
+
+    @property
+    def dimension(self) -> int | None:
+        if self.feature_names is not None:
+            return len(self.feature_names)
+        return self.n_features
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    """Decoded events (in poll order) and the records that were dead-lettered."""
+
+    events: Events
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class _Reject(Exception):
+    """Internal: one record is unusable; the message is the dead-letter reason."""
+
+
+def _parse_ts(value: Any, fallback: int) -> int:
+    if value is None:
+        return fallback
+    if isinstance(value, bool):
+        raise _Reject(f"bad timestamp: {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise _Reject(f"bad timestamp: {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise _Reject(f"bad timestamp: {value[:40]!r} is neither epoch ms nor ISO-8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    raise _Reject(f"bad timestamp: {type(value).__name__}")
+
+
+class JsonCodec:
+    """Decodes poll batches of JSON records; see the module docstring."""
+
+    def __init__(self, config: CodecConfig | None = None, *, locked_dimension: int | None = None) -> None:
+        self.config = config or CodecConfig()
+        # The dimension in force: configured, restored from a checkpoint, or
+        # locked by the first valid record.
+        self._dimension = self.config.dimension or locked_dimension
+        self._label_index = (
+            {name: i for i, name in enumerate(self.config.classes)} if self.config.classes else None
+        )
+        self._y_dtype = np.int64 if self.config.task == "classification" else np.float32
+
+    @property
+    def n_features(self) -> int | None:
+        """Feature dimension, or ``None`` until the first valid record fixes it."""
+        return self._dimension
+
+    def empty_events(self) -> Events:
+        return Events.empty(self._dimension or 0, self._y_dtype)
+
+    # ------------------------------------------------------------------ API
+    def decode(self, poll: Mapping[TopicPartition, Sequence[RawRecord]]) -> DecodeResult:
+        """Decode every record of one poll; bad records become dead letters."""
+        records = [r for recs in poll.values() for r in recs]
+        if not records:
+            return DecodeResult(self.empty_events())
+        if self._dimension is not None:
+            fast = self._decode_fast(records)
+            if fast is not None:
+                return fast
+        return self._decode_slow(records)
+
+    # ------------------------------------------------------------ fast path
+    def _decode_fast(self, records: list[RawRecord]) -> DecodeResult | None:
+        """All-good batches in a few vectorised steps; ``None`` means use the slow path."""
+        cfg = self.config
+        try:
+            limit = cfg.max_record_bytes
+            loads = orjson.loads
+            docs = [loads(r.value) for r in records if len(r.value) <= limit]
+            if len(docs) != len(records):
+                return None
+            xs = [d[cfg.x_field] for d in docs]
+            ys = [d[cfg.y_field] for d in docs]
+            if cfg.feature_names is not None:
+                names = cfg.feature_names
+                xs = [[x[n] for n in names] for x in xs]
+            X = np.array(xs)
+            y_raw = np.array(ys)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+        # Without an explicit dtype numpy reveals strings/None (kind U/O), which
+        # the slow path rejects; casting first would silently parse "1.5".
+        if X.dtype.kind not in "biuf":
+            return None
+        with np.errstate(over="ignore"):  # overflow to inf is caught just below, per row
+            X = X.astype(np.float32, copy=False)
+        if X.ndim != 2 or X.shape[1] != self._dimension or y_raw.ndim != 1:
+            return None
+        y = self._labels_fast(y_raw)
+        if y is None:
+            return None
+        ts = self._timestamps_fast(docs, records)
+        if ts is None:
+            return None
+
+        idf = cfg.id_field
+        ids = np.array(
+            [
+                str(d[idf]) if d.get(idf) is not None else f"{r.topic}:{r.partition}:{r.offset}"
+                for d, r in zip(docs, records)
+            ],
+            dtype=str,
+        )
+        events = Events(
+            X=X,
+            y=y,
+            ts=ts,
+            ids=ids,
+            topic=np.array([r.topic for r in records], dtype=str),
+            partition=np.fromiter((r.partition for r in records), dtype=np.int32, count=len(records)),
+            offset=np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records)),
+        )
+        # Non-finite features are a per-row defect: drop just those rows.
+        finite = np.isfinite(X).all(axis=1)
+        if finite.all():
+            return DecodeResult(events)
+        bad_rows = np.flatnonzero(~finite)
+        letters = [DeadLetter(records[i], _NON_FINITE) for i in bad_rows]
+        return DecodeResult(events.take(finite), letters)
+
+    def _labels_fast(self, y_raw: np.ndarray) -> np.ndarray | None:
+        cfg = self.config
+        if cfg.task == "regression":
+            if y_raw.dtype.kind not in "iuf" or not np.isfinite(y_raw).all():
+                return None
+            return y_raw.astype(np.float32)
+        if self._label_index is not None:
+            return None  # string classes: the slow path maps them
+        if y_raw.dtype.kind in "iu":
+            y = y_raw.astype(np.int64)
+        elif y_raw.dtype.kind == "f":
+            if not np.isfinite(y_raw).all() or (y_raw != np.round(y_raw)).any():
+                return None
+            y = y_raw.astype(np.int64)
+        else:
+            return None
+        if y.size and (y.min() < 0 or y.max() >= cfg.n_classes):
+            return None
+        return y
+
+    def _timestamps_fast(self, docs: list[dict], records: list[RawRecord]) -> np.ndarray | None:
+        tsf = self.config.ts_field
+        try:
+            raw = [d.get(tsf) for d in docs]
+            if all(type(v) is int for v in raw):
+                return np.array(raw, dtype=np.int64)
+            if all(v is None for v in raw):
+                return np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records))
+        except (AttributeError, OverflowError):
+            pass
+        return None
+
+    # ------------------------------------------------------------ slow path
+    def _decode_slow(self, records: list[RawRecord]) -> DecodeResult:
+        good_records: list[RawRecord] = []
+        xs: list[list[float]] = []
+        ys: list[Any] = []
+        tss: list[int] = []
+        ids: list[str] = []
+        letters: list[DeadLetter] = []
+        for rec in records:
+            try:
+                x, y, ts, rid = self._decode_one(rec)
+            except _Reject as reject:
+                letters.append(DeadLetter(rec, str(reject)))
+                continue
+            good_records.append(rec)
+            xs.append(x)
+            ys.append(y)
+            tss.append(ts)
+            ids.append(rid)
+        if not good_records:
+            return DecodeResult(self.empty_events(), letters)
+        n = len(good_records)
+        events = Events(
+            X=np.array(xs, dtype=np.float32).reshape(n, self._dimension),
+            y=np.array(ys, dtype=self._y_dtype),
+            ts=np.array(tss, dtype=np.int64),
+            ids=np.array(ids, dtype=str),
+            topic=np.array([r.topic for r in good_records], dtype=str),
+            partition=np.array([r.partition for r in good_records], dtype=np.int32),
+            offset=np.array([r.offset for r in good_records], dtype=np.int64),
+        )
+        return DecodeResult(events, letters)
+
+    def _decode_one(self, rec: RawRecord) -> tuple[list[float], Any, int, str]:
+        cfg = self.config
+        value = rec.value
+        if value is None or len(value) == 0:
+            raise _Reject("empty value: record has no payload")
+        if len(value) > cfg.max_record_bytes:
+            raise _Reject(f"oversize: {len(value)} bytes > limit {cfg.max_record_bytes}")
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise _Reject(f"bad json: {exc}") from None
+        if not isinstance(doc, dict):
+            raise _Reject(f"bad json: expected an object, got {type(doc).__name__}")
+        x = self._features_one(doc)
+        y = self._label_one(doc)
+        ts = _parse_ts(doc.get(cfg.ts_field), rec.timestamp)
+        rid = doc.get(cfg.id_field)
+        rid = f"{rec.topic}:{rec.partition}:{rec.offset}" if rid is None else str(rid)
+        return x, y, ts, rid
+
+    def _features_one(self, doc: dict) -> list[float]:
+        cfg = self.config
+        if cfg.x_field not in doc:
+            raise _Reject(f"missing features: no {cfg.x_field!r} field")
+        raw = doc[cfg.x_field]
+        if isinstance(raw, dict):
+            if cfg.feature_names is None:
+                raise _Reject("bad features: x is an object but no feature_names are configured")
+            missing = [n for n in cfg.feature_names if n not in raw]
+            if missing:
+                raise _Reject(f"missing feature: {missing[0]!r}")
+            raw = [raw[n] for n in cfg.feature_names]
+        elif not isinstance(raw, list):
+            raise _Reject(f"bad features: x must be a list or object, got {type(raw).__name__}")
+        # bool is an int subclass: JSON true/false count as 1/0, as numpy reads them.
+        if not all(isinstance(v, (int, float)) for v in raw):
+            raise _Reject("bad features: every feature must be a number")
+        if self._dimension is None:
+            if not raw:
+                raise _Reject("wrong dimension: 0 features")
+            self._dimension = len(raw)  # the first valid record locks the schema
+        if len(raw) != self._dimension:
+            raise _Reject(f"wrong dimension: {len(raw)} features, expected {self._dimension}")
+        # Finite as float64 is not enough: 1e39 overflows to inf in float32.
+        if not all(math.isfinite(v) and -_F32_MAX <= v <= _F32_MAX for v in raw):
+            raise _Reject(_NON_FINITE)
+        return raw
+
+    def _label_one(self, doc: dict) -> Any:
+        cfg = self.config
+        y = doc.get(cfg.y_field)
+        if y is None:
+            raise _Reject(f"missing label: no {cfg.y_field!r} field")
+        if cfg.task == "regression":
+            if isinstance(y, bool) or not isinstance(y, (int, float)) or not math.isfinite(y):
+                raise _Reject(f"bad label: regression target must be a finite number, got {y!r}")
+            return float(y)
+        if self._label_index is not None:
+            if not isinstance(y, str) or y not in self._label_index:
+                raise _Reject(f"bad label: {y!r} is not one of the configured classes")
+            return self._label_index[y]
+        if isinstance(y, bool):
+            y = int(y)
+        if isinstance(y, float) and y.is_integer():
+            y = int(y)
+        if not isinstance(y, int):
+            raise _Reject(f"bad label: class label must be an integer, got {y!r}")
+        if not 0 <= y < cfg.n_classes:
+            raise _Reject(f"bad label: {y} is outside [0, {cfg.n_classes})")
+        return y

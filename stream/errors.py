@@ -1,0 +1,36 @@
+"""The streamlearn error hierarchy.
+
+Every error a user can act on derives from :class:`StreamlearnError`; its
+message says what to do. The CLI turns these into a one-line message and exit
+code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class StreamlearnError(Exception):
+    """Root of every error streamlearn raises on purpose."""
+
+
+class ConfigError(StreamlearnError, ValueError):
+    """A setting is missing, malformed or inconsistent with another one."""
+
+
+class BrokerUnavailableError(StreamlearnError, ConnectionError):
+    """The Kafka bootstrap servers could not be reached."""
+
+
+class TopicNotFoundError(StreamlearnError, LookupError):
+    """A topic named in the configuration does not exist on the broker."""
+
+
+class CheckpointError(StreamlearnError):
+    """A checkpoint could not be written, or the one on disk is unreadable."""
+
+
+class OffsetRegressionError(CheckpointError):
+    """A checkpoint would move a partition's offset backwards (a double-learn risk)."""
+
+
+class SchemaMismatchError(StreamlearnError):
+    """Restored state does not fit the configured model or feature schema."""
