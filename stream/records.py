@@ -146,8 +146,8 @@ class Events:
             X=np.asarray(d["X"], dtype=np.float32),
             y=np.asarray(d["y"]),
             ts=np.asarray(d["ts"], dtype=np.int64),
-            ids=np.asarray(d["ids"], dtype=str) if d["ids"] else _EMPTY_STR,
-            topic=np.asarray(d["topic"], dtype=str) if d["topic"] else _EMPTY_STR,
+            ids=np.asarray(d["ids"], dtype=str) if len(d["ids"]) else _EMPTY_STR,
+            topic=np.asarray(d["topic"], dtype=str) if len(d["topic"]) else _EMPTY_STR,
             partition=np.asarray(d["partition"], dtype=np.int32),
             offset=np.asarray(d["offset"], dtype=np.int64),
         )
