@@ -102,6 +102,7 @@ class KafkaDeadLetterSink:
         from kafka import KafkaProducer
 
         self.suffix = suffix
+        producer_config.setdefault("bootstrap_timeout_ms", 10_000)
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **producer_config)
 
     def send(self, letters: Iterable[DeadLetter]) -> None:

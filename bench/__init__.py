@@ -1,0 +1,1 @@
+"""Benchmarks that compare streamlearn with its peers in one run (not timed tests)."""

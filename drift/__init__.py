@@ -1,0 +1,1 @@
+"""Drift detectors and the drift policy (rollback / adapt / retrain)."""

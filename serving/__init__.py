@@ -1,0 +1,1 @@
+"""Model registry, prediction API and hot swap."""

@@ -1,0 +1,58 @@
+"""Settings read from the environment (prefix ``STREAMLEARN_``), one class per concern.
+
+Command-line flags override these; the environment is how deployments
+(docker-compose, Kubernetes) configure the daemon without long command lines.
+
+Examples
+--------
+>>> import os
+>>> os.environ["STREAMLEARN_KAFKA_BOOTSTRAP"] = "broker:9092"
+>>> KafkaSettings().bootstrap
+'broker:9092'
+>>> del os.environ["STREAMLEARN_KAFKA_BOOTSTRAP"]
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach and use the Kafka cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_KAFKA_")
+
+    bootstrap: str | None = None
+    client_id: str = "streamlearn"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 300_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def client_options(self) -> dict:
+        """Security options in kafka-python's spelling (only those that are set)."""
+        opts: dict = {}
+        if self.security_protocol != "PLAINTEXT":
+            opts["security_protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            opts["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password is not None:
+            opts["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return opts
+
+
+class CheckpointSettings(BaseSettings):
+    """Where and how often the daemon checkpoints."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_CHECKPOINT_")
+
+    dir: str = ".streamlearn/checkpoints"
+    every_batches: int = 20
+    every_seconds: float = 5.0
+    keep: int = 3

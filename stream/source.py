@@ -1,0 +1,246 @@
+"""Where records come from: the :class:`Source` protocol and its Kafka implementation.
+
+Every source hands out poll batches shaped like kafka-python's
+(``{TopicPartition: [RawRecord, ...]}``) and lets the engine decide where each
+partition starts: on assignment it asks the engine's
+:class:`RebalanceHandler` for checkpointed positions, and before a partition
+is taken away it lets the engine checkpoint. Offsets committed to the consumer
+group are for lag monitoring only; the checkpoint is the source of truth.
+
+Backends: :class:`KafkaSource` (kafka-python, always installed),
+:class:`stream.confluent_source.ConfluentKafkaSource` (``pip install
+'streamlearn[fast]'``) and :class:`stream.file_source.FileSource`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+from stream.errors import BrokerUnavailableError, ConfigError, TopicNotFoundError
+from stream.records import RawRecord, TopicPartition
+
+log = logging.getLogger(__name__)
+
+PollBatch = Mapping[TopicPartition, Sequence[RawRecord]]
+
+
+class RebalanceHandler(Protocol):
+    """The engine's side of partition assignment."""
+
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        """Positions (next offset to read) to seek to; partitions left out use the group/reset policy."""
+        ...
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Called before ``partitions`` are released: checkpoint now."""
+        ...
+
+
+class Source(Protocol):
+    """A stream of raw records with seekable, per-partition positions."""
+
+    def open(self, handler: RebalanceHandler) -> None: ...
+
+    def poll(self, timeout_ms: int, max_records: int) -> PollBatch: ...
+
+    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Record progress where monitoring tools see it (consumer-group offsets)."""
+        ...
+
+    def lag(self) -> int | None:
+        """Records between the current positions and the end of the assigned partitions, if known."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def parse_partitions(specs: Sequence[str]) -> list[TopicPartition]:
+    """Parse ``topic:partition`` strings (as given to ``--partition``).
+
+    >>> parse_partitions(["events:0", "events:2"])
+    [TopicPartition(topic='events', partition=0), TopicPartition(topic='events', partition=2)]
+    """
+    out = []
+    for spec in specs:
+        topic, sep, part = spec.rpartition(":")
+        if not sep or not topic or not part.isdigit():
+            raise ConfigError(f"partition {spec!r} must look like TOPIC:N, e.g. events:0")
+        out.append(TopicPartition(topic, int(part)))
+    return out
+
+
+@dataclass(frozen=True)
+class KafkaSourceConfig:
+    """Connection and consumption settings shared by the Kafka backends.
+
+    With ``group_id`` the source subscribes to ``topics`` as a consumer-group
+    member; without it, it assigns ``partitions`` (or every partition of
+    ``topics``) directly and commits nothing.
+    """
+
+    bootstrap: str
+    topics: tuple[str, ...] = ()
+    group_id: str | None = None
+    partitions: tuple[TopicPartition, ...] = ()
+    auto_offset_reset: str = "earliest"
+    client_id: str = "streamlearn"
+    # Group timeouts: Kafka's defaults make a restarted member wait ~45 s for
+    # its predecessor's session to expire; a learner wants to resume sooner.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 300_000
+    fetch_max_wait_ms: int = 100
+    max_partition_fetch_bytes: int = 8 << 20
+    request_timeout_ms: int = 30_000
+    # How long to wait for the first broker before calling it unreachable.
+    bootstrap_timeout_ms: int = 10_000
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap:
+            raise ConfigError("bootstrap servers are required, e.g. --bootstrap localhost:9092")
+        if not self.topics and not self.partitions:
+            raise ConfigError("name at least one --topic (or --partition TOPIC:N)")
+        if self.partitions and self.group_id:
+            raise ConfigError("explicit partitions and a consumer group are exclusive: drop --group or --partition")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("auto_offset_reset must be 'earliest' or 'latest'")
+
+
+def _listener(source: KafkaSource, handler: RebalanceHandler):
+    """A kafka-python ConsumerRebalanceListener (its type is checked) that forwards to ``handler``."""
+    from kafka import ConsumerRebalanceListener
+
+    class _Listener(_ListenerMixin, ConsumerRebalanceListener):
+        pass
+
+    return _Listener(source, handler)
+
+
+class _ListenerMixin:
+    """Adapts kafka-python's rebalance callbacks to our RebalanceHandler."""
+
+    def __init__(self, source: KafkaSource, handler: RebalanceHandler) -> None:
+        self._source = source
+        self._handler = handler
+
+    def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            self._handler.on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self._source._seek_to(self._handler.on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned]))
+
+
+class KafkaSource:
+    """A :class:`Source` on kafka-python's ``KafkaConsumer``.
+
+    Raises
+    ------
+    BrokerUnavailableError
+        The bootstrap servers do not answer.
+    TopicNotFoundError
+        A configured topic does not exist.
+    """
+
+    def __init__(self, config: KafkaSourceConfig) -> None:
+        self.config = config
+        self._consumer = None
+
+    def open(self, handler: RebalanceHandler) -> None:
+        from kafka import KafkaConsumer
+        from kafka import TopicPartition as KafkaTP
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+        cfg = self.config
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=cfg.bootstrap,
+                group_id=cfg.group_id,
+                client_id=cfg.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset=cfg.auto_offset_reset,
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                max_poll_interval_ms=cfg.max_poll_interval_ms,
+                fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+                max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+                request_timeout_ms=cfg.request_timeout_ms,
+                bootstrap_timeout_ms=cfg.bootstrap_timeout_ms,
+                **dict(cfg.extra),
+            )
+        except (KafkaTimeoutError, KafkaConnectionError):
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {cfg.bootstrap!r}: check --bootstrap and that the broker is up"
+            ) from None
+        topics = set(cfg.topics) | {tp.topic for tp in cfg.partitions}
+        available = self._consumer.topics()
+        missing = sorted(topics - available)
+        if missing:
+            self.close()
+            raise TopicNotFoundError(
+                f"topic(s) {', '.join(missing)} not found on {cfg.bootstrap}; "
+                "create them first (e.g. `streamlearn produce`) or fix --topic"
+            )
+        if cfg.group_id:
+            self._consumer.subscribe(list(cfg.topics), listener=_listener(self, handler))
+            return
+        partitions = list(cfg.partitions) or [
+            TopicPartition(t, p) for t in cfg.topics for p in sorted(self._consumer.partitions_for_topic(t) or ())
+        ]
+        self._consumer.assign([KafkaTP(tp.topic, tp.partition) for tp in partitions])
+        positions = handler.on_assigned(partitions)
+        unpositioned = [KafkaTP(tp.topic, tp.partition) for tp in partitions if tp not in positions]
+        if unpositioned:
+            if cfg.auto_offset_reset == "earliest":
+                self._consumer.seek_to_beginning(*unpositioned)
+            else:
+                self._consumer.seek_to_end(*unpositioned)
+        self._seek_to(positions)
+
+    def _seek_to(self, positions: Mapping[TopicPartition, int]) -> None:
+        from kafka import TopicPartition as KafkaTP
+
+        for tp, offset in positions.items():
+            self._consumer.seek(KafkaTP(tp.topic, tp.partition), offset)
+
+    def poll(self, timeout_ms: int, max_records: int) -> PollBatch:
+        # kafka-python's ConsumerRecord is field-compatible with RawRecord and
+        # its TopicPartition with ours: hand the dict through without copying.
+        return self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+
+    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        if not self.config.group_id or not positions:
+            return
+        from kafka import TopicPartition as KafkaTP
+        from kafka.structs import OffsetAndMetadata
+
+        assigned = self._consumer.assignment()
+        offsets = {
+            KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(pos, "", -1)
+            for tp, pos in positions.items()
+            if KafkaTP(tp.topic, tp.partition) in assigned
+        }
+        if offsets:
+            self._consumer.commit(offsets)
+
+    def lag(self) -> int | None:
+        from kafka.errors import KafkaError
+
+        total = 0
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                return None
+            try:
+                total += max(0, high - self._consumer.position(tp, timeout_ms=0))
+            except KafkaError:  # position unknown mid-rebalance: lag is unknown, not an error
+                return None
+        return total
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None

@@ -1,0 +1,112 @@
+"""Test doubles shipped with the package, for deterministic crash and replay tests.
+
+:class:`ListSource` serves pre-built records over any number of partitions,
+resumes from the positions the engine hands it, and can *abort*: raise
+:class:`Abort` at a chosen poll, which is how tests crash an engine at a
+precise instant without killing a process. Pair it with
+:class:`stream.clock.ManualClock` for time windows.
+
+Examples
+--------
+>>> recs = make_records(6, n_features=2, partitions=2)
+>>> src = ListSource(recs, batch_size=2, abort_at_poll=1)
+>>> src.open(_NoCheckpoint())
+>>> sum(len(v) for v in src.poll(0, 10).values())
+2
+>>> src.poll(0, 10)  # doctest: +IGNORE_EXCEPTION_DETAIL
+Traceback (most recent call last):
+...
+stream.testing.Abort: aborted at poll 1 (test sentinel)
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Mapping, Sequence
+
+import orjson
+
+from stream.records import RawRecord, TopicPartition
+from stream.source import PollBatch, RebalanceHandler
+
+
+class Abort(Exception):
+    """Raised by :class:`ListSource` at its abort sentinel: a simulated crash."""
+
+
+class _NoCheckpoint:
+    def on_assigned(self, partitions):
+        return {}
+
+    def on_revoked(self, partitions):
+        pass
+
+
+def make_records(
+    n: int,
+    *,
+    n_features: int = 4,
+    partitions: int = 1,
+    topic: str = "test",
+    seed: int = 0,
+    bad_every: int | None = None,
+) -> list[RawRecord]:
+    """``n`` JSON records with ids ``e<i>``, a linearly separable label, spread round-robin.
+
+    With ``bad_every=k`` every k-th record is undecodable JSON (for dead-letter tests).
+    """
+    rng = random.Random(seed)
+    next_offset = [0] * partitions
+    out = []
+    for i in range(n):
+        p = i % partitions
+        x = [rng.uniform(-1, 1) for _ in range(n_features)]
+        if bad_every and i % bad_every == bad_every - 1:
+            value = b'{"id": "e%d", "x": [' % i
+        else:
+            value = orjson.dumps({"id": f"e{i}", "ts": 1_000 * i, "x": x, "y": int(sum(x) > 0)})
+        out.append(RawRecord(topic, p, next_offset[p], 1_000 * i, None, value))
+        next_offset[p] += 1
+    return out
+
+
+class ListSource:
+    """An in-memory :class:`~stream.source.Source` over fixed records.
+
+    ``batch_size`` records per poll (interleaving partitions); ``abort_at_poll``
+    raises :class:`Abort` on that poll number (0-based) of this instance.
+    """
+
+    def __init__(self, records: Sequence[RawRecord], *, batch_size: int = 100, abort_at_poll: int | None = None) -> None:
+        self.records = list(records)
+        self.batch_size = batch_size
+        self.abort_at_poll = abort_at_poll
+        self.committed: dict[TopicPartition, int] = {}
+        self._polls = 0
+        self._queue: list[RawRecord] = []
+        self.closed = False
+
+    def open(self, handler: RebalanceHandler) -> None:
+        parts = sorted({TopicPartition(r.topic, r.partition) for r in self.records})
+        positions = handler.on_assigned(parts)
+        self._queue = [r for r in self.records if r.offset >= positions.get(TopicPartition(r.topic, r.partition), 0)]
+        self._queue.reverse()  # pop() from the end is O(1)
+
+    def poll(self, timeout_ms: int, max_records: int) -> PollBatch:
+        if self.abort_at_poll is not None and self._polls == self.abort_at_poll:
+            raise Abort(f"aborted at poll {self._polls} (test sentinel)")
+        self._polls += 1
+        batch: dict[TopicPartition, list[RawRecord]] = {}
+        for _ in range(min(self.batch_size, max_records, len(self._queue))):
+            rec = self._queue.pop()
+            batch.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
+        return batch
+
+    def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        self.committed.update(positions)
+
+    def lag(self) -> int | None:
+        return len(self._queue)
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: installs (pip + apt), real services, pytest.
+#
+#   bash tests/run_all.sh            # everything: unit, doctests, integration, exactly-once
+#   bash tests/run_all.sh -k codec   # extra arguments go to pytest
+#
+# Integration tests run against real containers (tansu broker, redis-server)
+# built offline by .ci/services.sh; STREAMLEARN_REQUIRE_SERVICES=1 makes a
+# missing Docker engine a failure rather than a skip.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-python3}
+
+echo "== installing streamlearn and its test dependencies" >&2
+# Pin torch first: an unpinned resolve pulls the multi-GB CUDA build even on CPU machines.
+"$PYTHON" -m pip install -q torch==2.13.0
+"$PYTHON" -m pip install -q -e '.[dev,embedded,fast]'
+
+echo "== starting the test services (docker engine, offline images)" >&2
+eval "$(PYTHON="$PYTHON" bash .ci/services.sh)"
+export STREAMLEARN_REQUIRE_SERVICES=1
+
+echo "== pytest" >&2
+set +e
+"$PYTHON" -m pytest tests stream learners drift serving --doctest-modules -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$rc"

@@ -1,0 +1,68 @@
+"""CheckpointStore: atomic files, newest-readable wins, offsets never regress."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stream.checkpoint import Checkpoint, CheckpointStore
+from stream.errors import OffsetRegressionError
+from stream.records import TopicPartition
+
+TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def ckpt(seq: int, positions: dict, **kw) -> Checkpoint:
+    return Checkpoint(seq=seq, positions=positions, learner=kw.get("learner"), window={"kind": "count"},
+                      schema={"n_features": 2}, counters={"events_learned": seq * 10})
+
+
+def test_round_trip_keeps_positions_state_and_counters(tmp_path):
+    store = CheckpointStore(tmp_path)
+    learner = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "n_learned": 5, "buf": np.ones(3, np.int64)}
+    store.save(ckpt(1, {TP0: 10, TP1: 3}, learner=learner))
+    got = CheckpointStore(tmp_path).latest()
+    assert got.seq == 1 and got.positions == {TP0: 10, TP1: 3}
+    assert torch.equal(got.learner["model"]["w"], learner["model"]["w"])
+    assert got.learner["n_learned"] == 5 and got.learner["buf"].tolist() == [1, 1, 1]
+    assert got.counters == {"events_learned": 10}
+
+
+def test_newest_wins_and_only_keep_files_remain(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for seq in range(1, 5):
+        store.save(ckpt(seq, {TP0: seq * 100}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000000000003.safetensors",
+                                                          "ckpt-000000000004.safetensors"]
+    assert CheckpointStore(tmp_path).latest().positions[TP0] == 400
+
+
+def test_a_damaged_newest_file_falls_back_to_the_previous_consistent_one(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save(ckpt(1, {TP0: 100}))
+    path = store.save(ckpt(2, {TP0: 200}))
+    path.write_bytes(path.read_bytes()[:50])  # simulate disk damage
+    assert CheckpointStore(tmp_path).latest().seq == 1
+
+
+def test_offsets_moving_backwards_raise_a_named_error(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save(ckpt(1, {TP0: 100}))
+    with pytest.raises(OffsetRegressionError, match=r"t\[0\] back from 100 to 99"):
+        store.save(ckpt(2, {TP0: 99}))
+    # A restored store knows the last positions too.
+    restored = CheckpointStore(tmp_path)
+    restored.latest()
+    with pytest.raises(OffsetRegressionError):
+        restored.save(ckpt(2, {TP0: 50}))
+
+
+def test_no_temp_files_are_left_behind(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save(ckpt(1, {TP0: 1}))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-000000000001.safetensors"]
+
+
+def test_empty_directory_means_fresh_start(tmp_path):
+    assert CheckpointStore(tmp_path / "missing").latest() is None
