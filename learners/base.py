@@ -20,6 +20,15 @@ class LearnReport:
 
     ``loss`` may be a 0-d device tensor: reading it forces a host sync, so the
     hot path stores it unread and only progress output calls :meth:`loss_value`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> report = LearnReport(n_samples=3, loss=torch.tensor(0.25))
+    >>> report.n_samples, report.loss_value()
+    (3, 0.25)
+    >>> LearnReport(n_samples=0).loss_value() is None
+    True
     """
 
     n_samples: int

@@ -1,0 +1,219 @@
+"""The Learner contract, checked for every learner configuration (STYLE 13).
+
+Each entry of ``LEARNERS`` is a factory ``(seed) -> Learner``; every check
+below runs against every entry. Adding a learner (river adapter, EWC
+variant, ...) means adding one line here, and it gets the whole contract:
+pickle-free state round trip, clone independence, no input mutation, seeded
+determinism and the LearnReport shape.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from learners.base import Learner, LearnReport
+from learners.state_io import dumps_state, loads_state
+from learners.torch_learner import TorchLearner
+
+N_FEATURES = 6
+
+LEARNERS: dict[str, Callable[[int], Learner]] = {
+    "logistic": lambda seed: TorchLearner("logistic", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed),
+    "mlp": lambda seed: TorchLearner("mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed,
+                                     model_kwargs={"hidden": (16, 8)}),
+    "resmlp": lambda seed: TorchLearner("resmlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed,
+                                        optimizer="adamw", model_kwargs={"width": 16, "n_blocks": 2}),
+    "mlp-sgd-2steps": lambda seed: TorchLearner("mlp", n_features=N_FEATURES, n_classes=3, device="cpu",
+                                                seed=seed, optimizer="sgd", lr=0.05, steps_per_batch=2),
+    "logistic-regression": lambda seed: TorchLearner("logistic", n_features=N_FEATURES, task="regression",
+                                                     device="cpu", seed=seed),
+}
+
+
+@pytest.fixture(params=sorted(LEARNERS))
+def make(request) -> Callable[[int], Learner]:
+    return LEARNERS[request.param]
+
+
+def is_classifier(learner: Learner) -> bool:
+    return getattr(learner, "task", "classification") == "classification"
+
+
+def batches(learner: Learner, n_batches: int = 4, size: int = 32, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_batches):
+        X = rng.normal(size=(size, N_FEATURES)).astype(np.float32)
+        if is_classifier(learner):
+            y = rng.integers(0, 3, size=size).astype(np.int64)
+        else:
+            y = (X @ np.arange(N_FEATURES) + rng.normal(size=size)).astype(np.float32)
+        out.append((X, y))
+    return out
+
+
+def flat(state, prefix=""):
+    """Flatten a state tree to {path: leaf} for exact comparisons."""
+    if isinstance(state, dict):
+        items = {}
+        for k, v in state.items():
+            items.update(flat(v, f"{prefix}/{k}"))
+        return items
+    if isinstance(state, (list, tuple)):
+        items = {}
+        for i, v in enumerate(state):
+            items.update(flat(v, f"{prefix}/{i}"))
+        return items
+    return {prefix: state}
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        x, y = fa[k], fb[k]
+        if isinstance(x, torch.Tensor):
+            assert isinstance(y, torch.Tensor) and x.dtype == y.dtype, k
+            assert torch.equal(x.cpu(), y.cpu()), k
+        else:
+            assert x == y, k
+
+
+def assert_states_differ(a: dict, b: dict) -> None:
+    with pytest.raises(AssertionError):
+        assert_states_equal(a, b)
+
+
+def learned_state(learner: Learner) -> dict:
+    """The state without its config (which records the constructor's own seed)."""
+    return {k: v for k, v in learner.state_dict().items() if k != "config"}
+
+
+def predictions(learner: Learner, X: np.ndarray) -> list[np.ndarray]:
+    out = [learner.predict_batch(X)]
+    if is_classifier(learner):
+        out.append(learner.predict_proba_batch(X))
+    return out
+
+
+# ------------------------------------------------------------------ contract
+def test_implements_the_learner_protocol(make):
+    assert isinstance(make(0), Learner)
+
+
+def test_learn_batch_returns_a_report_with_n_samples(make):
+    learner = make(0)
+    for X, y in batches(learner, n_batches=2, size=17):
+        report = learner.learn_batch(X, y)
+        assert isinstance(report, LearnReport)
+        assert report.n_samples == 17
+        loss = report.loss_value()
+        assert loss is not None and np.isfinite(loss)
+    empty = learner.learn_batch(np.zeros((0, N_FEATURES), np.float32), batches(learner)[0][1][:0])
+    assert empty.n_samples == 0
+
+
+def test_predictions_have_the_documented_shapes(make):
+    learner = make(0)
+    X, y = batches(learner)[0]
+    learner.learn_batch(X, y)
+    pred = learner.predict_batch(X)
+    assert pred.shape == (len(X),)
+    if is_classifier(learner):
+        assert np.issubdtype(pred.dtype, np.integer)
+        proba = learner.predict_proba_batch(X)
+        assert proba.shape == (len(X), 3)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(proba.argmax(axis=1), pred)
+    else:
+        assert np.issubdtype(pred.dtype, np.floating)
+    assert learner.predict_batch(X[:0]).shape == (0,)
+
+
+def test_state_round_trip_without_pickle_gives_identical_predictions_and_learning(make):
+    original = make(0)
+    data = batches(original, n_batches=6)
+    for X, y in data[:3]:
+        original.learn_batch(X, y)
+
+    blob = dumps_state(original.state_dict())
+    restored = make(123)  # a different init: everything must come from the state
+    restored.load_state_dict(loads_state(blob))
+    assert_states_equal(learned_state(original), learned_state(restored))
+
+    probe = data[-1][0]
+    for a, b in zip(predictions(original, probe), predictions(restored, probe)):
+        np.testing.assert_array_equal(a, b)
+
+    # Continued learning is bit-identical too (optimizer moments and step counts restored).
+    for X, y in data[3:5]:
+        ra, rb = original.learn_batch(X, y), restored.learn_batch(X, y)
+        assert ra.loss_value() == rb.loss_value()
+    assert_states_equal(learned_state(original), learned_state(restored))
+    for a, b in zip(predictions(original, probe), predictions(restored, probe)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_state_dict_is_a_snapshot(make):
+    learner = make(0)
+    data = batches(learner)
+    learner.learn_batch(*data[0])
+    snap = learner.state_dict()
+    frozen = loads_state(dumps_state(snap))
+    for X, y in data[1:]:
+        learner.learn_batch(X, y)
+    assert_states_equal(snap, frozen)
+
+
+def test_clone_is_fresh_and_independent(make):
+    original = make(0)
+    data = batches(original)
+    original.learn_batch(*data[0])
+    before = original.state_dict()
+
+    clone = original.clone()
+    assert clone is not original
+    # Fresh: same configuration and seed -> the same state as a new learner.
+    assert_states_equal(clone.state_dict(), make(0).state_dict())
+    for X, y in data[1:]:
+        clone.learn_batch(X, y)
+    assert_states_equal(before, original.state_dict())
+    assert_states_differ(before, clone.state_dict())
+
+
+def test_inputs_are_not_mutated(make):
+    learner = make(0)
+    for X, y in batches(learner):
+        X_before, y_before = X.copy(), y.copy()
+        learner.learn_batch(X, y)
+        learner.predict_batch(X)
+        if is_classifier(learner):
+            learner.predict_proba_batch(X)
+        np.testing.assert_array_equal(X, X_before)
+        np.testing.assert_array_equal(y, y_before)
+        assert X.dtype == X_before.dtype and y.dtype == y_before.dtype
+
+
+def test_read_only_and_other_dtype_inputs_are_accepted(make):
+    learner = make(0)
+    X, y = batches(learner)[0]
+    X64 = X.astype(np.float64)
+    X64.flags.writeable = False
+    y_ro = y.astype(np.int32 if is_classifier(learner) else np.float64)
+    y_ro.flags.writeable = False
+    assert learner.learn_batch(X64, y_ro).n_samples == len(X)
+    assert learner.predict_batch(X64).shape == (len(X),)
+
+
+def test_seeded_determinism(make):
+    a, b = make(7), make(7)
+    assert_states_equal(a.state_dict(), b.state_dict())
+    for X, y in batches(a):
+        a.learn_batch(X, y)
+        b.learn_batch(X, y)
+    assert_states_equal(a.state_dict(), b.state_dict())
+    assert_states_differ(make(7).state_dict()["model"], make(8).state_dict()["model"])
