@@ -113,7 +113,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=1_000, help="count window size")
     parser.add_argument("--model", default="logistic")
     parser.add_argument("--clients", default="kafka-python,confluent")
+    parser.add_argument("--torch-threads", type=int, default=1, help="as streamlearn run's --torch-threads")
     args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from learners.torch_learner import TorchLearner
+
+    torch.set_num_threads(args.torch_threads)
+    # Warm-up outside the timings: the first optimizer import pulls in
+    # torch._dynamo (~4 s once per process), a start-up cost, not throughput.
+    TorchLearner(model=args.model, n_features=N_FEATURES).learn_batch(
+        np.zeros((8, N_FEATURES), np.float32), np.zeros(8, np.int64))
 
     broker = None
     bootstrap = args.bootstrap

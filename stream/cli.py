@@ -92,14 +92,23 @@ def learner_options(fn: Callable) -> Callable:
                      help="Feature dimension; default: locked by the first valid record."),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--torch-threads", type=int, default=1, show_default=True, envvar="STREAMLEARN_TORCH_THREADS",
+                     help="CPU threads for torch ops. 1 suits small models: the Kafka client and decoding "
+                          "need the other cores, and oversubscribed torch threads stall."),
     ]
     for deco in reversed(decorators):
         fn = deco(fn)
     return fn
 
 
-def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed):
+def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads=1):
+    import torch
+
     from learners.torch_learner import TorchLearner
+
+    if torch_threads < 1:
+        raise ConfigError("--torch-threads must be at least 1")
+    torch.set_num_threads(torch_threads)  # process-wide, so set here in the entry point, not in a learner
 
     def build(n_features: int):
         return TorchLearner(model=model, n_features=n_features, task=task, n_classes=n_classes,
@@ -153,7 +162,7 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
         checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
         max_poll_records, ledger, quiet, model, optimizer, lr, steps_per_batch, task, n_classes, n_features, device,
-        seed):
+        seed, torch_threads):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
     from stream.settings import CheckpointSettings, KafkaSettings
 
@@ -174,7 +183,8 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         until_idle=until_idle, max_events=max_events, backend=backend,
         kafka_extra={**kafka.client_options(), **_parse_options(kafka_options)}, kafka_settings=kafka,
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
-        learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed),
+        learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
+                                                  torch_threads),
         task=task, n_classes=n_classes, n_features=n_features,
     )
     _print_summary(summary)
@@ -355,7 +365,7 @@ def broker(port):
 @learner_options
 @user_errors
 def demo(bootstrap, n_events, generator, topic, window, workdir, model, optimizer, lr, steps_per_batch, task,
-         n_classes, n_features, device, seed):
+         n_classes, n_features, device, seed, torch_threads):
     """The embedded default: local broker + synthetic drifting stream + the daemon, end to end."""
     import uuid
 
@@ -393,7 +403,8 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, model, optimize
             backend="kafka-python", kafka_extra={}, kafka_settings=KafkaSettings(session_timeout_ms=6000,
                                                                                   heartbeat_interval_ms=500),
             max_poll_records=5000, ledger=False, quiet=False,
-            learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed),
+            learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
+                                                  torch_threads),
             task=task, n_classes=n_classes, n_features=n_features,
         )
         producer.join(timeout=5)

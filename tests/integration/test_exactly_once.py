@@ -80,15 +80,14 @@ def test_sigkill_at_random_instants_neither_loses_nor_double_learns(
             while _newest_seq(ckpt_dir) <= before and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert proc.poll() is None, f"daemon exited early:\n{proc.stdout.read().decode()}"
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 0.25))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         kills.append(CheckpointStore(ckpt_dir).latest().counters["events_learned"])
     assert len(kills) >= MIN_KILLS, f"only {len(kills)} kills before the deadline"
     print(f"SIGKILLs: {len(kills)}; events learned per the checkpoint at each kill: {kills}")
-    learned_before_final = CheckpointStore(ckpt_dir).latest().counters["events_learned"]
-    assert 0 < learned_before_final < N_EVENTS, "kills must land while the stream is still being learned"
+    assert 0 < max(kills) < N_EVENTS, f"every kill must land while the stream is being learned: {kills}"
 
     final = _daemon(kafka_bootstrap, topic, unique_name, ckpt_dir, until_idle=4)
     out, _ = final.communicate(timeout=240)
