@@ -14,6 +14,9 @@ Environment:
     ``tansu`` or ``apache``; by default ``tansu`` when the image name says so.
 ``STREAMLEARN_TEST_REDIS_IMAGE``
     Redis image (default ``redis:7.4``; offline ``streamlearn-test/redis:local``).
+``STREAMLEARN_TEST_PULL``
+    ``1`` lets the fixtures pull a missing image; off by default so that no
+    test run reaches for a registry unasked.
 ``STREAMLEARN_REQUIRE_SERVICES``
     ``1`` (CI): a missing Docker engine fails the integration tests instead of
     skipping them, so a broken CI machine cannot pass by running nothing.
@@ -372,9 +375,11 @@ def kafka_service(docker_engine: DockerClient) -> Iterator[KafkaService]:
 
 
 def _ensure_image(client: DockerClient, image: str) -> None:
-    """Pull ``image`` if it is not local; an image we cannot get counts as unavailable.
+    """Use ``image`` if it is local; pull it only when ``STREAMLEARN_TEST_PULL=1``.
 
-    Offline, pulls fail: the local images come from ``.ci/services.sh``.
+    Never pulling by default keeps a test run from reaching out to a registry
+    (offline machines must not send traffic beyond loopback); the local images
+    come from ``.ci/services.sh``, and users with a registry opt in to pulls.
     """
     from docker.errors import DockerException, ImageNotFound
 
@@ -383,6 +388,10 @@ def _ensure_image(client: DockerClient, image: str) -> None:
         return
     except ImageNotFound:
         pass
+    if os.environ.get("STREAMLEARN_TEST_PULL", "").strip() != "1":
+        _services_unavailable(
+            f"image {image!r} is not local; `docker pull {image}` or set STREAMLEARN_TEST_PULL=1 "
+            "(with a registry), or point STREAMLEARN_TEST_*_IMAGE at local images")
     try:
         client.images.pull(image)
         return

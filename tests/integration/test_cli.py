@@ -1,0 +1,88 @@
+"""The CLI end to end on the real broker: produce, run, inspect, dead letters, user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from kafka import KafkaConsumer
+
+from stream.embedded import free_port
+
+GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **GROUP_ENV})
+
+
+def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(kafka_bootstrap, unique_name, tmp_path,
+                                                               kafka_consumer_settings):
+    topic = unique_name
+    produced = cli("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--events", "3000",
+                   "--generator", "sea", "--corrupt-every", "100", "--partitions", "3")
+    assert produced.returncode == 0, produced.stderr
+    ckpt = tmp_path / "ckpt"
+    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", unique_name,
+              "--window", "count:200", "--checkpoint-dir", str(ckpt), "--until-idle", "3")
+    assert ran.returncode == 0, ran.stderr
+    assert "learned 2,970 events" in ran.stderr and "dead letters 30" in ran.stderr
+    assert "[streamlearn] learned" in ran.stderr  # live progress lines
+
+    info = json.loads(cli("inspect", str(ckpt), "--json").stdout)
+    assert info["events_learned"] == 2970
+    assert info["dead_letters"] == {"bad json": 30}
+    assert sum(info["offsets"].values()) == 3000
+    assert sorted(info["offsets"]) == [f"{topic}:{p}" for p in range(3)]
+    assert 0.5 < info["prequential_accuracy"] <= 1.0
+
+    consumer = KafkaConsumer(f"{topic}.dlq", group_id=f"{unique_name}-dlq", consumer_timeout_ms=10_000,
+                             **kafka_consumer_settings)
+    try:
+        letters = []
+        for rec in consumer:
+            letters.append(rec)
+            if len(letters) == 30:
+                break
+    finally:
+        consumer.close()
+    assert len(letters) == 30
+    headers = dict(letters[0].headers)
+    assert headers["dlq.reason"].startswith(b"bad json") and headers["dlq.topic"] == topic.encode()
+    assert all(int(dict(r.headers)["dlq.offset"]) % 1 == 0 for r in letters)
+
+
+def test_missing_topic_is_a_one_line_error_with_exit_code_2(kafka_bootstrap, unique_name, tmp_path):
+    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", f"{unique_name}-nope",
+              "--checkpoint-dir", str(tmp_path))
+    assert ran.returncode == 2
+    assert "not found" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_unreachable_broker_is_a_one_line_error_with_exit_code_2(tmp_path):
+    ran = cli("run", "--bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t", "--checkpoint-dir", str(tmp_path))
+    assert ran.returncode == 2
+    assert "cannot reach Kafka" in ran.stderr or "no Kafka broker answered" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+def test_bad_configuration_is_exit_code_2_before_touching_kafka(tmp_path):
+    for args, message in [
+        (["--window", "fortnightly"], "window"),
+        (["--model", "transformer"], "transformer"),
+        (["--partition", "no-number"], "TOPIC:N"),
+    ]:
+        ran = cli("run", "--bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t",
+                  "--checkpoint-dir", str(tmp_path), *args, timeout=60)
+        assert ran.returncode == 2, (args, ran.stderr)
+        assert message in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_run_without_any_source_explains_the_options(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "STREAMLEARN_KAFKA_BOOTSTRAP"}
+    ran = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--topic", "t"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert ran.returncode == 2 and "--bootstrap" in ran.stderr and "streamlearn demo" in ran.stderr
