@@ -8,8 +8,8 @@ runtime windower (bytewax's ``Windower.build`` shape):
 - :class:`ProcessingTimeWindow` -- events that arrive while the clock is in the
   same ``[k * length_ms, (k + 1) * length_ms)`` go together;
 - :class:`EventTimeWindow` -- windows ``[k * length_ms, (k + 1) * length_ms)`` on
-  ``events.ts``, closed by a watermark, with allowed lateness, late-event
-  reporting and an optional idle timeout.
+  ``events.ts``, closed by a per-partition watermark, with allowed lateness,
+  late-event reporting and an optional idle timeout.
 
 Every windower implements :class:`Windower`: ``add`` / ``tick`` return a
 :class:`WindowOutput` (the batches that closed, and for event time the late
@@ -34,9 +34,10 @@ Examples
 ...                   topic=np.array(["t"] * n), partition=np.zeros(n, np.int32),
 ...                   offset=np.arange(n, dtype=np.int64))
 >>> windower = parse_window("event:10ms").build()
->>> out = windower.add(events([1, 5, 12, 3, 15]))   # 12 closes [0, 10); then 3 is late
+>>> out = windower.add(events([1, 5, 12]))   # the watermark moves to 12: [0, 10) closes
 >>> [(b.window_start, b.window_end, b.events.ids.tolist()) for b in out.batches]
 [(0, 10, ['1', '5'])]
+>>> out = windower.add(events([3, 15]))      # 3 belongs to a closed window
 >>> out.late.ids.tolist(), windower.late_count
 (['3'], 1)
 >>> [(b.window_start, b.events.ids.tolist()) for b in windower.flush()]
@@ -45,9 +46,7 @@ Examples
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,6 +54,7 @@ import numpy as np
 from stream.clock import Clock, SystemClock
 from stream.errors import CheckpointError, ConfigError, SchemaMismatchError
 from stream.records import Events, MicroBatch
+from stream.window_spec import parse_window
 
 __all__ = [
     "WindowOutput",
@@ -230,28 +230,50 @@ class ProcessingTimeWindow:
 
 @dataclass(frozen=True, slots=True)
 class EventTimeWindow:
-    """Tumbling windows on event time (``events.ts``), closed by a watermark.
+    """Tumbling windows on event time (``events.ts``), closed by per-partition watermarks.
 
-    Window ``k`` is ``[k * length_ms, (k + 1) * length_ms)``. The watermark is
-    ``max(ts seen) - allowed_lateness_ms``, updated event by event in arrival
-    order and never moving back; a window *closes* (is emitted, if it holds any
-    event) once ``watermark >= its end``. Several windows can be open at once;
-    closed ones are emitted in window order. ``closed_until`` -- the largest
-    multiple of ``length_ms`` that is ``<= watermark`` -- is the end of the
-    newest closed window.
+    Window ``k`` is ``[k * length_ms, (k + 1) * length_ms)``. A window *closes*
+    (is emitted, if it holds any event) once ``watermark >= its end``. Several
+    windows can be open at once; closed ones are emitted in window order.
+    ``closed_until`` -- the largest multiple of ``length_ms`` that is
+    ``<= watermark`` -- is the end of the newest closed window.
 
-    An event is **late** iff its window had already closed when it arrived,
-    i.e. ``ts < closed_until`` as of the events before it (in the same ``add``
-    call too). Late events go into no batch; ``add`` returns them in
-    :attr:`WindowOutput.late` and counts them in ``late_count``. Because this
-    is decided per event in arrival order, the batches do not depend on how the
-    stream is split into ``add`` calls.
+    The watermark is tracked per source partition, as Flink does, because a
+    Kafka poll hands over records *partition-major* (all of partition 0's new
+    records, then all of partition 1's, ...): one global ``max(ts seen)``
+    would let partition 0's newest events close windows that partitions 1 and
+    2 still have unread events for. The rules:
 
-    Idle timeout: if ``idle_timeout_ms`` of processing time passes with no
-    event added, ``tick()`` raises the watermark to the end of the newest open
-    window, closing them all, so the tail of a quiet stream is learned. The
-    idle timer does not run while the process is down: a restored windower
-    keeps the idle time accrued before its snapshot and no more.
+    - each ``(topic, partition)`` keeps the largest ``ts`` it has sent;
+    - the watermark is ``min(that max over the active partitions) -
+      allowed_lateness_ms``, and never moves back;
+    - it advances once per ``add`` call, *after* the call's events are
+      accepted (a periodic watermark, like Flink's per-poll emission), and the
+      windows it closed are emitted at the end of that call;
+    - an event is **late** iff ``ts < closed_until`` as it stood when its
+      ``add`` call began. Late events go into no batch; ``add`` returns them
+      in :attr:`WindowOutput.late` and counts them in ``late_count``.
+
+    So a stream whose partitions are each in event-time order loses nothing,
+    however the partitions interleave inside a poll. The price: batches depend
+    on how the stream is split into ``add`` calls (one call per poll in the
+    engine), and a slow partition holds every window open.
+
+    A partition seen for the first time joins the minimum from then on: it can
+    hold the watermark back, not pull it back. Its events older than
+    ``closed_until`` are late -- e.g. the history of a partition assigned
+    after a rebalance, if the other partitions are far ahead.
+
+    Idle timeout (``idle_timeout_ms``, processing time on ``clock``): a
+    partition that sent nothing for that long leaves the minimum, so one quiet
+    partition cannot stall every window forever (``add`` and ``tick`` apply
+    it); it rejoins with its next event. Once *no* partition has sent anything
+    for that long, ``tick()`` raises the watermark to the end of the newest
+    open window, closing them all, so the tail of a quiet stream is learned.
+    Without an idle timeout a partition that stops sending stalls the windows
+    until :meth:`EventTimeWindower.flush`. Idle time does not run while the
+    process is down: a restored windower keeps the idle time each partition
+    had accrued at its snapshot, and no more.
 
     Parameters
     ----------
@@ -260,8 +282,9 @@ class EventTimeWindow:
     allowed_lateness_ms : int
         How far behind the newest event a window stays open (>= 0).
     idle_timeout_ms : int or None
-        Processing time without events after which ``tick()`` closes all open
-        windows (>= 1), or ``None`` for never.
+        Processing time without events after which a partition stops holding
+        the watermark back, and after which, once every partition is that
+        quiet, ``tick()`` closes all open windows (>= 1); ``None`` for never.
     clock : Clock or None
         Processing-time source for the idle timeout; ``None`` means
         :class:`~stream.clock.SystemClock` when one is needed.
@@ -601,6 +624,60 @@ class ProcessingTimeWindower(_BaseWindower):
         return state
 
 
+# More runs than this in one add() call and grouping by partition sorts first;
+# a partition-major poll has one run per partition.
+_MAX_RUNS = 64
+
+
+def _run_starts(change: np.ndarray) -> np.ndarray:
+    """Index of the first element of each run, given ``change[i]``: element ``i + 1`` starts one."""
+    return np.flatnonzero(np.concatenate(([True], change)))
+
+
+def _partition_maxima(events: Events) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """The ``(topic, partition)`` keys present in non-empty ``events``, and each one's largest ``ts``.
+
+    Work per event is numpy; Python loops only over runs of one partition (at
+    most ``_MAX_RUNS``; events interleaved more finely are sorted first).
+    """
+    ts, part, topic = events.ts, events.partition, events.topic
+    n = ts.shape[0]
+    change = part[1:] != part[:-1]
+    if topic.dtype.kind == "U":
+        # A poll is usually one topic. Comparing the raw fixed-width bytes is
+        # one memcmp, several times faster than comparing strings elementwise.
+        one_topic = topic.tobytes() == topic[:1].tobytes() * n
+        if not one_topic:
+            chars = np.ascontiguousarray(topic).view(np.uint32).reshape(n, -1)
+            change |= np.any(chars[1:] != chars[:-1], axis=1)
+    else:  # object arrays of str, built by hand
+        topic_change = topic[1:] != topic[:-1]
+        one_topic = not bool(np.any(topic_change))
+        change |= topic_change
+    starts = _run_starts(change)
+    if starts.shape[0] <= _MAX_RUNS:
+        keys = list(zip(topic[starts].tolist(), part[starts].tolist()))
+        maxima = np.maximum.reduceat(ts, starts)
+    else:
+        if one_topic:
+            code = part
+        else:
+            _, topic_idx = np.unique(topic, return_inverse=True)
+            code = topic_idx.astype(np.int64) * (1 << 32) + part.astype(np.int64)
+        order = np.argsort(code, kind="stable")
+        code = code[order]
+        starts = _run_starts(code[1:] != code[:-1])
+        rows = order[starts]
+        keys = list(zip(topic[rows].tolist(), part[rows].tolist()))
+        maxima = np.maximum.reduceat(ts[order], starts)
+    if len(set(keys)) < len(keys):  # a partition in several runs
+        merged: dict[tuple[str, int], int] = {}
+        for key, m in zip(keys, maxima.tolist()):
+            merged[key] = max(m, merged.get(key, m))
+        keys, maxima = list(merged), np.array(list(merged.values()), dtype=np.int64)
+    return keys, maxima
+
+
 class EventTimeWindower(_BaseWindower):
     """Runtime of :class:`EventTimeWindow`; see that class for the semantics.
 
@@ -609,11 +686,11 @@ class EventTimeWindower(_BaseWindower):
     >>> import numpy as np
     >>> from stream.clock import ManualClock
     >>> from stream.records import Events
-    >>> def events(ts):
+    >>> def events(ts, partition=0):
     ...     n = len(ts)
     ...     return Events(X=np.zeros((n, 1), np.float32), y=np.zeros(n, np.int64),
     ...                   ts=np.array(ts, np.int64), ids=np.array([str(t) for t in ts]),
-    ...                   topic=np.array(["t"] * n), partition=np.zeros(n, np.int32),
+    ...                   topic=np.array(["t"] * n), partition=np.full(n, partition, np.int32),
     ...                   offset=np.arange(n, dtype=np.int64))
     >>> clock = ManualClock()
     >>> windower = EventTimeWindow(100, allowed_lateness_ms=50, idle_timeout_ms=1_000,
@@ -622,11 +699,27 @@ class EventTimeWindower(_BaseWindower):
     []
     >>> [(b.window_start, b.events.ids.tolist()) for b in windower.add(events([60, 150])).batches]
     [(0, ['10', '60'])]
-    >>> clock.advance(1_000); [(b.window_start, len(b)) for b in windower.tick().batches]
+
+    Partition 1 joins far behind: it holds the watermark (100) where it is, and
+    its event older than ``closed_until`` is late.
+
+    >>> out = windower.add(events([90, 110], partition=1))
+    >>> out.late.ids.tolist(), out.batches, windower.watermark
+    (['90'], [], 100)
+    >>> windower.add(events([290])).batches              # partition 1 holds [100, 200) open
+    []
+
+    Once partition 1 has been quiet for the idle timeout it no longer holds the
+    watermark back; once every partition is quiet, ``tick`` closes the tail.
+
+    >>> clock.advance(1_000); [(b.window_start, len(b)) for b in windower.add(events([295])).batches]
     1000
-    [(100, 3)]
+    [(100, 4)]
+    >>> clock.advance(1_000); [(b.window_start, len(b)) for b in windower.tick().batches]
+    2000
+    [(200, 2)]
     >>> windower.watermark, windower.closed_until
-    (200, 200)
+    (300, 300)
     """
 
     _kind = "event"
@@ -639,12 +732,21 @@ class EventTimeWindower(_BaseWindower):
         self._idle = config.idle_timeout_ms
         self._clock: Clock = config.clock if config.clock is not None else SystemClock()
         # INVARIANT: the watermark never decreases; windows ending at or before
-        # closed_until = floor(watermark / length) * length have been emitted.
+        # closed_until = floor(watermark / length) * length have been emitted,
+        # so every pending event has ts >= closed_until.
         self._watermark: int | None = None
+        # One row per (topic, partition) ever seen, in order of first appearance.
+        # INVARIANT: _part_max[r] is the largest ts partition r has sent (late
+        # events included); _part_seen[r] the processing time of its latest
+        # event, kept only with an idle timeout.
+        self._part_row: dict[tuple[str, int], int] = {}
+        self._part_keys: list[tuple[str, int]] = []
+        self._part_max = np.empty(0, np.int64)
+        self._part_seen = np.empty(0, np.int64)
         # Window ids (start // length) spanned by the residue; None when empty.
         self._min_wid: int | None = None
         self._max_wid: int | None = None
-        # Processing time of the last add with events (idle timeout only).
+        # Processing time of the last add with events, in any partition (idle timeout only).
         self._last_event_ms: int | None = None
         if resume_state is not None:
             self._restore(resume_state)
@@ -652,15 +754,22 @@ class EventTimeWindower(_BaseWindower):
     # -- observers
     @property
     def watermark(self) -> int | None:
-        """``max(ts seen) - allowed_lateness_ms``, raised further by idle timeout / flush."""
+        """``min over active partitions of (max ts) - allowed_lateness_ms``, never lower
+        than before; raised further by a whole-stream idle timeout or ``flush``."""
         return self._watermark
 
     @property
     def closed_until(self) -> int | None:
-        """End of the newest closed window; an arriving event with ``ts`` below it is late."""
+        """End of the newest closed window; an ``add`` call's events with ``ts`` below
+        its value at the start of the call are late."""
         if self._watermark is None:
             return None
         return (self._watermark // self._length) * self._length
+
+    @property
+    def partition_max_ts(self) -> dict[tuple[str, int], int]:
+        """The largest event time each ``(topic, partition)`` has sent."""
+        return dict(zip(self._part_keys, self._part_max.tolist()))
 
     # -- API
     def add(self, events: Events) -> WindowOutput:
@@ -668,47 +777,43 @@ class EventTimeWindower(_BaseWindower):
         if n == 0:
             return WindowOutput([])
         self._check_schema(events)
-        if self._idle is not None:
-            self._last_event_ms = self._clock.now_ms()
-        length = self._length
-        ts = events.ts
-        w0 = _NO_TIME if self._watermark is None else self._watermark
-        # Watermark after each event, in arrival order.
-        wm_after = np.maximum.accumulate(ts) - self._lateness
-        np.maximum(wm_after, w0, out=wm_after)
-        # INVARIANT: an event is late iff ts < closed_until as of the events
-        # before it, so late events are exactly those older than already-closed
-        # windows, and no accepted event falls into an emitted window. Judging
-        # by the watermark *after* the event is the same test and saves a
-        # shift: an event that raises the watermark gets ts >= ts - lateness
-        # >= closed_until, so it can never make itself late.
-        late = ts < (wm_after // length) * length
         late_events = None
-        accepted = events
-        n_late = int(np.count_nonzero(late))
-        if n_late:
-            late_events = events.take(late) if n_late < n else events
-            accepted = events.take(~late) if n_late < n else None
-            self._late_count += n_late
-        self._watermark = int(wm_after[-1])
+        accepted: Events | None = events
+        closed = self.closed_until
+        if closed is not None:
+            # INVARIANT: an event is late iff ts < closed_until as it stood when
+            # this call began. The call's own events move the watermark only
+            # afterwards, so partition 0's newest records in a poll cannot make
+            # partition 1's older records of the same poll late.
+            late = events.ts < closed
+            n_late = int(np.count_nonzero(late))
+            if n_late:
+                late_events = events.take(late) if n_late < n else events
+                accepted = events.take(~late) if n_late < n else None
+                self._late_count += n_late
+        now = self._clock.now_ms() if self._idle is not None else 0
+        self._observe(events, now)
         if accepted is not None:
-            wid = accepted.ts // length
+            wid = accepted.ts // self._length
             lo, hi = int(wid.min()), int(wid.max())
             self._min_wid = lo if self._min_wid is None else min(self._min_wid, lo)
             self._max_wid = hi if self._max_wid is None else max(self._max_wid, hi)
             self._residue.append(accepted)
-        return WindowOutput(self._close_below(self._watermark // length), late_events)
+        return WindowOutput(self._advance(now), late_events)
 
     def tick(self, now_ms: int | None = None) -> WindowOutput:
-        """Apply the idle timeout; ``now_ms`` must come from the same time base as the clock."""
-        if self._idle is None or self._max_wid is None:
+        """Apply the idle timeout; ``now_ms`` must come from the same time base as the clock.
+
+        Partitions quiet for ``idle_timeout_ms`` stop holding the watermark
+        back; once all are, every open window closes.
+        """
+        if self._idle is None or self._last_event_ms is None:
             return WindowOutput([])
         now = self._clock.now_ms() if now_ms is None else int(now_ms)
-        if self._last_event_ms is None:  # restored with a residue the old config had no timer for
-            self._last_event_ms = now
-        if now - self._last_event_ms < self._idle:
-            return WindowOutput([])
-        return WindowOutput(self._force_close_all())
+        if now - self._last_event_ms >= self._idle:
+            # The whole stream is idle (every partition is): close the tail.
+            return WindowOutput(self._force_close_all() if self._max_wid is not None else [])
+        return WindowOutput(self._advance(now))
 
     def flush(self) -> list[MicroBatch]:
         """Emit every open window in order; the watermark moves past them, so later
@@ -719,19 +824,66 @@ class EventTimeWindower(_BaseWindower):
 
     def snapshot(self) -> dict:
         state = self._base_snapshot()
+        now = self._clock.now_ms() if self._idle is not None else None
         idle_elapsed = None
-        if self._idle is not None and self._last_event_ms is not None:
-            idle_elapsed = max(0, self._clock.now_ms() - self._last_event_ms)
+        if now is not None and self._last_event_ms is not None:
+            idle_elapsed = max(0, now - self._last_event_ms)
+        # Lists, not a dict keyed by (topic, partition): snapshots are plain data.
+        partitions = [
+            [topic, partition, max_ts, None if now is None else max(0, now - seen)]
+            for (topic, partition), max_ts, seen in zip(
+                self._part_keys, self._part_max.tolist(), self._part_seen.tolist()
+            )
+        ]
         state.update(
             length_ms=self._length,
             allowed_lateness_ms=self._lateness,
             watermark=self._watermark,
             closed_until=self.closed_until,
             idle_elapsed_ms=idle_elapsed,
+            partitions=partitions,
         )
         return state
 
     # -- internals
+    def _observe(self, events: Events, now: int) -> None:
+        """Fold a non-empty chunk into the per-partition max ts (and last-seen times)."""
+        keys, maxima = _partition_maxima(events)
+        rows = []
+        for key in keys:  # a handful of partitions per call, not one pass per event
+            row = self._part_row.get(key)
+            if row is None:
+                row = self._part_row[key] = len(self._part_keys)
+                self._part_keys.append(key)
+            rows.append(row)
+        grow = len(self._part_keys) - self._part_max.shape[0]
+        if grow:
+            self._part_max = np.concatenate([self._part_max, np.full(grow, _NO_TIME, np.int64)])
+            self._part_seen = np.concatenate([self._part_seen, np.full(grow, now, np.int64)])
+        idx = np.array(rows, dtype=np.intp)
+        self._part_max[idx] = np.maximum(self._part_max[idx], maxima)
+        if self._idle is not None:
+            self._part_seen[idx] = now
+            self._last_event_ms = now
+
+    def _advance(self, now: int) -> list[MicroBatch]:
+        """Raise the watermark to what the active partitions allow; emit the windows it closed."""
+        part_max = self._part_max
+        if self._idle is not None:
+            # INVARIANT: a partition that sent nothing for idle_timeout_ms holds
+            # nothing back, so one quiet partition cannot stall every window.
+            part_max = part_max[now - self._part_seen < self._idle]
+        if part_max.shape[0] == 0:
+            return []
+        # INVARIANT: the watermark is the slowest active partition's max ts
+        # minus the lateness, and never moves back (a partition that appears
+        # late or resumes after idling holds it, it does not lower it).
+        mark = int(part_max.min()) - self._lateness
+        if self._watermark is not None and mark <= self._watermark:
+            return []  # nothing new closes: windows below closed_until are already out
+        self._watermark = mark
+        return self._close_below(mark // self._length)
+
     def _force_close_all(self) -> list[MicroBatch]:
         """Raise the watermark to the end of the newest open window and emit them all."""
         limit = self._max_wid + 1  # type: ignore[operator]  # callers check that a window is open
@@ -782,106 +934,32 @@ class EventTimeWindower(_BaseWindower):
             )
         # A changed allowed lateness is fine: the watermark is kept and never moves back.
         self._watermark = None if state["watermark"] is None else int(state["watermark"])
+        # A checkpoint from before per-partition watermarks has no "partitions":
+        # its watermark carries over and partitions join the minimum as they send.
+        try:
+            rows = [
+                (str(topic), int(partition), int(max_ts), None if elapsed is None else int(elapsed))
+                for topic, partition, max_ts, elapsed in state.get("partitions") or []
+            ]
+        except (TypeError, ValueError):
+            raise CheckpointError(
+                "window resume state has malformed partitions (expected [topic, partition, max_ts, "
+                "idle_elapsed_ms] rows); the checkpoint is damaged"
+            ) from None
+        # The idle timers resume where the snapshot left them: downtime is not
+        # idleness (the backlog may hold events for open windows).
+        now = self._clock.now_ms() if self._idle is not None else 0
+        self._part_keys = [(topic, partition) for topic, partition, _, _ in rows]
+        self._part_row = {key: row for row, key in enumerate(self._part_keys)}
+        self._part_max = np.array([r[2] for r in rows], dtype=np.int64)
+        self._part_seen = np.array([now - (r[3] or 0) for r in rows], dtype=np.int64)
         residue = self._base_restore(state)
         if residue is not None:
             wid = residue.ts // self._length
             self._min_wid, self._max_wid = int(wid.min()), int(wid.max())
-            if self._idle is not None:
-                # The idle timer resumes where the snapshot left it: downtime is
-                # not idleness (the backlog may hold events for open windows).
-                elapsed = state["idle_elapsed_ms"]
-                self._last_event_ms = self._clock.now_ms() - (0 if elapsed is None else int(elapsed))
-
-
-# ------------------------------------------------------------------ parsing
-_FORMS = (
-    "accepted window specs: 'count:N' or 'N' (a batch every N events), "
-    "'processing:DUR', 'event:DUR[,lateness=DUR][,idle=DUR]', where DUR is a number "
-    "with a unit ms, s or m (e.g. 'count:1000', 'processing:5s', 'event:10s,lateness=2s,idle=5s')"
-)
-_COUNT = re.compile(r"[0-9]+")
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m)")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000}
-
-
-def _duration_ms(text: str, what: str, spec: str) -> int:
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}")
-    try:
-        value = Decimal(match[1]) * _UNIT_MS[match[2]]
-    except InvalidOperation:  # pragma: no cover - the regex admits only plain decimals
-        raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}") from None
-    if value != value.to_integral_value():
-        raise ConfigError(f"{what} {text.strip()!r} in window spec {spec!r} is not a whole number of milliseconds")
-    return int(value)
-
-
-def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
-    """Parse a CLI window spec into a window config.
-
-    Parameters
-    ----------
-    spec : str
-        ``count:N`` or ``N``; ``processing:DUR``; ``event:DUR`` optionally
-        followed by ``,lateness=DUR`` and/or ``,idle=DUR``. ``DUR`` is a number
-        with a unit ``ms``, ``s`` or ``m`` (``1.5s`` is 1500 ms).
-    clock : Clock or None
-        Processing-time clock for processing windows (default
-        :class:`~stream.clock.SystemClock`) and for the event-time idle timeout.
-
-    Returns
-    -------
-    CountWindow, ProcessingTimeWindow or EventTimeWindow
-
-    Raises
-    ------
-    ConfigError
-        If the spec is malformed or a value is out of range; the message lists
-        the accepted forms.
-
-    Examples
-    --------
-    >>> parse_window("1000")
-    CountWindow(size=1000)
-    >>> parse_window("processing:5s").length_ms
-    5000
-    >>> parse_window("event:10s,lateness=2s,idle=1m")
-    EventTimeWindow(length_ms=10000, allowed_lateness_ms=2000, idle_timeout_ms=60000, clock=None)
-    """
-    if not isinstance(spec, str):
-        raise ConfigError(f"a window spec must be a string, got {type(spec).__name__}; {_FORMS}")
-    text = spec.strip()
-    kind, colon, rest = text.partition(":")
-    if not colon:
-        if _COUNT.fullmatch(text):
-            return CountWindow(int(text))
-        raise ConfigError(f"bad window spec {spec!r}; {_FORMS}")
-    kind = kind.strip().lower()
-    head, *options = [part.strip() for part in rest.split(",")]
-    if kind == "count":
-        if options or not _COUNT.fullmatch(head):
-            raise ConfigError(f"bad count window spec {spec!r}; {_FORMS}")
-        return CountWindow(int(head))
-    if kind == "processing":
-        if options:
-            raise ConfigError(f"processing windows take no options, got {spec!r}; {_FORMS}")
-        return ProcessingTimeWindow(_duration_ms(head, "length", spec), clock=clock or SystemClock())
-    if kind == "event":
-        length = _duration_ms(head, "length", spec)
-        values: dict[str, int] = {}
-        for option in options:
-            key, eq, value = option.partition("=")
-            key = key.strip().lower()
-            if not eq or key not in ("lateness", "idle"):
-                raise ConfigError(f"unknown option {option!r} in window spec {spec!r}; {_FORMS}")
-            if key in values:
-                raise ConfigError(f"option {key!r} given twice in window spec {spec!r}")
-            values[key] = _duration_ms(value, key, spec)
-        return EventTimeWindow(
-            length,
-            allowed_lateness_ms=values.get("lateness", 0),
-            idle_timeout_ms=values.get("idle"),
-            clock=clock,
-        )
-    raise ConfigError(f"unknown window kind {kind!r} in {spec!r}; {_FORMS}")
+        if self._idle is not None:
+            elapsed = state["idle_elapsed_ms"]
+            if elapsed is not None:
+                self._last_event_ms = now - int(elapsed)
+            elif residue is not None or rows:  # written without an idle timeout: start the timer now
+                self._last_event_ms = now

@@ -1,6 +1,7 @@
 """Tests for stream.window: examples, config validation, parsing and property tests
 of the windowing invariants (no loss / no duplicate, order, resume equivalence,
-event-time lateness, processing-time closing)."""
+per-partition event-time watermarks and lateness, idleness, processing-time
+closing)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from stream.records import Events
 from stream.window import (
     CountWindow,
     EventTimeWindow,
+    EventTimeWindower,
     ProcessingTimeWindow,
     WindowConfig,
     Windower,
@@ -30,22 +32,33 @@ PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthC
 
 # ------------------------------------------------------------------ helpers
 def make_events(
-    partitions: list[int], ts: list[int] | None = None, *, n_features: int = 2, seed: int = 0
+    partitions: list[int],
+    ts: list[int] | None = None,
+    *,
+    n_features: int = 2,
+    seed: int = 0,
+    topics: list[str] | None = None,
 ) -> Events:
-    """A stream in arrival order: offsets increase per partition, ids are "p:o"."""
+    """A stream in arrival order: offsets increase per partition, ids are "p:o"
+    (or "topic:p:o" when ``topics`` is given)."""
     n = len(partitions)
-    next_offset: dict[int, int] = {}
+    topic_of = topics if topics is not None else ["t"] * n
+    next_offset: dict[tuple[str, int], int] = {}
     offsets = []
-    for p in partitions:
-        offsets.append(next_offset.get(p, 0))
-        next_offset[p] = offsets[-1] + 1
+    for t, p in zip(topic_of, partitions):
+        offsets.append(next_offset.get((t, p), 0))
+        next_offset[t, p] = offsets[-1] + 1
     rng = np.random.default_rng(seed)
+    if topics is None:
+        names = [f"{p}:{o}" for p, o in zip(partitions, offsets)]
+    else:
+        names = [f"{t}:{p}:{o}" for t, p, o in zip(topics, partitions, offsets)]
     return Events(
         X=rng.normal(size=(n, n_features)).astype(np.float32),
         y=rng.integers(0, 2, size=n).astype(np.int64),
         ts=np.asarray(ts if ts is not None else np.arange(n), dtype=np.int64),
-        ids=np.array([f"{p}:{o}" for p, o in zip(partitions, offsets)], dtype=str),
-        topic=np.array(["t"] * n, dtype=str),
+        ids=np.array(names, dtype=str),
+        topic=np.array(topic_of, dtype=str),
         partition=np.asarray(partitions, dtype=np.int32),
         offset=np.asarray(offsets, dtype=np.int64),
     )
@@ -105,8 +118,14 @@ class Run:
 
     def step(self, op: Op) -> None:
         out = None
+        # What checks need to know about the windower as the op began.
+        self.watermark_before = getattr(self.windower, "watermark", None)
+        self.closed_before = getattr(self.windower, "closed_until", None)
+        self.pending_before = ids(self.windower.pending())
+        self.last_chunk = None
         if op[0] == "add":
             chunk = self.stream.take(slice(self.pos, self.pos + op[1]))
+            self.last_chunk = chunk
             self.pos += len(chunk)
             for i in ids(chunk):
                 self.added_at[i] = self.clock.now_ms()
@@ -222,10 +241,16 @@ def processing_case(draw):
 def event_case(draw, with_time_ops: bool = True):
     n = draw(st.integers(0, 60))
     partitions = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    # Sometimes partition 2 goes quiet part-way (exercises per-partition idleness).
+    quiet_after = draw(st.sampled_from([None, None, 0.2, 0.5]))
+    if quiet_after is not None:
+        partitions = [p if p < 2 or k < quiet_after * n else k % 2 for k, p in enumerate(partitions)]
     # Mostly increasing event time with jitter, plus the odd straggler.
     base = draw(st.lists(st.integers(0, 15), min_size=n, max_size=n))
     jitter = draw(st.lists(st.integers(-40, 20), min_size=n, max_size=n))
-    ts = (np.cumsum(base) + np.array(jitter, dtype=np.int64)).tolist() if n else []
+    # Partitions may run at different event times (one far behind the others).
+    skew = draw(st.lists(st.sampled_from([0, 0, 30, 200]), min_size=3, max_size=3))
+    ts = (np.cumsum(base) + np.array(jitter, dtype=np.int64) + np.array(skew)[partitions]).tolist() if n else []
     length = draw(st.sampled_from([1, 5, 10, 25]))
     lateness = draw(st.sampled_from([0, 3, 10, 30]))
     idle = draw(st.sampled_from([None, 50])) if with_time_ops else None
@@ -406,16 +431,83 @@ def ts_events(ts: list[int]) -> Events:
     return make_events([0] * len(ts), ts)
 
 
+def partition_major(chunk: Events, partition_order: list[int] | None = None) -> Events:
+    """A chunk as a Kafka poll hands it over: partition by partition, each in order."""
+    rank = chunk.partition if partition_order is None else np.argsort(partition_order)[chunk.partition]
+    return chunk.take(np.argsort(rank, kind="stable"))
+
+
 def test_event_time_watermark_lateness_and_late_routing():
     windower = EventTimeWindow(10, allowed_lateness_ms=5).build()
     out = windower.add(ts_events([1, 12, 14]))  # watermark 9: nothing closed yet
     assert out.batches == [] and out.late is None
     assert windower.watermark == 9 and windower.closed_until == 0
-    out = windower.add(make_events([1, 1, 1], [3, 15, 4]))  # 15 -> watermark 10 closes [0, 10)
-    assert [(b.window_start, b.window_end, ids(b.events)) for b in out.batches] == [(0, 10, ["0:0", "1:0"])]
-    assert ids(out.late) == ["1:2"]  # ts 4 arrived after [0, 10) closed
-    assert windower.late_count == 1
-    assert ids(windower.pending()) == ["0:1", "0:2", "1:1"]
+    # 15 moves the watermark to 10 only after this call: 4 is not late yet.
+    stream = ts_events([1, 12, 14, 3, 15, 4, 16, 7])
+    windower = EventTimeWindow(10, allowed_lateness_ms=5).build()
+    windower.add(stream.take(slice(0, 3)))
+    out = windower.add(stream.take(slice(3, 6)))
+    assert [(b.window_start, b.window_end, ids(b.events)) for b in out.batches] == [(0, 10, ["0:0", "0:3", "0:5"])]
+    assert out.late is None and windower.closed_until == 10
+    out = windower.add(stream.take(slice(6, 8)))  # [0, 10) closed at the end of the last call
+    assert ids(out.late) == ["0:7"] and windower.late_count == 1
+    assert ids(windower.pending()) == ["0:1", "0:2", "0:4", "0:6"]
+
+
+def test_event_time_reproduction_partition_major_polls_lose_nothing():
+    # make_records' layout: ts = 1000 * i round-robin over 3 partitions, polled
+    # 37 at a time and handed over partition by partition. A single global
+    # watermark called ~38% of these late.
+    n = 900
+    stream = make_events([i % 3 for i in range(n)], [1_000 * i for i in range(n)])
+    windower = EventTimeWindow(length_ms=20_000, allowed_lateness_ms=5_000).build()
+    learned = []
+    for a in range(0, n, 37):
+        out = windower.add(partition_major(stream.take(slice(a, a + 37))))
+        assert out.late is None
+        learned += [i for b in out.batches for i in ids(b.events)]
+    learned += [i for b in windower.flush() for i in ids(b.events)]
+    assert windower.late_count == 0 and sorted(learned) == sorted(ids(stream))
+
+
+def test_event_time_slowest_partition_holds_the_watermark():
+    windower = EventTimeWindow(10).build()
+    stream = make_events([0, 0, 1, 0, 1], [5, 35, 12, 50, 31])
+    out = windower.add(stream.take(slice(0, 3)))  # min(35, 12) = 12 closes [0, 10), not [10, 20)
+    assert [(b.window_start, ids(b.events)) for b in out.batches] == [(0, ["0:0"])]
+    assert windower.watermark == 12 and windower.closed_until == 10
+    assert windower.partition_max_ts == {("t", 0): 35, ("t", 1): 12}
+    out = windower.add(stream.take(slice(3, 5)))  # min(50, 31) = 31 closes [10, 30); [20, 30) is empty
+    assert [(b.window_start, ids(b.events)) for b in out.batches] == [(10, ["1:0"])]
+    assert windower.closed_until == 30 and windower.pending().ts.tolist() == [35, 50, 31]
+
+
+def test_event_time_first_batch_closes_windows_below_its_watermark():
+    windower = EventTimeWindow(10).build()
+    out = windower.add(ts_events([5, 35]))
+    assert [(b.window_start, ids(b.events)) for b in out.batches] == [(0, ["0:0"])]
+    assert out.late is None
+
+
+def test_event_time_new_partition_cannot_move_the_watermark_back():
+    windower = EventTimeWindow(10, allowed_lateness_ms=5).build()
+    stream = make_events([0, 1, 1, 0], [40, 12, 36, 60])
+    windower.add(stream.take(slice(0, 1)))  # watermark 35, closed_until 30
+    out = windower.add(stream.take(slice(1, 3)))  # partition 1 appears far behind
+    assert ids(out.late) == ["1:0"]  # 12 < closed_until: late, as documented
+    assert windower.watermark == 35  # min(40, 36) - 5 = 31 < 35: the watermark stays
+    out = windower.add(stream.take(slice(3, 4)))  # partition 1 now holds it at 36 - 5
+    assert out.batches == [] and windower.watermark == 35
+
+
+def test_event_time_topics_are_separate_partitions():
+    windower = EventTimeWindow(10).build()
+    stream = make_events([0, 0, 0], [50, 12, 60], topics=["a", "b", "a"])
+    windower.add(stream.take(slice(0, 2)))
+    assert windower.partition_max_ts == {("a", 0): 50, ("b", 0): 12}
+    assert windower.watermark == 12
+    windower.add(stream.take(slice(2, 3)))
+    assert windower.watermark == 12  # topic b's partition 0 still holds it
 
 
 def test_event_time_multiple_open_windows_emit_in_window_order():
@@ -451,6 +543,58 @@ def test_event_time_idle_timeout_closes_the_tail():
     assert out.late.ts.tolist() == [199]
 
 
+def quiet_partition_run(idle: int | None) -> tuple[EventTimeWindower, ManualClock, list, Events]:
+    """Partitions 0 and 1 start together; then only partition 0 sends, one event per 20 ms."""
+    clock = ManualClock()
+    windower = EventTimeWindow(10, idle_timeout_ms=idle, clock=clock).build()
+    stream = make_events([0, 1] + [0] * 19 + [1, 1, 0], [0, 0] + [10 * k for k in range(1, 20)] + [5, 192, 260])
+    emitted = [(clock.now_ms(), b.window_start) for b in windower.add(stream.take(slice(0, 2))).batches]
+    for k in range(1, 20):
+        clock.advance(20)
+        out = windower.add(stream.take(slice(k + 1, k + 2)))
+        emitted += [(clock.now_ms(), b.window_start) for b in out.batches]
+    return windower, clock, emitted, stream
+
+
+def test_event_time_quiet_partition_stalls_every_window_without_idle_timeout():
+    windower, clock, emitted, _ = quiet_partition_run(idle=None)
+    # Documented: partition 1 holds the watermark at its last event until flush.
+    assert emitted == [] and windower.watermark == 0
+    assert windower.tick(clock.now_ms() + 10**9).batches == []
+    assert [b.window_start for b in windower.flush()] == list(range(0, 200, 10))
+
+
+def test_event_time_quiet_partition_stops_holding_back_after_idle_timeout():
+    windower, clock, emitted, stream = quiet_partition_run(idle=100)
+    # Partition 1's last event came at 0 ms; from 100 ms on it holds nothing back.
+    assert min(t for t, _ in emitted) == 100
+    assert [w for _, w in emitted] == list(range(0, 190, 10))  # up to partition 0's watermark 190
+    assert windower.watermark == 190
+    # Partition 1 speaks again: its old event is late, and from now on it
+    # holds the watermark back again (at 192, not partition 0's 260).
+    clock.advance(20)
+    out = windower.add(stream.take(slice(21, 23)))
+    assert ids(out.late) == ["1:1"] and out.batches == []
+    assert windower.watermark == 190
+    clock.advance(20)
+    assert windower.add(stream.take(slice(23, 24))).batches == []
+    assert windower.watermark == 192
+
+
+def test_event_time_tick_drops_a_quiet_partition_from_the_watermark():
+    clock = ManualClock()
+    windower = EventTimeWindow(10, idle_timeout_ms=100, clock=clock).build()
+    stream = make_events([0, 1, 0], [0, 0, 95])
+    windower.add(stream.take(slice(0, 2)))
+    clock.set(80)
+    assert windower.add(stream.take(slice(2, 3))).batches == []  # partition 1 (0 ms) is not idle yet
+    clock.set(99)
+    assert windower.tick().batches == []
+    clock.set(100)  # partition 1 is idle; partition 0 (80 ms) is not, so the stream is not idle
+    assert [b.window_start for b in windower.tick().batches] == [0]
+    assert windower.watermark == 95 and windower.pending().ts.tolist() == [95]
+
+
 def test_event_time_idle_timer_pauses_while_down():
     clock = ManualClock()
     window = EventTimeWindow(100, idle_timeout_ms=1_000, clock=clock)
@@ -465,6 +609,56 @@ def test_event_time_idle_timer_pauses_while_down():
     assert resumed.tick().batches == []
     clock.advance(1)
     assert [len(b) for b in resumed.tick().batches] == [1]
+
+
+def test_event_time_partition_idle_timers_pause_while_down():
+    clock = ManualClock()
+    window = EventTimeWindow(10, idle_timeout_ms=100, clock=clock)
+    stream = make_events([0, 1, 0, 0], [0, 0, 50, 60])
+    windower = window.build()
+    windower.add(stream.take(slice(0, 2)))
+    clock.advance(90)
+    windower.add(stream.take(slice(2, 3)))  # partition 1 has been quiet for 90 ms
+    state = windower.snapshot()
+    assert [row[:3] for row in state["partitions"]] == [["t", 0, 50], ["t", 1, 0]]
+    clock.advance(60_000)  # down for a minute
+    resumed = window.build(resume_state=checkpoint_roundtrip(state))
+    assert resumed.add(stream.take(slice(3, 4))).batches == []  # partition 1 still holds it
+    clock.advance(10)  # now partition 1 has been quiet for 100 ms of up time
+    assert [b.window_start for b in resumed.tick().batches] == [0, 50]
+    assert resumed.watermark == 60
+
+
+def test_event_time_resume_keeps_the_slow_partition_holding_the_watermark():
+    window = EventTimeWindow(10)
+    stream = make_events([0, 1, 0], [100, 20, 200])
+    windower = window.build()
+    windower.add(stream.take(slice(0, 2)))
+    resumed = window.build(resume_state=checkpoint_roundtrip(windower.snapshot()))
+    assert resumed.partition_max_ts == windower.partition_max_ts
+    assert resumed.add(stream.take(slice(2, 3))).batches == []
+    assert resumed.watermark == 20
+
+
+def test_event_time_resume_from_a_snapshot_without_partitions():
+    # Checkpoints written before per-partition watermarks: the watermark carries over.
+    windower = EventTimeWindow(10).build()
+    windower.add(ts_events([5, 25]))
+    state = windower.snapshot()
+    del state["partitions"]
+    resumed = EventTimeWindow(10).build(resume_state=state)
+    assert resumed.watermark == 25 and resumed.partition_max_ts == {}
+    out = resumed.add(make_events([1, 1], [12, 40]))
+    assert out.late.ts.tolist() == [12]
+    assert [b.window_start for b in out.batches] == [20]
+
+
+@pytest.mark.parametrize("rows", [[["t", 0]], [["t", "zero", 5, None]], 7, [None]])
+def test_event_time_damaged_partitions_are_a_checkpoint_error(rows):
+    state = EventTimeWindow(10).build().snapshot()
+    state["partitions"] = rows
+    with pytest.raises(CheckpointError, match="partitions"):
+        EventTimeWindow(10).build(resume_state=state)
 
 
 def test_event_time_tick_without_idle_timeout_is_a_no_op():
@@ -488,7 +682,28 @@ def test_event_time_negative_timestamps_floor_into_windows():
     assert (a.window_start, b.window_start) == (-20, -10)
 
 
-def check_event_after_op(length: int):
+def expected_watermark(run: Run, op: Op, out: WindowOutput, lateness: int, idle: int | None) -> int | None:
+    """The watermark after ``op``, by the documented rules, from the events added so far."""
+    before = run.watermark_before
+    added = run.stream.take(slice(0, run.pos))
+    if op[0] == "add" and len(run.last_chunk) == 0 or op[0] == "tick" and (idle is None or len(added) == 0):
+        return before
+    now = run.clock.now_ms()
+    part_max: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int], int] = {}
+    for t, p, ts, i in zip(added.topic.tolist(), added.partition.tolist(), added.ts.tolist(), ids(added)):
+        part_max[t, p] = max(ts, part_max.get((t, p), ts))
+        seen[t, p] = max(run.added_at[i], seen.get((t, p), run.added_at[i]))
+    if op[0] == "tick" and now - max(seen.values()) >= idle:  # the whole stream is idle
+        return max(before, out.batches[-1].window_end) if out.batches else before
+    active = [m for k, m in part_max.items() if idle is None or now - seen[k] < idle]
+    if not active:
+        return before
+    mark = min(active) - lateness
+    return mark if before is None else max(before, mark)
+
+
+def check_event_after_op(length: int, lateness: int, idle: int | None):
     def check(run: Run, op: Op, out: WindowOutput | None) -> None:
         w = run.windower
         pending = w.pending()
@@ -496,6 +711,22 @@ def check_event_after_op(length: int):
             # INVARIANT: every window that the watermark has passed was emitted.
             assert w.closed_until is not None
             assert bool(np.all(pending.ts >= w.closed_until))
+        if out is None:
+            return
+        # The watermark follows the slowest active partition, once per call.
+        assert w.watermark == expected_watermark(run, op, out, lateness, idle)
+        if op[0] == "add":
+            # INVARIANT: late iff older than closed_until at the start of the call.
+            chunk, closed = run.last_chunk, run.closed_before
+            expected = [] if closed is None else ids(chunk.take(chunk.ts < closed))
+            assert ids(out.late) == expected
+        else:
+            assert out.late is None
+        # What closed: exactly the windows now below closed_until, of the
+        # events that were pending or just accepted.
+        closed_now = w.closed_until
+        for b in out.batches:
+            assert b.window_end <= closed_now
 
     return check
 
@@ -523,40 +754,91 @@ def test_event_time_properties(case):
     stream, length, lateness, idle, ops, restore_at = case
     make = event_config(length, lateness, idle)
     plain = Run(make, stream)
-    plain.after_op.append(check_event_after_op(length))
+    plain.after_op.append(check_event_after_op(length, lateness, idle))
     plain.run(ops)
     assert_conserved(plain)
     assert_seq_contiguous(plain)
     assert_event_batches_valid(plain, length)
+    # INVARIANT: resume equivalence -- snapshot, build(resume_state), go on:
+    # the same batches, late events and state as never stopping.
     resumed = Run(make, stream)
-    resumed.after_op.append(check_event_after_op(length))
+    resumed.after_op.append(check_event_after_op(length, lateness, idle))
     resumed.run(ops, restore_at)
     assert resumed.outcome() == plain.outcome()
+    mine, theirs = resumed.windower.snapshot(), plain.windower.snapshot()
+    for key in ("watermark", "closed_until", "partitions", "idle_elapsed_ms", "seq", "late_count"):
+        assert mine[key] == theirs[key], key
     plain.record(WindowOutput(plain.windower.flush()))
     assert_conserved(plain, after_flush=True)
     assert_seq_contiguous(plain)
     assert_event_batches_valid(plain, length)
 
 
+@st.composite
+def in_order_partitions_case(draw):
+    """Partitions whose events are each in event-time order, polled partition-major.
+
+    ``globally_ordered``: the stream is in event-time order before each poll
+    is regrouped by partition (what a producer writing in time order across
+    partitions gives, e.g. make_records). Otherwise partitions run at
+    arbitrary, different event times, and the first poll holds every one.
+    """
+    n_parts = draw(st.integers(1, 4))
+    n = draw(st.integers(0, 150))
+    globally_ordered = draw(st.booleans())
+    if draw(st.booleans()):
+        partitions = [i % n_parts for i in range(n)]
+    else:
+        partitions = draw(st.lists(st.integers(0, n_parts - 1), min_size=n, max_size=n))
+    steps = draw(st.lists(st.integers(0, 2_000), min_size=n, max_size=n))
+    if globally_ordered:
+        ts = np.cumsum(steps).tolist()
+    else:
+        start = draw(st.lists(st.integers(-50_000, 50_000), min_size=n_parts, max_size=n_parts))
+        clock = list(start)
+        ts = []
+        for p, step in zip(partitions, steps):
+            clock[p] += step
+            ts.append(clock[p])
+    sizes = draw(st.lists(st.integers(1, 60), min_size=1, max_size=40))
+    if not globally_ordered:
+        everyone = max((partitions.index(p) for p in set(partitions)), default=0) + 1
+        sizes[0] = max(sizes[0], everyone)
+    orders = draw(st.lists(st.permutations(range(n_parts)), min_size=len(sizes), max_size=len(sizes)))
+    length = draw(st.sampled_from([1, 10, 1_000, 20_000]))
+    lateness = draw(st.sampled_from([0, 1, 500, 5_000]))
+    return make_events(partitions, ts), sizes, orders, length, lateness
+
+
 @PROPS
-@given(event_case(with_time_ops=False))
-def test_event_time_lateness_is_per_event_and_independent_of_chunking(case):
-    stream, length, lateness, _, ops, _ = case
-    make = event_config(length, lateness, None)
-    chunked = Run(make, stream).run(ops)
-    one_by_one = Run(make, stream)
-    expected_late = []
-    for k in range(len(stream)):
-        closed = one_by_one.windower.closed_until
-        if closed is not None and stream.ts[k] < closed:
-            expected_late.append(ids(stream)[k])
-        one_by_one.step(("add", 1))
-    # INVARIANT: late events are exactly those older than the already-closed windows ...
-    assert one_by_one.late == expected_late
-    # ... judged event by event, so splitting the stream differently changes nothing.
-    assert chunked.outcome() == one_by_one.outcome()
-    watermark = None if len(stream) == 0 else int(stream.ts.max()) - lateness
-    assert chunked.windower.watermark == watermark
+@given(in_order_partitions_case())
+def test_event_time_in_order_partitions_polled_partition_major_lose_nothing(case):
+    stream, sizes, orders, length, lateness = case
+    windower = EventTimeWindow(length, allowed_lateness_ms=lateness).build()
+    pos, k, learned = 0, 0, []
+    while pos < len(stream):
+        size, order = sizes[k % len(sizes)], orders[k % len(orders)]
+        out = windower.add(partition_major(stream.take(slice(pos, pos + size)), order))
+        # INVARIANT: nothing is late, however the polls cut the stream.
+        assert out.late is None
+        learned += [i for b in out.batches for i in ids(b.events)]
+        pos, k = pos + size, k + 1
+    learned += [i for b in windower.flush() for i in ids(b.events)]
+    assert windower.late_count == 0
+    assert sorted(learned) == sorted(ids(stream))
+    assert_partition_offsets_increase_per_window(stream, learned)
+
+
+def assert_partition_offsets_increase_per_window(stream: Events, learned: list[str]) -> None:
+    """Within each (topic, partition), events are learned in offset order when their
+    event times are in order (windows are emitted in order, arrival order within each)."""
+    pos = positions(stream)
+    last: dict[int, int] = {}
+    for i in learned:
+        k = pos[i]
+        p = int(stream.partition[k])
+        assert last.get(p, -1) < int(stream.offset[k])
+        last[p] = int(stream.offset[k])
 
 
 # ----------------------------------------------------- snapshots and restore
