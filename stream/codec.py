@@ -26,21 +26,45 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import orjson
 
 from stream.deadletter import DeadLetter
 from stream.errors import ConfigError
+from stream.poll import PollColumns, as_columns
 from stream.records import Events, RawRecord, TopicPartition
 
 Task = Literal["classification", "regression"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _NON_FINITE = "non-finite feature: NaN, inf or beyond float32 range in x"
+# Event times are int64 milliseconds; anything outside cannot be stored.
+_TS_MIN, _TS_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (reference counting goes on); restore it after.
+
+    It is re-enabled only if it was enabled on entry, so nesting and a
+    caller's own ``gc.disable()`` are respected.
+    """
+    was_enabled = gc.isenabled()
+    if was_enabled:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -105,7 +129,7 @@ def _parse_ts(value: Any, fallback: int) -> int:
     if isinstance(value, bool):
         raise _Reject(f"bad timestamp: {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if not math.isfinite(value) or not _TS_MIN <= value <= _TS_MAX:
             raise _Reject(f"bad timestamp: {value!r}")
         return int(value)
     if isinstance(value, str):
@@ -141,35 +165,54 @@ class JsonCodec:
         return Events.empty(self._dimension or 0, self._y_dtype)
 
     # ------------------------------------------------------------------ API
-    def decode(self, poll: Mapping[TopicPartition, Sequence[RawRecord]]) -> DecodeResult:
-        """Decode every record of one poll; bad records become dead letters."""
-        records = [r for recs in poll.values() for r in recs]
-        if not records:
+    def decode(self, poll: PollColumns | Mapping[TopicPartition, Sequence[RawRecord]]) -> DecodeResult:
+        """Decode every record of one poll; bad records become dead letters.
+
+        ``poll`` is a kafka-python-shaped mapping or its
+        :class:`~stream.poll.PollColumns`; events come out in poll order.
+        """
+        cols = as_columns(poll)
+        if not len(cols):
             return DecodeResult(self.empty_events())
-        if self._dimension is not None:
-            fast = self._decode_fast(records)
-            if fast is not None:
-                return fast
-        return self._decode_slow(records)
+        # The cyclic GC is paused while a poll is decoded: orjson builds tens of
+        # thousands of short-lived containers per poll (a dict and a list per
+        # record), and letting them trigger collections -- each of which walks
+        # every young object and, now and then, the whole heap (torch's included)
+        # -- cost more than orjson itself. Nothing decoded here forms a cycle, so
+        # reference counting frees all of it; collection simply resumes after.
+        with _gc_paused():
+            if self._dimension is not None:
+                fast = self._decode_fast(cols)
+                if fast is not None:
+                    return fast
+            return self._decode_slow(cols.records())
 
     # ------------------------------------------------------------ fast path
-    def _decode_fast(self, records: list[RawRecord]) -> DecodeResult | None:
-        """All-good batches in a few vectorised steps; ``None`` means use the slow path."""
+    def _decode_fast(self, cols: PollColumns) -> DecodeResult | None:
+        """All-good polls in a few C-level passes; ``None`` means use the slow path.
+
+        Every column is read with ``map`` over the whole poll (no per-record
+        Python code); any surprise -- bad JSON, a missing field, a string
+        where a number belongs -- raises or shows in a dtype, and the poll
+        goes to the slow path, which is the reference this must agree with.
+        """
         cfg = self.config
+        values = cols.values
+        n = len(values)
         try:
-            limit = cfg.max_record_bytes
-            loads = orjson.loads
-            docs = [loads(r.value) for r in records if len(r.value) <= limit]
-            if len(docs) != len(records):
+            # A None value makes len() raise: the slow path names it.
+            if max(map(len, values)) > cfg.max_record_bytes:
                 return None
-            xs = [d[cfg.x_field] for d in docs]
-            ys = [d[cfg.y_field] for d in docs]
+            docs = list(map(orjson.loads, values))
+            # A document that is not an object fails itemgetter (TypeError).
+            xs = list(map(itemgetter(cfg.x_field), docs))
+            ys = list(map(itemgetter(cfg.y_field), docs))
             if cfg.feature_names is not None:
                 names = cfg.feature_names
-                xs = [[x[n] for n in names] for x in xs]
+                xs = [[x[name] for name in names] for x in xs]
             X = np.array(xs)
             y_raw = np.array(ys)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
             return None
         # Without an explicit dtype numpy reveals strings/None (kind U/O), which
         # the slow path rejects; casting first would silently parse "1.5".
@@ -182,33 +225,17 @@ class JsonCodec:
         y = self._labels_fast(y_raw)
         if y is None:
             return None
-        ts = self._timestamps_fast(docs, records)
+        ts = self._timestamps_fast(docs, cols)
         if ts is None:
             return None
-
-        idf = cfg.id_field
-        ids = np.array(
-            [
-                str(d[idf]) if d.get(idf) is not None else f"{r.topic}:{r.partition}:{r.offset}"
-                for d, r in zip(docs, records)
-            ],
-            dtype=str,
-        )
-        events = Events(
-            X=X,
-            y=y,
-            ts=ts,
-            ids=ids,
-            topic=np.array([r.topic for r in records], dtype=str),
-            partition=np.fromiter((r.partition for r in records), dtype=np.int32, count=len(records)),
-            offset=np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records)),
-        )
+        ids = self._ids_fast(docs, cols)
+        events = Events(X=X, y=y, ts=ts, ids=ids, topic=cols.topic, partition=cols.partition, offset=cols.offset)
         # Non-finite features are a per-row defect: drop just those rows.
         finite = np.isfinite(X).all(axis=1)
         if finite.all():
             return DecodeResult(events)
         bad_rows = np.flatnonzero(~finite)
-        letters = [DeadLetter(records[i], _NON_FINITE) for i in bad_rows]
+        letters = [DeadLetter(cols.record(i), _NON_FINITE) for i in bad_rows]
         return DecodeResult(events.take(finite), letters)
 
     def _labels_fast(self, y_raw: np.ndarray) -> np.ndarray | None:
@@ -231,17 +258,28 @@ class JsonCodec:
             return None
         return y
 
-    def _timestamps_fast(self, docs: list[dict], records: list[RawRecord]) -> np.ndarray | None:
-        tsf = self.config.ts_field
-        try:
-            raw = [d.get(tsf) for d in docs]
-            if all(type(v) is int for v in raw):
+    def _timestamps_fast(self, docs: list[dict], cols: PollColumns) -> np.ndarray | None:
+        raw = list(map(dict.get, docs, repeat(self.config.ts_field)))
+        kinds = set(map(type, raw))
+        if kinds == {int}:
+            try:
                 return np.array(raw, dtype=np.int64)
-            if all(v is None for v in raw):
-                return np.fromiter((r.timestamp for r in records), dtype=np.int64, count=len(records))
-        except (AttributeError, OverflowError):
-            pass
+            except OverflowError:  # beyond int64: the slow path names it
+                return None
+        if kinds == {type(None)}:
+            return cols.timestamps()
         return None
+
+    def _ids_fast(self, docs: list[dict], cols: PollColumns) -> np.ndarray:
+        raw = list(map(dict.get, docs, repeat(self.config.id_field)))
+        if None not in raw:
+            # str() of a str is the str itself: cheap for the common case.
+            return np.array(list(map(str, raw)), dtype=str)
+        topics, partitions, offsets = cols.topic.tolist(), cols.partition.tolist(), cols.offset.tolist()
+        return np.array(
+            [str(v) if v is not None else f"{t}:{p}:{o}" for v, t, p, o in zip(raw, topics, partitions, offsets)],
+            dtype=str,
+        )
 
     # ------------------------------------------------------------ slow path
     def _decode_slow(self, records: list[RawRecord]) -> DecodeResult:

@@ -15,6 +15,7 @@ Backends: :class:`KafkaSource` (kafka-python, always installed),
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -22,6 +23,9 @@ from stream.errors import BrokerUnavailableError, ConfigError, TopicNotFoundErro
 from stream.records import RawRecord, TopicPartition
 
 log = logging.getLogger(__name__)
+
+# KafkaSource.poll waits in slices of at most this long (see its comment).
+_POLL_SLICE_MS = 10
 
 PollBatch = Mapping[TopicPartition, Sequence[RawRecord]]
 
@@ -39,7 +43,13 @@ class RebalanceHandler(Protocol):
 
 
 class Source(Protocol):
-    """A stream of raw records with seekable, per-partition positions."""
+    """A stream of raw records with seekable, per-partition positions.
+
+    A source may also offer ``poll_columns(timeout_ms, max_records) ->
+    PollColumns`` (:mod:`stream.poll`): the same poll as columns, without a
+    record object per record. The engine uses it when it is there
+    (:class:`~stream.confluent_source.ConfluentKafkaSource` has it).
+    """
 
     def open(self, handler: RebalanceHandler) -> None: ...
 
@@ -109,6 +119,25 @@ class KafkaSourceConfig:
             raise ConfigError("auto_offset_reset must be 'earliest' or 'latest'")
 
 
+def kafka_python_settings(cfg: KafkaSourceConfig) -> dict[str, Any]:
+    """``KafkaConsumer`` keyword arguments for ``cfg`` (also what ``bench.pipeline`` gives its raw consumer)."""
+    return dict(
+        bootstrap_servers=cfg.bootstrap,
+        group_id=cfg.group_id,
+        client_id=cfg.client_id,
+        enable_auto_commit=False,
+        auto_offset_reset=cfg.auto_offset_reset,
+        session_timeout_ms=cfg.session_timeout_ms,
+        heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+        max_poll_interval_ms=cfg.max_poll_interval_ms,
+        fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+        max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+        request_timeout_ms=cfg.request_timeout_ms,
+        bootstrap_timeout_ms=cfg.bootstrap_timeout_ms,
+        **dict(cfg.extra),
+    )
+
+
 def _listener(source: KafkaSource, handler: RebalanceHandler):
     """A kafka-python ConsumerRebalanceListener (its type is checked) that forwards to ``handler``."""
     from kafka import ConsumerRebalanceListener
@@ -156,28 +185,16 @@ class KafkaSource:
 
         cfg = self.config
         try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=cfg.bootstrap,
-                group_id=cfg.group_id,
-                client_id=cfg.client_id,
-                enable_auto_commit=False,
-                auto_offset_reset=cfg.auto_offset_reset,
-                session_timeout_ms=cfg.session_timeout_ms,
-                heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-                max_poll_interval_ms=cfg.max_poll_interval_ms,
-                fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-                max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
-                request_timeout_ms=cfg.request_timeout_ms,
-                bootstrap_timeout_ms=cfg.bootstrap_timeout_ms,
-                **dict(cfg.extra),
-            )
+            self._consumer = KafkaConsumer(**kafka_python_settings(cfg))
         except (KafkaTimeoutError, KafkaConnectionError):
             raise BrokerUnavailableError(
                 f"no Kafka broker answered at {cfg.bootstrap!r}: check --bootstrap and that the broker is up"
             ) from None
         topics = set(cfg.topics) | {tp.topic for tp in cfg.partitions}
-        available = self._consumer.topics()
-        missing = sorted(topics - available)
+        # partitions_for_topic answers from the metadata the client bootstrapped
+        # with and asks the broker only about a topic it has not seen; topics()
+        # always asks, and waits out the client's retry backoff (~0.1 s) to do so.
+        missing = sorted(t for t in topics if not self._consumer.partitions_for_topic(t))
         if missing:
             self.close()
             raise TopicNotFoundError(
@@ -207,9 +224,24 @@ class KafkaSource:
             self._consumer.seek(KafkaTP(tp.topic, tp.partition), offset)
 
     def poll(self, timeout_ms: int, max_records: int) -> PollBatch:
-        # kafka-python's ConsumerRecord is field-compatible with RawRecord and
-        # its TopicPartition with ours: hand the dict through without copying.
-        return self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        # kafka-python's ConsumerRecord has RawRecord's attributes (by name) and
+        # its TopicPartition equals ours: hand the dict through without copying.
+        #
+        # The wait is sliced because of a race in kafka-python (3.0): when a
+        # fetch response lands between poll() draining its buffer and arming
+        # its wait, the completed fetch is no longer among the futures it waits
+        # on, poll() believes nothing is in flight and sleeps
+        # min(timeout_ms, retry_backoff_ms) -- 100 ms -- with the records
+        # already buffered. A consumer that works between polls (we do) lands
+        # in that window about once per 200k records; slices cap the stall at
+        # _POLL_SLICE_MS and change nothing else (a poll with data returns at
+        # once, an empty one still waits timeout_ms in total).
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            batch = self._consumer.poll(timeout_ms=min(remaining_ms, _POLL_SLICE_MS), max_records=max_records)
+            if batch or remaining_ms == 0:
+                return batch
 
     def commit(self, positions: Mapping[TopicPartition, int]) -> None:
         if not self.config.group_id or not positions:

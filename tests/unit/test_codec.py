@@ -135,3 +135,52 @@ def test_fast_path_agrees_with_slow_path(values):
     # Every record is accounted for exactly once.
     assert len(fast.events) + len(fast.dead_letters) == len(values)
     assert all(math.isfinite(v) for v in fast.events.X.ravel())
+
+
+# The columnar path (confluent's PollColumns): records arrive interleaved across
+# partitions and are never RawRecords unless a dead letter needs one.
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_record, st.integers(0, 2)), min_size=1, max_size=30))
+def test_fast_path_on_interleaved_columns_agrees_with_slow_path(rows):
+    from stream.poll import PollColumns
+    from stream.testing_columns import messages_from
+
+    next_offset = [0, 0, 0]
+    records = []
+    for value, p in rows:
+        records.append(RawRecord("t", p, next_offset[p], 7_000 + len(records), None, value))
+        next_offset[p] += 1
+    codec = JsonCodec(CodecConfig(n_features=3, n_classes=3))
+    fast = codec.decode(PollColumns.from_messages(messages_from(records)))
+    slow = codec._decode_slow(records)
+    assert fast.events.ids.tolist() == slow.events.ids.tolist()
+    np.testing.assert_array_equal(fast.events.X, slow.events.X)
+    np.testing.assert_array_equal(fast.events.y, slow.events.y)
+    np.testing.assert_array_equal(fast.events.ts, slow.events.ts)
+    np.testing.assert_array_equal(fast.events.partition, slow.events.partition)
+    np.testing.assert_array_equal(fast.events.offset, slow.events.offset)
+    assert fast.events.topic.tolist() == slow.events.topic.tolist()
+    assert [(d.record, d.reason) for d in fast.dead_letters] == [(d.record, d.reason) for d in slow.dead_letters]
+    assert len(fast.events) + len(fast.dead_letters) == len(records)
+
+
+@pytest.mark.parametrize("ts", [b"1e30", b"-1e30", b"9223372036854775808", b"-1e19"])
+def test_timestamps_beyond_int64_are_dead_lettered_not_raised(ts):
+    codec = JsonCodec(CodecConfig(n_features=3))
+    good = b'{"x": [1, 2, 3], "y": 1, "ts": 5}'
+    out = codec.decode(poll_of([good, b'{"x": [1, 2, 3], "y": 1, "ts": ' + ts + b"}", good]))
+    assert len(out.events) == 2 and [d.reason_kind for d in out.dead_letters] == ["bad timestamp"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_decoding_leaves_the_garbage_collector_as_it_found_it(enabled):
+    import gc
+
+    codec = JsonCodec(CodecConfig(n_features=3))
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        codec.decode(poll_of([b'{"x": [1, 2, 3], "y": 1}', b"{bad"]))  # fast path falls back to slow
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()

@@ -165,3 +165,46 @@ def test_late_events_are_dead_lettered_with_their_content(tmp_path):
     letter = orjson.loads(sink_path.read_text().splitlines()[0])
     assert letter["reason"].startswith("late") and letter["offset"] == 150
     assert summary.events_learned == 199
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_columnar_source_with_crashes_is_exactly_once_and_counts_dead_letters_once(tmp_path, seed):
+    # The path ConfluentKafkaSource takes: polls come as PollColumns, interleaved
+    # across partitions, and a RawRecord is built only for a dead letter.
+    from stream.testing_columns import ColumnarListSource
+
+    records = make_records(900, n_features=N_FEATURES, partitions=3, seed=seed, bad_every=97)
+    column_polls = []
+
+    class CountingColumnarSource(ColumnarListSource):
+        def poll_columns(self, timeout_ms, max_records):
+            column_polls.append(1)
+            return super().poll_columns(timeout_ms, max_records)
+
+    def engine_for(abort_at_poll=None, **kwargs):
+        engine = make_engine(records, tmp_path, **kwargs)
+        engine.source = CountingColumnarSource(records, batch_size=37, abort_at_poll=abort_at_poll)
+        return engine
+
+    rng = random.Random(seed)
+    for _ in range(5):
+        kind = rng.choice(["poll", "before_learn", "after_learn"])
+        engine = engine_for(
+            abort_at_poll=rng.randint(0, 12) if kind == "poll" else None,
+            crash_learn_at=rng.randint(1, 8) if kind != "poll" else None,
+            crash_after=kind == "after_learn",
+        )
+        try:
+            engine.run()
+        except Abort:
+            pass
+    summary = engine_for().run()
+    assert column_polls, "the engine must use poll_columns when the source offers it"
+    ledger = CheckpointStore(tmp_path).latest().ledger
+    counts = dict(zip(ledger["ids"], np.asarray(ledger["counts"]).tolist()))
+    good = {f"e{i}" for i in range(900) if i % 97 != 96}
+    assert set(counts) == good, f"lost: {sorted(good - set(counts))[:5]}"
+    assert max(counts.values()) == 1, "an event was learned twice"
+    assert summary.events_learned == len(good)
+    assert summary.dead_letters == {"bad json": 9}
+    assert summary.positions == {TopicPartition("test", p): 300 for p in range(3)}
