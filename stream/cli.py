@@ -8,6 +8,7 @@ are for bugs only (set ``STREAMLEARN_DEBUG=1`` to see them for errors too).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import os
@@ -237,6 +238,10 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
     )
     if install_signals:
         install_stop_signals(engine)
+    # torch leaves ~1M long-lived objects behind at import; without freezing
+    # them every full collection walks them all (measured: -40% throughput).
+    gc.collect()
+    gc.freeze()
     return engine.run()
 
 

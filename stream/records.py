@@ -1,8 +1,8 @@
 """Plain data that flows through the pipeline: raw records, decoded events, micro-batches.
 
-``TopicPartition`` and ``RawRecord`` are field-compatible with kafka-python's
-namedtuples (``kafka.TopicPartition``, ``ConsumerRecord``), so records from that
-client pass through without a copy; other backends build ``RawRecord``.
+``TopicPartition`` equals (and hashes like) ``kafka.TopicPartition``;
+``RawRecord`` has the attribute names of kafka-python's ``ConsumerRecord``
+(not its tuple layout), so code reads records by attribute only.
 
 Decoded data is columnar (:class:`Events`): one numpy array per field, so
 windows and learners work on whole arrays rather than per-record objects.
