@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ FORMAT_VERSION = 1
 
 # Reserved safetensors metadata keys; user metadata may not use them.
 _SKELETON_KEY = "streamlearn.skeleton"
+_DIGEST_KEY = "streamlearn.blake2b"
 _FORMAT_KEY = "streamlearn.format"
 
 # Skeleton node tags. A JSON object in the skeleton is ALWAYS a tagged node
@@ -220,7 +222,23 @@ def dumps_state(state: Mapping[str, Any], metadata: Mapping[str, str] | None = N
     skeleton = enc.encode(state, "")
     meta[_FORMAT_KEY] = str(FORMAT_VERSION)
     meta[_SKELETON_KEY] = json.dumps(skeleton, separators=(",", ":"), allow_nan=False)
+    meta[_DIGEST_KEY] = _digest(meta[_SKELETON_KEY], enc.tensors)
     return _st_save(enc.tensors, metadata=meta)
+
+
+def _digest(skeleton_json: str, tensors: Mapping[str, torch.Tensor]) -> str:
+    """BLAKE2b over the skeleton and every tensor's name, dtype, shape and bytes.
+
+    # INVARIANT: any change to a stored blob (a flipped bit in a key name or in
+    # weights) fails loads_state instead of yielding a plausible wrong state.
+    """
+    h = hashlib.blake2b(skeleton_json.encode(), digest_size=16)
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        # uint8 view: bf16 and friends have no numpy dtype, bytes are bytes.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ decoding
@@ -344,6 +362,8 @@ def loads_state(data: bytes, device: str | torch.device | None = None) -> dict:
         tensors = _st_load(data)
     except Exception as exc:  # SafetensorError is not exported as a stable type
         raise CheckpointError(f"state blob is corrupt: {exc}") from exc
+    if meta.get(_DIGEST_KEY) != _digest(meta[_SKELETON_KEY], tensors):
+        raise CheckpointError("state blob is corrupt: its checksum does not match its contents")
     dev = torch.device(device) if device is not None else None
     try:
         state = _Decoder(tensors, dev).decode(skeleton)
