@@ -171,6 +171,10 @@ class Engine:
     def ledger(self) -> LearnLedger | None:
         return self._ledger
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_reason is not None
+
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to finish its current batch, checkpoint and return (signal-safe)."""
         self._stop_reason = reason
@@ -385,7 +389,7 @@ def install_stop_signals(engine: Engine) -> None:
     """SIGTERM/SIGINT ask the engine to stop cleanly; a second SIGINT interrupts at once."""
 
     def _handler(signum, _frame):
-        if signum == signal.SIGINT and engine._stop_reason is not None:
+        if signum == signal.SIGINT and engine.stop_requested:
             raise KeyboardInterrupt
         engine.request_stop(f"received {signal.Signals(signum).name}")
 

@@ -56,11 +56,11 @@ def make_engine(records, ckpt_dir, *, window=None, abort_at_poll=None, crash_lea
     )
 
 
-def run_to_completion_with_crashes(records, ckpt_dir, rng, crashes, window_factory):
+def run_to_completion_with_crashes(engine_factory, rng, crashes):
+    """Build and run engines that crash at random points, then one that finishes."""
     for _ in range(crashes):
         kind = rng.choice(["poll", "before_learn", "after_learn"])
-        engine = make_engine(
-            records, ckpt_dir, window=window_factory(),
+        engine = engine_factory(
             abort_at_poll=rng.randint(0, 12) if kind == "poll" else None,
             crash_learn_at=rng.randint(1, 8) if kind != "poll" else None,
             crash_after=kind == "after_learn",
@@ -69,7 +69,7 @@ def run_to_completion_with_crashes(records, ckpt_dir, rng, crashes, window_facto
             engine.run()
         except Abort:
             pass
-    return make_engine(records, ckpt_dir, window=window_factory()).run()
+    return engine_factory().run()
 
 
 def test_learns_every_record_once_and_counts_dead_letters(tmp_path):
@@ -87,7 +87,8 @@ def test_crash_at_random_points_then_restart_is_exactly_once(tmp_path, seed, win
     records = make_records(900, n_features=N_FEATURES, partitions=3, seed=seed)
     factories = {"count": lambda: CountWindow(25),
                  "event": lambda: EventTimeWindow(length_ms=20_000, allowed_lateness_ms=5_000)}
-    summary = run_to_completion_with_crashes(records, tmp_path, random.Random(seed), 5, factories[window])
+    summary = run_to_completion_with_crashes(
+        lambda **crash: make_engine(records, tmp_path, window=factories[window](), **crash), random.Random(seed), 5)
     ledger = CheckpointStore(tmp_path).latest().ledger
     counts = dict(zip(ledger["ids"], np.asarray(ledger["counts"]).tolist()))
     expected = {f"e{i}" for i in range(900)}
@@ -186,19 +187,7 @@ def test_columnar_source_with_crashes_is_exactly_once_and_counts_dead_letters_on
         engine.source = CountingColumnarSource(records, batch_size=37, abort_at_poll=abort_at_poll)
         return engine
 
-    rng = random.Random(seed)
-    for _ in range(5):
-        kind = rng.choice(["poll", "before_learn", "after_learn"])
-        engine = engine_for(
-            abort_at_poll=rng.randint(0, 12) if kind == "poll" else None,
-            crash_learn_at=rng.randint(1, 8) if kind != "poll" else None,
-            crash_after=kind == "after_learn",
-        )
-        try:
-            engine.run()
-        except Abort:
-            pass
-    summary = engine_for().run()
+    summary = run_to_completion_with_crashes(engine_for, random.Random(seed), 5)
     assert column_polls, "the engine must use poll_columns when the source offers it"
     ledger = CheckpointStore(tmp_path).latest().ledger
     counts = dict(zip(ledger["ids"], np.asarray(ledger["counts"]).tolist()))
