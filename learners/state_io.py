@@ -54,6 +54,7 @@ __all__ = [
     "read_metadata",
     "save_state_file",
     "load_state_file",
+    "atomic_write_bytes",
 ]
 
 FORMAT_VERSION = 1
@@ -414,20 +415,38 @@ def save_state_file(
     {'w': tensor([0., 0.])}
     """
     blob = dumps_state(state, metadata)
+    try:
+        atomic_write_bytes(path, blob)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write state file {path}: {exc}") from exc
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (temp file, fsync, rename, fsync dir).
+
+    Readers see the old content or the new, never a torn file. Raises
+    ``OSError`` (the temp file is removed).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "pointer.json")
+    >>> atomic_write_bytes(path, b'{"version": 3}')
+    >>> open(path, "rb").read()
+    b'{"version": 3}'
+    """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, target)
         tmp_name = None
         _fsync_dir(directory)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write state file {target}: {exc}") from exc
     finally:
         if tmp_name is not None:
             try:

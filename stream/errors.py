@@ -34,3 +34,15 @@ class OffsetRegressionError(CheckpointError):
 
 class SchemaMismatchError(StreamlearnError):
     """Restored state does not fit the configured model or feature schema."""
+
+
+class RegistryError(StreamlearnError):
+    """The model registry refused an operation (unknown version, bad state)."""
+
+
+class RegistryUnavailableError(RegistryError, ConnectionError):
+    """The model registry (Redis or its directory) cannot be reached right now."""
+
+
+class VersionNotFoundError(RegistryError, LookupError):
+    """No model version with that number exists in the registry."""
