@@ -48,6 +48,9 @@ class Checkpoint:
     counters: dict
     ledger: dict | None = None
     created_at: float = field(default_factory=time.time)
+    #: Snapshots of optional engine components by name (``"gate"``, later the
+    #: drift policy); plain data, restored by the component itself.
+    components: dict = field(default_factory=dict)
 
     def to_state(self) -> dict:
         return {
@@ -61,6 +64,7 @@ class Checkpoint:
             "schema": self.schema,
             "counters": self.counters,
             "ledger": self.ledger,
+            "components": self.components,
         }
 
     @classmethod
@@ -76,6 +80,7 @@ class Checkpoint:
             counters=state["counters"],
             ledger=state.get("ledger"),
             created_at=float(state["created_at"]),
+            components=state.get("components") or {},
         )
 
 

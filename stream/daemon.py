@@ -56,6 +56,7 @@ from stream.poll import PollColumns, as_columns
 from stream.progress import RunStats
 from stream.records import Events, MicroBatch, RawRecord, TopicPartition
 from stream.source import Source
+from stream.validation import ValidationGate
 from stream.window import WindowOutput
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Engine:
         config: EngineConfig | None = None,
         clock: Clock | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
+        gate: ValidationGate | None = None,
     ) -> None:
         self.source = source
         self.codec = codec
@@ -146,6 +148,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.clock = clock or SystemClock()
         self.on_progress = on_progress
+        self.gate = gate
         self._sink = CountingSink(dead_letters)
         self._learner: Learner | None = None
         self._windower = None
@@ -204,6 +207,8 @@ class Engine:
             self._learner.load_state_dict(ckpt.learner)
         if self.config.ledger:
             self._ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
+        if self.gate is not None:
+            self.gate.restore(ckpt.components.get("gate"))
         self._ckpt_seq = ckpt.seq
         log.info("restored checkpoint %d: %d events learned, positions %s",
                  ckpt.seq, self._stats.events_learned, self._positions)
@@ -327,6 +332,7 @@ class Engine:
         X, y = batch.X, batch.y
         if self._learner is None:
             self._learner = self.learner_builder(X.shape[1])
+        pred = None
         if self.config.prequential:
             # Test, then train: the score is on data the model has not learned yet.
             pred = self._learner.predict_batch(X)
@@ -335,12 +341,17 @@ class Engine:
             else:
                 err = pred.astype(np.float64) - y
                 self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
+        if self.gate is not None and self.gate.due():
+            # Before learning: this batch is the candidate's unseen holdout.
+            self.gate.before_learn(self._learner, batch, pred, self._schema())
         report = self._learner.learn_batch(X, y)
         self._stats.events_learned += report.n_samples
         self._stats.batches_learned += 1
         self._stats.last_loss = report.loss
         if self._ledger is not None:
             self._ledger.record(batch.events.ids)
+        if self.gate is not None:
+            self.gate.after_learn(batch)
         self._batches_since_ckpt += 1
         self._dirty = True
 
@@ -356,9 +367,10 @@ class Engine:
                 positions=dict(self._positions),
                 learner=self._learner.state_dict() if self._learner is not None else None,
                 window=self._windower.snapshot(),
-                schema={"n_features": self.codec.n_features, **_codec_schema(self.codec.config)},
+                schema=self._schema(),
                 counters=self._stats.counters(),
                 ledger=self._ledger.snapshot() if self._ledger is not None else None,
+                components={"gate": self.gate.snapshot()} if self.gate is not None else {},
             )
         )
         self._stats.checkpoints += 1
@@ -368,6 +380,10 @@ class Engine:
             self.source.commit(self._positions)
         except Exception as exc:  # noqa: BLE001 -- monitoring only; the checkpoint is the truth
             log.warning("could not commit offsets to the consumer group (lag monitoring only): %s", exc)
+
+    def _schema(self) -> dict:
+        """What a prediction needs to know about the input (stored in checkpoints and versions)."""
+        return {"n_features": self.codec.n_features, **_codec_schema(self.codec.config)}
 
     def _report(self) -> None:
         stats = self._stats
@@ -382,7 +398,12 @@ class Engine:
 
 
 def _codec_schema(cfg: CodecConfig) -> dict:
-    return {"task": cfg.task, "n_classes": cfg.n_classes}
+    return {
+        "task": cfg.task,
+        "n_classes": cfg.n_classes,
+        "feature_names": list(cfg.feature_names) if cfg.feature_names is not None else None,
+        "classes": list(cfg.classes) if cfg.classes is not None else None,
+    }
 
 
 def install_stop_signals(engine: Engine) -> None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import random
 from typing import Mapping, Sequence
 
+import numpy as np
 import orjson
 
-from stream.records import RawRecord, TopicPartition
+from stream.records import Events, MicroBatch, RawRecord, TopicPartition
 from stream.source import PollBatch, RebalanceHandler
 
 
@@ -68,6 +69,31 @@ def make_records(
         out.append(RawRecord(topic, p, next_offset[p], 1_000 * i, None, value))
         next_offset[p] += 1
     return out
+
+
+def make_batch(
+    n: int, *, n_features: int = 4, start_offset: int = 0, seed: int = 0, topic: str = "test", partition: int = 0,
+    flip_labels: bool = False,
+) -> MicroBatch:
+    """A decoded micro-batch of ``n`` events with the same linearly separable rule as :func:`make_records`.
+
+    ``flip_labels`` inverts every label (a corrupted batch for gate and drift tests).
+
+    >>> b = make_batch(3, n_features=2, start_offset=10)
+    >>> b.X.shape, b.events.offset.tolist()
+    ((3, 2), [10, 11, 12])
+    """
+    rng = np.random.default_rng(seed + start_offset)
+    X = rng.uniform(-1, 1, size=(n, n_features)).astype(np.float32)
+    y = (X.sum(axis=1) > 0).astype(np.int64)
+    if flip_labels:
+        y = 1 - y
+    offsets = np.arange(start_offset, start_offset + n, dtype=np.int64)
+    events = Events(
+        X=X, y=y, ts=offsets * 1_000, ids=np.array([f"e{o}" for o in offsets]),
+        topic=np.array([topic] * n), partition=np.full(n, partition, dtype=np.int32), offset=offsets,
+    )
+    return MicroBatch(events=events, seq=0)
 
 
 class ListSource:
