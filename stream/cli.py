@@ -1,4 +1,4 @@
-"""The ``streamlearn`` command line: run, inspect, produce, demo, broker.
+"""The ``streamlearn`` command line: run, serve, inspect, produce, demo, broker.
 
 Every user-facing failure (unreachable broker, missing topic, bad config)
 prints one line ``streamlearn: error: ...`` and exits with code 2; tracebacks
@@ -102,6 +102,44 @@ def learner_options(fn: Callable) -> Callable:
     return fn
 
 
+def registry_options(fn: Callable) -> Callable:
+    """Options that choose the model registry and the validation gate (shared by run and demo)."""
+    decorators = [
+        click.option("--registry", default=None,
+                     help="Where versions are published: a directory, redis://HOST:6379/0 (rediss:// for TLS, "
+                          "password in the URL), or 'none' [env STREAMLEARN_REGISTRY_URL; default "
+                          ".streamlearn/registry]."),
+        click.option("--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE]."),
+        click.option("--publish-every-batches", type=int, default=20, show_default=True,
+                     help="Publish a candidate version every N micro-batches ..."),
+        click.option("--publish-every-seconds", type=float, default=2.0, show_default=True,
+                     help="... or every T seconds, whichever comes first."),
+        click.option("--validation-tolerance", type=float, default=0.01, show_default=True,
+                     help="A candidate is validated if its holdout metric is no worse than the validated "
+                          "version's by more than this (accuracy points, or RMSE)."),
+        click.option("--holdout-min-events", type=int, default=100, show_default=True,
+                     help="Smallest newest-batch accepted as holdout evidence."),
+    ]
+    for deco in reversed(decorators):
+        fn = deco(fn)
+    return fn
+
+
+def open_gate(registry, namespace, every_batches, every_seconds, tolerance, holdout_min_events):
+    """The validation gate over the chosen registry, or None for ``--registry none``."""
+    from serving.registry import open_registry
+    from serving.settings import RegistrySettings
+    from stream.validation import GateConfig, ValidationGate
+
+    settings = RegistrySettings()
+    target = registry or settings.url
+    if target == "none":
+        return None
+    reg = open_registry(target, namespace=namespace or settings.namespace, keep_states=settings.keep_states)
+    return ValidationGate(reg, GateConfig(every_batches=every_batches, every_seconds=every_seconds,
+                                          tolerance=tolerance, holdout_min_events=holdout_min_events))
+
+
 def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads=1):
     import torch
 
@@ -159,11 +197,13 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @click.option("--ledger/--no-ledger", default=False, help="Record learned event ids (exactly-once audit).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @learner_options
+@registry_options
 @user_errors
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
         checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
         max_poll_records, ledger, quiet, model, optimizer, lr, steps_per_batch, task, n_classes, n_features, device,
-        seed, torch_threads):
+        seed, torch_threads, registry, registry_namespace, publish_every_batches, publish_every_seconds,
+        validation_tolerance, holdout_min_events):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
     from stream.settings import CheckpointSettings, KafkaSettings
 
@@ -175,6 +215,8 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
             "no Kafka to read from: pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP), "
             "use --file for local data, or try `streamlearn demo` for an embedded broker"
         )
+    gate = open_gate(registry, registry_namespace, publish_every_batches, publish_every_seconds,
+                     validation_tolerance, holdout_min_events)
     summary = run_engine(
         bootstrap=None if files else bootstrap, topics=topics, partitions=partitions, group=group, files=files,
         window=window, checkpoint_dir=checkpoint_dir or ckpt.dir,
@@ -187,15 +229,19 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
                                                   torch_threads),
         task=task, n_classes=n_classes, n_features=n_features,
+        gate=gate,
     )
-    _print_summary(summary)
+    _print_summary(summary, gate)
 
 
 def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
                checkpoint_every_seconds, keep, dead_letter, late_policy, until_idle, max_events, backend,
                kafka_extra, kafka_settings, max_poll_records, ledger, quiet, learner_factory, task, n_classes,
-               n_features, install_signals=True):
-    """Wire source, codec, window, learner and checkpoint store together and run the engine."""
+               n_features, install_signals=True, gate=None, on_progress=None, engine_hook=None):
+    """Wire source, codec, window, learner, checkpoint store and gate together and run the engine.
+
+    ``engine_hook(engine)`` is called before the run (the demo keeps a handle to stop it).
+    """
     from stream.checkpoint import CheckpointStore
     from stream.codec import CodecConfig, JsonCodec
     from stream.daemon import Engine, EngineConfig, install_stop_signals
@@ -234,8 +280,11 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
             until_idle_seconds=until_idle, max_events=max_events, late_policy=late_policy, ledger=ledger,
             max_poll_records=max_poll_records,
         ),
-        on_progress=None if quiet else ProgressPrinter(),
+        on_progress=on_progress if on_progress is not None else (None if quiet else ProgressPrinter()),
+        gate=gate,
     )
+    if engine_hook is not None:
+        engine_hook(engine)
     if install_signals:
         install_stop_signals(engine)
     # torch leaves ~1M long-lived objects behind at import; without freezing
@@ -245,7 +294,7 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
     return engine.run()
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, gate=None) -> None:
     acc = f"{summary.accuracy:.3f}" if summary.accuracy is not None else "n/a"
     click.echo(
         f"[streamlearn] stopped ({summary.stopped_because}): learned {summary.events_learned:,} events in "
@@ -254,6 +303,10 @@ def _print_summary(summary) -> None:
         f"{summary.elapsed_seconds:.1f}s",
         err=True,
     )
+    if gate is not None:
+        c = gate.counts
+        click.echo(f"[streamlearn] model versions: {c['published']} published, {c['validated']} validated, "
+                   f"{c['rejected']} rejected, {c['failed']} failed to publish ({gate.registry!r})", err=True)
 
 
 # ----------------------------------------------------------------- inspect
@@ -358,69 +411,91 @@ def broker(port):
             pass
 
 
+# -------------------------------------------------------------------- serve
+@main.command()
+@click.option("--registry", default=None,
+              help="Directory or redis://HOST:6379/0 URL [env STREAMLEARN_REGISTRY_URL; default .streamlearn/registry].")
+@click.option("--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE].")
+@click.option("--host", default=None, help="Bind address [env STREAMLEARN_SERVING_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [env STREAMLEARN_SERVING_PORT; default 8000].")
+@click.option("--max-batch-rows", type=int, default=None, help="Largest /predict/batch request (default 1024).")
+@click.option("--poll-interval", type=float, default=None,
+              help="Fallback poll of the registry when notifications are missed (default 1s).")
+@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
+@click.option("--log-level", default="info", show_default=True)
+@user_errors
+def serve(registry, registry_namespace, host, port, max_batch_rows, poll_interval, workers, log_level):
+    """Serve the latest validated model over HTTP, hot-swapping to new versions.
+
+    The admin endpoints (promote, rollback) need STREAMLEARN_SERVING_ADMIN_TOKEN
+    in the environment; it is never a flag, so it stays out of `ps` output.
+    """
+    import torch
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.registry import open_registry
+    from serving.settings import RegistrySettings, ServingSettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "max_batch_rows": max_batch_rows,
+                                   "poll_interval_s": poll_interval}.items() if v is not None}
+    settings = ServingSettings(**overrides)
+    reg_overrides = {k: v for k, v in {"url": registry, "namespace": registry_namespace}.items() if v is not None}
+    reg_settings = RegistrySettings(**reg_overrides)
+    # Fail fast on a bad URL or an unreachable Redis, with one line, before uvicorn starts.
+    probe = open_registry(reg_settings.url, namespace=reg_settings.namespace)
+    try:
+        probe.ping()
+        current = probe.current()
+    finally:
+        probe.close()
+    torch.set_num_threads(1)  # one request at a time per worker; more threads only add contention
+    click.echo(f"[streamlearn] serving {reg_settings.url} on http://{settings.host}:{settings.port} "
+               f"(current version: {current.number if current else 'none yet'}; docs at /docs)", err=True)
+    if workers > 1:
+        # Each worker builds its own app from the environment.
+        for key, value in {**{f"STREAMLEARN_SERVING_{k.upper()}": v for k, v in overrides.items()},
+                           **{f"STREAMLEARN_REGISTRY_{k.upper()}": v for k, v in reg_overrides.items()}}.items():
+            os.environ[key] = str(value)
+        uvicorn.run("serving.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=workers, log_level=log_level, access_log=False)
+    else:
+        uvicorn.run(create_app(settings, registry_settings=reg_settings), host=settings.host, port=settings.port,
+                    log_level=log_level, access_log=False)
+
+
 # -------------------------------------------------------------------- demo
 @main.command()
 @click.option("--bootstrap", default=None, help="Use this Kafka instead of starting the embedded broker.")
-@click.option("--events", "n_events", type=int, default=200_000, show_default=True)
+@click.option("--events", "n_events", type=int, default=400_000, show_default=True,
+              help="Stream length; the default takes about 40 s on a 2-core machine.")
 @click.option("--generator", type=click.Choice(["agrawal", "sea", "hyperplane", "rbf"]), default="hyperplane",
               show_default=True)
 @click.option("--topic", default="streamlearn-demo", show_default=True)
 @click.option("--window", default="count:100", show_default=True)
-@click.option("--workdir", default=".streamlearn", show_default=True, help="Where checkpoints and dead letters go.")
+@click.option("--workdir", default=".streamlearn", show_default=True,
+              help="Where the registry, checkpoints and logs go (one demo-<id>/ folder per run).")
+@click.option("--api-port", type=int, default=8000, show_default=True,
+              help="Port of the prediction API on 127.0.0.1 (a free one is used if it is taken).")
+@click.option("--keep-serving", is_flag=True, help="Keep the API up after the stream ends, until Ctrl-C.")
 @learner_options
+@registry_options
 @user_errors
-def demo(bootstrap, n_events, generator, topic, window, workdir, model, optimizer, lr, steps_per_batch, task,
-         n_classes, n_features, device, seed, torch_threads):
-    """The embedded default: local broker + synthetic drifting stream + the daemon, end to end."""
-    import uuid
+def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_serving, model, optimizer, lr,
+         steps_per_batch, task, n_classes, n_features, device, seed, torch_threads, registry, registry_namespace,
+         publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events):
+    """The embedded default: broker + drifting stream + daemon + registry + API, end to end."""
+    from stream.demo import DemoConfig, run_demo
 
-    from stream.embedded import EmbeddedBroker
-    from stream.produce import ensure_topic, produce as produce_stream
-    from stream.settings import KafkaSettings
-
-    broker_ctx = None
-    if bootstrap is None:
-        broker_ctx = EmbeddedBroker(log_path=os.path.join(workdir, "broker.log"))
-        os.makedirs(workdir, exist_ok=True)
-        click.echo("[streamlearn] starting the embedded broker (tansu, in memory) ...", err=True)
-        bootstrap = broker_ctx.start().bootstrap
-    run_id = uuid.uuid4().hex[:8]
-    checkpoint_dir = os.path.join(workdir, f"demo-{run_id}", "checkpoints")
-    try:
-        ensure_topic(bootstrap, topic, 3)
-        click.echo(f"[streamlearn] broker {bootstrap}; producing {n_events:,} {generator} events with a concept "
-                   f"drift at {n_events // 2:,} to '{topic}' while the daemon learns", err=True)
-        errors: list[BaseException] = []
-
-        def _produce():
-            try:
-                produce_stream(bootstrap, topic, n_events, generator=generator, drift_at=n_events // 2,
-                               drift_width=max(1, n_events // 50), seed=seed + 42, corrupt_every=997)
-            except BaseException as exc:  # noqa: BLE001 -- surfaced after the daemon stops
-                errors.append(exc)
-
-        producer = threading.Thread(target=_produce, name="demo-producer", daemon=True)
-        producer.start()
-        summary = run_engine(
-            bootstrap=bootstrap, topics=(topic,), partitions=(), group=f"streamlearn-demo-{run_id}", files=(),
-            window=window, checkpoint_dir=checkpoint_dir, checkpoint_every_batches=20, checkpoint_every_seconds=5,
-            keep=3, dead_letter="kafka", late_policy="dead_letter", until_idle=3.0, max_events=None,
-            backend="kafka-python", kafka_extra={}, kafka_settings=KafkaSettings(session_timeout_ms=6000,
-                                                                                  heartbeat_interval_ms=500),
-            max_poll_records=5000, ledger=False, quiet=False,
-            learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
-                                                  torch_threads),
-            task=task, n_classes=n_classes, n_features=n_features,
-        )
-        producer.join(timeout=5)
-        if errors:
-            raise errors[0]
-        _print_summary(summary)
-        click.echo(f"[streamlearn] checkpoints in {checkpoint_dir}  (try: streamlearn inspect {checkpoint_dir})",
-                   err=True)
-    finally:
-        if broker_ctx is not None:
-            broker_ctx.stop()
+    run_demo(DemoConfig(
+        bootstrap=bootstrap, n_events=n_events, generator=generator, topic=topic, window=window, workdir=workdir,
+        api_port=api_port, keep_serving=keep_serving, registry=registry,
+        registry_namespace=registry_namespace, seed=seed,
+        gate_args=(publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events),
+        learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
+                                              torch_threads),
+        task=task, n_classes=n_classes, n_features=n_features,
+    ))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Callable, TextIO
 
 
 @dataclass
@@ -74,8 +74,9 @@ class RunStats:
 class ProgressPrinter:
     """Prints one status line per call: rate since the last line, totals, loss, lag."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, extra: Callable[[], str | None] | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.extra = extra  # e.g. the demo's "serving v12"
         self._last_time = time.monotonic()
         self._last_events = None
 
@@ -97,4 +98,7 @@ class ProgressPrinter:
         dead = sum(stats.dead_letters.values())
         if dead or stats.late:
             parts.append(f"dead-letter {dead:,} late {stats.late:,}")
+        more = self.extra() if self.extra is not None else None
+        if more:
+            parts.append(more)
         print("[streamlearn] " + " | ".join(parts), file=self.stream, flush=True)

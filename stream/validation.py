@@ -44,7 +44,7 @@ import numpy as np
 from learners.base import Learner
 from serving.registry import ModelRegistry
 from serving.versions import Version
-from stream.errors import ConfigError, RegistryError
+from stream.errors import ConfigError, RegistryError, SchemaMismatchError
 from stream.records import Events, MicroBatch
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,18 @@ class ValidationGate:
         number, generation = self.registry.pointer()
         if generation == self._baseline_generation:
             return
-        if number is None:
-            self._baseline, self._baseline_version = None, None
-        else:
+        self._baseline, self._baseline_version = None, None
+        if number is not None:
             baseline = learner.clone()
-            baseline.load_state_dict(self.registry.load_state(number))
-            self._baseline, self._baseline_version = baseline, self.registry.get(number)
+            try:
+                baseline.load_state_dict(self.registry.load_state(number))
+            except SchemaMismatchError as exc:
+                # Another model shape (features, classes, architecture) was validated
+                # before: it cannot score this holdout, so candidates stand on their own.
+                log.warning("validated version %d does not fit this learner, so candidates are judged "
+                            "without a baseline: %s", number, exc)
+            else:
+                self._baseline, self._baseline_version = baseline, self.registry.get(number)
         self._baseline_generation = generation
 
     def _publish(self, learner: Learner, batch: MicroBatch, pred: np.ndarray | None,

@@ -8,6 +8,7 @@ import pytest
 from learners.torch_learner import TorchLearner
 from serving.file_registry import FileRegistry
 from serving.redis_registry import RedisRegistry
+from serving.versions import Version
 from stream.checkpoint import CheckpointStore
 from stream.codec import CodecConfig, JsonCodec
 from stream.daemon import Engine, EngineConfig
@@ -166,3 +167,14 @@ def test_regression_uses_rmse_lower_is_better(tmp_path):
     object.__setattr__(holdout.events, "y", holdout.X.sum(axis=1).astype(np.float32))
     v = gate.before_learn(learner, holdout, None, {"n_features": 4, "task": "regression"})
     assert "holdout_rmse" in v.metrics and v.status == "validated"
+
+
+def test_an_incompatible_validated_version_is_not_a_baseline(tmp_path):
+    gate = _gate(tmp_path)
+    other = TorchLearner(n_features=7, device="cpu")
+    v = gate.registry.publish(other.state_dict(), Version(number=0))
+    gate.registry.validate(v.number)
+    learner = _learner()
+    end = _train(learner, 3)
+    mine = _offer(gate, learner, end)
+    assert mine.status == "validated" and "first version" in mine.note

@@ -1,0 +1,311 @@
+"""The prediction API: serves the latest validated model and swaps to new ones without a failed request.
+
+Build it with :func:`create_app`; ``streamlearn serve`` runs it under uvicorn,
+and ``uvicorn --factory serving.app:app_from_env`` does the same from
+environment settings (``STREAMLEARN_SERVING_*``, ``STREAMLEARN_REGISTRY_*``).
+
+The lifespan opens the registry, loads its current version onto
+``app.state.slot`` and starts the :class:`~serving.hot_swap.HotSwapper`.
+Prediction handlers read the slot ONCE per request and answer with the
+version they used, so a swap in the middle of a request is invisible to it.
+They are ``async def`` on purpose: a forward pass of a tabular model takes
+tens of microseconds, less than a hop to the thread pool would.
+
+Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /models``,
+``GET /models/current``, ``POST /models/{version}/promote`` and
+``POST /rollback`` (bearer admin token), ``GET /events``, ``GET /health``
+(liveness, always 200), ``GET /health/ready`` (200 only with the registry
+reachable and a model loaded, else 503), ``GET /metrics`` (Prometheus).
+
+Examples
+--------
+>>> import tempfile
+>>> from fastapi.testclient import TestClient
+>>> app = create_app(ServingSettings(), registry_settings=RegistrySettings(url=tempfile.mkdtemp()))
+>>> with TestClient(app) as client:
+...     client.get("/health").json()["ready"], client.post("/predict", json={"x": [1.0]}).status_code
+(False, 503)
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Annotated, Any, Sequence
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serving.hot_swap import HotSwapper, ModelSlot
+from serving.metrics import MetricsMiddleware, ServingMetrics
+from serving.model import ServedModel
+from serving.registry import ModelRegistry, open_registry
+from serving.schemas import (BatchPrediction, BatchPredictRequest, Prediction, PredictRequest, PromoteRequest,
+                             RollbackRequest)
+from serving.settings import RegistrySettings, ServingSettings
+from stream.errors import RegistryError, RegistryUnavailableError, VersionNotFoundError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "app_from_env"]
+
+
+# ----------------------------------------------------------------- dependencies
+def get_settings(request: Request) -> ServingSettings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+def get_model(request: Request) -> ServedModel:
+    model = request.app.state.slot.model  # read once: this request uses this model throughout
+    if model is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="no validated model yet: the daemon publishes one after its first validation window",
+            headers={"Retry-After": "1"},
+        )
+    return model
+
+
+_bearer = HTTPBearer(auto_error=False, description="The admin token (STREAMLEARN_SERVING_ADMIN_TOKEN).")
+
+
+def require_admin(
+    settings: Annotated[ServingSettings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if settings.admin_token is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="admin endpoints are disabled: set STREAMLEARN_SERVING_ADMIN_TOKEN")
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="send 'Authorization: Bearer <admin token>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not secrets.compare_digest(credentials.credentials.encode(),
+                                  settings.admin_token.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong admin token")
+
+
+SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ModelDep = Annotated[ServedModel, Depends(get_model)]
+AdminDep = Depends(require_admin)
+
+
+# ---------------------------------------------------------------------- inputs
+def _feature_error(loc: Sequence[Any], message: str) -> HTTPException:
+    # Same shape as FastAPI's own validation errors, so clients parse one format.
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                         detail=[{"loc": list(loc), "msg": message, "type": "value_error"}])
+
+
+def rows_to_matrix(rows: Sequence[list[float] | dict[str, float]], model: ServedModel,
+                   loc: Sequence[Any]) -> np.ndarray:
+    """Turn request rows into an (n, n_features) float32 matrix, or raise 422 saying what was expected."""
+    d = model.n_features
+    names = model.feature_names
+    X = np.empty((len(rows), d), np.float32)
+    for i, row in enumerate(rows):
+        where = [*loc, i] if len(rows) > 1 or loc[-1] == "rows" else list(loc)
+        if isinstance(row, dict):
+            if names is None:
+                raise _feature_error(where, f"this model (version {model.version.number}) has unnamed features: "
+                                            f"send x as a list of {d} numbers")
+            missing = [n for n in names if n not in row]
+            extra = sorted(set(row) - set(names))
+            if missing or extra:
+                raise _feature_error(where, f"expected the {d} features {names}; missing {missing}, unknown {extra}")
+            X[i] = [row[n] for n in names]
+        else:
+            if len(row) != d:
+                raise _feature_error(where, f"expected {d} features, got {len(row)} "
+                                            f"(model version {model.version.number})")
+            X[i] = row
+    return X
+
+
+# -------------------------------------------------------------------------- app
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    registry: ModelRegistry | None = None,
+    registry_settings: RegistrySettings | None = None,
+) -> FastAPI:
+    """The API. Pass ``registry`` to share one you own (it is not closed on shutdown)."""
+    settings = settings or ServingSettings()
+    registry_settings = registry_settings or RegistrySettings()
+    metrics = ServingMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = registry is None
+        reg = registry if registry is not None else open_registry(
+            registry_settings.url, namespace=registry_settings.namespace, keep_states=registry_settings.keep_states)
+        slot = ModelSlot()
+
+        def on_swap(model: ServedModel) -> None:
+            metrics.swaps.inc()
+            metrics.model_version.set(model.version.number)
+
+        swapper = HotSwapper(
+            reg, slot, poll_interval=settings.poll_interval_s, device=settings.device, on_swap=on_swap,
+            on_registry_state=lambda up: metrics.registry_up.set(1 if up else 0),
+            on_load_failure=lambda n, exc: metrics.load_failures.inc(),
+        )
+        app.state.settings, app.state.registry, app.state.slot, app.state.swapper = settings, reg, slot, swapper
+        try:
+            swapper.sync_now()
+        except RegistryError as exc:
+            # Start anyway: liveness is fine, readiness says why, the swapper retries.
+            log.warning("starting without a model: %s", exc)
+        swapper.start()
+        try:
+            yield
+        finally:
+            swapper.stop()
+            if owned:
+                reg.close()
+
+    app = FastAPI(
+        title="streamlearn prediction API",
+        version="1",
+        summary="Serves the latest validated model version and hot-swaps to new ones.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(VersionNotFoundError)
+    async def _not_found(_: Request, exc: VersionNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(RegistryUnavailableError)
+    async def _unavailable(_: Request, exc: RegistryUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": f"model registry unavailable: {exc}"},
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
+
+    @app.exception_handler(RegistryError)
+    async def _conflict(_: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    # --------------------------------------------------------------- predict
+    @app.post("/predict", response_model=Prediction, tags=["predict"])
+    async def predict(body: PredictRequest, model: ModelDep) -> dict:
+        """Predict one row; the answer names the model version that produced it."""
+        X = rows_to_matrix([body.x], model, ("body", "x"))
+        labels, proba = model.predict(X)
+        metrics.predicted_rows.inc()
+        return {"version": model.version.number,
+                "prediction": model.label(int(labels[0])) if proba is not None else float(labels[0]),
+                "probabilities": proba[0].tolist() if proba is not None else None}
+
+    @app.post("/predict/batch", response_model=BatchPrediction, tags=["predict"],
+              responses={413: {"description": "more rows than max_batch_rows"}})
+    async def predict_batch(body: BatchPredictRequest, model: ModelDep, cfg: SettingsDep) -> dict:
+        """Predict up to ``max_batch_rows`` rows with one model version."""
+        n = len(body.rows)
+        if n > cfg.max_batch_rows:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                detail=f"{n} rows is more than the maximum of {cfg.max_batch_rows} per request; "
+                                       "split the batch")
+        if n == 0:
+            return {"version": model.version.number, "predictions": [], "probabilities": None}
+        X = rows_to_matrix(body.rows, model, ("body", "rows"))
+        labels, proba = model.predict(X)
+        metrics.predicted_rows.inc(n)
+        if proba is None:
+            return {"version": model.version.number, "predictions": labels.astype(float).tolist(),
+                    "probabilities": None}
+        classes = model.classes
+        preds = [classes[i] for i in labels] if classes else labels.tolist()
+        return {"version": model.version.number, "predictions": preds, "probabilities": proba.tolist()}
+
+    # ---------------------------------------------------------------- models
+    @app.get("/models", tags=["models"])
+    def list_models(reg: RegistryDep, request: Request, limit: int = Query(50, ge=1, le=1000)) -> dict:
+        """Versions, newest first, with the registry's current and this server's served version."""
+        current, _ = reg.pointer()
+        served = request.app.state.slot.model
+        return {"current": current, "served": served.version.number if served else None,
+                "versions": [v.to_dict() for v in reg.history(limit=limit)]}
+
+    @app.get("/models/current", tags=["models"])
+    def current_model(request: Request) -> dict:
+        """The version this server answers with, and whether it matches the registry's pointer."""
+        served = request.app.state.slot.model
+        try:
+            pointer: int | None = request.app.state.registry.pointer()[0]
+            registry_state = "ok"
+        except RegistryUnavailableError:
+            pointer, registry_state = None, "unreachable"
+        return {"served": served.version.to_dict() if served else None, "registry_current": pointer,
+                "registry": registry_state,
+                "in_sync": served is not None and pointer == served.version.number}
+
+    @app.post("/models/{version}/promote", tags=["admin"], dependencies=[AdminDep])
+    def promote(version: int, reg: RegistryDep, request: Request, body: PromoteRequest | None = None) -> dict:
+        """Serve this version from now on (it becomes validated); effective on this server at once."""
+        promoted = reg.promote(version, reason=(body or PromoteRequest()).reason)
+        request.app.state.swapper.sync_now()
+        return {"promoted": promoted.to_dict(), "served": request.app.state.slot.model.version.number}
+
+    @app.post("/rollback", tags=["admin"], dependencies=[AdminDep])
+    def rollback(reg: RegistryDep, request: Request, body: RollbackRequest | None = None) -> dict:
+        """Go back to an earlier validated version (default: the previous one); effective at once."""
+        body = body or RollbackRequest()
+        target = reg.rollback(to=body.to, reason=body.reason)
+        request.app.state.swapper.sync_now()
+        return {"rolled_back_to": target.to_dict(), "served": request.app.state.slot.model.version.number}
+
+    @app.get("/events", tags=["models"])
+    def events(reg: RegistryDep, kind: str | None = None,
+               since: float | None = Query(None, description="epoch seconds"),
+               limit: int = Query(100, ge=1, le=10_000)) -> dict:
+        """The registry's audit trail, newest first (publish, validate, reject, promote, rollback, ...)."""
+        return {"events": [e.to_dict() for e in reg.events(kind=kind, since=since, limit=limit)]}
+
+    # ---------------------------------------------------------------- health
+    def _health(request: Request) -> dict:
+        swapper: HotSwapper = request.app.state.swapper
+        model = request.app.state.slot.model
+        registry_up = swapper.registry_up
+        ready = registry_up and model is not None
+        return {
+            "status": "ok" if ready else ("degraded" if model is not None else "not_ready"),
+            "live": True,
+            "ready": ready,
+            "registry": "ok" if registry_up else "unreachable",
+            "model_version": model.version.number if model else None,
+            "swaps": request.app.state.slot.swaps,
+            "last_error": swapper.last_error,
+        }
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> dict:
+        """Liveness (always 200 while the process answers) with the readiness facts in the body."""
+        return _health(request)
+
+    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: 200 only with the registry reachable and a model loaded."""
+        body = _health(request)
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    return app
+
+
+@lru_cache(maxsize=1)
+def app_from_env() -> FastAPI:
+    """The app from environment settings (``uvicorn --factory serving.app:app_from_env``)."""
+    return create_app(ServingSettings(), registry_settings=RegistrySettings())
