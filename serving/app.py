@@ -37,6 +37,7 @@ from typing import Annotated, Any, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -180,6 +181,14 @@ def create_app(
     )
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each offending "input": that breaks on NaN
+        # (not JSON) and would echo whole 1000-row bodies. loc + msg say enough.
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(VersionNotFoundError)
     async def _not_found(_: Request, exc: VersionNotFoundError) -> JSONResponse:

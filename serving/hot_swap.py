@@ -69,11 +69,25 @@ class ModelSlot:
         with self._lock:
             if generation < self._generation:
                 return False
-            same = self._model is not None and self._model.version.number == model.version.number
+            same = self._model is not None and _same_version(self._model, model.version)
             self._model, self._generation = model, generation
             if not same:
                 self.swaps += 1
             return not same
+
+    def rebase(self, generation: int) -> None:
+        """Accept ``generation`` as the new baseline (after a reconnect).
+
+        A Redis without persistence restarts empty, counting generations from
+        zero again; without a rebase the slot would refuse every later swap.
+        """
+        with self._lock:
+            self._generation = generation
+
+
+def _same_version(model: ServedModel, version) -> bool:
+    # Number AND creation time: an emptied-and-refilled registry reuses numbers.
+    return (model.version.number, model.version.created_at) == (version.number, version.created_at)
 
 
 class HotSwapper:
@@ -103,7 +117,7 @@ class HotSwapper:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._registry_up: bool | None = None  # None: not contacted yet
-        self._failed_loads: dict[int, str] = {}
+        self._failed_loads: dict[tuple[int, int], str] = {}
         self.last_error: str | None = None
 
     # ------------------------------------------------------------- status
@@ -166,9 +180,14 @@ class HotSwapper:
         self.backoff.reset()
         while not self._stop.is_set():
             try:
+                first = True
                 for pointer in self.registry.subscribe(self.poll_interval, self._stop):
                     failures = 0
                     self._set_registry_up(True)
+                    if first:
+                        # The first pointer of a (re)connection is the truth, see ModelSlot.rebase.
+                        self.slot.rebase(pointer[1])
+                        first = False
                     self._apply(pointer, raise_errors=False)
             except RegistryUnavailableError as exc:
                 failures += 1
@@ -186,20 +205,20 @@ class HotSwapper:
     def _apply(self, pointer: Pointer, *, raise_errors: bool) -> None:
         number, generation = pointer
         if number is None:
-            return
+            return  # an empty (or emptied) registry: keep serving what we have
         current = self.slot.model
-        if current is not None and current.version.number == number:
+        if current is not None and _same_version(current, self.registry.get(number)):
             # Same version, newer decision (e.g. re-promoted): just record the generation.
             self.slot.swap(current, generation)
             return
-        if not raise_errors and number in self._failed_loads:
+        if not raise_errors and (number, generation) in self._failed_loads:
             return  # do not hammer a version whose weights are broken
         try:
             model = ServedModel.load(self.registry, number, device=self.device)
         except RegistryUnavailableError:
             raise
         except RegistryError as exc:
-            self._failed_loads[number] = str(exc)
+            self._failed_loads[(number, generation)] = str(exc)
             self.last_error = str(exc)
             log.error("cannot serve validated version %d, keeping the current model: %s", number, exc)
             if self._on_load_failure is not None:

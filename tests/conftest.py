@@ -572,3 +572,13 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """
     test_part = _UNSAFE_NAME_CHARS.sub("-", request.node.name)[:30].strip("-.")
     return f"t-{test_part}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the default model registry (``.streamlearn/registry`` in the CWD) at a temp dir.
+
+    ``streamlearn run`` publishes to it by default; CLI subprocesses inherit
+    the environment, so no test writes into the checkout.
+    """
+    monkeypatch.setenv("STREAMLEARN_REGISTRY_URL", str(tmp_path_factory.mktemp("registry")))

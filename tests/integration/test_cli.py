@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from kafka import KafkaConsumer
 
@@ -38,6 +39,15 @@ def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(kafka_bootstrap,
     assert sum(info["offsets"].values()) == 3000
     assert sorted(info["offsets"]) == [f"{topic}:{p}" for p in range(3)]
     assert 0.5 < info["prequential_accuracy"] <= 1.0
+
+    # The run published model versions to the (per-test) default registry.
+    from serving.registry import open_registry
+
+    registry = open_registry(os.environ["STREAMLEARN_REGISTRY_URL"])
+    versions = registry.history()
+    assert versions and registry.current() is not None
+    assert "model versions:" in ran.stderr and " validated" in ran.stderr
+    assert all(v.schema["n_features"] == 3 for v in versions)
 
     consumer = KafkaConsumer(f"{topic}.dlq", group_id=f"{unique_name}-dlq", consumer_timeout_ms=10_000,
                              **kafka_consumer_settings)
@@ -86,3 +96,55 @@ def test_run_without_any_source_explains_the_options(tmp_path):
     ran = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--topic", "t"], capture_output=True,
                          text=True, env=env, timeout=60)
     assert ran.returncode == 2 and "--bootstrap" in ran.stderr and "streamlearn demo" in ran.stderr
+
+
+def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
+        kafka_bootstrap, redis_url, unique_name, tmp_path):
+    """The deployed shape: `streamlearn run` -> Redis registry -> `streamlearn serve` (uvicorn subprocess)."""
+    import httpx
+
+    from serving.registry import open_registry
+
+    topic = unique_name
+    assert cli("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--events", "4000",
+               "--generator", "agrawal").returncode == 0
+    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", unique_name,
+              "--window", "count:200", "--checkpoint-dir", str(tmp_path / "ckpt"), "--until-idle", "3",
+              "--registry", redis_url, "--registry-namespace", unique_name, "--publish-every-batches", "4")
+    assert ran.returncode == 0, ran.stderr
+    registry = open_registry(redis_url, namespace=unique_name)
+    current = registry.current()
+    assert current is not None and len(registry.history()) >= 3
+    assert sum(hi - lo + 1 for lo, hi in registry.history()[0].offsets.values()) >= 3000
+
+    port = free_port()
+    env = {**os.environ, "STREAMLEARN_SERVING_ADMIN_TOKEN": "adm"}
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--registry", redis_url,
+                             "--registry-namespace", unique_name, "--port", str(port), "--log-level", "warning"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        resp = httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]})
+        assert resp.status_code == 200 and resp.json()["version"] == current.number
+        rolled = httpx.post(f"{url}/rollback", headers={"Authorization": "Bearer adm"}, json={"reason": "cli test"})
+        assert rolled.status_code == 200
+        assert httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]}).json()["version"] \
+            == rolled.json()["served"] < current.number
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        registry.close()
+
+
+def test_serve_with_an_unreachable_registry_is_a_one_line_error():
+    ran = cli("serve", "--registry", f"redis://127.0.0.1:{free_port()}/0", "--port", str(free_port()), timeout=60)
+    assert ran.returncode == 2 and "unreachable" in ran.stderr and "Traceback" not in ran.stderr

@@ -1,0 +1,204 @@
+"""The prediction API through FastAPI's TestClient, over a FileRegistry.
+
+The same behaviours run against a real uvicorn server and Redis in
+tests/integration/test_api_server.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from learners.torch_learner import TorchLearner
+from serving.app import create_app
+from serving.file_registry import FileRegistry
+from serving.settings import ServingSettings
+from serving.versions import Version
+
+TOKEN = "t0ken"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def publish(reg, *, n_features=3, seed=0, validate=True, schema=None, trained=True) -> Version:
+    learner = TorchLearner(n_features=n_features, device="cpu", seed=seed, lr=0.2)
+    if trained:
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(256, n_features)).astype(np.float32)
+        for _ in range(20):
+            learner.learn_batch(X, (X[:, 0] > 0).astype(np.int64))
+    v = reg.publish(learner.state_dict(), Version(number=0, schema=schema or {"n_features": n_features}))
+    return reg.validate(v.number) if validate else v
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def reg(tmp_path):
+    return FileRegistry(tmp_path / "registry")
+
+
+@pytest.fixture
+def client(reg):
+    app = create_app(ServingSettings(admin_token=TOKEN, poll_interval_s=0.05, max_batch_rows=8), registry=reg)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_predict_names_the_version_and_learned_something(reg, client):
+    v = publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["model_version"] == v.number)
+    pos = client.post("/predict", json={"x": [2.0, 0.0, 0.0]}).json()
+    neg = client.post("/predict", json={"x": [-2.0, 0.0, 0.0]}).json()
+    assert pos["version"] == neg["version"] == v.number
+    assert (pos["prediction"], neg["prediction"]) == (1, 0)
+    assert len(pos["probabilities"]) == 2 and abs(sum(pos["probabilities"]) - 1) < 1e-5
+
+
+def test_batch_predict_and_its_limits(reg, client):
+    publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    out = client.post("/predict/batch", json={"rows": [[2, 0, 0], [-2, 0, 0]]}).json()
+    assert out["predictions"] == [1, 0] and len(out["probabilities"]) == 2
+    assert client.post("/predict/batch", json={"rows": []}).json()["predictions"] == []
+    too_many = client.post("/predict/batch", json={"rows": [[0, 0, 0]] * 9})
+    assert too_many.status_code == 413 and "maximum of 8" in too_many.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"x": [1.0, 2.0]}, "expected 3 features, got 2"),
+        ({"x": [1.0, 2.0, 3.0, 4.0]}, "expected 3 features, got 4"),
+        ({"x": ["1.0", 2.0, 3.0]}, "valid number"),
+        ({"x": [True, 2.0, 3.0]}, "valid number"),
+        ({"x": {"a": 1.0}}, "unnamed features"),
+        ({"y": [1.0, 2.0, 3.0]}, "Field required"),
+    ],
+)
+def test_bad_rows_are_422_with_a_message(reg, client, body, needle):
+    publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    resp = client.post("/predict", json=body)
+    assert resp.status_code == 422
+    assert needle in json.dumps(resp.json()["detail"])
+
+
+def test_non_finite_values_are_422(reg, client):
+    publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    resp = client.post("/predict", content=b'{"x": [NaN, 1.0, 2.0]}', headers={"content-type": "application/json"})
+    assert resp.status_code == 422 and "finite" in resp.text
+    batch = client.post("/predict/batch", json={"rows": [[1, 2, 3], [1, 2]]})
+    assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "rows", 1]
+
+
+def test_named_features_and_class_labels(reg, client):
+    publish(reg, schema={"n_features": 3, "feature_names": ["a", "b", "c"], "classes": ["no", "yes"]})
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    out = client.post("/predict", json={"x": {"c": 0.0, "a": 2.0, "b": 0.0}}).json()
+    assert out["prediction"] == "yes"
+    missing = client.post("/predict", json={"x": {"a": 1.0, "b": 0.0}})
+    assert missing.status_code == 422 and "missing ['c']" in missing.text
+    assert client.post("/predict/batch", json={"rows": [{"a": -2, "b": 0, "c": 0}]}).json()["predictions"] == ["no"]
+
+
+def test_not_ready_without_a_model(client):
+    assert client.get("/health").status_code == 200
+    body = client.get("/health").json()
+    assert body["ready"] is False and body["status"] == "not_ready" and body["registry"] == "ok"
+    assert client.get("/health/ready").status_code == 503
+    resp = client.post("/predict", json={"x": [0, 0, 0]})
+    assert resp.status_code == 503 and "no validated model yet" in resp.json()["detail"]
+
+
+def test_candidates_are_not_served(reg, client):
+    v1 = publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["model_version"] == v1.number)
+    publish(reg, seed=1, validate=False)
+    time.sleep(0.3)
+    assert client.post("/predict", json={"x": [0, 0, 0]}).json()["version"] == v1.number
+
+
+def test_hot_swap_follows_the_registry(reg, client):
+    v1 = publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["model_version"] == v1.number)
+    v2 = publish(reg, seed=1)
+    assert wait_until(lambda: client.post("/predict", json={"x": [0, 0, 0]}).json()["version"] == v2.number)
+    models = client.get("/models").json()
+    assert models["current"] == models["served"] == v2.number
+    assert [v["number"] for v in models["versions"]] == [2, 1]
+    current = client.get("/models/current").json()
+    assert current["in_sync"] and current["served"]["number"] == v2.number
+
+
+def test_admin_endpoints_need_the_token(reg, client):
+    v1 = publish(reg)
+    publish(reg, seed=1)
+    assert client.post("/rollback").status_code == 401
+    assert client.post("/rollback", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.post(f"/models/{v1.number}/promote", headers={"Authorization": "Bearer nope"}).status_code == 403
+
+
+def test_rollback_and_promote_take_effect_at_once(reg, client):
+    v1 = publish(reg)
+    v2 = publish(reg, seed=1)
+    assert wait_until(lambda: client.get("/health").json()["model_version"] == v2.number)
+    rolled = client.post("/rollback", headers=ADMIN, json={"reason": "bad batch upstream"})
+    assert rolled.status_code == 200 and rolled.json()["served"] == v1.number
+    # No waiting: the very next prediction uses the rolled-back version.
+    assert client.post("/predict", json={"x": [0, 0, 0]}).json()["version"] == v1.number
+    event = client.get("/events", params={"kind": "rollback"}).json()["events"][0]
+    assert event["reason"] == "bad batch upstream" and event["details"] == {"from": v2.number, "to": v1.number}
+    promoted = client.post(f"/models/{v2.number}/promote", headers=ADMIN)
+    assert promoted.status_code == 200 and promoted.json()["served"] == v2.number
+    assert client.post("/models/99/promote", headers=ADMIN).status_code == 404
+    nothing_before = client.post("/rollback", headers=ADMIN, json={"to": v2.number})
+    assert nothing_before.status_code == 409
+
+
+def test_admin_disabled_without_a_configured_token(reg):
+    app = create_app(ServingSettings(), registry=reg)
+    with TestClient(app) as c:
+        resp = c.post("/rollback", headers=ADMIN)
+        assert resp.status_code == 403 and "STREAMLEARN_SERVING_ADMIN_TOKEN" in resp.json()["detail"]
+
+
+def test_a_version_with_broken_weights_is_not_served(reg, client, tmp_path):
+    v1 = publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["model_version"] == v1.number)
+    bad = reg.publish({"not": "a learner"}, Version(number=0, schema={"n_features": 3}))
+    reg.validate(bad.number)
+    assert wait_until(lambda: "cannot be served" in (client.get("/health").json()["last_error"] or ""))
+    assert client.post("/predict", json={"x": [0, 0, 0]}).json()["version"] == v1.number
+    assert "streamlearn_model_load_failures_total 1.0" in client.get("/metrics").text
+
+
+def test_metrics_count_requests_by_route(reg, client):
+    publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    for _ in range(3):
+        client.post("/predict", json={"x": [0, 0, 0]})
+    client.post("/predict", json={"x": [0]})
+    text = client.get("/metrics").text
+    assert 'streamlearn_http_requests_total{method="POST",route="/predict",status="200"} 3.0' in text
+    assert 'route="/predict",status="422"} 1.0' in text
+    assert "streamlearn_model_version 1.0" in text and "streamlearn_registry_up 1.0" in text
+    assert "streamlearn_predicted_rows_total 3.0" in text
+
+
+def test_openapi_documents_the_endpoints(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/predict", "/predict/batch", "/models", "/models/current", "/models/{version}/promote",
+                 "/rollback", "/health", "/health/ready", "/events"):
+        assert path in paths
