@@ -60,7 +60,7 @@ CONTAINER_PREFIX = "streamlearn-test"
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 SERVICE_FIXTURES = frozenset(
     {"kafka_service", "kafka_bootstrap", "kafka_admin", "make_topic",
-     "kafka_consumer_settings", "redis_service", "redis_url"}
+     "kafka_consumer_settings", "redis_service", "redis_url", "secure_redis"}
 )
 
 # Group timings that work on both broker flavors. tansu answers the first
@@ -541,6 +541,93 @@ def redis_service(docker_engine: DockerClient) -> Iterator[RedisService]:
     container, port, ready_s = _start_with_free_port(start_once)
     try:
         yield RedisService(container, port, ready_s)
+    finally:
+        container.stop()
+
+
+@dataclass(frozen=True)
+class SecureRedis:
+    """A Redis that demands a password, on a plain port and a TLS port (self-signed CA)."""
+
+    password: str
+    plain_port: int
+    tls_port: int
+    ca_file: str
+
+    def url(self, *, tls: bool, password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        if tls:
+            return f"rediss://:{pw}@{LOOPBACK}:{self.tls_port}/0?ssl_ca_certs={self.ca_file}"
+        return f"redis://:{pw}@{LOOPBACK}:{self.plain_port}/0"
+
+
+def _write_test_tls_files(directory: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, valid for one day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamlearn test CA")])
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (directory / "ca.crt").write_bytes(ca_cert.public_bytes(pem))
+    (directory / "server.crt").write_bytes(cert.public_bytes(pem))
+    (directory / "server.key").write_bytes(key.private_bytes(
+        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    for name in ("ca.crt", "server.crt", "server.key"):
+        (directory / name).chmod(0o644)  # the container's redis user must read them
+
+
+@pytest.fixture(scope="session")
+def secure_redis(docker_engine: DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
+    """Redis with ``requirepass`` on a plain port and TLS on another (for AUTH/TLS-through-URL tests)."""
+    _ensure_image(docker_engine, REDIS_IMAGE)
+    tls_dir = tmp_path_factory.mktemp("redis-tls")
+    _write_test_tls_files(tls_dir)
+    password = uuid.uuid4().hex
+    tls_port = _free_port()
+
+    def start_once(port: int) -> tuple[DockerContainer, float]:
+        container = (
+            _new_container(REDIS_IMAGE, "redis-secure")
+            .with_volume_mapping(str(tls_dir), "/tls", "ro")
+            .with_command(["--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+                           "--requirepass", password, "--tls-port", str(tls_port),
+                           "--tls-cert-file", "/tls/server.crt", "--tls-key-file", "/tls/server.key",
+                           "--tls-ca-cert-file", "/tls/ca.crt", "--tls-auth-clients", "no"])
+        )
+        try:
+            container.start()
+            url = f"redis://:{password}@{LOOPBACK}:{port}/0"
+            return container, _wait_ready(container, lambda: _probe_redis(url), "Redis (AUTH+TLS)")
+        except BaseException:
+            container.stop()
+            raise
+
+    container, port, _ = _start_with_free_port(start_once)
+    try:
+        yield SecureRedis(password, port, tls_port, str(tls_dir / "ca.crt"))
     finally:
         container.stop()
 
