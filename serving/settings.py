@@ -13,7 +13,7 @@ SecretStr('**********')
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,3 +43,11 @@ class ServingSettings(BaseSettings):
     #: Fallback poll of the registry pointer, for notifications that were missed.
     poll_interval_s: float = Field(1.0, gt=0)
     device: str = "cpu"
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_no_token(cls, value):
+        # `STREAMLEARN_SERVING_ADMIN_TOKEN=` (e.g. compose passing an unset
+        # variable through) must disable the admin endpoints, not enable them
+        # with an empty secret.
+        return None if value is None or str(value).strip() == "" else value

@@ -6,7 +6,9 @@
 #
 # Integration tests run against real containers (tansu broker, redis-server)
 # built offline by .ci/services.sh; STREAMLEARN_REQUIRE_SERVICES=1 makes a
-# missing Docker engine a failure rather than a skip.
+# missing Docker engine a failure rather than a skip. .ci/compose_check.sh
+# validates docker-compose.yml with Compose (installing Debian's
+# docker-compose if there is no `docker compose`) before pytest runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,6 +21,9 @@ echo "== installing streamlearn and its test dependencies" >&2
 echo "== starting the test services (docker engine, offline images)" >&2
 eval "$(PYTHON="$PYTHON" bash .ci/services.sh)"
 export STREAMLEARN_REQUIRE_SERVICES=1
+
+echo "== validating docker-compose.yml (docker compose config)" >&2
+bash .ci/compose_check.sh
 
 echo "== pytest" >&2
 set +e

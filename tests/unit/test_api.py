@@ -202,3 +202,11 @@ def test_openapi_documents_the_endpoints(client):
     for path in ("/predict", "/predict/batch", "/models", "/models/current", "/models/{version}/promote",
                  "/rollback", "/health", "/health/ready", "/events"):
         assert path in paths
+
+
+def test_an_empty_admin_token_disables_admin(reg, monkeypatch):
+    monkeypatch.setenv("STREAMLEARN_SERVING_ADMIN_TOKEN", "")
+    assert ServingSettings().admin_token is None
+    app = create_app(ServingSettings(), registry=reg)
+    with TestClient(app) as c:
+        assert c.post("/rollback", headers={"Authorization": "Bearer "}).status_code in (401, 403)
