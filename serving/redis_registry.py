@@ -17,10 +17,12 @@ TLS come from the URL (``rediss://user:password@host:6380/0``); transient
 connection errors are retried with exponential backoff by redis-py itself,
 and what is left surfaces as :class:`~stream.errors.RegistryUnavailableError`.
 
-Examples
---------
->>> reg = RedisRegistry("redis://127.0.0.1:6379/0", namespace="docs")  # doctest: +SKIP
->>> reg.current()                                                      # doctest: +SKIP
+Usage (needs a Redis; tests/integration/test_registry_contract.py runs the
+same calls against a real one)::
+
+    reg = RedisRegistry("rediss://:PASSWORD@redis.internal:6380/0", namespace="fraud")
+    version = reg.publish(learner.state_dict(), Version(number=0, metrics={...}))
+    reg.validate(version.number, reason="no worse on holdout")
 """
 
 from __future__ import annotations
