@@ -32,7 +32,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -519,26 +519,38 @@ class RedisService:
         return _container_logs(self._container, tail)
 
 
-@pytest.fixture(scope="session")
-def redis_service(docker_engine: DockerClient) -> Iterator[RedisService]:
-    """One Redis server for the whole session, ready once it answers PING."""
-    _ensure_image(docker_engine, REDIS_IMAGE)
+def _start_redis(role: str, *, password: str | None = None, volume: tuple[str, str] | None = None,
+                 extra_args: Sequence[str] = ()) -> tuple[DockerContainer, int, float]:
+    """Start a Redis container on a free loopback port; wait for PING. Returns (container, port, seconds)."""
 
     def start_once(port: int) -> tuple[DockerContainer, float]:
         # Flags rather than a config file: the same command works for the
         # scratch image and the official redis image (whose entrypoint passes
         # arguments starting with "-" to redis-server).
-        container = _new_container(REDIS_IMAGE, "redis").with_command(
-            ["--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"])
+        args = ["--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
+        if password is not None:
+            args += ["--requirepass", password]
+        container = _new_container(REDIS_IMAGE, role)
+        if volume is not None:
+            container = container.with_volume_mapping(volume[0], volume[1], "ro")
+        container = container.with_command([*args, *extra_args])
         try:
             container.start()
-            url = f"redis://{LOOPBACK}:{port}/0"
-            return container, _wait_ready(container, lambda: _probe_redis(url), "Redis")
+            auth = f":{password}@" if password is not None else ""
+            url = f"redis://{auth}{LOOPBACK}:{port}/0"
+            return container, _wait_ready(container, lambda: _probe_redis(url), f"Redis ({role})")
         except BaseException:
             container.stop()
             raise
 
-    container, port, ready_s = _start_with_free_port(start_once)
+    return _start_with_free_port(start_once)
+
+
+@pytest.fixture(scope="session")
+def redis_service(docker_engine: DockerClient) -> Iterator[RedisService]:
+    """One Redis server for the whole session, ready once it answers PING."""
+    _ensure_image(docker_engine, REDIS_IMAGE)
+    container, port, ready_s = _start_redis("redis")
     try:
         yield RedisService(container, port, ready_s)
     finally:
@@ -608,24 +620,11 @@ def secure_redis(docker_engine: DockerClient, tmp_path_factory: pytest.TempPathF
     password = uuid.uuid4().hex
     tls_port = _free_port()
 
-    def start_once(port: int) -> tuple[DockerContainer, float]:
-        container = (
-            _new_container(REDIS_IMAGE, "redis-secure")
-            .with_volume_mapping(str(tls_dir), "/tls", "ro")
-            .with_command(["--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
-                           "--requirepass", password, "--tls-port", str(tls_port),
-                           "--tls-cert-file", "/tls/server.crt", "--tls-key-file", "/tls/server.key",
-                           "--tls-ca-cert-file", "/tls/ca.crt", "--tls-auth-clients", "no"])
-        )
-        try:
-            container.start()
-            url = f"redis://:{password}@{LOOPBACK}:{port}/0"
-            return container, _wait_ready(container, lambda: _probe_redis(url), "Redis (AUTH+TLS)")
-        except BaseException:
-            container.stop()
-            raise
-
-    container, port, _ = _start_with_free_port(start_once)
+    container, port, _ = _start_redis(
+        "redis-secure", password=password, volume=(str(tls_dir), "/tls"),
+        extra_args=["--tls-port", str(tls_port), "--tls-cert-file", "/tls/server.crt",
+                    "--tls-key-file", "/tls/server.key", "--tls-ca-cert-file", "/tls/ca.crt",
+                    "--tls-auth-clients", "no"])
     try:
         yield SecureRedis(password, port, tls_port, str(tls_dir / "ca.crt"))
     finally:
