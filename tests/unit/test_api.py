@@ -98,7 +98,10 @@ def test_non_finite_values_are_422(reg, client):
     publish(reg)
     assert wait_until(lambda: client.get("/health").json()["ready"])
     resp = client.post("/predict", content=b'{"x": [NaN, 1.0, 2.0]}', headers={"content-type": "application/json"})
-    assert resp.status_code == 422 and "finite" in resp.text
+    assert resp.status_code == 422 and "finite number" in resp.text
+    infinite = client.post("/predict", content=b'{"x": [1e400, 1.0, 2.0]}',
+                           headers={"content-type": "application/json"})
+    assert infinite.status_code == 422
     batch = client.post("/predict/batch", json={"rows": [[1, 2, 3], [1, 2]]})
     assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "rows", 1]
 
