@@ -450,6 +450,19 @@ class TorchLearner:
         self._n_learned += n
         return LearnReport(n_samples=n, loss=first_loss)
 
+    def consolidate(self) -> int:
+        """Ask every plugin that consolidates (EWC) to anchor on the model as it is now.
+
+        The engine calls this when the gate validates a version, so anchors
+        are evidence-backed states. Returns how many plugins consolidated.
+        """
+        done = 0
+        for plugin in self.plugins:
+            fn = getattr(plugin, "consolidate", None)
+            if fn is not None and fn():
+                done += 1
+        return done
+
     # ------------------------------------------------------------ predict
     def _infer(self, X: np.ndarray) -> torch.Tensor:
         Xt = self._to_device(self._check_X(X))

@@ -343,7 +343,10 @@ class Engine:
                 self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
         if self.gate is not None and self.gate.due():
             # Before learning: this batch is the candidate's unseen holdout.
-            self.gate.before_learn(self._learner, batch, pred, self._schema())
+            version = self.gate.before_learn(self._learner, batch, pred, self._schema())
+            consolidate = getattr(self._learner, "consolidate", None)
+            if version is not None and version.status == "validated" and consolidate is not None:
+                consolidate()  # EWC anchors on the state that just proved itself
         report = self._learner.learn_batch(X, y)
         self._stats.events_learned += report.n_samples
         self._stats.batches_learned += 1

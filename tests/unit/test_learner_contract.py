@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from learners.base import Learner, LearnReport
+from learners.ewc import EWC
+from learners.replay import ClassBalancedReplay, ReservoirReplay
 from learners.state_io import dumps_state, loads_state
 from learners.torch_learner import TorchLearner
 
@@ -31,6 +33,16 @@ LEARNERS: dict[str, Callable[[int], Learner]] = {
                                                 seed=seed, optimizer="sgd", lr=0.05, steps_per_batch=2),
     "logistic-regression": lambda seed: TorchLearner("logistic", n_features=N_FEATURES, task="regression",
                                                      device="cpu", seed=seed),
+    "mlp-ewc": lambda seed: TorchLearner("mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed,
+                                         plugins=[EWC(strength=50.0, consolidate_every=2)]),
+    "logistic-reservoir": lambda seed: TorchLearner("logistic", n_features=N_FEATURES, n_classes=3, device="cpu",
+                                                    seed=seed, plugins=[ReservoirReplay(capacity=40, seed=seed)]),
+    "mlp-ewc-balanced": lambda seed: TorchLearner(
+        "mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed,
+        plugins=[EWC(strength=10.0, consolidate_every=3), ClassBalancedReplay(3, capacity=30, seed=seed)]),
+    "regression-ewc-reservoir": lambda seed: TorchLearner(
+        "logistic", n_features=N_FEATURES, task="regression", device="cpu", seed=seed,
+        plugins=[EWC(consolidate_every=2), ReservoirReplay(capacity=20, mix=0.5, seed=seed)]),
 }
 
 
