@@ -96,6 +96,17 @@ def learner_options(fn: Callable) -> Callable:
         click.option("--torch-threads", type=int, default=1, show_default=True, envvar="STREAMLEARN_TORCH_THREADS",
                      help="CPU threads for torch ops. 1 suits small models: the Kafka client and decoding "
                           "need the other cores, and oversubscribed torch threads stall."),
+        click.option("--ewc-strength", type=float, default=0.0, show_default=True,
+                     help="Online EWC penalty strength (0: off). Holds parameters that mattered for past data."),
+        click.option("--ewc-decay", type=float, default=0.9, show_default=True,
+                     help="Weight of the old Fisher information at each consolidation."),
+        click.option("--ewc-every", type=int, default=50, show_default=True,
+                     help="Consolidate every N batches (also at each validated version)."),
+        click.option("--replay", type=click.Choice(["none", "reservoir", "balanced"]), default="none",
+                     show_default=True, help="Rehearsal buffer mixed into every update."),
+        click.option("--replay-capacity", type=int, default=2000, show_default=True, help="Buffer size in events."),
+        click.option("--replay-mix", type=float, default=1.0, show_default=True,
+                     help="Replayed events per new event in each update."),
     ]
     for deco in reversed(decorators):
         fn = deco(fn)
@@ -140,7 +151,15 @@ def open_gate(registry, namespace, every_batches, every_seconds, tolerance, hold
                                           tolerance=tolerance, holdout_min_events=holdout_min_events))
 
 
-def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads=1):
+def plugin_spec(ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, seed):
+    from learners.plugin_spec import PluginSpec
+
+    return PluginSpec(ewc_strength=ewc_strength, ewc_decay=ewc_decay, ewc_every=ewc_every, replay=replay,
+                      replay_capacity=replay_capacity, replay_mix=replay_mix, seed=seed)
+
+
+def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads=1,
+                          plugins=None):
     import torch
 
     from learners.torch_learner import TorchLearner
@@ -152,7 +171,7 @@ def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes
     def build(n_features: int):
         return TorchLearner(model=model, n_features=n_features, task=task, n_classes=n_classes,
                             optimizer=optimizer, lr=lr, steps_per_batch=steps_per_batch, device=device,
-                            seed=seed)
+                            seed=seed, plugins=plugins.build(task=task, n_classes=n_classes) if plugins else ())
 
     build(2)  # fail fast on a bad model/optimizer name, before touching Kafka
     return build
@@ -202,7 +221,7 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
         checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
         max_poll_records, ledger, quiet, model, optimizer, lr, steps_per_batch, task, n_classes, n_features, device,
-        seed, torch_threads, registry, registry_namespace, publish_every_batches, publish_every_seconds,
+        seed, torch_threads, ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, registry, registry_namespace, publish_every_batches, publish_every_seconds,
         validation_tolerance, holdout_min_events):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
     from stream.settings import CheckpointSettings, KafkaSettings
@@ -226,8 +245,9 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         until_idle=until_idle, max_events=max_events, backend=backend,
         kafka_extra={**kafka.client_options(), **_parse_options(kafka_options)}, kafka_settings=kafka,
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
-        learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
-                                                  torch_threads),
+        learner_factory=build_learner_factory(
+            model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads,
+            plugins=plugin_spec(ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, seed)),
         task=task, n_classes=n_classes, n_features=n_features,
         gate=gate,
     )
@@ -482,7 +502,8 @@ def serve(registry, registry_namespace, host, port, max_batch_rows, poll_interva
 @registry_options
 @user_errors
 def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_serving, model, optimizer, lr,
-         steps_per_batch, task, n_classes, n_features, device, seed, torch_threads, registry, registry_namespace,
+         steps_per_batch, task, n_classes, n_features, device, seed, torch_threads, ewc_strength, ewc_decay, ewc_every,
+         replay, replay_capacity, replay_mix, registry, registry_namespace,
          publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events):
     """The embedded default: broker + drifting stream + daemon + registry + API, end to end."""
     from stream.demo import DemoConfig, run_demo
@@ -492,8 +513,9 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_
         api_port=api_port, keep_serving=keep_serving, registry=registry,
         registry_namespace=registry_namespace, seed=seed,
         gate_args=(publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events),
-        learner_factory=build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed,
-                                              torch_threads),
+        learner_factory=build_learner_factory(
+            model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads,
+            plugins=plugin_spec(ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, seed)),
         task=task, n_classes=n_classes, n_features=n_features,
     ))
 

@@ -23,3 +23,27 @@ def test_learning_from_files_with_a_dead_letter_file(tmp_path):
     assert info["events_learned"] == 500 and info["dead_letters"] == {"bad json": 1}
     letter = json.loads(dlq.read_text().splitlines()[0])
     assert letter["offset"] == 500 and letter["value_text"] == "{broken"
+
+
+def test_ewc_and_replay_from_the_command_line_live_in_the_checkpoint(tmp_path):
+    from stream.checkpoint import CheckpointStore
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": i % 3}) for i in range(900)))
+    ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
+              "--window", "count:100", "--quiet", "--classes", "3", "--model", "mlp",
+              "--ewc-strength", "50", "--ewc-every", "3", "--replay", "balanced", "--replay-capacity", "90")
+    assert ran.returncode == 0, ran.stderr
+    plugins = CheckpointStore(tmp_path / "ck").latest().learner["plugins"]
+    ewc, replay = plugins
+    assert ewc["consolidations"] >= 3 and set(ewc["fisher"]) == set(ewc["anchors"])
+    assert replay["seen"] == 900 and replay["counts"].tolist() == [300, 300, 300]
+
+
+def test_a_bad_plugin_combination_is_a_one_line_error(tmp_path):
+    ran = cli("run", "--file", str(tmp_path / "none.jsonl"), "--task", "regression", "--replay", "balanced",
+              "--checkpoint-dir", str(tmp_path / "ck"))
+    assert ran.returncode == 2 and "--replay reservoir" in ran.stderr and "Traceback" not in ran.stderr
+    ran = cli("run", "--file", str(tmp_path / "none.jsonl"), "--ewc-decay", "1.5",
+              "--checkpoint-dir", str(tmp_path / "ck"))
+    assert ran.returncode == 2 and "decay" in ran.stderr
