@@ -80,7 +80,9 @@ def main(verbose: int) -> None:
 def learner_options(fn: Callable) -> Callable:
     """Options that choose and configure the learner (shared by run and demo)."""
     decorators = [
-        click.option("--model", default="logistic", show_default=True, help="logistic | mlp | resmlp"),
+        click.option("--model", default="logistic", show_default=True,
+                     help="logistic | mlp | resmlp, or any river estimator by name, e.g. "
+                          "river.tree.HoeffdingAdaptiveTreeClassifier"),
         click.option("--optimizer", default="adam", show_default=True, help="adam | adamw | sgd"),
         click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate."),
         click.option("--steps-per-batch", type=int, default=1, show_default=True,
@@ -167,6 +169,18 @@ def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes
     if torch_threads < 1:
         raise ConfigError("--torch-threads must be at least 1")
     torch.set_num_threads(torch_threads)  # process-wide, so set here in the entry point, not in a learner
+
+    if model.startswith("river."):
+        from learners.river_learner import RiverLearner
+
+        if plugins is not None and plugins.build(task=task, n_classes=n_classes):
+            raise ConfigError("--ewc-* and --replay apply to torch models, not to river models")
+
+        def build_river(n_features: int):
+            return RiverLearner(model, n_features=n_features, task=task, n_classes=n_classes)
+
+        build_river(2)  # fail fast on a bad spec
+        return build_river
 
     def build(n_features: int):
         return TorchLearner(model=model, n_features=n_features, task=task, n_classes=n_classes,

@@ -47,3 +47,36 @@ def test_a_bad_plugin_combination_is_a_one_line_error(tmp_path):
     ran = cli("run", "--file", str(tmp_path / "none.jsonl"), "--ewc-decay", "1.5",
               "--checkpoint-dir", str(tmp_path / "ck"))
     assert ran.returncode == 2 and "decay" in ran.stderr
+
+
+def test_a_river_model_learns_publishes_and_is_served(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.file_registry import FileRegistry
+    from serving.settings import ServingSettings
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": int(i % 7 > 3)})
+                              for i in range(1500)))
+    registry = tmp_path / "registry"
+    ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
+              "--window", "count:100", "--quiet", "--model", "river.tree.HoeffdingTreeClassifier",
+              "--registry", str(registry), "--publish-every-batches", "3")
+    assert ran.returncode == 0, ran.stderr
+    reg = FileRegistry(registry)
+    current = reg.current()
+    assert current is not None and "RiverLearner" in current.learner
+    with TestClient(create_app(ServingSettings(), registry=reg)) as client:
+        answer = client.post("/predict", json={"x": [6.0, 1.0]}).json()
+        assert answer["version"] == current.number and answer["prediction"] == 1
+        assert client.post("/predict", json={"x": [0.0, 1.0]}).json()["prediction"] == 0
+
+
+def test_river_models_take_no_torch_plugins(tmp_path):
+    ran = cli("run", "--file", str(tmp_path / "x.jsonl"), "--model", "river.tree.HoeffdingTreeClassifier",
+              "--ewc-strength", "10", "--checkpoint-dir", str(tmp_path / "ck"))
+    assert ran.returncode == 2 and "not to river models" in ran.stderr
+    ran = cli("run", "--file", str(tmp_path / "x.jsonl"), "--model", "river.nope.Model",
+              "--checkpoint-dir", str(tmp_path / "ck"))
+    assert ran.returncode == 2 and "river estimator" in ran.stderr

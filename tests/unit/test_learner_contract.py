@@ -14,10 +14,12 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from river import linear_model, multiclass, optim, preprocessing, tree
 
 from learners.base import Learner, LearnReport
 from learners.ewc import EWC
 from learners.replay import ClassBalancedReplay, ReservoirReplay
+from learners.river_learner import RiverLearner
 from learners.state_io import dumps_state, loads_state
 from learners.torch_learner import TorchLearner
 
@@ -43,6 +45,20 @@ LEARNERS: dict[str, Callable[[int], Learner]] = {
     "regression-ewc-reservoir": lambda seed: TorchLearner(
         "logistic", n_features=N_FEATURES, task="regression", device="cpu", seed=seed,
         plugins=[EWC(consolidate_every=2), ReservoirReplay(capacity=20, mix=0.5, seed=seed)]),
+    # river: linear models get a seeded Normal initializer so that the seed reaches the state.
+    "river-logreg": lambda seed: RiverLearner(
+        lambda: multiclass.OneVsRestClassifier(linear_model.LogisticRegression(
+            initializer=optim.initializers.Normal(sigma=0.01, seed=seed))), n_features=N_FEATURES, n_classes=3),
+    "river-scaled-logreg": lambda seed: RiverLearner(
+        lambda: preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression(
+            initializer=optim.initializers.Normal(sigma=0.01, seed=seed))), n_features=N_FEATURES, n_classes=3),
+    "river-hat": lambda seed: RiverLearner(lambda: tree.HoeffdingAdaptiveTreeClassifier(grace_period=20, seed=seed),
+                                           n_features=N_FEATURES, n_classes=3),
+    "river-arf": lambda seed: RiverLearner("river.forest.ARFClassifier", n_features=N_FEATURES, n_classes=3,
+                                           model_kwargs={"n_models": 3, "seed": seed}),
+    "river-linreg": lambda seed: RiverLearner(
+        lambda: linear_model.LinearRegression(initializer=optim.initializers.Normal(sigma=0.01, seed=seed)),
+        n_features=N_FEATURES, task="regression"),
 }
 
 
