@@ -604,45 +604,6 @@ class TorchLearner:
         for plugin, pstate in zip(self.plugins, state.get("plugins") or []):
             plugin.load_state_dict(pstate)
 
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], *, device: str | torch.device = "cpu") -> TorchLearner:
-        """Rebuild a learner from a :meth:`state_dict` alone (its recorded config), e.g. to serve it.
-
-        Only zoo models can be rebuilt this way; a learner made from a custom
-        factory needs that factory (construct it, then :meth:`load_state_dict`).
-
-        Raises
-        ------
-        SchemaMismatchError
-            The state has no usable config, or its tensors do not fit.
-        ConfigError
-            The recorded model is not a zoo model.
-
-        Examples
-        --------
-        >>> a = TorchLearner("mlp", n_features=3, device="cpu", model_kwargs={"hidden": (4,)})
-        >>> b = TorchLearner.from_state(a.state_dict())
-        >>> b.config() == a.config()
-        True
-        """
-        config = state.get("config") if isinstance(state, Mapping) else None
-        if not isinstance(config, Mapping) or config.get("format") != STATE_FORMAT:
-            raise SchemaMismatchError("state has no TorchLearner config of a known format; "
-                                      "it was not made by TorchLearner.state_dict")
-        try:
-            learner = cls(
-                config["model"], n_features=int(config["n_features"]), task=config["task"],
-                n_classes=int(config["n_classes"] or 2), optimizer=config["optimizer"], lr=float(config["lr"]),
-                steps_per_batch=int(config["steps_per_batch"]), seed=int(config["seed"]), device=device,
-                model_kwargs=config.get("model_kwargs") or None,
-            )
-        except KeyError as exc:
-            raise SchemaMismatchError(f"learner state config lacks {exc}") from exc
-        # Plugin state (EWC anchors, rehearsal buffers) is for learning; a
-        # rebuilt learner has no plugins, so that part is left behind.
-        learner.load_state_dict({**state, "plugins": []})
-        return learner
-
     # -------------------------------------------------------------- clone
     def get_params(self) -> dict:
         """The constructor arguments (plugins are cloned)."""

@@ -69,10 +69,6 @@ async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-async def get_model(request: Request) -> ServedModel:
-    return _served(request)  # read once: this request uses this model throughout
-
-
 _bearer = HTTPBearer(auto_error=False, description="The admin token (STREAMLEARN_SERVING_ADMIN_TOKEN).")
 
 
@@ -91,9 +87,7 @@ async def require_admin(
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong admin token")
 
 
-SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-ModelDep = Annotated[ServedModel, Depends(get_model)]
 AdminDep = Depends(require_admin)
 
 
@@ -118,7 +112,7 @@ def _body_doc(schema: type[BaseModel]) -> dict:
 
 
 def _served(request: Request) -> ServedModel:
-    """The served model, read once (:func:`get_model` without the dependency machinery)."""
+    """The served model, read ONCE: this request uses it throughout, whatever swaps meanwhile."""
     model = request.app.state.slot.model
     if model is None:
         raise HTTPException(

@@ -207,14 +207,15 @@ class HotSwapper:
         if number is None:
             return  # an empty (or emptied) registry: keep serving what we have
         current = self.slot.model
-        if current is not None and _same_version(current, self.registry.get(number)):
+        version = self.registry.get(number)
+        if current is not None and _same_version(current, version):
             # Same version, newer decision (e.g. re-promoted): just record the generation.
             self.slot.swap(current, generation)
             return
         if not raise_errors and (number, generation) in self._failed_loads:
             return  # do not hammer a version whose weights are broken
         try:
-            model = ServedModel.load(self.registry, number, device=self.device)
+            model = ServedModel.load(self.registry, number, device=self.device, version=version)
         except RegistryUnavailableError:
             raise
         except RegistryError as exc:

@@ -93,8 +93,11 @@ class ServedModel:
         return list(names) if names else None
 
     @classmethod
-    def load(cls, registry: ModelRegistry, number: int, *, device: str = "cpu") -> ServedModel:
+    def load(cls, registry: ModelRegistry, number: int, *, device: str = "cpu",
+             version: Version | None = None) -> ServedModel:
         """Fetch version ``number``'s weights, build its module and warm it up.
+
+        Pass ``version`` when its metadata was just read, to skip reading it again.
 
         Raises
         ------
@@ -103,7 +106,7 @@ class ServedModel:
         RegistryUnavailableError
             The registry cannot be reached.
         """
-        version = registry.get(number)
+        version = version if version is not None else registry.get(number)
         state = registry.load_state(number, device=device)
         return cls.from_state(version, state, device=device)
 
