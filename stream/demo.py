@@ -87,15 +87,19 @@ class AccuracyTimeline:
         total = self.points[-1][0]
         if total == 0:
             return []
-        out, start = [], self.points[0]
         step = total / n
+        ends = [self.points[0]]
         for point in self.points[1:]:
-            if point[0] - start[0] >= step * 0.999 or point is self.points[-1]:
-                predicted = point[2] - start[2]
-                if predicted:
-                    out.append((point[0], (point[1] - start[1]) / predicted))
-                start = point
-        return out
+            if point[0] - ends[-1][0] >= step * 0.999:
+                ends.append(point)
+        last = self.points[-1]
+        if ends[-1] is not last:
+            # A short tail joins the stretch before it rather than showing a noisy accuracy of its own.
+            if len(ends) > 1 and last[0] - ends[-1][0] < step / 4:
+                ends[-1] = last
+            else:
+                ends.append(last)
+        return [(b[0], (b[1] - a[1]) / (b[2] - a[2])) for a, b in zip(ends, ends[1:]) if b[2] > a[2]]
 
 
 def run_demo(cfg: DemoConfig) -> None:
