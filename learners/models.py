@@ -8,7 +8,7 @@ fresh, identically shaped model at any time.
 ========  ==========================================================  ==========================
 name      architecture                                                keyword arguments
 ========  ==========================================================  ==========================
-logistic  one ``Linear`` (logistic / softmax / linear regression)      (none)
+logistic  one ``Linear`` (logistic / softmax / linear regression)      (only ``standardize``)
 mlp       ``Linear`` + ReLU per hidden layer, then a ``Linear`` head   ``hidden=(64, 64)``,
                                                                       ``dropout=0.0``
 resmlp    input projection, ``n_blocks`` pre-norm residual blocks      ``width=64``,
@@ -16,6 +16,12 @@ resmlp    input projection, ``n_blocks`` pre-norm residual blocks      ``width=6
                                                                       ``expansion=2``,
                                                                       ``dropout=0.0``
 ========  ==========================================================  ==========================
+
+Every model takes ``standardize=True``: its first layer is an
+:class:`~learners.standardize.InputStandardizer` whose running feature
+statistics are buffers, so they are checkpointed, published and served with
+the weights; :class:`~learners.torch_learner.TorchLearner` updates them once
+per arriving micro-batch. ``standardize=False`` feeds raw features.
 
 Dropout draws from torch's global RNG, so a learner with ``dropout > 0`` is
 reproducible only when the caller seeds that RNG; the defaults are 0.
@@ -25,6 +31,7 @@ Examples
 >>> model = build_model("mlp", n_features=4, n_outputs=3, hidden=(8,))
 >>> model
 MLP(
+  (scaler): InputStandardizer(n_features=4)
   (net): Sequential(
     (0): Linear(in_features=4, out_features=8, bias=True)
     (1): ReLU()
@@ -43,6 +50,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from learners.standardize import InputStandardizer
 from stream.errors import ConfigError
 
 __all__ = ["MODELS", "ModelFactory", "build_model", "model_factory", "register_model"]
@@ -70,22 +78,37 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 # -------------------------------------------------------------------- models
+def _input_layer(n_features: int, standardize: bool) -> nn.Module:
+    # Identity has no state, so a model without standardisation keeps the
+    # same state_dict keys as before the option existed.
+    return InputStandardizer(n_features) if standardize else nn.Identity()
+
+
 class Logistic(nn.Module):
     """One affine map; with softmax cross-entropy it is multinomial logistic regression."""
 
-    def __init__(self, n_features: int, n_outputs: int) -> None:
+    def __init__(self, n_features: int, n_outputs: int, standardize: bool = True) -> None:
         super().__init__()
+        self.scaler = _input_layer(n_features, standardize)
         self.linear = nn.Linear(n_features, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+        return self.linear(self.scaler(x))
 
 
 class MLP(nn.Module):
     """A plain ReLU multilayer perceptron."""
 
-    def __init__(self, n_features: int, n_outputs: int, hidden: Sequence[int] = (64, 64), dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_outputs: int,
+        hidden: Sequence[int] = (64, 64),
+        dropout: float = 0.0,
+        standardize: bool = True,
+    ) -> None:
         super().__init__()
+        self.scaler = _input_layer(n_features, standardize)
         layers: list[nn.Module] = []
         width = n_features
         for h in hidden:
@@ -97,7 +120,7 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.scaler(x))
 
 
 class ResidualBlock(nn.Module):
@@ -130,15 +153,17 @@ class ResMLP(nn.Module):
         n_blocks: int = 2,
         expansion: int = 2,
         dropout: float = 0.0,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
+        self.scaler = _input_layer(n_features, standardize)
         self.proj = nn.Linear(n_features, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width, expansion, dropout) for _ in range(n_blocks)))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.blocks(self.proj(x))))
+        return self.head(self.norm(self.blocks(self.proj(self.scaler(x)))))
 
 
 def _positive(name: str, value: Any) -> int:
@@ -153,22 +178,37 @@ def _dropout(value: Any) -> float:
     return float(value)
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 @register_model("logistic")
-def _build_logistic(n_features: int, n_outputs: int) -> nn.Module:
-    return Logistic(n_features, n_outputs)
+def _build_logistic(n_features: int, n_outputs: int, standardize: bool = True) -> nn.Module:
+    return Logistic(n_features, n_outputs, standardize=_flag("standardize", standardize))
 
 
 @register_model("mlp")
-def _build_mlp(n_features: int, n_outputs: int, hidden: Sequence[int] = (64, 64), dropout: float = 0.0) -> nn.Module:
+def _build_mlp(
+    n_features: int, n_outputs: int, hidden: Sequence[int] = (64, 64), dropout: float = 0.0, standardize: bool = True
+) -> nn.Module:
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
         raise ConfigError(f"mlp hidden must be a sequence of layer widths, got {hidden!r}")
     hidden = tuple(_positive("mlp hidden layer width", h) for h in hidden)
-    return MLP(n_features, n_outputs, hidden=hidden, dropout=_dropout(dropout))
+    return MLP(n_features, n_outputs, hidden=hidden, dropout=_dropout(dropout),
+               standardize=_flag("standardize", standardize))
 
 
 @register_model("resmlp")
 def _build_resmlp(
-    n_features: int, n_outputs: int, width: int = 64, n_blocks: int = 2, expansion: int = 2, dropout: float = 0.0
+    n_features: int,
+    n_outputs: int,
+    width: int = 64,
+    n_blocks: int = 2,
+    expansion: int = 2,
+    dropout: float = 0.0,
+    standardize: bool = True,
 ) -> nn.Module:
     return ResMLP(
         n_features,
@@ -177,6 +217,7 @@ def _build_resmlp(
         n_blocks=_positive("resmlp n_blocks", n_blocks) if n_blocks else 0,
         expansion=_positive("resmlp expansion", expansion),
         dropout=_dropout(dropout),
+        standardize=_flag("standardize", standardize),
     )
 
 
@@ -203,8 +244,9 @@ def build_model(name: str, n_features: int, n_outputs: int, **kwargs: Any) -> nn
 
     Examples
     --------
-    >>> build_model("logistic", 3, 2)
+    >>> build_model("logistic", 3, 2, standardize=False)
     Logistic(
+      (scaler): Identity()
       (linear): Linear(in_features=3, out_features=2, bias=True)
     )
     >>> build_model("cnn", 3, 2)
