@@ -33,6 +33,11 @@ LEARNERS: dict[str, Callable[[int], Learner]] = {
                                         optimizer="adamw", model_kwargs={"width": 16, "n_blocks": 2}),
     "mlp-sgd-2steps": lambda seed: TorchLearner("mlp", n_features=N_FEATURES, n_classes=3, device="cpu",
                                                 seed=seed, optimizer="sgd", lr=0.05, steps_per_batch=2),
+    "mlp-minibatch-replay": lambda seed: TorchLearner(
+        "mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed, minibatch_size=10, steps_per_batch=2,
+        plugins=[ReservoirReplay(capacity=40, seed=seed)]),
+    "resmlp-raw-inputs": lambda seed: TorchLearner("resmlp", n_features=N_FEATURES, n_classes=3, device="cpu",
+                                                   seed=seed, model_kwargs={"width": 8, "standardize": False}),
     "logistic-regression": lambda seed: TorchLearner("logistic", n_features=N_FEATURES, task="regression",
                                                      device="cpu", seed=seed),
     "mlp-ewc": lambda seed: TorchLearner("mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed,

@@ -103,6 +103,8 @@ def test_regression_has_no_probabilities():
         ({"n_classes": 1}, "n_classes"),
         ({"n_features": 0}, "n_features"),
         ({"steps_per_batch": 0}, "steps_per_batch"),
+        ({"minibatch_size": 0}, "minibatch_size"),
+        ({"minibatch_size": 2.5}, "minibatch_size"),
         ({"device": "tpu:0"}, "device"),
         ({"device": "banana"}, "device"),
         ({"model": "mlp", "model_kwargs": {"depth": 3}}, "depth"),
@@ -292,6 +294,29 @@ def test_plugins_are_called_in_order_and_checkpointed():
     assert clone.plugins[0].seen == 16
     with pytest.raises(SchemaMismatchError, match="plugin"):
         TorchLearner(n_features=4, device="cpu").load_state_dict(state)
+
+
+def test_minibatches_take_one_step_per_chunk_per_pass():
+    plugin = Recorder(weight=1e-3)
+    learner = TorchLearner(n_features=4, device="cpu", steps_per_batch=2, minibatch_size=7, plugins=[plugin])
+    X, y = separable(16, d=4)
+    learner.learn_batch(X, y)
+    # The Recorder doubles the batch like a replay buffer: chunks cover the replayed rows too.
+    assert plugin.calls.count("penalty") == 2 * 5  # 2 passes x ceil(32 / 7) chunks
+    plugin.calls.clear()
+    learner.learn_batch(X[:3], y[:3])  # 6 rows, smaller than a chunk: one step per pass
+    assert plugin.calls.count("penalty") == 2
+
+
+def test_minibatches_learn_more_from_a_short_stream_than_one_step_per_batch():
+    X, y = separable(2000, d=4)
+    accs = {}
+    for mb in (None, 25):
+        learner = TorchLearner(n_features=4, device="cpu", lr=0.01, minibatch_size=mb)
+        for i in range(0, 1000, 250):
+            learner.learn_batch(X[i:i + 250], y[i:i + 250])
+        accs[mb] = float((learner.predict_batch(X[1000:]) == y[1000:]).mean())
+    assert accs[25] > accs[None] + 0.05, accs
 
 
 def test_a_penalty_changes_the_update():
