@@ -10,12 +10,8 @@ train):
   ``--batch`` rows, ``predict_batch`` then ``learn_batch`` (``--steps`` Adam steps, default 1).
   ``logistic`` (lr 0.05) and ``mlp`` (lr 0.01), plain and with
   ``PluginSpec(ewc_strength=10, ewc_every=10, replay="reservoir")``.
-  TorchLearner has no feature scaling, and Agrawal's raw features reach ~150k,
-  so this bench puts a small online standardiser in front of ours: running
-  mean/variance (batch Welford merge), applied before ``predict_batch`` with
-  the statistics of the batches seen so far, updated with the batch after
-  predicting, applied again before ``learn_batch``. Its cost is timed as part
-  of ours.
+  Raw features go in: the zoo models standardise their inputs online
+  (:mod:`learners.standardize`; Agrawal's raw salaries reach ~150k).
 * **river** per-sample baselines: ``predict_one`` then ``learn_one`` per row on
   dicts -- ``StandardScaler | LogisticRegression`` (one-vs-rest for
   multi-class streams; river's LogisticRegression is binary),
@@ -136,33 +132,6 @@ def make_stream(name: str, n: int, seed: int) -> Stream:
 
 
 # ----------------------------------------------------------------- learners
-class OnlineStandardiser:
-    """Running per-feature mean/variance (batch Welford merge); identity until the first update."""
-
-    def __init__(self, d: int) -> None:
-        self.n = 0
-        self.mean = np.zeros(d, np.float64)
-        self.m2 = np.zeros(d, np.float64)
-        self.scale = np.ones(d, np.float32)
-        self.shift = np.zeros(d, np.float32)
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.shift) * self.scale
-
-    def update(self, X: np.ndarray) -> None:
-        b = X.shape[0]
-        bmean = X.mean(axis=0, dtype=np.float64)
-        bm2 = ((X - bmean) ** 2).sum(axis=0, dtype=np.float64)
-        total = self.n + b
-        delta = bmean - self.mean
-        self.mean += delta * (b / total)
-        self.m2 += bm2 + delta * delta * (self.n * b / total)
-        self.n = total
-        std = np.sqrt(self.m2 / self.n)
-        self.shift = self.mean.astype(np.float32)
-        self.scale = np.where(std > 1e-8, 1.0 / np.maximum(std, 1e-8), 1.0).astype(np.float32)
-
-
 def run_ours(name: str, s: Stream, batch: int, seed: int, steps: int = 1) -> tuple[float, float]:
     from learners.plugin_spec import PluginSpec
     from learners.torch_learner import TorchLearner
@@ -174,15 +143,13 @@ def run_ours(name: str, s: Stream, batch: int, seed: int, steps: int = 1) -> tup
                              seed=seed).build(task="classification", n_classes=s.n_classes)
     learner = TorchLearner(model, n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu",
                            lr=LR[model], seed=seed, plugins=plugins, steps_per_batch=steps)
-    scaler = OnlineStandardiser(s.X.shape[1])
     X, y, n = s.X, s.y, len(s.y)
     correct = 0
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         xb, yb = X[i:i + batch], y[i:i + batch]
-        correct += int((learner.predict_batch(scaler(xb)) == yb).sum())
-        scaler.update(xb)
-        learner.learn_batch(scaler(xb), yb)
+        correct += int((learner.predict_batch(xb) == yb).sum())
+        learner.learn_batch(xb, yb)
     elapsed = time.perf_counter() - t0
     return n / elapsed, correct / n
 
@@ -347,7 +314,7 @@ def report(results: dict, learners: list[str], args, rows: int) -> dict:
                   f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
     print(f"\ntorch {torch.__version__}, torch.set_num_threads(1); {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}; ours: median of {args.repeats} passes, river: one pass; "
-          "ours includes the bench's online standardiser; Avalanche: not installed (placeholder). "
+          "Avalanche: not installed (placeholder). "
           "Other processes may share the CPU: ratios are within this run.")
     return summary
 
