@@ -116,6 +116,15 @@ class ServedModel:
         try:
             if isinstance(config, Mapping) and "estimator" in config:
                 module, config = river_predictor(state)
+            elif isinstance(config, Mapping) and config.get("kind") == "avalanche":
+                # The strategy and its plugins only matter for learning; serve the model.
+                from learners.avalanche_learner import torch_learner_state
+
+                try:
+                    net_state = torch_learner_state(state)
+                except StreamlearnError as exc:
+                    raise RegistryError(str(exc)) from exc
+                module, config = inference_module(net_state, device)
             else:
                 module, config = inference_module(state, device)
         except RegistryError as exc:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from river import linear_model, multiclass, optim, preprocessing, tree
 
+from learners.avalanche_learner import AvalancheLearner
 from learners.base import Learner, LearnReport
 from learners.ewc import EWC
 from learners.replay import ClassBalancedReplay, ReservoirReplay
@@ -50,6 +51,29 @@ LEARNERS: dict[str, Callable[[int], Learner]] = {
     "regression-ewc-reservoir": lambda seed: TorchLearner(
         "logistic", n_features=N_FEATURES, task="regression", device="cpu", seed=seed,
         plugins=[EWC(consolidate_every=2), ReservoirReplay(capacity=20, mix=0.5, seed=seed)]),
+    # Avalanche: one experience per micro-batch; what the plugins learned is part of the state.
+    "avalanche-naive": lambda seed: AvalancheLearner("Naive", "mlp", n_features=N_FEATURES, n_classes=3,
+                                                     device="cpu", seed=seed, model_kwargs={"hidden": (16,)}),
+    "avalanche-ewc": lambda seed: AvalancheLearner("EWC", "logistic", n_features=N_FEATURES, n_classes=3,
+                                                   device="cpu", seed=seed,
+                                                   strategy_kwargs={"ewc_lambda": 5.0, "mode": "online",
+                                                                    "decay_factor": 0.9}),
+    "avalanche-replay-minibatch": lambda seed: AvalancheLearner(
+        "Replay", "mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed, minibatch_size=8,
+        strategy_kwargs={"mem_size": 40}, model_kwargs={"hidden": (8,)}),
+    "avalanche-lwf": lambda seed: AvalancheLearner("LwF", "mlp", n_features=N_FEATURES, n_classes=3, device="cpu",
+                                                   seed=seed, strategy_kwargs={"alpha": 1.0, "temperature": 2.0}),
+    "avalanche-si": lambda seed: AvalancheLearner("SynapticIntelligence", "logistic", n_features=N_FEATURES,
+                                                  n_classes=3, device="cpu", seed=seed,
+                                                  strategy_kwargs={"si_lambda": 1.0}),
+    "avalanche-agem": lambda seed: AvalancheLearner("AGEM", "logistic", n_features=N_FEATURES, n_classes=3,
+                                                    device="cpu", seed=seed,
+                                                    strategy_kwargs={"patterns_per_exp": 10, "sample_size": 8}),
+    "avalanche-gem": lambda seed: AvalancheLearner("GEM", "logistic", n_features=N_FEATURES, n_classes=3,
+                                                   device="cpu", seed=seed, strategy_kwargs={"patterns_per_exp": 10}),
+    "avalanche-naive+lwf+ewc-plugins": lambda seed: AvalancheLearner(
+        "Naive", "mlp", n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed,
+        plugins=[("LwFPlugin", {"alpha": 0.5}), ("EWCPlugin", {"ewc_lambda": 1.0})]),
     # river: linear models get a seeded Normal initializer so that the seed reaches the state.
     "river-logreg": lambda seed: RiverLearner(
         lambda: multiclass.OneVsRestClassifier(linear_model.LogisticRegression(
