@@ -77,16 +77,40 @@ def main(verbose: int) -> None:
 
 
 # --------------------------------------------------------------------- run
+_LEARNER_FIELDS = (
+    "model", "model_options", "optimizer", "lr", "steps_per_batch", "minibatch_size", "task", "n_classes",
+    "n_features", "device", "seed", "torch_threads", "ewc_strength", "ewc_decay", "ewc_every", "replay",
+    "replay_capacity", "replay_mix", "avalanche", "avalanche_options", "avalanche_plugins",
+)
+
+
 def learner_options(fn: Callable) -> Callable:
-    """Options that choose and configure the learner (shared by run and demo)."""
+    """Options that choose and configure the learner (shared by run and demo).
+
+    The command receives them as one ``learner`` argument, a validated
+    :class:`~stream.learner_choice.LearnerChoice`.
+    """
+
+    @functools.wraps(fn)
+    def with_choice(*args, **kwargs):
+        from stream.learner_choice import LearnerChoice
+
+        return fn(*args, learner=LearnerChoice(**{k: kwargs.pop(k) for k in _LEARNER_FIELDS}), **kwargs)
+
     decorators = [
         click.option("--model", default="logistic", show_default=True,
                      help="logistic | mlp | resmlp, or any river estimator by name, e.g. "
                           "river.tree.HoeffdingAdaptiveTreeClassifier"),
+        click.option("--model-option", "model_options", multiple=True,
+                     help="Model keyword KEY=VALUE (JSON value), e.g. hidden=[128,64], standardize=false, "
+                          "or a river estimator's parameter."),
         click.option("--optimizer", default="adam", show_default=True, help="adam | adamw | sgd"),
         click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate."),
         click.option("--steps-per-batch", type=int, default=1, show_default=True,
-                     help="Optimizer steps per micro-batch."),
+                     help="Passes over each micro-batch (Avalanche: train epochs)."),
+        click.option("--minibatch-size", type=int, default=None,
+                     help="Split each micro-batch into shuffled chunks of N rows, one step each (more updates "
+                          "per event: better accuracy, lower throughput). Default: one step per micro-batch."),
         click.option("--task", type=click.Choice(["classification", "regression"]), default="classification",
                      show_default=True),
         click.option("--classes", "n_classes", type=int, default=2, show_default=True,
@@ -109,10 +133,18 @@ def learner_options(fn: Callable) -> Callable:
         click.option("--replay-capacity", type=int, default=2000, show_default=True, help="Buffer size in events."),
         click.option("--replay-mix", type=float, default=1.0, show_default=True,
                      help="Replayed events per new event in each update."),
+        click.option("--avalanche", default=None, metavar="STRATEGY",
+                     help="Train --model with an Avalanche strategy instead (Naive, EWC, Replay, LwF, "
+                          "SynapticIntelligence, GEM, AGEM, ...); needs streamlearn[avalanche]."),
+        click.option("--avalanche-option", "avalanche_options", multiple=True,
+                     help="Strategy keyword KEY=VALUE (JSON value), e.g. ewc_lambda=10 or mem_size=2000."),
+        click.option("--avalanche-plugin", "avalanche_plugins", multiple=True,
+                     help='An extra Avalanche plugin, NAME or NAME:{json kwargs}, e.g. LwFPlugin:{"alpha":0.5}.'),
     ]
+    fn_with_options = user_errors(with_choice)  # a bad choice is a one-line error too
     for deco in reversed(decorators):
-        fn = deco(fn)
-    return fn
+        fn_with_options = deco(fn_with_options)
+    return fn_with_options
 
 
 def registry_options(fn: Callable) -> Callable:
@@ -151,44 +183,6 @@ def open_gate(registry, namespace, every_batches, every_seconds, tolerance, hold
     reg = open_registry(target, namespace=namespace or settings.namespace, keep_states=settings.keep_states)
     return ValidationGate(reg, GateConfig(every_batches=every_batches, every_seconds=every_seconds,
                                           tolerance=tolerance, holdout_min_events=holdout_min_events))
-
-
-def plugin_spec(ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, seed):
-    from learners.plugin_spec import PluginSpec
-
-    return PluginSpec(ewc_strength=ewc_strength, ewc_decay=ewc_decay, ewc_every=ewc_every, replay=replay,
-                      replay_capacity=replay_capacity, replay_mix=replay_mix, seed=seed)
-
-
-def build_learner_factory(model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads=1,
-                          plugins=None):
-    import torch
-
-    from learners.torch_learner import TorchLearner
-
-    if torch_threads < 1:
-        raise ConfigError("--torch-threads must be at least 1")
-    torch.set_num_threads(torch_threads)  # process-wide, so set here in the entry point, not in a learner
-
-    if model.startswith("river."):
-        from learners.river_learner import RiverLearner
-
-        if plugins is not None and plugins.build(task=task, n_classes=n_classes):
-            raise ConfigError("--ewc-* and --replay apply to torch models, not to river models")
-
-        def build_river(n_features: int):
-            return RiverLearner(model, n_features=n_features, task=task, n_classes=n_classes)
-
-        build_river(2)  # fail fast on a bad spec
-        return build_river
-
-    def build(n_features: int):
-        return TorchLearner(model=model, n_features=n_features, task=task, n_classes=n_classes,
-                            optimizer=optimizer, lr=lr, steps_per_batch=steps_per_batch, device=device,
-                            seed=seed, plugins=plugins.build(task=task, n_classes=n_classes) if plugins else ())
-
-    build(2)  # fail fast on a bad model/optimizer name, before touching Kafka
-    return build
 
 
 def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
@@ -234,9 +228,8 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @user_errors
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
         checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
-        max_poll_records, ledger, quiet, model, optimizer, lr, steps_per_batch, task, n_classes, n_features, device,
-        seed, torch_threads, ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, registry, registry_namespace, publish_every_batches, publish_every_seconds,
-        validation_tolerance, holdout_min_events):
+        max_poll_records, ledger, quiet, learner, registry, registry_namespace, publish_every_batches,
+        publish_every_seconds, validation_tolerance, holdout_min_events):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
     from stream.settings import CheckpointSettings, KafkaSettings
 
@@ -259,10 +252,8 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         until_idle=until_idle, max_events=max_events, backend=backend,
         kafka_extra={**kafka.client_options(), **_parse_options(kafka_options)}, kafka_settings=kafka,
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
-        learner_factory=build_learner_factory(
-            model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads,
-            plugins=plugin_spec(ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, seed)),
-        task=task, n_classes=n_classes, n_features=n_features,
+        learner_factory=learner.factory(),
+        task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
         gate=gate,
     )
     _print_summary(summary, gate)
@@ -515,9 +506,8 @@ def serve(registry, registry_namespace, host, port, max_batch_rows, poll_interva
 @learner_options
 @registry_options
 @user_errors
-def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_serving, model, optimizer, lr,
-         steps_per_batch, task, n_classes, n_features, device, seed, torch_threads, ewc_strength, ewc_decay, ewc_every,
-         replay, replay_capacity, replay_mix, registry, registry_namespace,
+def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_serving, learner, registry,
+         registry_namespace,
          publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events):
     """The embedded default: broker + drifting stream + daemon + registry + API, end to end."""
     from stream.demo import DemoConfig, run_demo
@@ -525,12 +515,10 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_
     run_demo(DemoConfig(
         bootstrap=bootstrap, n_events=n_events, generator=generator, topic=topic, window=window, workdir=workdir,
         api_port=api_port, keep_serving=keep_serving, registry=registry,
-        registry_namespace=registry_namespace, seed=seed,
+        registry_namespace=registry_namespace, seed=learner.seed,
         gate_args=(publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events),
-        learner_factory=build_learner_factory(
-            model, optimizer, lr, steps_per_batch, task, n_classes, device, seed, torch_threads,
-            plugins=plugin_spec(ewc_strength, ewc_decay, ewc_every, replay, replay_capacity, replay_mix, seed)),
-        task=task, n_classes=n_classes, n_features=n_features,
+        learner_factory=learner.factory(),
+        task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
     ))
 
 

@@ -80,3 +80,44 @@ def test_river_models_take_no_torch_plugins(tmp_path):
     ran = cli("run", "--file", str(tmp_path / "x.jsonl"), "--model", "river.nope.Model",
               "--checkpoint-dir", str(tmp_path / "ck"))
     assert ran.returncode == 2 and "river estimator" in ran.stderr
+
+
+def test_an_avalanche_strategy_learns_from_the_command_line_and_is_served(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.file_registry import FileRegistry
+    from serving.settings import ServingSettings
+    from stream.checkpoint import CheckpointStore
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": int(i % 7 > 3)})
+                              for i in range(1500)))
+    registry = tmp_path / "registry"
+    ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
+              "--window", "count:100", "--quiet", "--model", "mlp", "--model-option", "hidden=[16]",
+              "--avalanche", "Replay", "--avalanche-option", "mem_size=300", "--avalanche-plugin",
+              'LwFPlugin:{"alpha": 0.5}', "--steps-per-batch", "5", "--lr", "0.02",
+              "--registry", str(registry), "--publish-every-batches", "3")
+    assert ran.returncode == 0, ran.stderr
+    learner = CheckpointStore(tmp_path / "ck").latest().learner
+    assert learner["config"]["strategy"] == "Replay" and learner["n_experiences"] == 15
+    plugins = {p["class"]: p["state"] for p in learner["plugins"]}
+    assert {"ReplayPlugin", "LwFPlugin", "Clock"} <= set(plugins)
+    assert plugins["Clock"]["train_exp_counter"] == 15
+    assert plugins["LwFPlugin"]["lwf"]["vars"]["prev_model"]["__kind__"] == "module"  # the teacher is kept
+    reg = FileRegistry(registry)
+    current = reg.current()
+    assert current is not None and "AvalancheLearner" in current.learner
+    with TestClient(create_app(ServingSettings(), registry=reg)) as client:
+        assert client.post("/predict", json={"x": [6.0, 1.0]}).json()["prediction"] == 1
+        assert client.post("/predict", json={"x": [0.0, 1.0]}).json()["prediction"] == 0
+
+
+def test_avalanche_options_need_a_strategy_and_exclude_our_plugins(tmp_path):
+    ran = cli("run", "--file", str(tmp_path / "x.jsonl"), "--avalanche-option", "mem_size=10",
+              "--checkpoint-dir", str(tmp_path / "ck"))
+    assert ran.returncode == 2 and "need --avalanche STRATEGY" in ran.stderr
+    ran = cli("run", "--file", str(tmp_path / "x.jsonl"), "--avalanche", "EWC", "--replay", "reservoir",
+              "--checkpoint-dir", str(tmp_path / "ck"))
+    assert ran.returncode == 2 and "--avalanche-plugin" in ran.stderr and "Traceback" not in ran.stderr
