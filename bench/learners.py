@@ -7,9 +7,11 @@ generation. Each learner sees the stream once, prequentially (test, then
 train):
 
 * **ours** (``learners.torch_learner.TorchLearner``, CPU): per micro-batch of
-  ``--batch`` rows, ``predict_batch`` then ``learn_batch`` (``--steps`` Adam steps, default 1).
-  ``logistic`` (lr 0.05) and ``mlp`` (lr 0.01), plain and with
-  ``PluginSpec(ewc_strength=10, ewc_every=10, replay="reservoir")``.
+  ``--batch`` rows, ``predict_batch`` then ``learn_batch`` (see
+  :data:`OURS_CONFIG`): ``logistic`` (lr 0.05) and ``mlp`` (lr 0.01) with one
+  Adam step per micro-batch, plain and with ``PluginSpec(ewc_strength=10,
+  ewc_every=10, replay="reservoir")``; and ``ours-mlp-8steps`` (8 steps per
+  micro-batch, lr 0.02), the accuracy end of the speed/accuracy trade-off.
   Raw features go in: the zoo models standardise their inputs online
   (:mod:`learners.standardize`; Agrawal's raw salaries reach ~150k).
 * **river** per-sample baselines: ``predict_one`` then ``learn_one`` per row on
@@ -22,7 +24,12 @@ train):
   batch-prequential (the whole micro-batch is predicted before any of it is
   learned), so it can sit below the per-row river loop on short streams; only
   its rows/s is the point of the row.
-* **avalanche**: placeholder, see :func:`avalanche_learner` (not installed yet).
+* **avalanche** (``learners.avalanche_learner.AvalancheLearner``): Avalanche's
+  ``Naive`` and ``Replay(mem_size=2000)`` strategies training the same MLP
+  with the same lr on the same micro-batches, one Avalanche experience per
+  micro-batch -- how Avalanche runs inside ``streamlearn run``. Same work as
+  ``ours-mlp`` and ``ours-mlp+ewc+replay`` respectively; the target is ours
+  >= 10x their rows/s.
 
 Streams (seeded, deterministic): river's Agrawal (classification function 0 ->
 1 at mid-stream via ``ConceptDriftStream``, through
@@ -69,12 +76,24 @@ SYNTH_STREAMS = ("agrawal", "sea", "hyperplane", "rbf")
 REAL_STREAMS = ("phishing", "bananas", "segments")
 STREAMS = SYNTH_STREAMS + REAL_STREAMS
 
-OURS = ("ours-logistic", "ours-mlp", "ours-logistic+ewc+replay", "ours-mlp+ewc+replay")
+# Our learners: (model, lr, steps_per_batch, with EWC + replay).
+OURS_CONFIG = {
+    "ours-logistic": ("logistic", 0.05, 1, False),
+    "ours-mlp": ("mlp", 0.01, 1, False),
+    "ours-mlp-8steps": ("mlp", 0.02, 8, False),
+    "ours-logistic+ewc+replay": ("logistic", 0.05, 1, True),
+    "ours-mlp+ewc+replay": ("mlp", 0.01, 1, True),
+}
+OURS = tuple(OURS_CONFIG)
 RIVER = ("river-lr", "river-hat", "river-arf")
 ADAPTER = ("adapter-hat",)
-LEARNERS = OURS + RIVER + ADAPTER
-QUICK_LEARNERS = ("ours-logistic", "ours-mlp", "ours-mlp+ewc+replay", "river-lr", "river-hat", "river-arf")
-LR = {"logistic": 0.05, "mlp": 0.01}
+# Avalanche strategies through AvalancheLearner: the same MLP, lr and micro-batches as ours-mlp.
+AVALANCHE = ("avalanche-naive", "avalanche-replay")
+LEARNERS = OURS + RIVER + ADAPTER + AVALANCHE
+QUICK_LEARNERS = ("ours-logistic", "ours-mlp", "ours-mlp-8steps", "ours-mlp+ewc+replay", "river-lr", "river-hat",
+                  "river-arf", "avalanche-naive")
+# Same-work pairs for the Avalanche speed target.
+AVALANCHE_PAIRS = {"avalanche-naive": "ours-mlp", "avalanche-replay": "ours-mlp+ewc+replay"}
 
 
 # ------------------------------------------------------------------ streams
@@ -132,17 +151,8 @@ def make_stream(name: str, n: int, seed: int) -> Stream:
 
 
 # ----------------------------------------------------------------- learners
-def run_ours(name: str, s: Stream, batch: int, seed: int, steps: int = 1) -> tuple[float, float]:
-    from learners.plugin_spec import PluginSpec
-    from learners.torch_learner import TorchLearner
-
-    model = "mlp" if name.startswith("ours-mlp") else "logistic"
-    plugins = []
-    if name.endswith("+ewc+replay"):
-        plugins = PluginSpec(ewc_strength=10.0, ewc_every=10, replay="reservoir", replay_capacity=2000,
-                             seed=seed).build(task="classification", n_classes=s.n_classes)
-    learner = TorchLearner(model, n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu",
-                           lr=LR[model], seed=seed, plugins=plugins, steps_per_batch=steps)
+def prequential(learner, s: Stream, batch: int) -> tuple[float, float]:
+    """Test-then-train over the stream in micro-batches: (rows/s, accuracy)."""
     X, y, n = s.X, s.y, len(s.y)
     correct = 0
     t0 = time.perf_counter()
@@ -152,6 +162,29 @@ def run_ours(name: str, s: Stream, batch: int, seed: int, steps: int = 1) -> tup
         learner.learn_batch(xb, yb)
     elapsed = time.perf_counter() - t0
     return n / elapsed, correct / n
+
+
+def run_ours(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
+    from learners.plugin_spec import PluginSpec
+    from learners.torch_learner import TorchLearner
+
+    model, lr, steps, continual = OURS_CONFIG[name]
+    plugins = []
+    if continual:
+        plugins = PluginSpec(ewc_strength=10.0, ewc_every=10, replay="reservoir", replay_capacity=2000,
+                             seed=seed).build(task="classification", n_classes=s.n_classes)
+    learner = TorchLearner(model, n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu",
+                           lr=lr, seed=seed, plugins=plugins, steps_per_batch=steps)
+    return prequential(learner, s, batch)
+
+
+def run_avalanche(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
+    from learners.avalanche_learner import AvalancheLearner
+
+    strategy, kwargs = {"avalanche-naive": ("Naive", {}), "avalanche-replay": ("Replay", {"mem_size": 2000})}[name]
+    learner = AvalancheLearner(strategy, "mlp", n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu",
+                               lr=OURS_CONFIG["ours-mlp"][1], seed=seed, strategy_kwargs=kwargs)
+    return prequential(learner, s, batch)
 
 
 def river_model(name: str, n_classes: int, seed: int):
@@ -196,17 +229,6 @@ def run_adapter(name: str, s: Stream, batch: int, seed: int) -> tuple[float, flo
     return n / elapsed, correct / n
 
 
-def avalanche_learner(s: Stream, batch: int, seed: int) -> Callable | None:
-    """AVALANCHE BASELINE GOES HERE (DESIGN target: ours >= 10x an Avalanche strategy loop).
-
-    A later addition: build an Avalanche strategy (e.g. Naive/EWC+Replay over
-    the same model) and return a callable ``() -> (rows_per_s, accuracy)``
-    running the same prequential loop. Avalanche is not installed; returns
-    None and the bench skips it.
-    """
-    return None
-
-
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -215,7 +237,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--streams", default=",".join(STREAMS), help=f"comma list of {', '.join(STREAMS)}")
     p.add_argument("--learners", default=None, help=f"comma list of {', '.join(LEARNERS)}")
     p.add_argument("--repeats", type=int, default=3, help="passes per ours learner (median rows/s)")
-    p.add_argument("--steps", type=int, default=1, help="optimizer steps per micro-batch for ours (steps_per_batch)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--quick", action="store_true", help="5000 rows, fewer learners")
@@ -245,16 +266,16 @@ def main(argv: list[str] | None = None) -> dict:
         res: dict[str, dict] = {}
         for lname in learners:
             if lname in OURS:
-                runs = [run_ours(lname, s, args.batch, args.seed, args.steps) for _ in range(args.repeats)]
+                runs = [run_ours(lname, s, args.batch, args.seed) for _ in range(args.repeats)]
                 rps, acc = statistics.median(r[0] for r in runs), runs[0][1]
             elif lname in RIVER:
                 rps, acc = run_river(lname, s, dicts, args.seed)
+            elif lname in AVALANCHE:
+                rps, acc = run_avalanche(lname, s, args.batch, args.seed)
             else:
                 rps, acc = run_adapter(lname.replace("adapter-", "river-"), s, args.batch, args.seed)
             res[lname] = {"rows_per_s": rps, "accuracy": acc}
             print(f"  {lname:<26} {rps:>12,.0f} rows/s  acc {acc:.4f}", flush=True)
-        if avalanche_learner(s, args.batch, args.seed) is None:
-            pass  # Avalanche not installed yet: no row.
         results[sname] = {"n_rows": len(s.y), "n_features": int(s.X.shape[1]), "n_classes": s.n_classes,
                           "note": s.note, "learners": res}
 
@@ -262,8 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rows": rows, "batch": args.batch, "repeats": args.repeats, "seed": args.seed,
-                       "steps": args.steps, "streams": results, "summary": summary}, fh, indent=2)
-    return {"steps": args.steps, "streams": results, "summary": summary}
+                       "streams": results, "summary": summary}, fh, indent=2)
+    return {"streams": results, "summary": summary}
 
 
 def report(results: dict, learners: list[str], args, rows: int) -> dict:
@@ -312,10 +333,23 @@ def report(results: dict, learners: list[str], args, rows: int) -> dict:
                       for r in results.values()]
             print(f"\nadapter overhead: RiverLearner(HAT) rows/s / bare HAT loop rows/s, median over streams "
                   f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+    pairs = [(a, o) for a, o in AVALANCHE_PAIRS.items() if a in learners and o in learners]
+    if pairs:
+        print()
+        print("### target: ours >= 10x Avalanche's rows/s on the same work (same MLP, lr, micro-batches)")
+        print()
+        print("| stream | " + " | ".join(f"{o} / {a}" for a, o in pairs) + " | >= 10x |")
+        print("|---|" + "|".join("---:" for _ in pairs) + "|:---:|")
+        for sname, r in results.items():
+            L = r["learners"]
+            ratios = [L[o]["rows_per_s"] / L[a]["rows_per_s"] for a, o in pairs]
+            summary.setdefault(sname, {})["speedup_vs_avalanche"] = dict(zip([a for a, _ in pairs], ratios))
+            cells = [f"{x:,.1f}x (acc {L[o]['accuracy']:.3f} vs {L[a]['accuracy']:.3f})"
+                     for x, (a, o) in zip(ratios, pairs)]
+            print(f"| {sname} | " + " | ".join(cells) + f" | {'PASS' if min(ratios) >= 10 else 'MISS'} |")
     print(f"\ntorch {torch.__version__}, torch.set_num_threads(1); {os.cpu_count()} cores, "
-          f"{platform.processor() or platform.machine()}; ours: median of {args.repeats} passes, river: one pass; "
-          "Avalanche: not installed (placeholder). "
-          "Other processes may share the CPU: ratios are within this run.")
+          f"{platform.processor() or platform.machine()}; ours: median of {args.repeats} passes, river and "
+          "Avalanche: one pass. Other processes may share the CPU: ratios are within this run.")
     return summary
 
 
