@@ -18,6 +18,13 @@ sampling, shuffling) run inside a forked RNG seeded from (seed, events
 learned): runs are reproducible, resume identically after a restore, and
 never move the caller's global RNG.
 
+Regularisers that anchor at each experience (``EWC``, ``SynapticIntelligence``)
+re-anchor at every micro-batch here; with one gradient step per experience
+the penalty is taken at its anchor, where it and its gradient are zero, so
+they learn exactly like ``Naive``. Give them ``train_epochs > 1`` or a
+``minibatch_size`` (several steps per experience), or use streamlearn's own
+EWC, which consolidates every K batches.
+
 Needs ``pip install 'streamlearn[avalanche]'``. Classification only (Avalanche's
 strategies are). Avalanche's per-experience machinery costs milliseconds per
 micro-batch; ``bench/learners.py`` measures it beside our own EWC and replay.
