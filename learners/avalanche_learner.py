@@ -33,10 +33,12 @@ Examples
 --------
 >>> import numpy as np
 >>> learner = AvalancheLearner("LwF", "mlp", n_features=3, device="cpu",
-...                            strategy_kwargs={"alpha": 1.0, "temperature": 2.0})  # doctest: +SKIP
+...                            strategy_kwargs={"alpha": 1.0, "temperature": 2.0})
 >>> X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
->>> learner.learn_batch(X, (X[:, 0] > 0).astype(np.int64)).n_samples  # doctest: +SKIP
+>>> learner.learn_batch(X, (X[:, 0] > 0).astype(np.int64)).n_samples
 64
+>>> learner.predict_proba_batch(X[:2]).shape
+(2, 2)
 """
 
 from __future__ import annotations
