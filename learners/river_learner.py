@@ -36,6 +36,7 @@ import numpy as np
 from river import base as river_base
 
 from learners.base import LearnReport
+from learners.inputs import check_features, check_targets
 from learners.river_state import from_plain, to_plain
 from stream.errors import ConfigError, SchemaMismatchError
 
@@ -241,29 +242,14 @@ class RiverLearner:
 
     # ------------------------------------------------------------- inputs
     def _rows(self, X: np.ndarray) -> list[list[float]]:
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
         # float32 like the torch learner, so both see the same numbers; one
         # tolist() makes every Python float river needs (and never writes X).
-        return np.asarray(X, dtype=np.float32).tolist()
+        return check_features(X, self.n_features).tolist()
 
     def _targets(self, y: np.ndarray, n: int) -> list:
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
-        if not self._classify:
-            if y.dtype.kind not in "iuf":
-                raise ValueError(f"regression targets must be numeric, got dtype {y.dtype}")
-            return y.astype(np.float64).tolist()
-        if y.dtype.kind not in "iu":
-            raise ValueError(f"classification labels must be integer class indices 0..{self.n_classes - 1}, "
-                             f"got dtype {y.dtype}")
-        if n and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            bad = int(y.max()) if int(y.max()) >= self.n_classes else int(y.min())
-            raise ValueError(f"label {bad} is outside 0..{self.n_classes - 1}; this learner has "
-                             f"n_classes={self.n_classes} (set n_classes to the number of classes)")
-        return y.astype(np.int64).tolist()  # Python ints: river keys its class statistics by them
+        y = check_targets(y, n, classify=self._classify, n_classes=self.n_classes)
+        # Python ints (river keys its class statistics by them) or floats.
+        return y.tolist() if self._classify else y.astype(np.float64).tolist()
 
     # -------------------------------------------------------------- learn
     def learn_batch(self, X: np.ndarray, y: np.ndarray) -> LearnReport:

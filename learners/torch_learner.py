@@ -41,11 +41,12 @@ import torch
 from torch import nn
 
 from learners.base import LearnReport
+from learners.inputs import check_features, check_targets
 from learners.models import ModelFactory, model_factory
 from learners.standardize import InputStandardizer
 from stream.errors import ConfigError, SchemaMismatchError
 
-__all__ = ["STATE_FORMAT", "BasePlugin", "TorchLearner", "UpdatePlugin"]
+__all__ = ["STATE_FORMAT", "BasePlugin", "TorchLearner", "UpdatePlugin", "canonical"]
 
 STATE_FORMAT = 1
 
@@ -144,12 +145,12 @@ class BasePlugin:
 
 
 # ------------------------------------------------------------------- helpers
-def _canonical(value: Any) -> Any:
+def canonical(value: Any) -> Any:
     """Lists and tuples compare equal after a state round trip (hidden=[64] vs (64,))."""
     if isinstance(value, (list, tuple)):
-        return tuple(_canonical(v) for v in value)
+        return tuple(canonical(v) for v in value)
     if isinstance(value, Mapping):
-        return {k: _canonical(v) for k, v in value.items()}
+        return {k: canonical(v) for k, v in value.items()}
     return value
 
 
@@ -359,38 +360,12 @@ class TorchLearner:
 
     # ------------------------------------------------------------- inputs
     def _check_X(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"X must have shape (n, {self.n_features}), got {X.shape}")
-        # Copies only when needed (dtype, layout, read-only); never writes to X.
-        Xc = np.ascontiguousarray(X, dtype=np.float32)
-        if not Xc.flags.writeable:  # torch.from_numpy needs a writable buffer
-            Xc = Xc.copy()
-        return Xc
+        return check_features(X, self.n_features)
 
     def _check_y(self, y: np.ndarray, n: int) -> np.ndarray:
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
-        if self._classify:
-            if y.dtype.kind not in "iu":
-                raise ValueError(
-                    f"classification labels must be integer class indices 0..{self.n_classes - 1}, "
-                    f"got dtype {y.dtype}"
-                )
-            if n:
-                lo, hi = int(y.min()), int(y.max())
-                if lo < 0 or hi >= self.n_classes:
-                    bad = hi if hi >= self.n_classes else lo
-                    raise ValueError(
-                        f"label {bad} is outside 0..{self.n_classes - 1}; this learner has "
-                        f"n_classes={self.n_classes} (set n_classes to the number of classes)"
-                    )
-            yc = np.ascontiguousarray(y, dtype=np.int64)
-        else:
-            if y.dtype.kind not in "iuf":
-                raise ValueError(f"regression targets must be numeric, got dtype {y.dtype}")
-            yc = np.ascontiguousarray(y, dtype=np.float32)
+        y = check_targets(y, n, classify=self._classify, n_classes=self.n_classes)
+        # Copies only when needed (dtype, layout, read-only); never writes to y.
+        yc = np.ascontiguousarray(y, dtype=np.int64 if self._classify else np.float32)
         if not yc.flags.writeable:
             yc = yc.copy()
         return yc
@@ -635,7 +610,7 @@ class TorchLearner:
         diffs = [
             f"{k}: state has {theirs.get(k)!r}, learner has {ours[k]!r}"
             for k in _COMPAT_KEYS
-            if _canonical(theirs.get(k)) != _canonical(ours[k])
+            if canonical(theirs.get(k)) != canonical(ours[k])
         ]
         if diffs:
             raise SchemaMismatchError(
