@@ -55,7 +55,7 @@ from torch import nn
 from learners.avalanche_import import import_avalanche
 from learners.avalanche_state import capture, restore
 from learners.base import LearnReport
-from learners.torch_learner import TorchLearner
+from learners.torch_learner import TorchLearner, canonical
 from stream.errors import ConfigError, SchemaMismatchError
 
 __all__ = ["STATE_FORMAT", "AvalancheLearner", "torch_learner_state"]
@@ -181,7 +181,7 @@ class AvalancheLearner:
                     model=module, optimizer=self._net.torch_optimizer, criterion=nn.CrossEntropyLoss(),
                     train_mb_size=self.minibatch_size or 1, train_epochs=self.train_epochs,
                     eval_mb_size=max(1, self.minibatch_size or 256), device=self._net.torch_device,
-                    plugins=[*self._build_plugins(), self._loss_probe], evaluator=None, **self.strategy_kwargs,
+                    plugins=[self._loss_probe, *self._build_plugins()], evaluator=None, **self.strategy_kwargs,
                 )
         except (TypeError, ValueError, AssertionError) as exc:
             raise ConfigError(f"Avalanche strategy {self.strategy} does not accept "
@@ -309,7 +309,7 @@ class AvalancheLearner:
                                       "(as returned by AvalancheLearner.state_dict)")
         theirs, ours = state["config"], self.config()
         for key in ("format", "kind", "strategy", "strategy_kwargs", "plugins"):
-            if _plain(theirs.get(key)) != _plain(ours[key]):
+            if canonical(theirs.get(key)) != canonical(ours[key]):
                 raise SchemaMismatchError(f"Avalanche learner state has {key}={theirs.get(key)!r}, this learner has "
                                           f"{ours[key]!r}; configure it like the learner that saved the state")
         self._net.load_state_dict(torch_learner_state(state))  # all-or-nothing for model and optimizer
@@ -363,8 +363,9 @@ def torch_learner_state(state: Mapping[str, Any]) -> dict:
 class _LossProbe:
     """A minimal Avalanche plugin recording the first data loss of each ``train`` call (unread, on the device).
 
-    Avalanche resets ``strategy.loss`` when training ends, so the loss is taken
-    right after the forward pass of the first iteration.
+    Avalanche resets ``strategy.loss`` when training ends, so it is read in
+    the first iteration's ``before_backward``. The probe is the first plugin,
+    so no plugin penalty (EWC, LwF, ...) has been added to the loss yet.
     """
 
     supports_distributed = True
@@ -378,9 +379,9 @@ class _LossProbe:
             return _noop
         raise AttributeError(name)
 
-    def after_forward(self, strategy: Any, **kwargs: Any) -> None:
+    def before_backward(self, strategy: Any, **kwargs: Any) -> None:
         if self.first is None:
-            self.first = strategy._criterion(strategy.mb_output, strategy.mb_y).detach()
+            self.first = strategy.loss.detach()
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:
@@ -396,12 +397,3 @@ def _reopen_iterators(plugin: Any) -> None:
             plugin.buffers, batch_size=plugin.sample_size // len(plugin.buffers), num_workers=0,
             pin_memory=False, persistent_workers=False)
         plugin.buffer_dliter = iter(plugin.buffer_dataloader)
-
-
-def _plain(value: Any) -> Any:
-    """Lists and tuples compare equal after a state round trip."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
