@@ -20,6 +20,7 @@ from typing import Callable
 import click
 
 from stream.errors import BrokerUnavailableError, ConfigError, StreamlearnError
+from stream.learner_choice import LearnerChoice, parse_options
 
 EXIT_USAGE = 2
 
@@ -46,22 +47,6 @@ def user_errors(fn: Callable) -> Callable:
             _fail(f"cannot reach Kafka ({exc}): check --bootstrap and that the broker is up")
 
     return wrapper
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` client options; integers and booleans are converted."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--kafka-option {pair!r} must look like KEY=VALUE")
-        if value.lstrip("-").isdigit():
-            out[key] = int(value)
-        elif value.lower() in ("true", "false"):
-            out[key] = value.lower() == "true"
-        else:
-            out[key] = value
-    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -93,8 +78,6 @@ def learner_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def with_choice(*args, **kwargs):
-        from stream.learner_choice import LearnerChoice
-
         return fn(*args, learner=LearnerChoice(**{k: kwargs.pop(k) for k in _LEARNER_FIELDS}), **kwargs)
 
     decorators = [
@@ -219,7 +202,8 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @click.option("--max-events", type=int, default=None, help="Exit after learning this many events.")
 @click.option("--backend", type=click.Choice(["kafka-python", "confluent"]), default="kafka-python",
               show_default=True)
-@click.option("--kafka-option", "kafka_options", multiple=True, help="Extra client option KEY=VALUE.")
+@click.option("--kafka-option", "kafka_options", multiple=True,
+              help="Extra client option KEY=VALUE (JSON value: 10, true; else a string).")
 @click.option("--max-poll-records", type=int, default=5000, show_default=True)
 @click.option("--ledger/--no-ledger", default=False, help="Record learned event ids (exactly-once audit).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
@@ -250,7 +234,7 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         checkpoint_every_seconds=checkpoint_every_seconds or ckpt.every_seconds, keep=ckpt.keep,
         dead_letter=dead_letter or ("file:" if files else "kafka"), late_policy=late_policy,
         until_idle=until_idle, max_events=max_events, backend=backend,
-        kafka_extra={**kafka.client_options(), **_parse_options(kafka_options)}, kafka_settings=kafka,
+        kafka_extra={**kafka.client_options(), **parse_options(kafka_options, "--kafka-option")}, kafka_settings=kafka,
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
         learner_factory=learner.factory(),
         task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
