@@ -219,15 +219,7 @@ def run_adapter(name: str, s: Stream, batch: int, seed: int) -> tuple[float, flo
 
     learner = RiverLearner(lambda: river_model(name, s.n_classes, seed), n_features=s.X.shape[1],
                            n_classes=s.n_classes, report_loss=False)
-    X, y, n = s.X, s.y, len(s.y)
-    correct = 0
-    t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        xb, yb = X[i:i + batch], y[i:i + batch]
-        correct += int((learner.predict_batch(xb) == yb).sum())
-        learner.learn_batch(xb, yb)
-    elapsed = time.perf_counter() - t0
-    return n / elapsed, correct / n
+    return prequential(learner, s, batch)
 
 
 # ---------------------------------------------------------------------- main
