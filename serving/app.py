@@ -44,7 +44,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pydantic import BaseModel, ValidationError
 
-from serving.hot_swap import HotSwapper, ModelSlot
+from serving.hot_swap import HotSwapper, ModelSlot, same_version
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.model import ServedModel
 from serving.registry import ModelRegistry, open_registry
@@ -287,16 +287,17 @@ def create_app(
 
     @app.get("/models/current", tags=["models"])
     def current_model(request: Request) -> dict:
-        """The version this server answers with, and whether it matches the registry's pointer."""
+        """The version this server answers with, and whether it is the registry's current one."""
         served = request.app.state.slot.model
         try:
-            pointer: int | None = request.app.state.registry.pointer()[0]
+            current = request.app.state.registry.current()
             registry_state = "ok"
         except RegistryUnavailableError:
-            pointer, registry_state = None, "unreachable"
-        return {"served": served.version.to_dict() if served else None, "registry_current": pointer,
-                "registry": registry_state,
-                "in_sync": served is not None and pointer == served.version.number}
+            current, registry_state = None, "unreachable"
+        # By identity, not number: an emptied-and-refilled registry reuses numbers.
+        return {"served": served.version.to_dict() if served else None,
+                "registry_current": current.number if current else None, "registry": registry_state,
+                "in_sync": served is not None and current is not None and same_version(served, current)}
 
     @app.post("/models/{version}/promote", tags=["admin"], dependencies=[AdminDep])
     def promote(version: int, reg: RegistryDep, request: Request, body: PromoteRequest | None = None) -> dict:

@@ -69,7 +69,7 @@ class ModelSlot:
         with self._lock:
             if generation < self._generation:
                 return False
-            same = self._model is not None and _same_version(self._model, model.version)
+            same = self._model is not None and same_version(self._model, model.version)
             self._model, self._generation = model, generation
             if not same:
                 self.swaps += 1
@@ -85,7 +85,8 @@ class ModelSlot:
             self._generation = generation
 
 
-def _same_version(model: ServedModel, version) -> bool:
+def same_version(model: ServedModel, version) -> bool:
+    """Whether ``model`` serves ``version`` (same number and creation time)."""
     # Number AND creation time: an emptied-and-refilled registry reuses numbers.
     return (model.version.number, model.version.created_at) == (version.number, version.created_at)
 
@@ -208,7 +209,7 @@ class HotSwapper:
             return  # an empty (or emptied) registry: keep serving what we have
         current = self.slot.model
         version = self.registry.get(number)
-        if current is not None and _same_version(current, version):
+        if current is not None and same_version(current, version):
             # Same version, newer decision (e.g. re-promoted): just record the generation.
             self.slot.swap(current, generation)
             return
