@@ -73,3 +73,16 @@ class Learner(Protocol):
     def clone(self) -> Learner:
         """A fresh learner with the same configuration and no learned state."""
         ...
+
+
+@runtime_checkable
+class Adaptable(Protocol):
+    """A learner whose plasticity the drift policy can raise (optional; see TorchLearner.adapt)."""
+
+    def adapt(self, *, ewc_factor: float = 0.1, replay_refresh: float = 0.5) -> dict:
+        """Loosen what holds the past; return what changed (plain data for the audit trail)."""
+        ...
+
+    def restore_plasticity(self) -> dict:
+        """Undo the temporary part of :meth:`adapt`; return what changed."""
+        ...

@@ -25,7 +25,7 @@ Examples
 >>> for _ in range(2):
 ...     _ = learner.learn_batch(X, (X[:, 0] > 0).astype(np.int64))
 >>> ewc.consolidations, sorted(ewc.state_dict())
-(1, ['anchors', 'batches', 'consolidations', 'fisher'])
+(1, ['anchors', 'batches', 'consolidations', 'fisher', 'plasticity'])
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ class EWC(BasePlugin):
         self._batches = 0
         self._consolidations = 0
         self._last: tuple[nn.Module, torch.Tensor, torch.Tensor] | None = None
+        # The drift policy's lever: the penalty uses strength * _plasticity_scale.
+        # It is learner state (checkpointed), the configured strength is not.
+        self._plasticity_scale = 1.0
 
     @property
     def consolidations(self) -> int:
@@ -89,7 +92,8 @@ class EWC(BasePlugin):
 
     # ---------------------------------------------------------------- hooks
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        if not self._anchors or self.strength == 0:
+        strength = self.effective_strength
+        if not self._anchors or strength == 0:
             return None
         total = None
         for name, p in model.named_parameters():
@@ -98,7 +102,7 @@ class EWC(BasePlugin):
                 continue
             term = (f * (p - self._anchors[name]).pow(2)).sum()
             total = term if total is None else total + term
-        return None if total is None else 0.5 * self.strength * total
+        return None if total is None else 0.5 * strength * total
 
     def after_update(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
         self._batches += 1
@@ -121,11 +125,23 @@ class EWC(BasePlugin):
         self._consolidations += 1
         return True
 
+    @property
+    def effective_strength(self) -> float:
+        """The strength in force: the configured one times any relaxation."""
+        return self.strength * self._plasticity_scale
+
     def relax(self, factor: float) -> None:
-        """Scale the strength by ``factor`` (< 1 raises plasticity; the drift policy's lever)."""
+        """Scale the strength in force by ``factor`` (< 1 raises plasticity; the drift policy's lever).
+
+        Undone by :meth:`restore_strength`; both survive a checkpoint.
+        """
         if not factor >= 0:
             raise ConfigError(f"EWC relax factor must be >= 0, got {factor!r}")
-        self.strength *= float(factor)
+        self._plasticity_scale *= float(factor)
+
+    def restore_strength(self) -> None:
+        """Back to the configured strength (the end of a drift adaptation)."""
+        self._plasticity_scale = 1.0
 
     def reset(self) -> None:
         """Forget anchors and Fisher (after a full retrain is adopted)."""
@@ -138,6 +154,7 @@ class EWC(BasePlugin):
             "anchors": {k: v.detach().clone() for k, v in self._anchors.items()},
             "batches": self._batches,
             "consolidations": self._consolidations,
+            "plasticity": self._plasticity_scale,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -145,6 +162,7 @@ class EWC(BasePlugin):
         self._anchors = dict(state.get("anchors") or {})
         self._batches = int(state.get("batches", 0))
         self._consolidations = int(state.get("consolidations", 0))
+        self._plasticity_scale = float(state.get("plasticity", 1.0))
         self._last = None
 
     def clone(self) -> EWC:

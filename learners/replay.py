@@ -61,8 +61,34 @@ class _Replay(BasePlugin):
 
     @property
     def seen(self) -> int:
-        """Events offered to the buffer so far."""
+        """Events offered to the buffer so far (since the last :meth:`refresh`, which lowers it)."""
         return self._seen
+
+    def refresh(self, fraction: float) -> int:
+        """Evict a random ``fraction`` of the stored rows; the next arrivals take their places.
+
+        The drift policy's lever when the world changed: the buffer keeps
+        ``1 - fraction`` of its memory and learns the new concept into the
+        rest at once, instead of at the reservoir's slow ``capacity / seen``
+        rate. Returns how many rows were evicted. Not on the hot path (it
+        reads counts back from the device).
+        """
+        if not 0 <= fraction <= 1:
+            raise ConfigError(f"replay refresh fraction must be in [0, 1], got {fraction!r}")
+        if self._X is None or fraction == 0:
+            return 0
+        return self._evict(fraction)
+
+    def _keep_random(self, start: int, filled: int, fraction: float) -> int:
+        """Compact a random ``1 - fraction`` of rows ``[start, start + filled)`` to its front; returns the count kept."""
+        keep = filled - int(round(fraction * filled))
+        if keep < filled:
+            order = torch.randperm(filled, generator=self._gen, device=self._X.device)[:keep] + start
+            self._X[start:start + keep] = self._X[order].clone()
+            self._y[start:start + keep] = self._y[order].clone()
+        return keep
+
+    def _evict(self, fraction: float) -> int: raise NotImplementedError
 
     def _allocate(self, X: torch.Tensor, y: torch.Tensor) -> None:
         # +1: the scratch row (see the module docstring).
@@ -138,6 +164,13 @@ class ReservoirReplay(_Replay):
         self._X.index_copy_(0, slot, X)
         self._y.index_copy_(0, slot, y)
 
+    def _evict(self, fraction: float) -> int:
+        size = self.size
+        # The reservoir restarts its count at the rows kept: the next
+        # `capacity - kept` arrivals fill the freed slots in order.
+        self._seen = self._keep_random(0, size, fraction)
+        return size - self._seen
+
     def state_dict(self) -> dict:
         return self._base_state()
 
@@ -192,6 +225,13 @@ class ClassBalancedReplay(_Replay):
         self._X.index_copy_(0, slot, X)
         self._y.index_copy_(0, slot, y)
         self._counts += onehot.sum(dim=0)
+
+    def _evict(self, fraction: float) -> int:
+        filled = torch.clamp(self._counts, max=self._per_class).tolist()
+        kept = [self._keep_random(c * self._per_class, n, fraction) for c, n in enumerate(filled)]
+        self._counts = torch.tensor(kept, dtype=torch.long, device=self._counts.device)
+        self._seen = sum(kept)
+        return sum(filled) - self._seen
 
     def class_counts(self) -> torch.Tensor:
         """Events seen per class (a device tensor; reading it syncs)."""

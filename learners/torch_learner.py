@@ -502,6 +502,42 @@ class TorchLearner:
                 done += 1
         return done
 
+    def adapt(self, *, ewc_factor: float = 0.1, replay_refresh: float = 0.5) -> dict:
+        """Raise plasticity because the world changed (the drift policy's *adapt* decision).
+
+        Plugins that hold the past -- EWC (``relax``) and replay buffers
+        (``refresh``) -- loosen their grip: the EWC strength in force is
+        multiplied by ``ewc_factor`` and ``replay_refresh`` of each buffer is
+        evicted so new data takes its place. :meth:`restore_plasticity` undoes
+        the EWC part. Returns what changed, for the audit trail.
+
+        >>> from learners.ewc import EWC
+        >>> learner = TorchLearner(n_features=2, device="cpu", plugins=[EWC(strength=100)])
+        >>> learner.adapt(ewc_factor=0.1)
+        {'ewc_strength': [100.0, 10.0]}
+        >>> learner.restore_plasticity()
+        {'ewc_strength': [10.0, 100.0]}
+        """
+        changes: dict = {}
+        for plugin in self.plugins:
+            if hasattr(plugin, "relax") and hasattr(plugin, "effective_strength"):
+                before = plugin.effective_strength
+                plugin.relax(ewc_factor)
+                changes["ewc_strength"] = [before, plugin.effective_strength]
+            if hasattr(plugin, "refresh"):
+                changes["replay_evicted"] = changes.get("replay_evicted", 0) + plugin.refresh(replay_refresh)
+        return changes
+
+    def restore_plasticity(self) -> dict:
+        """Undo :meth:`adapt`'s EWC relaxation (the evicted replay rows have been replaced by then)."""
+        changes: dict = {}
+        for plugin in self.plugins:
+            if hasattr(plugin, "restore_strength") and hasattr(plugin, "effective_strength"):
+                before = plugin.effective_strength
+                plugin.restore_strength()
+                changes["ewc_strength"] = [before, plugin.effective_strength]
+        return changes
+
     # ------------------------------------------------------------ predict
     def _infer(self, X: np.ndarray) -> torch.Tensor:
         Xt = self._to_device(self._check_X(X))
