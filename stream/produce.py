@@ -16,6 +16,8 @@ Examples
 from __future__ import annotations
 
 import itertools
+import math
+import random
 import time
 from typing import Iterator
 
@@ -24,6 +26,7 @@ import orjson
 from stream.errors import ConfigError
 
 GENERATORS = ("agrawal", "sea", "hyperplane", "rbf")
+POISONS = ("label_flip", "scale")
 
 
 def _generator(name: str, seed: int, variant: int, n_features: int):
@@ -55,14 +58,56 @@ def synthetic_rows(
     """``n`` rows ``{"id", "ts", "x", "y"}``; the concept changes at ``drift_at`` if given."""
     stream = _generator(generator, seed, 0, n_features)
     if drift_at is not None:
-        from river.datasets import synth
-
-        stream = synth.ConceptDriftStream(
-            stream=stream, drift_stream=_generator(generator, seed, 1, n_features),
-            position=drift_at, width=max(1, drift_width), seed=seed,
-        )
+        stream = _concept_drift(stream, _generator(generator, seed, 1, n_features), drift_at, max(1, drift_width), seed)
     for i, (x, y) in enumerate(itertools.islice(stream, n)):
         yield {"id": str(i), "ts": start_ts_ms + i * interval_ms, "x": [float(v) for v in x.values()], "y": int(y)}
+
+
+def _concept_drift(old, new, position: int, width: int, seed: int) -> Iterator:
+    """River's ``ConceptDriftStream`` draw, with the sigmoid's exponent clamped.
+
+    river 0.26 computes ``exp(-4 (i - position) / width)`` unclamped, which
+    overflows for any row more than ~177 widths before the position (so an
+    abrupt drift at row 20000 cannot be generated at all). Same RNG, same
+    draws, same result wherever river's works.
+    """
+    rng = random.Random(seed)
+    old_it, new_it = iter(old), iter(new)
+    i = 0
+    while True:
+        i += 1
+        v = min(700.0, -4.0 * (i - position) / width)
+        p_new = 1.0 / (1.0 + math.exp(v))
+        try:
+            yield next(new_it) if rng.random() <= p_new else next(old_it)
+        except StopIteration:
+            return
+
+
+def poisoned_rows(rows: Iterator[dict], kind: str, start: int, count: int, *, factor: float = 1000.0,
+                  n_classes: int = 2) -> Iterator[dict]:
+    """``rows`` with rows ``[start, start + count)`` corrupted: the bad batch a drift policy must undo.
+
+    ``label_flip`` shifts each label to the next class; ``scale`` multiplies
+    every feature by ``factor`` (a unit or sensor blow-up). The rows stay
+    decodable: this is bad data, not undecodable data.
+
+    >>> rows = [{"id": str(i), "ts": i, "x": [1.0], "y": 0} for i in range(4)]
+    >>> [(r["x"][0], r["y"]) for r in poisoned_rows(iter(rows), "label_flip", 1, 2)]
+    [(1.0, 0), (1.0, 1), (1.0, 1), (1.0, 0)]
+    >>> [r["x"][0] for r in poisoned_rows(iter(rows), "scale", 3, 1)]
+    [1.0, 1.0, 1.0, 1000.0]
+    """
+    if kind not in POISONS:
+        raise ConfigError(f"unknown poison {kind!r}; choose one of {', '.join(POISONS)}")
+    for i, row in enumerate(rows):
+        if start <= i < start + count:
+            row = dict(row)
+            if kind == "label_flip":
+                row["y"] = (int(row["y"]) + 1) % n_classes
+            else:
+                row["x"] = [v * factor for v in row["x"]]
+        yield row
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
@@ -97,11 +142,14 @@ def produce(
     n_features: int = 10,
     rate: float | None = None,
     corrupt_every: int | None = None,
+    poison: tuple[str, int, int] | None = None,
 ) -> int:
     """Write ``n`` synthetic records round-robin over the partitions; returns the count sent.
 
     ``rate`` caps records per second; ``corrupt_every=k`` makes every k-th
-    record undecodable (to exercise the dead-letter path).
+    record undecodable (to exercise the dead-letter path); ``poison=(kind,
+    start, count)`` corrupts rows with :func:`poisoned_rows` (to exercise the
+    drift policy's rollback).
     """
     from kafka import KafkaProducer
 
@@ -111,8 +159,11 @@ def produce(
     started = time.monotonic()
     sent = 0
     try:
-        for i, row in enumerate(synthetic_rows(generator, n, seed=seed, drift_at=drift_at,
-                                               drift_width=drift_width, n_features=n_features)):
+        rows = synthetic_rows(generator, n, seed=seed, drift_at=drift_at, drift_width=drift_width,
+                              n_features=n_features)
+        if poison is not None:
+            rows = poisoned_rows(rows, *poison)
+        for i, row in enumerate(rows):
             value = orjson.dumps(row)
             if corrupt_every and i % corrupt_every == corrupt_every - 1:
                 value = value[: len(value) // 2]
