@@ -69,8 +69,12 @@ class ModelRegistry(Protocol):
     def promote(self, number: int, reason: str = "") -> Version:
         """Admin override: serve this version (it becomes validated)."""
 
-    def rollback(self, to: int | None = None, reason: str = "") -> Version:
-        """Move the pointer back to ``to`` (default: the previous validated version)."""
+    def rollback(self, to: int | None = None, reason: str = "",
+                 details: Mapping[str, Any] | None = None) -> Version:
+        """Move the pointer back to ``to`` (default: the previous validated version).
+
+        ``details`` (plain data: the drift policy's evidence) joins the audit event.
+        """
 
     def current(self) -> Version | None:
         """The version the validated pointer names, or ``None``."""
@@ -145,7 +149,8 @@ class RegistryBase:
         version = self._require_state(number)
         return self._move(version, "promote", reason or "promoted by an operator", None)
 
-    def rollback(self, to: int | None = None, reason: str = "") -> Version:
+    def rollback(self, to: int | None = None, reason: str = "",
+                 details: Mapping[str, Any] | None = None) -> Version:
         here, _ = self._read_pointer()
         if to is None:
             target = self._previous_validated(here)
@@ -159,7 +164,7 @@ class RegistryBase:
         updated = target.with_status("validated")
         self._transition(updated, move_pointer=True, demoted=demoted,
                          event=AuditEvent("rollback", target.number, reason=reason,
-                                          details={"from": here, "to": target.number}))
+                                          details={**(details or {}), "from": here, "to": target.number}))
         return updated
 
     def record_event(self, event: AuditEvent) -> AuditEvent:

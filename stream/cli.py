@@ -153,6 +153,38 @@ def registry_options(fn: Callable) -> Callable:
     return fn
 
 
+def drift_options(fn: Callable) -> Callable:
+    """Options of drift detection and the drift policy (shared by run and demo); one ``drift`` argument."""
+
+    @functools.wraps(fn)
+    def with_choice(*args, **kwargs):
+        from drift.choice import DriftChoice
+
+        choice = DriftChoice(detectors=tuple(kwargs.pop("drift_detectors")) or ("adwin",),
+                             feature_method=kwargs.pop("feature_drift"),
+                             feature_window=kwargs.pop("feature_drift_window"),
+                             options=tuple(kwargs.pop("drift_options")))
+        return fn(*args, drift=choice, **kwargs)
+
+    decorators = [
+        click.option("--drift-detector", "drift_detectors", multiple=True, metavar="NAME",
+                     help="Error-stream drift detector: adwin (default), page_hinkley, ddm, eddm, kswin; repeatable; "
+                          "'none' turns drift handling off."),
+        click.option("--feature-drift", type=click.Choice(["none", "ks", "psi"]), default="none", show_default=True,
+                     help="Also watch each input feature against a reference window (KS tests with FDR control, "
+                          "or PSI)."),
+        click.option("--feature-drift-window", type=int, default=1000, show_default=True,
+                     help="Events in the feature reference and recent windows."),
+        click.option("--drift-option", "drift_options", multiple=True, metavar="KEY=VALUE",
+                     help="Drift policy setting, e.g. warmup_batches=20, evidence_batches=3, rollback_margin=0.05, "
+                          "cooldown_batches=10, ewc_factor=0.1, replay_refresh=0.5 (see README)."),
+    ]
+    fn_with_options = user_errors(with_choice)
+    for deco in reversed(decorators):
+        fn_with_options = deco(fn_with_options)
+    return fn_with_options
+
+
 def open_gate(registry, namespace, every_batches, every_seconds, tolerance, holdout_min_events):
     """The validation gate over the chosen registry, or None for ``--registry none``."""
     from serving.registry import open_registry
@@ -209,11 +241,12 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @learner_options
 @registry_options
+@drift_options
 @user_errors
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
         checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
         max_poll_records, ledger, quiet, learner, registry, registry_namespace, publish_every_batches,
-        publish_every_seconds, validation_tolerance, holdout_min_events):
+        publish_every_seconds, validation_tolerance, holdout_min_events, drift):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
     from stream.settings import CheckpointSettings, KafkaSettings
 
@@ -238,7 +271,7 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
         learner_factory=learner.factory(),
         task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
-        gate=gate,
+        gate=gate, policy=drift.build(task=learner.task),
     )
     _print_summary(summary, gate)
 
@@ -246,8 +279,8 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
 def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
                checkpoint_every_seconds, keep, dead_letter, late_policy, until_idle, max_events, backend,
                kafka_extra, kafka_settings, max_poll_records, ledger, quiet, learner_factory, task, n_classes,
-               n_features, install_signals=True, gate=None, on_progress=None, engine_hook=None):
-    """Wire source, codec, window, learner, checkpoint store and gate together and run the engine.
+               n_features, install_signals=True, gate=None, policy=None, on_progress=None, engine_hook=None):
+    """Wire source, codec, window, learner, checkpoint store, gate and drift policy together and run the engine.
 
     ``engine_hook(engine)`` is called before the run (the demo keeps a handle to stop it).
     """
@@ -290,7 +323,7 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
             max_poll_records=max_poll_records,
         ),
         on_progress=on_progress if on_progress is not None else (None if quiet else ProgressPrinter()),
-        gate=gate,
+        gate=gate, policy=policy,
     )
     if engine_hook is not None:
         engine_hook(engine)
@@ -316,6 +349,11 @@ def _print_summary(summary, gate=None) -> None:
         c = gate.counts
         click.echo(f"[streamlearn] model versions: {c['published']} published, {c['validated']} validated, "
                    f"{c['rejected']} rejected, {c['failed']} failed to publish ({gate.registry!r})", err=True)
+    if summary.drift is not None:
+        d = summary.drift
+        click.echo(f"[streamlearn] drift: {d['alarms']} alarm(s) -> {d['rollback']} rollback(s), {d['adapt']} "
+                   f"adaptation(s), {d['drift_dismissed']} dismissed; {d['retrain_request']} retrain request(s) "
+                   f"(details: GET /events)", err=True)
 
 
 # ----------------------------------------------------------------- inspect
@@ -489,10 +527,11 @@ def serve(registry, registry_namespace, host, port, max_batch_rows, poll_interva
 @click.option("--keep-serving", is_flag=True, help="Keep the API up after the stream ends, until Ctrl-C.")
 @learner_options
 @registry_options
+@drift_options
 @user_errors
 def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_serving, learner, registry,
          registry_namespace,
-         publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events):
+         publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events, drift):
     """The embedded default: broker + drifting stream + daemon + registry + API, end to end."""
     from stream.demo import DemoConfig, run_demo
 
@@ -502,7 +541,7 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_
         registry_namespace=registry_namespace, seed=learner.seed,
         gate_args=(publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events),
         learner_factory=learner.factory(),
-        task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
+        task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features, drift=drift,
     ))
 
 

@@ -40,7 +40,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -58,6 +58,9 @@ from stream.records import Events, MicroBatch, RawRecord, TopicPartition
 from stream.source import Source
 from stream.validation import ValidationGate
 from stream.window import WindowOutput
+
+if TYPE_CHECKING:
+    from drift.policy import DriftPolicy
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class RunSummary:
     elapsed_seconds: float
     stopped_because: str
     positions: dict[TopicPartition, int]
+    #: The drift policy's counters (alarms, decisions by kind), ``None`` without a policy.
+    drift: dict | None = None
 
 
 def _late_letters(events: Events) -> list[DeadLetter]:
@@ -139,6 +144,7 @@ class Engine:
         clock: Clock | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
         gate: ValidationGate | None = None,
+        policy: DriftPolicy | None = None,
     ) -> None:
         self.source = source
         self.codec = codec
@@ -149,6 +155,14 @@ class Engine:
         self.clock = clock or SystemClock()
         self.on_progress = on_progress
         self.gate = gate
+        self.policy = policy
+        if policy is not None and gate is not None:
+            # The policy's snapshot is the gate's validated version, and its
+            # audit trail goes to the registry the gate publishes to.
+            if policy.snapshot_provider is None:
+                policy.snapshot_provider = gate.validated
+            if policy.registry is None:
+                policy.registry = gate.registry
         self._sink = CountingSink(dead_letters)
         self._learner: Learner | None = None
         self._windower = None
@@ -209,6 +223,8 @@ class Engine:
             self._ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
         if self.gate is not None:
             self.gate.restore(ckpt.components.get("gate"))
+        if self.policy is not None:
+            self.policy.restore(ckpt.components.get("drift"))
         self._ckpt_seq = ckpt.seq
         log.info("restored checkpoint %d: %d events learned, positions %s",
                  ckpt.seq, self._stats.events_learned, self._positions)
@@ -286,6 +302,7 @@ class Engine:
             elapsed_seconds=time.monotonic() - started,
             stopped_because=reason,
             positions=dict(self._positions),
+            drift=dict(self.policy.counts) if self.policy is not None else None,
         )
 
     def _poller(self) -> Callable[[], PollColumns]:
@@ -341,7 +358,19 @@ class Engine:
             else:
                 err = pred.astype(np.float64) - y
                 self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
-        if self.gate is not None and self.gate.due():
+        decision = None
+        if self.policy is not None:
+            if pred is None:
+                pred = self._learner.predict_batch(X)
+            decision = self.policy.observe(self._learner, batch, pred)
+            if decision is not None:
+                if decision.kind == "rollback" and self.gate is not None and decision.version is not None:
+                    self.gate.rolled_back(decision.version)
+                pred = None  # the learner may have changed
+                # A decision changes the learner: make it durable at the next loop turn.
+                self._batches_since_ckpt = self.config.checkpoint_every_batches
+        held = decision is not None or (self.policy is not None and self.policy.holds_validation)
+        if self.gate is not None and not held and self.gate.due():
             # Before learning: this batch is the candidate's unseen holdout.
             version = self.gate.before_learn(self._learner, batch, pred, self._schema())
             consolidate = getattr(self._learner, "consolidate", None)
@@ -373,7 +402,7 @@ class Engine:
                 schema=self._schema(),
                 counters=self._stats.counters(),
                 ledger=self._ledger.snapshot() if self._ledger is not None else None,
-                components={"gate": self.gate.snapshot()} if self.gate is not None else {},
+                components=self._components(),
             )
         )
         self._stats.checkpoints += 1
@@ -383,6 +412,14 @@ class Engine:
             self.source.commit(self._positions)
         except Exception as exc:  # noqa: BLE001 -- monitoring only; the checkpoint is the truth
             log.warning("could not commit offsets to the consumer group (lag monitoring only): %s", exc)
+
+    def _components(self) -> dict:
+        components = {}
+        if self.gate is not None:
+            components["gate"] = self.gate.snapshot()
+        if self.policy is not None:
+            components["drift"] = self.policy.snapshot()
+        return components
 
     def _schema(self) -> dict:
         """What a prediction needs to know about the input (stored in checkpoints and versions)."""

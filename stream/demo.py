@@ -44,6 +44,7 @@ class DemoConfig:
     task: str
     n_classes: int
     n_features: int | None
+    drift: Any = None  # a drift.choice.DriftChoice; None: drift handling off
 
 
 def _say(message: str) -> None:
@@ -179,6 +180,7 @@ def run_demo(cfg: DemoConfig) -> None:
             kafka_settings=KafkaSettings(session_timeout_ms=6000, heartbeat_interval_ms=500),
             max_poll_records=5000, ledger=False, quiet=False, learner_factory=cfg.learner_factory,
             task=cfg.task, n_classes=cfg.n_classes, n_features=cfg.n_features, gate=gate,
+            policy=cfg.drift.build(task=cfg.task) if cfg.drift is not None else None,
             on_progress=ProgressPrinter(extra=serving_now), engine_hook=follow,
         )
         timeline.stop(engines[0])

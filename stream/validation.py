@@ -90,7 +90,8 @@ def holdout_metric(pred: np.ndarray, y: np.ndarray) -> tuple[str, float, bool]:
     return "holdout_rmse", float(np.sqrt(np.mean(err * err))), False
 
 
-def _merge_ranges(ranges: dict[str, list[int]], events: Events) -> None:
+def merge_ranges(ranges: dict[str, list[int]], events: Events) -> None:
+    """Widen ``ranges`` (``"topic:partition" -> [lo, hi]``, inclusive) to cover ``events``' offsets."""
     for tp, (lo, hi) in events.offset_ranges().items():
         key = f"{tp.topic}:{tp.partition}"
         known = ranges.get(key)
@@ -153,6 +154,32 @@ class ValidationGate:
                         self.config.every_batches, exc)
             return None
 
+    def validated(self, learner: Learner) -> tuple[Learner, Version] | None:
+        """The validated version as a ready-to-predict learner, and its metadata (or ``None``).
+
+        The drift policy's snapshot. Follows the registry's pointer; while the
+        registry is unreachable it answers with the baseline it already has.
+        """
+        try:
+            self._sync_baseline(learner)
+        except RegistryError as exc:
+            log.warning("could not refresh the validated version from the registry (using the one loaded): %s", exc)
+        if self._baseline is None or self._baseline_version is None:
+            return None
+        return self._baseline, self._baseline_version
+
+    def rolled_back(self, version: Version) -> None:
+        """The learner was rolled back to ``version``: the next candidate learned what it learned, no more.
+
+        The offset ranges restart from the version's own (events learned
+        since then were discarded with the live model), and the next due
+        point is counted afresh.
+        """
+        self._pending.clear()
+        self._ranges = {k: [int(v[0]), int(v[1])] for k, v in version.offsets.items()}
+        self._batches_since = 0
+        self._last_publish = self._clock()
+
     # --------------------------------------------------------------- gating
     def _sync_baseline(self, learner: Learner) -> None:
         """Load the validated version as the baseline when the pointer moved (or first time)."""
@@ -177,7 +204,7 @@ class ValidationGate:
                  schema: Mapping[str, Any]) -> Version:
         self._sync_baseline(learner)
         for events in self._pending:
-            _merge_ranges(self._ranges, events)
+            merge_ranges(self._ranges, events)
         self._pending.clear()
         y = batch.y
         name, cand, higher = holdout_metric(learner.predict_batch(batch.X) if pred is None else pred, y)
@@ -187,7 +214,7 @@ class ValidationGate:
             _, base = holdout_metric(self._baseline.predict_batch(batch.X), y)[:2]
             metrics[f"baseline_{name}"] = base
         holdout: dict[str, list[int]] = {}
-        _merge_ranges(holdout, batch.events)
+        merge_ranges(holdout, batch.events)
         parent = self._baseline_version.number if self._baseline_version is not None else None
         state = learner.state_dict()
         draft = Version(
@@ -222,7 +249,7 @@ class ValidationGate:
     def snapshot(self) -> dict:
         """Plain data for the checkpoint: the learned offset ranges and counters."""
         for events in self._pending:
-            _merge_ranges(self._ranges, events)
+            merge_ranges(self._ranges, events)
         self._pending.clear()
         return {"ranges": {k: list(v) for k, v in self._ranges.items()}, "counts": dict(self.counts),
                 "batches_since": self._batches_since}

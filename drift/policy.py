@@ -1,0 +1,504 @@
+"""The drift policy: turn detector alarms into decisions -- roll back, adapt, or dismiss -- with evidence.
+
+An alarm alone does not say what happened. A corrupted live model (a poisoned
+batch, exploding inputs, divergence) and a world that changed both raise the
+error rate; they need opposite responses. So on an alarm the policy collects
+evidence: for the next ``evidence_batches`` micro-batches it scores the live
+model and the last validated snapshot on the *same* events, before the live
+model learns them (prequential), and then decides:
+
+``rollback``
+    A validated version is clearly better: better by at least ``rollback_margin`` and
+    a one-sided paired test (McNemar for classes, t on squared errors for
+    regression) below ``significance``. The live model is corrupted: the
+    learner is restored from that version and the registry serves it. Besides
+    the current validated version, ``lookback_versions`` older validated ones
+    are scored too: if the current one is itself corrupted (the damage was
+    slow to show), the best older one wins and the registry's pointer moves
+    back to it, so the API follows at once. Decided
+    as soon as the evidence is conclusive, even before ``evidence_batches``.
+``adapt``
+    The snapshot is not better and the live model has degraded by at least
+    ``degradation`` from its level before the alarm: the world changed. The
+    learner's plasticity is raised for ``plasticity_batches`` batches (EWC
+    relaxed by ``ewc_factor``, ``replay_refresh`` of the replay buffer evicted)
+    and a full retrain is requested.
+``dismiss``
+    Neither: a false alarm, or a change the model absorbed on its own.
+
+Detectors are fed from batch ``warmup_batches + 1``: a model still learning
+its first concept has a falling error rate, a change they would rightly flag.
+While evidence is collected the validation gate holds (no candidate is
+validated, so a corrupted model is never served), and for ``cooldown_batches``
+after an adapt or dismiss decision further alarms are noted but not acted on:
+one drift, one decision. After a rollback the detectors re-arm at once, so a
+corrupt burst longer than the evidence window gets a rollback of its own. Every alarm and decision is an audit event in the registry
+(``drift_alarm``, ``rollback``, ``adapt``, ``drift_dismissed``,
+``retrain_request``) with metrics, the evidence window's offsets and the
+detector's statistics; events that cannot be written (registry down) wait in
+an outbox that is part of the checkpoint. Margins are in accuracy points for
+classification and fractions of the RMSE for regression.
+
+Examples
+--------
+>>> import tempfile
+>>> from drift.detectors import DriftMonitor, ErrorDriftDetector
+>>> from learners.torch_learner import TorchLearner
+>>> from stream.testing import make_batch
+>>> policy = DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
+>>> learner = TorchLearner(n_features=3, device="cpu")
+>>> batch = make_batch(200, n_features=3)
+>>> policy.observe(learner, batch, learner.predict_batch(batch.X)) is None
+True
+>>> policy.state
+'watching'
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+
+from drift.detectors import DriftMonitor, Signal
+from drift.evidence import PairedEvidence, RecentLevel, batch_errors
+from learners.base import Learner
+from serving.versions import AuditEvent, Version
+from stream.errors import ConfigError, RegistryError
+from stream.records import MicroBatch
+from stream.validation import merge_ranges
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decision", "DriftPolicy", "PolicyConfig", "DECISION_KINDS"]
+
+DECISION_KINDS = ("rollback", "adapt", "drift_dismissed")
+SnapshotProvider = Callable[[Learner], "tuple[Learner, Version] | None"]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Thresholds and levers of the drift policy (see the module docstring)."""
+
+    warmup_batches: int = 20
+    evidence_batches: int = 3
+    min_evidence_events: int = 200
+    rollback_margin: float = 0.05
+    significance: float = 0.01
+    degradation: float = 0.05
+    reference_batches: int = 10
+    cooldown_batches: int = 10
+    lookback_versions: int = 1
+    ewc_factor: float = 0.1
+    replay_refresh: float = 0.5
+    plasticity_batches: int = 20
+    request_retrain: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("evidence_batches", "min_evidence_events", "reference_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"drift policy {name} must be at least 1, got {getattr(self, name)!r}")
+        for name in ("warmup_batches", "cooldown_batches", "plasticity_batches", "lookback_versions"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"drift policy {name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("rollback_margin", "degradation"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"drift policy {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.significance < 1:
+            raise ConfigError(f"drift policy significance must be in (0, 1), got {self.significance!r}")
+        if not 0 <= self.ewc_factor <= 1 or not 0 <= self.replay_refresh <= 1:
+            raise ConfigError("drift policy ewc_factor and replay_refresh must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision and its evidence; ``version`` is the snapshot it was compared with (if any)."""
+
+    kind: Literal["rollback", "adapt", "drift_dismissed"]
+    reason: str
+    evidence: Mapping[str, Any]
+    version: Version | None = None
+
+
+@dataclass
+class _Alarm:
+    """An open alarm: what fired, the level before it, and the evidence so far."""
+
+    signal: dict
+    batch: int
+    offsets: dict
+    reference: float
+    evidence: PairedEvidence
+    snapshot_version: int | None = None
+    at: float = field(default_factory=time.time)
+    #: Live vs each older validated version (by number), scored on the same events.
+    older: dict[int, PairedEvidence] = field(default_factory=dict)
+
+
+class DriftPolicy:
+    """Decides on alarms of ``monitor``; see the module docstring.
+
+    Parameters
+    ----------
+    monitor
+        The detectors, fed every batch while no alarm is open.
+    config
+        Thresholds and levers.
+    registry
+        Where audit events go (and whose pointer a rollback moves back);
+        ``None`` keeps decisions in the log only.
+    snapshot
+        ``learner -> (validated learner, its Version) | None``; normally
+        :meth:`stream.validation.ValidationGate.validated`. Without one the
+        policy can adapt or dismiss, never roll back.
+    on_retrain_request
+        Called with the ``retrain_request`` audit event's details when the
+        policy asks for a full retrain.
+    task
+        ``classification`` or ``regression`` (how errors and metrics are computed).
+    """
+
+    def __init__(self, monitor: DriftMonitor, config: PolicyConfig | None = None, *, registry=None,
+                 snapshot: SnapshotProvider | None = None,
+                 on_retrain_request: Callable[[dict], None] | None = None,
+                 task: str = "classification") -> None:
+        self.monitor = monitor
+        self.config = config or PolicyConfig()
+        self.registry = registry
+        self.snapshot_provider = snapshot
+        self.on_retrain_request = on_retrain_request
+        self.task = task
+        self._level = RecentLevel(task, self.config.reference_batches)
+        self._alarm: _Alarm | None = None
+        self._batches = 0
+        self._cooldown_until = 0
+        self._plasticity_until: int | None = None
+        self._outbox: list[dict] = []
+        self.counts = {"alarms": 0, "warnings": 0, "suppressed": 0, "rollback": 0, "adapt": 0,
+                       "drift_dismissed": 0, "retrain_request": 0}
+        self.last_decision: Decision | None = None
+        self._older: dict[int, tuple[Learner, Version]] = {}  # loaded once per alarm
+
+    # ------------------------------------------------------------ engine API
+    @property
+    def state(self) -> str:
+        """``watching``, ``collecting`` (an alarm is open) or ``cooling`` (right after a decision)."""
+        if self._alarm is not None:
+            return "collecting"
+        return "cooling" if self._batches < self._cooldown_until else "watching"
+
+    @property
+    def holds_validation(self) -> bool:
+        """True while an alarm is open: the gate must not validate a candidate now."""
+        return self._alarm is not None
+
+    def observe(self, learner: Learner, batch: MicroBatch, pred: np.ndarray) -> Decision | None:
+        """Look at one batch the live model predicted (before it learns it); maybe decide.
+
+        A ``rollback`` decision has already restored ``learner`` from the
+        snapshot when this returns; ``adapt`` has already raised its plasticity.
+        """
+        self._flush_outbox()
+        self._batches += 1
+        self._maybe_restore_plasticity(learner)
+        if self._alarm is not None:
+            return self._collect(learner, batch, pred)
+        if self._batches <= self.config.warmup_batches:
+            # A model that is still learning its first concept has a falling
+            # error rate, which change detectors rightly call a change. The
+            # detectors start once it has settled.
+            self._level.add(batch.y, pred)
+            return None
+        errors = batch_errors(self.task, pred, batch.y)
+        signal = self.monitor.update(batch.X, errors)
+        if signal.level == "warning":
+            self.counts["warnings"] += 1
+        if signal.is_drift:
+            if self._batches < self._cooldown_until:
+                self.counts["suppressed"] += 1
+                log.info("drift alarm from %s during the cool-down after the last decision: noted, not acted on",
+                         signal.detector)
+            else:
+                self._open_alarm(learner, signal, batch)
+                return None  # the alarm batch is not evidence: it may be the corrupt data itself
+        self._level.add(batch.y, pred)
+        return None
+
+    # --------------------------------------------------------------- alarm
+    def _open_alarm(self, learner: Learner, signal: Signal, batch: MicroBatch) -> None:
+        offsets: dict[str, list[int]] = {}
+        merge_ranges(offsets, batch.events)
+        snap = self._snapshot(learner)
+        self._alarm = _Alarm(signal={"detector": signal.detector, "level": signal.level,
+                                     "evidence": _plain(signal.evidence)},
+                             batch=self._batches, offsets=offsets, reference=self._level.metric,
+                             evidence=PairedEvidence(self.task),
+                             snapshot_version=None if snap is None else snap[1].number)
+        self._load_older(learner, snap)
+        self._alarm.older = {n: PairedEvidence(self.task) for n in self._older}
+        self.counts["alarms"] += 1
+        reason = f"{signal.detector} raised a drift alarm; collecting evidence on the next batches"
+        log.warning("%s (reference %s %.4f)", reason, self._metric_name, self._alarm.reference)
+        self._audit("drift_alarm", self._alarm.snapshot_version, reason,
+                    {"signal": self._alarm.signal, "window": offsets, "reference": _num(self._alarm.reference),
+                     "metric": self._metric_name, "snapshot_version": self._alarm.snapshot_version})
+
+    def _collect(self, learner: Learner, batch: MicroBatch, pred: np.ndarray) -> Decision | None:
+        alarm = self._alarm
+        snap = self._snapshot(learner)
+        offsets: dict[str, list[int]] = {}
+        merge_ranges(offsets, batch.events)
+        if snap is not None:
+            snap_learner, version = snap
+            alarm.snapshot_version = version.number
+            alarm.evidence.add(batch.y, pred, snap_learner.predict_batch(batch.X), offsets)
+        else:
+            alarm.evidence.add(batch.y, pred, pred, offsets)  # nothing to compare with: snapshot == live
+        if not self._older and alarm.older:
+            self._load_older(learner, snap)  # resumed from a checkpoint mid-alarm
+        for number, ev_older in alarm.older.items():
+            if number in self._older:
+                ev_older.add(batch.y, pred, self._older[number][0].predict_batch(batch.X), offsets)
+        ev, cfg = alarm.evidence, self.config
+        if ev.n < cfg.min_evidence_events:
+            return None
+        best = self._best_snapshot(snap)
+        if best is not None:
+            return self._rollback(learner, *best)
+        if ev.batches < cfg.evidence_batches:
+            return None
+        if self._degraded(ev.live_metric, alarm.reference):
+            return self._adapt(learner, snap[1] if snap is not None else None)
+        return self._dismiss(snap[1] if snap is not None else None)
+
+    # ------------------------------------------------------------- criteria
+    @property
+    def _metric_name(self) -> str:
+        return "accuracy" if self.task == "classification" else "rmse"
+
+    def _snapshot_clearly_better(self, ev: PairedEvidence) -> bool:
+        live, snap = ev.live_metric, ev.snapshot_metric
+        if self.task == "classification":
+            margin_ok = snap - live >= self.config.rollback_margin
+        else:
+            margin_ok = snap <= live * (1 - self.config.rollback_margin)
+        return margin_ok and ev.p_snapshot_better() < self.config.significance
+
+    def _degraded(self, live: float, reference: float) -> bool:
+        if math.isnan(reference):
+            return False  # no level before the alarm to have fallen from
+        if self.task == "classification":
+            return reference - live >= self.config.degradation
+        return live >= reference * (1 + self.config.degradation)
+
+    def _load_older(self, learner: Learner, snap: tuple[Learner, Version] | None) -> None:
+        """Up to ``lookback_versions`` validated versions before the snapshot, ready to predict.
+
+        If a corrupted version was validated before the alarm (the damage
+        was slow to show), the version before it is the one to go back to.
+        """
+        self._older = {}
+        if snap is None or self.registry is None or self.config.lookback_versions == 0:
+            return
+        try:
+            for version in self.registry.history(limit=200):
+                if len(self._older) >= self.config.lookback_versions:
+                    break
+                if version.number >= snap[1].number or version.status != "validated":
+                    continue
+                older = learner.clone()
+                older.load_state_dict(self.registry.load_state(version.number))
+                self._older[version.number] = (older, version)
+        except (RegistryError, ConfigError) as exc:
+            log.warning("older validated versions are not compared (%s)", exc)
+
+    def _best_snapshot(self, snap: tuple[Learner, Version] | None):
+        """``(learner, version, evidence)`` of the newest validated version clearly better than live, or None."""
+        alarm = self._alarm
+        options = []
+        if snap is not None:
+            options.append((snap[0], snap[1], alarm.evidence))
+        options += [(self._older[n][0], self._older[n][1], ev) for n, ev in alarm.older.items() if n in self._older]
+        # The current version first, then older ones newest first: an older
+        # version replaces a current one only when the current one is no cure.
+        options[1:] = sorted(options[1:], key=lambda o: -o[1].number)
+        return next((o for o in options if self._snapshot_clearly_better(o[2])), None)
+
+    def _evidence(self, ev: PairedEvidence | None = None) -> dict:
+        alarm = self._alarm
+        ev = ev or alarm.evidence
+        return {"metric": self._metric_name, "live": _num(ev.live_metric), "snapshot": _num(ev.snapshot_metric),
+                "reference": _num(alarm.reference), "p_snapshot_better": ev.p_snapshot_better(),
+                "events": ev.n, "batches": ev.batches, "window": dict(ev.offsets), "alarm": alarm.signal,
+                "alarm_window": alarm.offsets, "snapshot_version": alarm.snapshot_version,
+                "paired": ev.to_dict(),
+                "older_versions": {str(n): {"snapshot": _num(o.snapshot_metric), "p_snapshot_better": o.p_snapshot_better()}
+                                   for n, o in alarm.older.items() if o.n},
+                "thresholds": {"rollback_margin": self.config.rollback_margin,
+                                                        "significance": self.config.significance,
+                                                        "degradation": self.config.degradation}}
+
+    # ------------------------------------------------------------ decisions
+    def _rollback(self, learner: Learner, snap_learner: Learner, version: Version, ev: PairedEvidence) -> Decision:
+        evidence = self._evidence(ev)
+        discarded = int(getattr(learner, "n_learned", 0)) - int(getattr(snap_learner, "n_learned", 0))
+        learner.load_state_dict(snap_learner.state_dict())
+        evidence.update(automatic=True, discarded_events=discarded, to=version.number)
+        reason = (f"validated v{version.number} clearly better than the live model: {self._metric_name} "
+                  f"{_fmt(evidence['snapshot'])} vs {_fmt(evidence['live'])} on {evidence['events']} events "
+                  f"(p={evidence['p_snapshot_better']:.2g}); live model rolled back")
+        self._record_rollback(version, reason, evidence)
+        return self._decided(Decision("rollback", reason, evidence, version))
+
+    def _record_rollback(self, version: Version, reason: str, evidence: dict) -> None:
+        """One ``rollback`` audit event; the pointer moves back only if it left the snapshot."""
+        if self.registry is None:
+            return
+        try:
+            pointer, _ = self.registry.pointer()
+            if pointer is not None and pointer != version.number:
+                self.registry.rollback(to=version.number, reason=reason, details={**evidence, "pointer_moved": True})
+                return
+        except RegistryError as exc:
+            log.warning("could not move the registry pointer back to v%d: %s", version.number, exc)
+            evidence = {**evidence, "pointer_error": str(exc)}
+        self._audit("rollback", version.number, reason, {**evidence, "from": None, "pointer_moved": False})
+
+    def _adapt(self, learner: Learner, version: Version | None) -> Decision:
+        evidence = self._evidence()
+        adapt = getattr(learner, "adapt", None)
+        changes = adapt(ewc_factor=self.config.ewc_factor, replay_refresh=self.config.replay_refresh) \
+            if adapt is not None else {}
+        if adapt is not None and self.config.plasticity_batches:
+            self._plasticity_until = self._batches + self.config.plasticity_batches
+        evidence.update(changes=_plain(changes), plasticity_batches=self.config.plasticity_batches)
+        reason = (f"both models degraded ({self._metric_name} live {_fmt(evidence['live'])}, snapshot "
+                  f"{_fmt(evidence['snapshot'])}, before the alarm {_fmt(evidence['reference'])}): the world changed; "
+                  f"plasticity raised" + ("" if changes else " (this learner has no plasticity levers)"))
+        self._audit("adapt", None if version is None else version.number, reason, evidence)
+        if self.config.request_retrain:
+            details = {"reason": "drift: the world changed", "evidence_window": evidence["window"],
+                       "alarm_window": evidence["alarm_window"], "live": evidence["live"],
+                       "reference": evidence["reference"]}
+            self._audit("retrain_request", None, "the drift policy asks for a full retrain", details)
+            self.counts["retrain_request"] += 1
+            if self.on_retrain_request is not None:
+                self.on_retrain_request(details)
+        self._level.clear()  # the old level belongs to the old world
+        return self._decided(Decision("adapt", reason, evidence, version))
+
+    def _dismiss(self, version: Version | None) -> Decision:
+        evidence = self._evidence()
+        reason = (f"no action: the snapshot is not clearly better and the live model has not degraded "
+                  f"({self._metric_name} {_fmt(evidence['live'])} vs {_fmt(evidence['reference'])} before the alarm)")
+        self._audit("drift_dismissed", None if version is None else version.number, reason, evidence)
+        return self._decided(Decision("drift_dismissed", reason, evidence, version))
+
+    def _decided(self, decision: Decision) -> Decision:
+        log.warning("drift decision: %s -- %s", decision.kind, decision.reason)
+        self.counts[decision.kind] += 1
+        self.last_decision = decision
+        self._alarm = None
+        self._older = {}
+        # After a rollback the detectors re-arm at once: a corrupt burst longer
+        # than the evidence window corrupts the restored model again, and that
+        # deserves its own rollback. Adapting and dismissing cool down: one
+        # change of the world, one decision.
+        cooldown = 0 if decision.kind == "rollback" else self.config.cooldown_batches
+        self._cooldown_until = self._batches + cooldown
+        self.monitor.reset()  # the next alarm is about the next change
+        return decision
+
+    def _maybe_restore_plasticity(self, learner: Learner) -> None:
+        if self._plasticity_until is not None and self._batches >= self._plasticity_until:
+            restore = getattr(learner, "restore_plasticity", None)
+            changes = restore() if restore is not None else {}
+            log.info("drift adaptation over: plasticity restored %s", changes)
+            self._plasticity_until = None
+
+    def _snapshot(self, learner: Learner) -> tuple[Learner, Version] | None:
+        return None if self.snapshot_provider is None else self.snapshot_provider(learner)
+
+    # ---------------------------------------------------------------- audit
+    def _audit(self, kind: str, version: int | None, reason: str, details: Mapping[str, Any]) -> None:
+        self._outbox.append(AuditEvent(kind, version, reason=reason, details=_plain(details)).to_dict())
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        if self.registry is None:
+            self._outbox.clear()
+            return
+        while self._outbox:
+            doc = self._outbox[0]
+            try:
+                self.registry.record_event(AuditEvent.from_dict(doc))
+            except RegistryError as exc:
+                log.warning("audit event %s waits in the outbox (%d queued): %s", doc["kind"], len(self._outbox), exc)
+                return
+            self._outbox.pop(0)
+
+    # ------------------------------------------------------- snapshot/resume
+    def snapshot(self) -> dict:
+        """Plain data for the checkpoint: detectors, open alarm, counters, outbox."""
+        alarm = self._alarm
+        return {
+            "monitor": self.monitor.snapshot(),
+            "level": self._level.snapshot(),
+            "batches": self._batches,
+            "cooldown_until": self._cooldown_until,
+            "plasticity_until": self._plasticity_until,
+            "counts": dict(self.counts),
+            "outbox": list(self._outbox),
+            "alarm": None if alarm is None else {
+                "signal": alarm.signal, "batch": alarm.batch, "offsets": alarm.offsets,
+                "reference": _num(alarm.reference), "evidence": alarm.evidence.to_dict(),
+                "snapshot_version": alarm.snapshot_version, "at": alarm.at,
+                "older": {str(n): e.to_dict() for n, e in alarm.older.items()}},
+        }
+
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        if not state:
+            return
+        self.monitor.restore(state.get("monitor"))
+        self._level.restore(state.get("level") or [])
+        self._batches = int(state.get("batches", 0))
+        self._cooldown_until = int(state.get("cooldown_until", 0))
+        until = state.get("plasticity_until")
+        self._plasticity_until = None if until is None else int(until)
+        self.counts.update({k: int(v) for k, v in (state.get("counts") or {}).items()})
+        self._outbox = [dict(d) for d in state.get("outbox") or []]
+        a = state.get("alarm")
+        self._alarm = None if a is None else _Alarm(
+            signal=dict(a["signal"]), batch=int(a["batch"]), offsets=dict(a["offsets"]),
+            reference=math.nan if a["reference"] is None else float(a["reference"]),
+            evidence=PairedEvidence.from_dict(a["evidence"]), snapshot_version=a.get("snapshot_version"),
+            at=float(a["at"]), older={int(n): PairedEvidence.from_dict(e) for n, e in (a.get("older") or {}).items()})
+
+    def __repr__(self) -> str:
+        return f"DriftPolicy({self.monitor!r}, {self.config!r})"
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: an undefined metric is null."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and tuples to JSON-friendly Python (audit details are JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
