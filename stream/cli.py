@@ -422,10 +422,13 @@ def inspect(checkpoint_dir, as_json, with_ids):
 @click.option("--n-features", type=int, default=10, show_default=True, help="For hyperplane and rbf.")
 @click.option("--rate", type=float, default=None, help="Records per second (default: as fast as possible).")
 @click.option("--corrupt-every", type=int, default=None, help="Make every k-th record undecodable.")
+@click.option("--poison", default=None, metavar="KIND:START:COUNT",
+              help="Corrupt COUNT decodable records from index START: label_flip or scale (features x1000). "
+                   "Exercises the drift policy's rollback.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @user_errors
 def produce(bootstrap, topic, n_events, generator, partitions, drift_at, drift_width, n_features, rate,
-            corrupt_every, seed):
+            corrupt_every, poison, seed):
     """Write a synthetic stream (river generators, optional concept drift) to a topic."""
     from stream.produce import produce as produce_stream
     from stream.settings import KafkaSettings
@@ -436,9 +439,22 @@ def produce(bootstrap, topic, n_events, generator, partitions, drift_at, drift_w
     started = time.monotonic()
     sent = produce_stream(bootstrap, topic, n_events, generator=generator, partitions=partitions, seed=seed,
                           drift_at=drift_at, drift_width=drift_width, n_features=n_features, rate=rate,
-                          corrupt_every=corrupt_every)
+                          corrupt_every=corrupt_every, poison=_parse_poison(poison))
     click.echo(f"[streamlearn] produced {sent:,} {generator} records to {topic} in {time.monotonic() - started:.1f}s",
                err=True)
+
+
+def _parse_poison(spec: str | None) -> tuple[str, int, int] | None:
+    if spec is None:
+        return None
+    from stream.produce import POISONS
+
+    kind, _, rest = spec.partition(":")
+    start, _, count = rest.partition(":")
+    if kind not in POISONS or not start.isdigit() or not count.isdigit():
+        raise ConfigError(f"--poison {spec!r}: use KIND:START:COUNT with KIND one of {', '.join(POISONS)}, "
+                          "e.g. label_flip:20000:1000")
+    return kind, int(start), int(count)
 
 
 # ------------------------------------------------------------------ broker
