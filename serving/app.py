@@ -315,11 +315,20 @@ def create_app(
         return {"rolled_back_to": target.to_dict(), "served": request.app.state.slot.model.version.number}
 
     @app.get("/events", tags=["models"])
-    def events(reg: RegistryDep, kind: str | None = None,
-               since: float | None = Query(None, description="epoch seconds"),
+    def events(reg: RegistryDep,
+               kind: str | None = Query(None, description="publish, validate, reject, promote, rollback, "
+                                                           "drift_alarm, adapt, drift_dismissed, retrain_request"),
+               since: float | None = Query(None, description="epoch seconds, inclusive"),
+               until: float | None = Query(None, description="epoch seconds, inclusive"),
                limit: int = Query(100, ge=1, le=10_000)) -> dict:
-        """The registry's audit trail, newest first (publish, validate, reject, promote, rollback, ...)."""
-        return {"events": [e.to_dict() for e in reg.events(kind=kind, since=since, limit=limit)]}
+        """The registry's audit trail, newest first: version lifecycle and drift decisions.
+
+        Manual rollbacks (``POST /rollback``) and the drift policy's automatic
+        ones are both ``kind=rollback``; ``details.automatic`` tells them apart.
+        """
+        if since is not None and until is not None and until < since:
+            raise HTTPException(422, detail=f"until ({until}) is before since ({since})")
+        return {"events": [e.to_dict() for e in reg.events(kind=kind, since=since, limit=limit, until=until)]}
 
     # ---------------------------------------------------------------- health
     def _health(request: Request) -> dict:

@@ -182,7 +182,8 @@ class FileRegistry(RegistryBase):
         with self._locked():
             return self._append_locked(event)
 
-    def _read_events(self, kind: str | None, since: float | None, limit: int) -> list[AuditEvent]:
+    def _read_events(self, kind: str | None, since: float | None, limit: int,
+                     until: float | None = None) -> list[AuditEvent]:
         try:
             lines = self._audit.read_bytes().splitlines()
         except FileNotFoundError:
@@ -199,6 +200,8 @@ class FileRegistry(RegistryBase):
                 continue  # a torn last line after a power loss
             if since is not None and event.at < since:
                 break  # the file is in time order
+            if until is not None and event.at > until:
+                continue
             if kind is None or event.kind == kind:
                 out.append(event)
         return out

@@ -172,10 +172,13 @@ class RedisRegistry(RegistryBase):
         return AuditEvent(event.kind, event.version, event.at, event.reason, event.details,
                           id=entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
 
-    def _read_events(self, kind: str | None, since: float | None, limit: int) -> list[AuditEvent]:
+    def _read_events(self, kind: str | None, since: float | None, limit: int,
+                     until: float | None = None) -> list[AuditEvent]:
         low = "-" if since is None else str(int(since * 1000))
         out: list[AuditEvent] = []
-        high = "+"
+        # Entry ids are milliseconds of the Redis clock; +1 ms and the exact
+        # filter below make the bound inclusive of the writer's `at`.
+        high = "+" if until is None else str(int(until * 1000) + 1)
         # Page backwards through the stream until enough events of `kind` are found.
         while len(out) < limit:
             with self._errors("reading audit events"):
@@ -186,7 +189,8 @@ class RedisRegistry(RegistryBase):
                 doc = orjson.loads(fields[b"doc"])
                 doc["id"] = entry_id.decode()
                 event = AuditEvent.from_dict(doc)
-                if (kind is None or event.kind == kind) and (since is None or event.at >= since):
+                if (kind is None or event.kind == kind) and (since is None or event.at >= since) \
+                        and (until is None or event.at <= until):
                     out.append(event)
                     if len(out) >= limit:
                         break

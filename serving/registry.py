@@ -94,8 +94,9 @@ class ModelRegistry(Protocol):
     def record_event(self, event: AuditEvent) -> AuditEvent:
         """Append an audit event (the drift policy's decisions go here too)."""
 
-    def events(self, kind: str | None = None, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
-        """Audit events, newest first, optionally of one kind and at or after ``since`` (epoch s)."""
+    def events(self, kind: str | None = None, since: float | None = None, limit: int = 100,
+               until: float | None = None) -> list[AuditEvent]:
+        """Audit events, newest first, optionally of one kind and within ``[since, until]`` (epoch s)."""
 
     def subscribe(self, poll_interval: float = 1.0, stop: threading.Event | None = None) -> Iterator[Pointer]:
         """Yield the pointer each time it moves (first: its value now)."""
@@ -195,8 +196,9 @@ class RegistryBase:
     def load_state_bytes(self, number: int) -> bytes:
         return self._read_state(int(number))
 
-    def events(self, kind: str | None = None, since: float | None = None, limit: int = 100) -> list[AuditEvent]:
-        return self._read_events(kind, since, max(0, int(limit)))
+    def events(self, kind: str | None = None, since: float | None = None, limit: int = 100,
+               until: float | None = None) -> list[AuditEvent]:
+        return self._read_events(kind, since, max(0, int(limit)), until)
 
     def subscribe(self, poll_interval: float = 1.0, stop: threading.Event | None = None) -> Iterator[Pointer]:
         """Yield the pointer now, then each time its generation changes.
@@ -259,7 +261,8 @@ class RegistryBase:
     def _has_state(self, number: int) -> bool: raise NotImplementedError
     def _drop_states_below(self, number: int, keep: int | None) -> None: raise NotImplementedError
     def _append_event(self, event: AuditEvent) -> AuditEvent: raise NotImplementedError
-    def _read_events(self, kind: str | None, since: float | None, limit: int) -> list[AuditEvent]:
+    def _read_events(self, kind: str | None, since: float | None, limit: int,
+                     until: float | None = None) -> list[AuditEvent]:
         raise NotImplementedError
     def _wait_for_notification(self, timeout: float) -> None: raise NotImplementedError
 

@@ -153,6 +153,17 @@ def test_audit_trail_records_every_transition(registry):
     assert len(registry.events(limit=2)) == 2
     assert registry.events(since=time.time() + 60) == []
     assert registry.events(kind="drift")[0].details == {"window": [10, 20]}
+    # A time range: `until` is inclusive and cuts the newer events off.
+    drift = registry.events(kind="drift")[0]
+    before_drift = registry.events(until=drift.at - 1e-3)
+    assert before_drift and drift.id not in [e.id for e in before_drift]
+    assert registry.events(since=drift.at, until=drift.at)[0].id == drift.id
+    assert registry.events(until=time.time() - 3600) == []
+    # Evidence travels with a rollback: the drift policy's details join its audit event.
+    registry.promote(b.number)
+    registry.rollback(to=a.number, reason="policy", details={"automatic": True, "live": 0.4})
+    assert registry.events(kind="rollback")[0].details == {"automatic": True, "live": 0.4, "from": b.number,
+                                                            "to": a.number}
 
 
 def test_subscribe_yields_each_pointer_move(registry):

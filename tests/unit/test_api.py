@@ -213,3 +213,66 @@ def test_an_empty_admin_token_disables_admin(reg, monkeypatch):
     app = create_app(ServingSettings(), registry=reg)
     with TestClient(app) as c:
         assert c.post("/rollback", headers={"Authorization": "Bearer "}).status_code in (401, 403)
+
+
+def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_version_follows(reg, client):
+    from drift.detectors import DriftMonitor, Signal
+    from drift.policy import DriftPolicy, PolicyConfig
+    from stream.testing import make_batch
+    from stream.validation import ValidationGate
+
+    class FiresOnce:
+        def __init__(self):
+            self.n = 0
+
+        def update(self, errors):
+            self.n += 1
+            return Signal("drift" if self.n == 1 else "none", "test")
+
+        def reset(self):
+            pass
+
+        def snapshot(self):
+            return {}
+
+        def restore(self, state):
+            pass
+
+    def trained(flip):
+        learner = TorchLearner(n_features=3, device="cpu", lr=0.2)
+        for i in range(20):
+            b = make_batch(256, n_features=3, start_offset=i * 256, flip_labels=flip)
+            learner.learn_batch(b.X, b.y)
+        return learner
+
+    good, bad = trained(False), trained(True)
+    v1 = reg.validate(reg.publish(good.state_dict(), Version(0, schema={"n_features": 3})).number)
+    v2 = reg.validate(reg.publish(bad.state_dict(), Version(0, schema={"n_features": 3})).number)
+    assert wait_until(lambda: client.get("/health").json()["model_version"] == v2.number)
+    t0 = time.time()
+
+    # The drift policy finds v2 corrupted and v1 clearly better: the pointer moves back, the API follows.
+    policy = DriftPolicy(DriftMonitor([FiresOnce()]), PolicyConfig(warmup_batches=0), registry=reg,
+                         snapshot=ValidationGate(reg).validated)
+    live = trained(True)
+    for i in range(100, 104):
+        batch = make_batch(256, n_features=3, start_offset=i * 256)
+        if policy.observe(live, batch, live.predict_batch(batch.X)):
+            break
+    assert reg.pointer()[0] == v1.number
+    assert wait_until(lambda: client.post("/predict", json={"x": [0.5, 0.5, 0.5]}).json()["version"] == v1.number)
+
+    # An operator promotes v2 by hand and rolls it back by hand: also kind=rollback.
+    client.post(f"/models/{v2.number}/promote", headers=ADMIN)
+    client.post("/rollback", headers=ADMIN, json={"to": v1.number, "reason": "operator"})
+    events = client.get("/events", params={"kind": "rollback", "since": t0}).json()["events"]
+    assert [e["details"].get("automatic", False) for e in events] == [False, True]
+    assert events[1]["details"]["pointer_moved"] is True and events[1]["details"]["to"] == v1.number
+    assert client.get("/models/current").json()["served"]["number"] == v1.number
+    # Time filters: nothing before t0 is listed, `until` cuts the newest off, and a reversed range is a 422.
+    only_auto = client.get("/events", params={"kind": "rollback", "since": t0, "until": events[1]["at"]}).json()
+    assert [e["id"] for e in only_auto["events"]] == [events[1]["id"]]
+    bad_range = client.get("/events", params={"since": 10, "until": 5})
+    assert bad_range.status_code == 422 and "before since" in bad_range.text
+    drift_kinds = {e["kind"] for e in client.get("/events", params={"since": t0}).json()["events"]}
+    assert {"drift_alarm", "rollback", "promote"} <= drift_kinds
