@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -42,6 +43,8 @@ from scipy import stats
 
 from learners.river_state import from_plain, to_plain
 from stream.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ERROR_DETECTORS", "DriftMonitor", "ErrorDriftDetector", "FeatureDriftDetector", "Signal",
            "stronger"]
@@ -385,18 +388,22 @@ class DriftMonitor:
         # because a model was rolled back (it re-references itself on drift).
 
     def snapshot(self) -> dict:
-        return {"errors": [d.snapshot() for d in self.error_detectors],
+        return {"names": [d.name for d in self.error_detectors],
+                "errors": [d.snapshot() for d in self.error_detectors],
                 "features": None if self.feature_detector is None else self.feature_detector.snapshot()}
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         if not state:
             return
         saved = state.get("errors") or []
-        if len(saved) != len(self.error_detectors):
-            raise ConfigError(f"checkpoint holds {len(saved)} error detector state(s), the monitor has "
-                              f"{len(self.error_detectors)}; use the same --drift-detector options as before")
-        for det, s in zip(self.error_detectors, saved):
-            det.restore(s)
+        names = state.get("names")
+        if names is not None and list(names) != [d.name for d in self.error_detectors]:
+            # The operator chose other detectors since the checkpoint: they start fresh.
+            log.warning("drift detectors changed since the checkpoint (%s -> %s); they start fresh",
+                        names, [d.name for d in self.error_detectors])
+        else:
+            for det, s in zip(self.error_detectors, saved):
+                det.restore(s)
         if self.feature_detector is not None and state.get("features") is not None:
             self.feature_detector.restore(state["features"])
 

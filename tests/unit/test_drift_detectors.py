@@ -131,3 +131,16 @@ def test_monitor_reports_the_strongest_signal_and_needs_a_detector():
     assert signal.is_drift and signal.detector == "features_ks"
     with pytest.raises(ConfigError, match="at least one detector"):
         DriftMonitor([])
+
+
+def test_a_monitor_with_other_detectors_than_its_checkpoint_starts_them_fresh(caplog):
+    rng = np.random.default_rng(10)
+    old = DriftMonitor([ErrorDriftDetector("adwin")])
+    for _ in range(5):
+        old.update(np.zeros((500, 1)), rng.random(500) < 0.1)
+    new = DriftMonitor([ErrorDriftDetector("ddm"), ErrorDriftDetector("page_hinkley")])
+    new.restore(old.snapshot())
+    assert "start fresh" in caplog.text
+    same = DriftMonitor([ErrorDriftDetector("adwin")])
+    same.restore(old.snapshot())
+    assert same.error_detectors[0].snapshot()["seen"] == 2500
