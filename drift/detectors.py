@@ -381,6 +381,10 @@ class DriftMonitor:
             best = stronger(best, self.feature_detector.update(X))
         return best
 
+    def _names(self) -> list[str]:
+        # Any object with update/reset/snapshot/restore is a detector; a name is optional.
+        return [getattr(d, "name", type(d).__name__) for d in self.error_detectors]
+
     def reset(self) -> None:
         for det in self.error_detectors:
             det.reset()
@@ -388,7 +392,7 @@ class DriftMonitor:
         # because a model was rolled back (it re-references itself on drift).
 
     def snapshot(self) -> dict:
-        return {"names": [d.name for d in self.error_detectors],
+        return {"names": self._names(),
                 "errors": [d.snapshot() for d in self.error_detectors],
                 "features": None if self.feature_detector is None else self.feature_detector.snapshot()}
 
@@ -397,10 +401,10 @@ class DriftMonitor:
             return
         saved = state.get("errors") or []
         names = state.get("names")
-        if names is not None and list(names) != [d.name for d in self.error_detectors]:
+        if names is not None and list(names) != self._names():
             # The operator chose other detectors since the checkpoint: they start fresh.
             log.warning("drift detectors changed since the checkpoint (%s -> %s); they start fresh",
-                        names, [d.name for d in self.error_detectors])
+                        names, self._names())
         else:
             for det, s in zip(self.error_detectors, saved):
                 det.restore(s)
