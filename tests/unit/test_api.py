@@ -216,27 +216,11 @@ def test_an_empty_admin_token_disables_admin(reg, monkeypatch):
 
 
 def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_version_follows(reg, client):
-    from drift.detectors import DriftMonitor, Signal
+    from drift.detectors import DriftMonitor
     from drift.policy import DriftPolicy, PolicyConfig
+    from drift.testing import ScriptedDetector
     from stream.testing import make_batch
     from stream.validation import ValidationGate
-
-    class FiresOnce:
-        def __init__(self):
-            self.n = 0
-
-        def update(self, errors):
-            self.n += 1
-            return Signal("drift" if self.n == 1 else "none", "test")
-
-        def reset(self):
-            pass
-
-        def snapshot(self):
-            return {}
-
-        def restore(self, state):
-            pass
 
     def trained(flip):
         learner = TorchLearner(n_features=3, device="cpu", lr=0.2)
@@ -252,7 +236,7 @@ def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_versi
     t0 = time.time()
 
     # The drift policy finds v2 corrupted and v1 clearly better: the pointer moves back, the API follows.
-    policy = DriftPolicy(DriftMonitor([FiresOnce()]), PolicyConfig(warmup_batches=0), registry=reg,
+    policy = DriftPolicy(DriftMonitor([ScriptedDetector(fire_at=[1])]), PolicyConfig(warmup_batches=0), registry=reg,
                          snapshot=ValidationGate(reg).validated)
     live = trained(True)
     for i in range(100, 104):

@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from drift.choice import DriftChoice
-from drift.detectors import DriftMonitor, ErrorDriftDetector, Signal
+from drift.detectors import DriftMonitor, ErrorDriftDetector
 from drift.policy import DriftPolicy, PolicyConfig
+from drift.testing import ScriptedDetector
 from learners.ewc import EWC
 from learners.replay import ClassBalancedReplay
 from learners.torch_learner import TorchLearner
@@ -113,38 +114,18 @@ def test_a_stationary_stream_raises_no_alarm(tmp_path):
     assert not registry.events(kind="rollback") and not registry.events(kind="adapt")
 
 
-class _FiresAt:
-    """A test detector that raises a drift signal on chosen batch numbers."""
-
-    def __init__(self, batches) -> None:
-        self.batches, self.seen, self.resets = set(batches), 0, 0
-
-    def update(self, errors):
-        self.seen += 1
-        return Signal("drift" if self.seen in self.batches else "none", "test", {"batch": self.seen})
-
-    def reset(self):
-        self.resets += 1
-
-    def snapshot(self):
-        return {"seen": self.seen}
-
-    def restore(self, state):
-        self.seen = state["seen"]
-
-
 def test_a_false_alarm_is_dismissed_and_cooldown_makes_one_decision_per_drift(tmp_path):
-    fires = _FiresAt(range(5, 12))  # 7 alarms in a row, one change
+    fires = ScriptedDetector(range(5, 12))  # 7 alarms in a row, one change
     policy = DriftPolicy(DriftMonitor([fires]), PolicyConfig(warmup_batches=20, cooldown_batches=20))
     _, summary, registry, _ = _run(tmp_path, synthetic_rows("sea", 25_000, seed=3), policy)
     assert summary.drift["drift_dismissed"] == 1 and summary.drift["alarms"] == 1
     assert summary.drift["suppressed"] >= 2
     dismissed = registry.events(kind="drift_dismissed")[0]
-    assert dismissed.details["alarm"]["detector"] == "test" and dismissed.details["events"] >= 3 * BATCH
+    assert dismissed.details["alarm"]["detector"] == "scripted" and dismissed.details["events"] >= 3 * BATCH
 
 
 def test_validation_holds_while_evidence_is_collected(tmp_path):
-    fires = _FiresAt([3])
+    fires = ScriptedDetector([3])
     policy = DriftPolicy(DriftMonitor([fires]), PolicyConfig(warmup_batches=10, evidence_batches=20))
     _, _, registry, _ = _run(tmp_path, synthetic_rows("sea", 20_000, seed=3), policy)
     alarm_at = registry.events(kind="drift_alarm")[0].at
@@ -169,7 +150,7 @@ def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(
     v1 = registry.validate(registry.publish(good.state_dict(), Version(0)).number).number
     v2 = registry.validate(registry.publish(bad.state_dict(), Version(0, parent=v1)).number).number
     gate = ValidationGate(registry)
-    policy = DriftPolicy(DriftMonitor([_FiresAt([1])]), PolicyConfig(warmup_batches=0), registry=registry,
+    policy = DriftPolicy(DriftMonitor([ScriptedDetector([1])]), PolicyConfig(warmup_batches=0), registry=registry,
                          snapshot=gate.validated)
     live = _trained(flip=True)
     decision = None
@@ -200,7 +181,7 @@ class _FlakyRegistry(FileRegistry):
 def test_audit_events_wait_in_the_outbox_and_survive_a_checkpoint(tmp_path):
     registry = _FlakyRegistry(tmp_path / "registry")
     registry.down = True
-    policy = DriftPolicy(DriftMonitor([_FiresAt([2])]), PolicyConfig(warmup_batches=0, evidence_batches=1,
+    policy = DriftPolicy(DriftMonitor([ScriptedDetector([2])]), PolicyConfig(warmup_batches=0, evidence_batches=1,
                                                                      min_evidence_events=1), registry=registry)
     learner = _trained(batches=2)
     for i in range(4):
@@ -208,7 +189,7 @@ def test_audit_events_wait_in_the_outbox_and_survive_a_checkpoint(tmp_path):
         policy.observe(learner, b, learner.predict_batch(b.X))
     assert registry.events() == [] and len(policy.snapshot()["outbox"]) == 2  # alarm + dismissal
     # A restarted policy inherits the outbox and delivers once the registry is back.
-    again = DriftPolicy(DriftMonitor([_FiresAt([])]), registry=registry)
+    again = DriftPolicy(DriftMonitor([ScriptedDetector([])]), registry=registry)
     again.restore(policy.snapshot())
     registry.down = False
     b = make_batch(BATCH, n_features=4, start_offset=10 * BATCH)
@@ -219,7 +200,7 @@ def test_audit_events_wait_in_the_outbox_and_survive_a_checkpoint(tmp_path):
 def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
     rows = list(synthetic_rows("sea", 30_000, seed=5))
     cfg = PolicyConfig(warmup_batches=5, evidence_batches=10)
-    first = DriftPolicy(DriftMonitor([_FiresAt([20])]), cfg)
+    first = DriftPolicy(DriftMonitor([ScriptedDetector([20])]), cfg)
     registry = FileRegistry(tmp_path / "registry")
     gate = ValidationGate(registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100))
     engine = Engine(source=ListSource(_records(rows[:14_000]), batch_size=5000), codec=JsonCodec(CodecConfig()),
@@ -227,7 +208,7 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
                     config=EngineConfig(until_idle_seconds=0), gate=gate, policy=first)
     engine.run()
     assert first.state == "collecting"
-    second = DriftPolicy(DriftMonitor([_FiresAt([])]), cfg)
+    second = DriftPolicy(DriftMonitor([ScriptedDetector([])]), cfg)
     engine = Engine(source=ListSource(_records(rows), batch_size=5000), codec=JsonCodec(CodecConfig()),
                     window=CountWindow(BATCH), learner_builder=_learner, store=CheckpointStore(tmp_path / "ckpt"),
                     config=EngineConfig(until_idle_seconds=0), gate=ValidationGate(registry, gate.config), policy=second)
