@@ -130,9 +130,12 @@ class PairedEvidence:
 class RecentLevel:
     """The live model's prequential metric over its last ``batches`` batches.
 
+    Fed the per-event errors of :func:`batch_errors` (which the detectors
+    get too), so a batch is compared with its labels once.
+
     >>> level = RecentLevel("classification", batches=2)
-    >>> for acc in (0.5, 0.9, 0.7):
-    ...     level.add(np.array([1] * 10), np.array([1] * int(acc * 10) + [0] * (10 - int(acc * 10))))
+    >>> for wrong in (5, 1, 3):                       # accuracy 0.5, 0.9, 0.7
+    ...     level.add(np.array([1.0] * wrong + [0.0] * (10 - wrong)))
     >>> round(level.metric, 2)
     0.8
     """
@@ -141,12 +144,12 @@ class RecentLevel:
         self.task = task
         self._window: deque[tuple[float, int]] = deque(maxlen=batches)
 
-    def add(self, y: np.ndarray, pred: np.ndarray) -> None:
+    def add(self, errors: np.ndarray) -> None:
+        """One batch's errors: 0/1 (classification) or absolute errors (regression)."""
         if self.task == "classification":
-            self._window.append((float((np.asarray(pred) == y).sum()), len(y)))
+            self._window.append((float(len(errors) - errors.sum()), len(errors)))
         else:
-            err = np.asarray(pred, dtype=np.float64) - y.astype(np.float64)
-            self._window.append((float(err @ err), len(y)))
+            self._window.append((float(errors @ errors), len(errors)))
 
     @property
     def metric(self) -> float:

@@ -207,13 +207,13 @@ class DriftPolicy:
         self._maybe_restore_plasticity(learner)
         if self._alarm is not None:
             return self._collect(learner, batch, pred)
+        errors = batch_errors(self.task, pred, batch.y)
         if self._batches <= self.config.warmup_batches:
             # A model that is still learning its first concept has a falling
             # error rate, which change detectors rightly call a change. The
             # detectors start once it has settled.
-            self._level.add(batch.y, pred)
+            self._level.add(errors)
             return None
-        errors = batch_errors(self.task, pred, batch.y)
         signal = self.monitor.update(batch.X, errors)
         if signal.level == "warning":
             self.counts["warnings"] += 1
@@ -225,7 +225,7 @@ class DriftPolicy:
             else:
                 self._open_alarm(learner, signal, batch)
                 return None  # the alarm batch is not evidence: it may be the corrupt data itself
-        self._level.add(batch.y, pred)
+        self._level.add(errors)
         return None
 
     # --------------------------------------------------------------- alarm
