@@ -11,6 +11,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=180)
 
 
+def two_feature_rows(tmp_path, n: int = 1500, label=lambda i: int(i % 7 > 3)):
+    """A JSONL file of ``n`` rows ``x = [i % 7, 3i % 5]`` with ``label(i)``; returns its path."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": label(i)}) for i in range(n)))
+    return data
+
+
 def test_learning_from_files_with_a_dead_letter_file(tmp_path):
     data = tmp_path / "rows.jsonl"
     lines = [json.dumps({"id": i, "x": [i % 7, 1.0], "y": i % 2}) for i in range(500)] + ["{broken"]
@@ -28,8 +35,7 @@ def test_learning_from_files_with_a_dead_letter_file(tmp_path):
 def test_ewc_and_replay_from_the_command_line_live_in_the_checkpoint(tmp_path):
     from stream.checkpoint import CheckpointStore
 
-    data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": i % 3}) for i in range(900)))
+    data = two_feature_rows(tmp_path, 900, label=lambda i: i % 3)
     ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
               "--window", "count:100", "--quiet", "--classes", "3", "--model", "mlp",
               "--ewc-strength", "50", "--ewc-every", "3", "--replay", "balanced", "--replay-capacity", "90")
@@ -56,9 +62,7 @@ def test_a_river_model_learns_publishes_and_is_served(tmp_path):
     from serving.file_registry import FileRegistry
     from serving.settings import ServingSettings
 
-    data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": int(i % 7 > 3)})
-                              for i in range(1500)))
+    data = two_feature_rows(tmp_path)
     registry = tmp_path / "registry"
     ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
               "--window", "count:100", "--quiet", "--model", "river.tree.HoeffdingTreeClassifier",
@@ -90,9 +94,7 @@ def test_an_avalanche_strategy_learns_from_the_command_line_and_is_served(tmp_pa
     from serving.settings import ServingSettings
     from stream.checkpoint import CheckpointStore
 
-    data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, (i * 3) % 5], "y": int(i % 7 > 3)})
-                              for i in range(1500)))
+    data = two_feature_rows(tmp_path)
     registry = tmp_path / "registry"
     ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
               "--window", "count:100", "--quiet", "--model", "mlp", "--model-option", "hidden=[16]",
