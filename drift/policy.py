@@ -192,6 +192,11 @@ class DriftPolicy:
         return "cooling" if self._batches < self._cooldown_until else "watching"
 
     @property
+    def open_alarm(self) -> dict | None:
+        """The open alarm's signal (``detector``, ``level``, ``evidence``), or ``None``."""
+        return None if self._alarm is None else dict(self._alarm.signal)
+
+    @property
     def holds_validation(self) -> bool:
         """True while an alarm is open: the gate must not validate a candidate now."""
         return self._alarm is not None

@@ -52,6 +52,7 @@ from stream.codec import CodecConfig, JsonCodec
 from stream.deadletter import CountingSink, DeadLetter, DeadLetterSink
 from stream.errors import ConfigError, SchemaMismatchError
 from stream.ledger import LearnLedger
+from stream.observer import BatchObserver, BatchOutcome
 from stream.poll import PollColumns, as_columns
 from stream.progress import RunStats
 from stream.records import Events, MicroBatch, RawRecord, TopicPartition
@@ -145,6 +146,7 @@ class Engine:
         on_progress: Callable[[RunStats], None] | None = None,
         gate: ValidationGate | None = None,
         policy: DriftPolicy | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.source = source
         self.codec = codec
@@ -156,6 +158,7 @@ class Engine:
         self.on_progress = on_progress
         self.gate = gate
         self.policy = policy
+        self.observer = observer
         if policy is not None and gate is not None:
             # The policy's snapshot is the gate's validated version, and its
             # audit trail goes to the registry the gate publishes to.
@@ -174,6 +177,10 @@ class Engine:
         self._dirty = False
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
+        self._closed = False
+        self._started = time.monotonic()
+        self._at_start = (0, 0)
+        self._last_ckpt = time.monotonic()
 
     # --------------------------------------------------------------- access
     @property
@@ -241,13 +248,10 @@ class Engine:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> RunSummary:
-        """Run until idle, ``max_events``, or a stop request; checkpoint on the way out."""
+        """Run until idle, the end of a bounded source, ``max_events`` or a stop request; checkpoint on the way out."""
         cfg = self.config
-        started = time.monotonic()
-        self._restore()
-        self.source.open(self)
-        read_at_start, ckpts_at_start = self._stats.events_read, self._stats.checkpoints
-        last_data = last_ckpt = last_report = time.monotonic()
+        self.start()
+        last_data = last_report = time.monotonic()
         reason = "stop requested"
         try:
             next_poll = self._poller()
@@ -256,8 +260,7 @@ class Engine:
                 now = time.monotonic()
                 if len(poll):
                     last_data = now
-                    self._handle(self._ingest(poll))
-                self._handle(self._windower.tick(self.clock.now_ms()))
+                self.feed(poll)
                 # Idle counts from the later of the last record and the last
                 # assignment: a slow group join is not an idle topic.
                 if (
@@ -266,31 +269,64 @@ class Engine:
                     and self._assigned_at is not None
                     and now - max(last_data, self._assigned_at) >= cfg.until_idle_seconds
                 ):
-                    self._learn_all(self._windower.flush())
+                    self.end_of_input()
                     reason = f"idle for {cfg.until_idle_seconds:g}s"
+                    break
+                if not len(poll) and getattr(self.source, "exhausted", False):
+                    self.end_of_input()
+                    reason = "end of input"
                     break
                 if cfg.max_events is not None and self._stats.events_learned >= cfg.max_events:
                     reason = f"learned {self._stats.events_learned} >= max_events"
                     break
-                if self._dirty and (
-                    self._batches_since_ckpt >= cfg.checkpoint_every_batches
-                    or now - last_ckpt >= cfg.checkpoint_every_seconds
-                ):
-                    self.checkpoint()
-                    last_ckpt = now
                 if self.on_progress is not None and now - last_report >= cfg.progress_every_seconds:
                     self._report()
                     last_report = now
             else:
                 reason = self._stop_reason
-            # A clean stop: make the last batches durable before closing.
+        except BaseException:
+            self.close()
+            raise
+        return self.finish(reason)
+
+    # The loop in steps: run() is start, feed per poll, end_of_input, finish.
+    # A driver that reads once for several engines (stream.replay) calls
+    # them itself, so every engine takes exactly the path run() takes.
+    def start(self) -> None:
+        """Restore the newest checkpoint and open the source (it seeks to the restored positions)."""
+        self._started = time.monotonic()
+        self._restore()
+        self.source.open(self)
+        self._at_start = (self._stats.events_read, self._stats.checkpoints)
+        self._last_ckpt = time.monotonic()
+
+    def feed(self, poll: PollColumns) -> None:
+        """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
+        if len(poll):
+            self._handle(self._ingest(poll))
+        self._handle(self._windower.tick(self.clock.now_ms()))
+        now = time.monotonic()
+        if self._dirty and (
+            self._batches_since_ckpt >= self.config.checkpoint_every_batches
+            or now - self._last_ckpt >= self.config.checkpoint_every_seconds
+        ):
+            self.checkpoint()
+            self._last_ckpt = now
+
+    def end_of_input(self) -> None:
+        """No more records will come: learn the window residue (it is checkpointed by :meth:`finish`)."""
+        self._learn_all(self._windower.flush())
+
+    def finish(self, reason: str) -> RunSummary:
+        """Make the last batches durable, report, close the source; the run's summary."""
+        try:
             if self._dirty:
                 self.checkpoint()
             if self.on_progress is not None:
                 self._report()
         finally:
-            self.source.close()
-            self._sink.close()
+            self.close()
+        read_at_start, ckpts_at_start = self._at_start
         return RunSummary(
             events_learned=self._stats.events_learned,
             batches_learned=self._stats.batches_learned,
@@ -299,11 +335,21 @@ class Engine:
             late=self._stats.late,
             checkpoints_this_run=self._stats.checkpoints - ckpts_at_start,
             accuracy=self._stats.accuracy,
-            elapsed_seconds=time.monotonic() - started,
+            elapsed_seconds=time.monotonic() - self._started,
             stopped_because=reason,
             positions=dict(self._positions),
             drift=dict(self.policy.counts) if self.policy is not None else None,
         )
+
+    def close(self) -> None:
+        """Close the source and the dead-letter sink (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.source.close()
+        finally:
+            self._sink.close()
 
     def _poller(self) -> Callable[[], PollColumns]:
         """The loop's next-poll function: columns straight from the source when it offers them.
@@ -346,6 +392,9 @@ class Engine:
                 self._learn(batch)
 
     def _learn(self, batch: MicroBatch) -> None:
+        started = time.perf_counter()
+        observer = self.observer
+        observed = 0.0  # the observer's own time is not the engine's
         X, y = batch.X, batch.y
         if self._learner is None:
             self._learner = self.learner_builder(X.shape[1])
@@ -358,7 +407,12 @@ class Engine:
             else:
                 err = pred.astype(np.float64) - y
                 self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
+        if observer is not None:
+            t = time.perf_counter()
+            observer.before_learn(batch, pred, self._learner)
+            observed += time.perf_counter() - t
         decision = None
+        alarms_before = self.policy.counts["alarms"] if self.policy is not None else 0
         if self.policy is not None:
             if pred is None:
                 pred = self._learner.predict_batch(X)
@@ -370,6 +424,7 @@ class Engine:
                 # A decision changes the learner: make it durable at the next loop turn.
                 self._batches_since_ckpt = self.config.checkpoint_every_batches
         held = decision is not None or (self.policy is not None and self.policy.holds_validation)
+        version = None
         if self.gate is not None and not held and self.gate.due():
             # Before learning: this batch is the candidate's unseen holdout.
             version = self.gate.before_learn(self._learner, batch, pred, self._schema())
@@ -386,6 +441,12 @@ class Engine:
             self.gate.after_learn(batch)
         self._batches_since_ckpt += 1
         self._dirty = True
+        if observer is not None:
+            alarm = self.policy.open_alarm if (
+                self.policy is not None and self.policy.counts["alarms"] > alarms_before) else None
+            observer.after_learn(batch, BatchOutcome(
+                report=report, decision=decision, version=version, alarm=alarm,
+                seconds=time.perf_counter() - started - observed))
 
     # ----------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:

@@ -62,9 +62,13 @@ class FileSource:
         label_column: str = "y",
         id_column: str = "id",
         ts_column: str = "ts",
+        start: int = 0,
+        end: int | None = None,
     ) -> None:
         if not paths:
             raise ConfigError("FileSource needs at least one path")
+        if start < 0 or (end is not None and end < start):
+            raise ConfigError(f"file row range [{start}, {end}) is empty or negative: rows are numbered from 0")
         self.paths = [os.fspath(p) for p in paths]
         for p in self.paths:
             if not os.path.isfile(p):
@@ -72,7 +76,9 @@ class FileSource:
         self.label_column = label_column
         self.id_column = id_column
         self.ts_column = ts_column
+        self.start, self.end = start, end
         self._iters: dict[TopicPartition, Iterator[RawRecord]] = {}
+        self._done: set[TopicPartition] = set()
 
     def partitions(self) -> list[TopicPartition]:
         return [TopicPartition(f"file:{os.path.basename(p)}", i) for i, p in enumerate(self.paths)]
@@ -81,8 +87,24 @@ class FileSource:
         parts = self.partitions()
         positions = handler.on_assigned(parts)
         for tp, path in zip(parts, self.paths):
-            start = positions.get(tp, 0)
-            self._iters[tp] = itertools.islice(self._read(tp, path), start, None)
+            start = max(positions.get(tp, 0), self.start)
+            self._iters[tp] = itertools.islice(self._read(tp, path), start, self.end)
+        self._done.clear()
+
+    @property
+    def exhausted(self) -> bool:
+        """Every file has been read to its end (or to ``end``): the engine stops there."""
+        return len(self._done) == len(self._iters)
+
+    def count_records(self) -> int:
+        """Rows in the configured range over all files (one pass over the files; for progress and ETA)."""
+        total = 0
+        for path in self.paths:
+            with open(path, "rb") as f:
+                rows = sum(1 for line in f if line.strip()) - (1 if path.endswith(".csv") else 0)
+            rows = max(rows, 0)
+            total += max(0, min(rows, self.end if self.end is not None else rows) - self.start)
+        return total
 
     def _read(self, tp: TopicPartition, path: str) -> Iterator[RawRecord]:
         if path.endswith(".csv"):
@@ -119,7 +141,11 @@ class FileSource:
         for tp, it in self._iters.items():
             if budget <= 0:
                 break
+            if tp in self._done:
+                continue
             recs = list(itertools.islice(it, budget))
+            if len(recs) < budget:
+                self._done.add(tp)
             if recs:
                 batch[tp] = recs
                 budget -= len(recs)
