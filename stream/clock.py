@@ -98,3 +98,31 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock(now_ms={self._now})"
+
+
+class DataClock:
+    """Time as the data tells it: the newest record timestamp seen so far.
+
+    A replay drives processing-time windows and idle timeouts with it, so a
+    backtest closes windows where the live daemon would have (records were
+    processed about when they were appended) and does so identically on every
+    run, however fast the replay reads.
+
+    >>> clock = DataClock()
+    >>> clock.observe(1_000); clock.observe(900); clock.now_ms()
+    1000
+    """
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self._now = int(start_ms)
+
+    def observe(self, ts_ms: int) -> None:
+        """Move to ``ts_ms`` if it is newer (time never goes back)."""
+        if ts_ms > self._now:
+            self._now = int(ts_ms)
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def __repr__(self) -> str:
+        return f"DataClock(now_ms={self._now})"

@@ -156,6 +156,34 @@ class PollColumns:
             positions=_last_positions(distinct, topic, partition, offset),
         )
 
+    @classmethod
+    def from_records(cls, records: Sequence[Any]) -> PollColumns:
+        """Columns of records (``RawRecord`` or kafka-python ``ConsumerRecord``) in the order given.
+
+        Unlike :meth:`from_mapping` the rows may interleave partitions -- a
+        replay merges them in timestamp order -- as long as each partition's
+        rows stay in offset order.
+
+        >>> recs = [RawRecord("t", 1, 9, 100, None, b"c"), RawRecord("t", 0, 5, 101, None, b"a")]
+        >>> cols = PollColumns.from_records(recs)
+        >>> cols.partition.tolist(), cols.next_positions()[TopicPartition("t", 1)]
+        ([1, 0], 10)
+        """
+        n = len(records)
+        if n == 0:
+            return cls.empty()
+        topics = [r.topic for r in records]
+        distinct = sorted(set(topics))
+        topic = np.full(n, distinct[0]) if len(distinct) == 1 else np.array(topics, dtype=str)
+        partition = np.fromiter((r.partition for r in records), dtype=np.int32, count=n)
+        offset = np.fromiter(map(_OFFSET, records), dtype=np.int64, count=n)
+        return cls(
+            list(map(_VALUE, records)), topic, partition, offset,
+            record=records.__getitem__,
+            timestamps=lambda: np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=n),
+            positions=_last_positions(distinct, topic, partition, offset),
+        )
+
     def to_mapping(self) -> dict[TopicPartition, list[RawRecord]]:
         """The kafka-python-shaped poll (``{TopicPartition: [RawRecord, ...]}``), per-partition order kept."""
         out: dict[TopicPartition, list[RawRecord]] = {}
