@@ -425,10 +425,14 @@ def inspect(checkpoint_dir, as_json, with_ids):
 @click.option("--poison", default=None, metavar="KIND:START:COUNT",
               help="Corrupt COUNT decodable records from index START: label_flip or scale (features x1000). "
                    "Exercises the drift policy's rollback.")
+@click.option("--start-time", default=None, metavar="TIME",
+              help="Backdate the stream: record i gets timestamp TIME + i x --interval-ms (ISO-8601, @EPOCH_MS "
+                   "or relative like -2h), a history to replay by time. Default: append time.")
+@click.option("--interval-ms", type=int, default=10, show_default=True, help="Spacing of backdated timestamps.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @user_errors
 def produce(bootstrap, topic, n_events, generator, partitions, drift_at, drift_width, n_features, rate,
-            corrupt_every, poison, seed):
+            corrupt_every, poison, start_time, interval_ms, seed):
     """Write a synthetic stream (river generators, optional concept drift) to a topic."""
     from stream.produce import produce as produce_stream
     from stream.settings import KafkaSettings
@@ -439,9 +443,21 @@ def produce(bootstrap, topic, n_events, generator, partitions, drift_at, drift_w
     started = time.monotonic()
     sent = produce_stream(bootstrap, topic, n_events, generator=generator, partitions=partitions, seed=seed,
                           drift_at=drift_at, drift_width=drift_width, n_features=n_features, rate=rate,
-                          corrupt_every=corrupt_every, poison=_parse_poison(poison))
+                          corrupt_every=corrupt_every, poison=_parse_poison(poison),
+                          start_ts_ms=_parse_time(start_time), interval_ms=interval_ms)
     click.echo(f"[streamlearn] produced {sent:,} {generator} records to {topic} in {time.monotonic() - started:.1f}s",
                err=True)
+
+
+def _parse_time(spec: str | None) -> int | None:
+    if spec is None:
+        return None
+    from stream.replay_range import parse_bound
+
+    bound = parse_bound(spec)
+    if bound.kind != "time":
+        raise ConfigError(f"--start-time {spec!r} is not a time: use ISO-8601, @EPOCH_MS or a relative time like -2h")
+    return bound.ts_ms
 
 
 def _parse_poison(spec: str | None) -> tuple[str, int, int] | None:
@@ -561,5 +577,14 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_
     ))
 
 
+
+# The replay command lives in its own module; importing it registers it on `main`.
+from stream import cli_replay as _cli_replay  # noqa: E402,F401
+
+
 if __name__ == "__main__":
-    main()
+    # `python -m stream.cli`: the commands registered from other modules are on
+    # the importable stream.cli.main, not on this __main__ copy.
+    from stream.cli import main as registered_main
+
+    registered_main()

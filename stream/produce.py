@@ -143,13 +143,17 @@ def produce(
     rate: float | None = None,
     corrupt_every: int | None = None,
     poison: tuple[str, int, int] | None = None,
+    start_ts_ms: int | None = None,
+    interval_ms: int = 10,
 ) -> int:
     """Write ``n`` synthetic records round-robin over the partitions; returns the count sent.
 
     ``rate`` caps records per second; ``corrupt_every=k`` makes every k-th
     record undecodable (to exercise the dead-letter path); ``poison=(kind,
     start, count)`` corrupts rows with :func:`poisoned_rows` (to exercise the
-    drift policy's rollback).
+    drift policy's rollback). ``start_ts_ms`` backdates the stream: row ``i``
+    gets event time and Kafka record timestamp ``start_ts_ms + i * interval_ms``
+    (a history to replay by time); without it records carry the append time.
     """
     from kafka import KafkaProducer
 
@@ -159,15 +163,17 @@ def produce(
     started = time.monotonic()
     sent = 0
     try:
+        timing = {} if start_ts_ms is None else {"start_ts_ms": start_ts_ms, "interval_ms": interval_ms}
         rows = synthetic_rows(generator, n, seed=seed, drift_at=drift_at, drift_width=drift_width,
-                              n_features=n_features)
+                              n_features=n_features, **timing)
         if poison is not None:
             rows = poisoned_rows(rows, *poison)
         for i, row in enumerate(rows):
             value = orjson.dumps(row)
             if corrupt_every and i % corrupt_every == corrupt_every - 1:
                 value = value[: len(value) // 2]
-            producer.send(topic, value=value, partition=i % partitions)
+            producer.send(topic, value=value, partition=i % partitions,
+                          timestamp_ms=row["ts"] if start_ts_ms is not None else None)
             sent += 1
             if rate and sent % 100 == 0:
                 ahead = sent / rate - (time.monotonic() - started)

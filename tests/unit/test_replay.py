@@ -1,0 +1,183 @@
+"""Backtests from files (no broker): one read for every configuration, the daemon's own learning, determinism.
+
+The Kafka side (ranges, timestamp merge, change points) is in
+tests/integration/test_replay_services.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.checkpoint import CheckpointStore
+from stream.errors import ConfigError
+from stream.file_source import FileSource
+from stream.produce import synthetic_rows
+from stream.range_source import KafkaRangeSource
+from stream.records import RawRecord, TopicPartition
+from stream.replay import Backtest, prepare_out_dir
+from stream.replay_config import ReplayConfig, load_configs
+from stream.replay_range import parse_bound
+from stream.source import KafkaSourceConfig
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def drifting_file(tmp_path_factory):
+    """10,000 Hyperplane rows, a different hyperplane from row 6,000 (after the policy's 20-batch warm-up)."""
+    path = tmp_path_factory.mktemp("data") / "hyperplane.jsonl"
+    rows = synthetic_rows("hyperplane", 10_000, seed=7, drift_at=6000, n_features=5)
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    return path
+
+
+def _configs(*yaml_texts, tmp_path, base=None):
+    paths = []
+    for i, text in enumerate(yaml_texts):
+        p = tmp_path / f"c{i}.yaml"
+        p.write_text(text)
+        paths.append(str(p))
+    return load_configs(paths, base or ReplayConfig.base(window="count:250"))
+
+
+def test_two_configurations_get_every_record_of_one_read(drifting_file, tmp_path):
+    configs = _configs("name: small\nlr: 0.01\n", "name: mlp\nmodel: mlp\nlr: 0.02\n", tmp_path=tmp_path)
+    source = FileSource([drifting_file])
+    polls = []
+    original = source.poll
+    source.poll = lambda *a: polls.append(1) or original(*a)  # count reads of the one source
+    result = Backtest(source, configs, str(tmp_path / "out"), progress=False).run()
+    assert result["read"]["records"] == 10_000
+    assert [c["summary"]["events"] for c in result["configs"]] == [10_000, 10_000]
+    assert len(polls) <= 10_000 // 5000 + 1  # one pass: max_poll_records 5,000 -> two polls (+1 empty)
+    small, mlp = result["configs"]
+    assert small["windows"]["end_event"][-1] == mlp["windows"]["end_event"][-1] == 10_000
+    assert small["windows"]["accuracy"] != mlp["windows"]["accuracy"]  # two learners, two result sets
+    for cfg in result["configs"]:
+        kinds = {m["kind"] for m in cfg["markers"]}
+        assert "validated" in kinds
+        assert 0.5 < cfg["summary"]["accuracy"] <= 1.0
+        assert cfg["per_class"]["support"] == result["configs"][0]["per_class"]["support"]
+
+
+def test_a_backtest_is_deterministic_for_a_seed(drifting_file, tmp_path):
+    def once(name):
+        cfg = _configs("name: a\nmodel: mlp\nreplay: reservoir\newc_strength: 5\n", tmp_path=tmp_path)
+        return Backtest(FileSource([drifting_file]), cfg, str(tmp_path / name), progress=False).run()
+
+    first, second = once("one"), once("two")
+    for key in ("accuracy", "log_loss", "end_event"):
+        assert first["configs"][0]["windows"][key] == second["configs"][0]["windows"][key]
+    assert first["configs"][0]["markers"] == second["configs"][0]["markers"]
+
+
+def test_the_replayed_learner_is_the_one_streamlearn_run_learns(drifting_file, tmp_path):
+    """Same window, learner and seed -> the same final weights: replay is the daemon's code path."""
+    ran = cli("run", "--file", str(drifting_file), "--checkpoint-dir", str(tmp_path / "ck"), "--window", "count:250",
+              "--registry", "none", "--drift-detector", "none", "--quiet", "--until-idle", "0.5")
+    assert ran.returncode == 0, ran.stderr
+    base = ReplayConfig.base(window="count:250", drift=ReplayConfig.base().drift.__class__(detectors=("none",)))
+    Backtest(FileSource([drifting_file]), [base], str(tmp_path / "out"), progress=False).run()
+    live = CheckpointStore(str(tmp_path / "ck")).latest()
+    replayed = CheckpointStore(str(tmp_path / "out" / "configs" / "default" / "checkpoints")).latest()
+    assert live.counters["events_learned"] == replayed.counters["events_learned"] == 10_000
+    live_model, replayed_model = live.learner["model"], replayed.learner["model"]
+    assert "linear.weight" in live_model
+    for key, tensor in live_model.items():
+        np.testing.assert_array_equal(tensor.numpy(), replayed_model[key].numpy(), err_msg=key)
+
+
+def test_an_alarm_is_raised_near_the_change_in_the_file(drifting_file, tmp_path):
+    result = Backtest(FileSource([drifting_file]), [ReplayConfig.base(window="count:250")], str(tmp_path / "o"),
+                      progress=False).run()
+    alarms = [m["event"] for m in result["configs"][0]["markers"] if m["kind"] == "alarm"]
+    assert alarms and 6000 < alarms[0] <= 6000 + 3 * 250, alarms
+
+
+def test_regression_windows_have_mae_and_rmse(tmp_path):
+    path = tmp_path / "reg.jsonl"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1200, 3))
+    path.write_text("\n".join(json.dumps({"x": x.tolist(), "y": float(x @ [1.0, -2.0, 0.5])}) for x in X))
+    from stream.learner_choice import LearnerChoice
+
+    base = ReplayConfig.base(window="count:200", learner=LearnerChoice(task="regression"))
+    cfg = Backtest(FileSource([path]), [base], str(tmp_path / "o"), task="regression", progress=False).run()["configs"][0]
+    w = cfg["windows"]
+    assert all(v is None for v in w["accuracy"]) and cfg["per_class"] is None
+    assert w["rmse"][-1] < w["rmse"][0]  # it learns
+    assert cfg["summary"]["mae"] > 0 and cfg["summary"]["accuracy"] is None
+
+
+def test_processing_time_windows_need_record_timestamps(drifting_file, tmp_path):
+    with pytest.raises(ConfigError, match="processing-time window needs record timestamps"):
+        Backtest(FileSource([drifting_file]), [ReplayConfig.base(window="processing:5s")], str(tmp_path / "o"))
+
+
+def test_a_directory_not_made_by_replay_is_left_alone(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="was not made by `streamlearn replay`"):
+        prepare_out_dir(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_configuration_files_fail_with_the_file_and_the_known_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"c0.yaml: unknown key 'learning_rate'; known: .*\blr\b"):
+        _configs("learning_rate: 0.1\n", tmp_path=tmp_path)
+    with pytest.raises(ConfigError, match="unknown drift key 'detectr'"):
+        _configs("drift: {detectr: adwin}\n", tmp_path=tmp_path)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        _configs("lr: [0.1\n", tmp_path=tmp_path)
+    with pytest.raises(ConfigError, match="c0.yaml: .*model"):
+        _configs("model: no-such-model\n", tmp_path=tmp_path)
+    same = _configs("name: x\n", "name: x\nlr: 0.2\n", tmp_path=tmp_path)
+    assert [c.name for c in same] == ["x", "x-2"]
+
+
+def test_cli_replays_a_row_range_of_a_file_and_writes_the_report(drifting_file, tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nlr: 0.05\n")
+    (tmp_path / "b.yaml").write_text("name: b\nmodel: mlp\nlr: 0.01\nwindow: count:500\n")
+    out = tmp_path / "report"
+    ran = cli("replay", "--file", str(drifting_file), "--from", "1000", "--to", "5000", "--config",
+              str(tmp_path / "a.yaml"), "--config", str(tmp_path / "b.yaml"), "--window", "count:250", "--out",
+              str(out), "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["read"]["records"] == 4000
+    assert {c["name"]: c["summary"]["batches"] for c in summary["configs"]} == {"a": 16, "b": 8}
+    assert (out / "report.html").stat().st_size > 10_000 and (out / "metric.png").exists()
+    assert "a " in ran.stdout and "b " in ran.stdout  # the comparison table
+    refused = cli("replay", "--file", str(drifting_file), "--from", "-2h", "--out", str(tmp_path / "r2"))
+    assert refused.returncode == 2 and "files are replayed by row number" in refused.stderr
+
+
+def _rec(p: int, offset: int, ts: int) -> RawRecord:
+    return RawRecord("t", p, offset, ts, None, b"%d:%d" % (p, offset))
+
+
+def test_the_merge_waits_for_every_partition_before_it_emits():
+    """Timestamp order across partitions, whatever arrived first; a partition without a buffered head blocks."""
+    src = KafkaRangeSource(KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",)), parse_bound("earliest"),
+                           parse_bound("latest"))
+    from collections import deque
+
+    p0, p1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    src._buffers = {p0: deque([_rec(0, 0, 10), _rec(0, 1, 30)]), p1: deque()}
+    src.ranges = {p0: (0, 2), p1: (0, 2)}
+    assert src._merge(10) == []  # partition 1 may hold an older record: wait
+    src._buffers[p1].extend([_rec(1, 0, 20), _rec(1, 1, 30)])
+    src._complete = {p0, p1}
+    merged = src._merge(10)
+    assert [(r.partition, r.offset) for r in merged] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # tie at 30: partition order
+    assert src.exhausted
+    with pytest.raises(ConfigError, match="without a consumer group"):
+        KafkaRangeSource(KafkaSourceConfig(bootstrap="x:1", topics=("t",), group_id="g"), parse_bound("earliest"),
+                         parse_bound("latest"))
