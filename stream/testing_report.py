@@ -19,6 +19,9 @@ True
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -196,3 +199,57 @@ def _weighted(values, weights) -> float | None:
     if not len(weights) or values[0] is None:
         return None
     return round(float(np.average(values, weights=weights)), 4)
+
+
+# --------------------------------------------------------------------------- #
+# What a reader sees: the page rendered by a real browser
+# --------------------------------------------------------------------------- #
+
+
+def screenshot(browser: str, html: str | os.PathLike, png: str | os.PathLike, *, size=(1200, 2400),
+               scratch: str | os.PathLike | None = None) -> np.ndarray:
+    """Render ``html`` in headless Chromium (``browser``), save ``png``; its (height, width, 3) 0..255 pixels."""
+    from matplotlib.image import imread
+
+    scratch = Path(scratch or Path(png).parent)
+    env = {**os.environ, "HOME": str(scratch), "XDG_CONFIG_HOME": str(scratch / "config"),
+           "XDG_CACHE_HOME": str(scratch / "cache")}
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage",
+         "--no-first-run", f"--user-data-dir={scratch / 'profile'}", f"--window-size={size[0]},{size[1]}",
+         f"--screenshot={png}", Path(html).resolve().as_uri()],
+        capture_output=True, text=True, timeout=60, env=env)
+    if proc.returncode != 0 or not Path(png).exists():
+        raise RuntimeError(f"chromium could not take the screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return (imread(png)[..., :3] * 255).astype(np.int16)
+
+
+def page_problems(image: np.ndarray, n_configs: int, *, header_rows: int = 300) -> list[str]:
+    """Why a report screenshot does not look like a report with figures (an empty list: it does).
+
+    Checks that the page is not one colour, has many colours, and that every
+    configuration's line colour (saturated, not grey) is drawn on a few hundred
+    rows below the header -- far more than the colour chips of the table.
+    """
+    from stream.report_plots import config_color
+
+    problems = []
+    pixels = image.reshape(-1, 3).astype(np.int64)
+    counts = np.bincount((pixels[:, 0] << 16) | (pixels[:, 1] << 8) | pixels[:, 2])
+    if counts.max() >= 0.9 * len(pixels):
+        problems.append("the page is mostly one colour: blank or unstyled")
+    if np.count_nonzero(counts) < 50:
+        problems.append(f"only {np.count_nonzero(counts)} colours on the page")
+    saturated = (image.max(axis=2) - image.min(axis=2)) > 60
+    rows = []
+    for i in range(n_configs):
+        rgb = np.array([int(config_color(i)[j:j + 2], 16) for j in (1, 3, 5)])
+        near = (np.abs(image - rgb).max(axis=2) < 40) & saturated
+        rows.append(np.flatnonzero(near.any(axis=1)))
+    common = rows[0]
+    for r in rows[1:]:
+        common = np.intersect1d(common, r)
+    common = common[common > header_rows]
+    if len(common) < 200:
+        problems.append(f"the configurations' line colours appear on only {len(common)} rows: no figures drawn")
+    return problems

@@ -668,3 +668,17 @@ def _isolated_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     the environment, so no test writes into the checkout.
     """
     monkeypatch.setenv("STREAMLEARN_REGISTRY_URL", str(tmp_path_factory.mktemp("registry")))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, for the report screenshot tests (tests/run_all.sh installs it)."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        reason = "headless Chromium (chromium or chromium-browser on PATH) is needed for the screenshot tests"
+        if _services_required():
+            pytest.fail(f"STREAMLEARN_REQUIRE_SERVICES=1 but {reason}; apt-get install chromium", pytrace=False)
+        pytest.skip(reason)
+    return browser

@@ -4,6 +4,7 @@
 #   bash tests/run_all.sh            # everything: unit, doctests, integration, exactly-once
 #   bash tests/run_all.sh -k codec   # extra arguments go to pytest
 #
+# The report test renders HTML in Debian's headless chromium (installed here).
 # Integration tests run against real containers (tansu broker, redis-server)
 # built offline by .ci/services.sh; STREAMLEARN_REQUIRE_SERVICES=1 makes a
 # missing Docker engine a failure rather than a skip. .ci/compose_check.sh
@@ -21,6 +22,16 @@ echo "== installing streamlearn and its test dependencies" >&2
 echo "== starting the test services (docker engine, offline images)" >&2
 eval "$(PYTHON="$PYTHON" bash .ci/services.sh)"
 export STREAMLEARN_REQUIRE_SERVICES=1
+
+echo "== headless browser for the report screenshot test (Debian's chromium)" >&2
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  # The lock .ci/services.sh takes: concurrent apt runs on a shared machine collide.
+  (
+    flock 9
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } >&2
+  ) 9>/tmp/streamlearn-services.lock
+fi
 
 echo "== validating docker-compose.yml (docker compose config)" >&2
 bash .ci/compose_check.sh

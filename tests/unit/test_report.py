@@ -7,10 +7,7 @@ is a page with figures on it, not a blank or broken one.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -18,13 +15,7 @@ from matplotlib.image import imread
 
 from stream.report import MAX_MARKER_ROWS, format_table, load_result, write_report
 from stream.report_plots import MAX_POINTS, config_color, metric_figure, smooth
-from stream.testing_report import sample_result
-
-try:  # one policy for "a required tool is missing", shared with the service fixtures
-    from conftest import _services_required
-except ImportError:  # pragma: no cover - conftest imported under another name
-    def _services_required() -> bool:
-        return os.environ.get("STREAMLEARN_REQUIRE_SERVICES", "").strip().lower() in {"1", "true", "yes", "on"}
+from stream.testing_report import page_problems, sample_result, screenshot
 
 # An attribute inside a tag that loads from elsewhere (escaped text has no "<").
 EXTERNAL_REF = re.compile(r"""<[^<>]*\b(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -212,7 +203,8 @@ def test_pngs_decode_to_nontrivial_images(report):
         height, width = image.shape[:2]
         assert width >= 800 and height >= 300, (name, image.shape)
         pixels = (image[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
-        assert len(np.unique(_packed(pixels))) > 50, name
+        packed = (pixels[:, 0].astype(np.int64) << 16) | (pixels[:, 1].astype(np.int64) << 8) | pixels[:, 2]
+        assert len(np.unique(packed)) > 50, name
         # The first configuration's tab10 colour is drawn (a line or a bar).
         blue = np.array([int(config_color(0)[i:i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(pixels.astype(int) - blue).max(axis=1) < 30).sum() > 200, name
@@ -261,51 +253,16 @@ def test_format_table_regression_columns():
 # --------------------------------------------------------------------------- #
 
 
-def _packed(rgb: np.ndarray) -> np.ndarray:
-    """Pixels (N, 3) of 0..255 as one int each: counting colours without a slow row-unique."""
-    rgb = rgb.astype(np.int64)
-    return (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-
-
-def _chromium() -> str:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        reason = "headless Chromium (chromium or chromium-browser on PATH) is needed for the screenshot test"
-        if _services_required():
-            pytest.fail(f"STREAMLEARN_REQUIRE_SERVICES is set but {reason}; apt-get install chromium",
-                        pytrace=False)
-        pytest.skip(reason)
-    return browser
-
-
-def test_report_renders_in_a_browser(report, tmp_path):
-    browser = _chromium()
+def test_report_renders_in_a_browser(report, chromium, tmp_path):
     _, files = report
-    shot = tmp_path / "shot.png"
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--window-size=1200,2400", f"--screenshot={shot}", files.html.resolve().as_uri()],
-        capture_output=True, text=True, timeout=60, env=env)
-    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
-
-    image = (imread(shot)[..., :3] * 255).astype(np.int16)
+    image = screenshot(chromium, files.html, tmp_path / "shot.png", size=(1200, 2400))
     assert image.shape[:2] == (2400, 1200)
-    pixels = image.reshape(-1, 3)
-    counts = np.bincount(_packed(pixels))
-    assert counts.max() < 0.9 * len(pixels), "the page is mostly one colour: blank or unstyled"
-    assert np.count_nonzero(counts) >= 50
-    # The figures: the two configurations' line colours, saturated (not grey),
-    # on a few hundred rows of the page, far more than the colour chips.
-    saturated = (image.max(axis=2) - image.min(axis=2)) > 60
-    rows = []
-    for i in range(2):
-        rgb = np.array([int(config_color(i)[j:j + 2], 16) for j in (1, 3, 5)])
-        near = (np.abs(image - rgb).max(axis=2) < 40) & saturated
-        rows.append(np.flatnonzero(near.any(axis=1)))
-    both = np.intersect1d(*rows)
-    assert len(both) > 200, f"config line colours on only {len(both)} rows"
-    first_figure = both[both > 300]  # below the header, the run block and the summary table
-    assert len(first_figure) and first_figure[-1] - first_figure[0] > 300
+    assert page_problems(image, n_configs=2) == []
+
+
+def test_the_page_check_fails_on_a_page_without_figures(chromium, tmp_path):
+    """The browser check above can fail: the same page without its images does not pass it."""
+    html = tmp_path / "bare.html"
+    html.write_text("<html><body><h1>Backtest</h1><table><tr><td>a</td><td>0.9</td></tr></table></body></html>")
+    image = screenshot(chromium, html, tmp_path / "bare.png", size=(1200, 800))
+    assert page_problems(image, n_configs=2)
