@@ -165,6 +165,8 @@ class Backtest:
         self.source.open(_FromRangeStart())
         try:
             total = self._total()
+            if total == 0:
+                raise ConfigError(f"the replay range holds no records ({self._describe_ranges()}); check --from/--to")
             partitions = self._partitions()
             lanes = [self._lane(cfg, i, partitions, total) for i, cfg in enumerate(self.configs)]
             for lane in lanes:
@@ -256,9 +258,10 @@ class Backtest:
             own_version = version("streamlearn")
         except PackageNotFoundError:
             own_version = "unknown"
-        dead = sum(sum(r.pop("_dead_letters").values()) for r in lanes_results[:1])
-        for r in lanes_results[1:]:
-            r.pop("_dead_letters")
+        # The first engine writes the dead letters (see _lane); every engine counts the same ones.
+        dead = sum(lanes_results[0]["_dead_letters"].values())
+        for r in lanes_results:
+            del r["_dead_letters"]
         return {
             "streamlearn_version": own_version,
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -271,6 +274,12 @@ class Backtest:
                      "dead_letters": dead, "wall_seconds": wall},
             "configs": lanes_results,
         }
+
+    def _describe_ranges(self) -> str:
+        ranges = self._ranges()
+        if not ranges:
+            return "rows " + ", ".join(self.source_info.get("topics", [])) if self.source_info else "no rows"
+        return ", ".join(f"{tp} [{s}, {e})" for tp, (s, e) in ranges.items())
 
     def _ranges(self) -> dict[str, list[int]]:
         ranges = getattr(self.source, "ranges", None)

@@ -181,3 +181,9 @@ def test_the_merge_waits_for_every_partition_before_it_emits():
     with pytest.raises(ConfigError, match="without a consumer group"):
         KafkaRangeSource(KafkaSourceConfig(bootstrap="x:1", topics=("t",), group_id="g"), parse_bound("earliest"),
                          parse_bound("latest"))
+
+
+def test_an_empty_range_is_a_clear_error(drifting_file, tmp_path):
+    with pytest.raises(ConfigError, match="holds no records"):
+        Backtest(FileSource([drifting_file], start=20_000), [ReplayConfig.base()], str(tmp_path / "o"),
+                 progress=False).run()
