@@ -23,7 +23,7 @@ from stream.records import RawRecord, TopicPartition
 from stream.replay import Backtest, prepare_out_dir
 from stream.replay_config import ReplayConfig, load_configs
 from stream.replay_range import parse_bound
-from stream.source import KafkaSourceConfig
+from stream.source import KafkaSourceConfig, kafka_python_settings
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -178,6 +178,8 @@ def test_the_merge_waits_for_every_partition_before_it_emits():
     merged = src._merge(10)
     assert [(r.partition, r.offset) for r in merged] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # tie at 30: partition order
     assert src.exhausted
+    # It reads without a consumer group (tansu does not list groups, so this is checked here, structurally).
+    assert kafka_python_settings(src.config)["group_id"] is None
     with pytest.raises(ConfigError, match="without a consumer group"):
         KafkaRangeSource(KafkaSourceConfig(bootstrap="x:1", topics=("t",), group_id="g"), parse_bound("earliest"),
                          parse_bound("latest"))
