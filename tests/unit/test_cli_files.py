@@ -123,3 +123,10 @@ def test_avalanche_options_need_a_strategy_and_exclude_our_plugins(tmp_path):
     ran = cli("run", "--file", str(tmp_path / "x.jsonl"), "--avalanche", "EWC", "--replay", "reservoir",
               "--checkpoint-dir", str(tmp_path / "ck"))
     assert ran.returncode == 2 and "--avalanche-plugin" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_learning_from_files_stops_at_their_end_without_an_idle_timeout(tmp_path):
+    ran = cli("run", "--file", str(two_feature_rows(tmp_path, n=1200)), "--checkpoint-dir", str(tmp_path / "ck"),
+              "--registry", "none", "--quiet", "--window", "count:500")
+    assert ran.returncode == 0, ran.stderr
+    assert "stopped (end of input): learned 1,200 events in 3 batches" in ran.stderr
