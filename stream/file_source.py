@@ -80,6 +80,9 @@ class FileSource:
         self._iters: dict[TopicPartition, Iterator[RawRecord]] = {}
         self._done: set[TopicPartition] = set()
 
+    #: File rows have no record timestamp (only an event-time column the codec reads).
+    record_timestamps = False
+
     def partitions(self) -> list[TopicPartition]:
         return [TopicPartition(f"file:{os.path.basename(p)}", i) for i, p in enumerate(self.paths)]
 

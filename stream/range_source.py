@@ -208,6 +208,17 @@ class KafkaRangeSource:
         return before is None or before.offset >= candidate or before.timestamp < ts_ms
 
     # ------------------------------------------------------------------ read
+    #: Kafka records carry timestamps (the replay's clock and time bounds read them).
+    record_timestamps = True
+
+    def partitions(self) -> list[TopicPartition]:
+        """The replayed partitions (known once :meth:`open` resolved the range)."""
+        return list(self.ranges)
+
+    def count_records(self) -> int:
+        """Records in the resolved range (offset gaps from compaction count too)."""
+        return self.total
+
     @property
     def exhausted(self) -> bool:
         return all(tp in self._complete and not buf for tp, buf in self._buffers.items())

@@ -46,7 +46,7 @@ import shutil
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from stream.checkpoint import CheckpointStore
 from stream.clock import DataClock
@@ -62,7 +62,7 @@ from stream.window import parse_window
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backtest", "FeedSource"]
+__all__ = ["Backtest", "BoundedSource", "FeedSource"]
 
 _MARKER = ".streamlearn-replay"
 # A backtest that gets no record for this long although its range is not
@@ -102,6 +102,32 @@ class FeedSource:
         pass
 
 
+class BoundedSource(Protocol):
+    """What a backtest reads: a :class:`~stream.source.Source` with an end.
+
+    :class:`~stream.range_source.KafkaRangeSource` and
+    :class:`~stream.file_source.FileSource` are the two. ``partitions()`` and
+    ``count_records()`` are asked after ``open``; ``record_timestamps`` says
+    whether records carry a timestamp for the replay's clock. A
+    ``poll_columns(timeout_ms, max_records)`` method is used when present.
+    """
+
+    record_timestamps: bool
+
+    def open(self, handler) -> None: ...
+
+    def poll(self, timeout_ms: int, max_records: int): ...
+
+    @property
+    def exhausted(self) -> bool: ...
+
+    def partitions(self) -> list[TopicPartition]: ...
+
+    def count_records(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class _FromRangeStart:
     """The driver's own handler: the range, as resolved, is where reading starts."""
 
@@ -133,7 +159,7 @@ class Backtest:
     with ETA on stderr.
     """
 
-    def __init__(self, source, configs: Sequence[ReplayConfig], out_dir: str, *, task: str = "classification",
+    def __init__(self, source: BoundedSource, configs: Sequence[ReplayConfig], out_dir: str, *, task: str = "classification",
                  n_classes: int = 2, n_features: int | None = None, max_poll_records: int = 5_000,
                  progress: bool = True, dead_letters: str | None = "file", command: str | None = None,
                  source_info: Mapping[str, Any] | None = None) -> None:
@@ -152,7 +178,7 @@ class Backtest:
         self.command = command
         self.source_info = dict(source_info or {})
         self.clock = DataClock()
-        self._timestamps = hasattr(source, "ranges")  # Kafka records carry timestamps; file rows do not
+        self._timestamps = source.record_timestamps
         for cfg in self.configs:
             if cfg.window.startswith("processing") and not self._timestamps:
                 raise ConfigError(f"configuration {cfg.name!r}: a processing-time window needs record "
@@ -164,10 +190,10 @@ class Backtest:
         started = time.monotonic()
         self.source.open(_FromRangeStart())
         try:
-            total = self._total()
+            total = self.source.count_records()
             if total == 0:
                 raise ConfigError(f"the replay range holds no records ({self._describe_ranges()}); check --from/--to")
-            partitions = self._partitions()
+            partitions = self.source.partitions()
             lanes = [self._lane(cfg, i, partitions, total) for i, cfg in enumerate(self.configs)]
             for lane in lanes:
                 lane.engine.start()
@@ -176,17 +202,6 @@ class Backtest:
         finally:
             self.source.close()
         return self._result(results, read, read_seconds, total, time.monotonic() - started)
-
-    def _total(self) -> int | None:
-        if hasattr(self.source, "total"):
-            return int(self.source.total)
-        count = getattr(self.source, "count_records", None)
-        return count() if count is not None else None
-
-    def _partitions(self) -> list[TopicPartition]:
-        if hasattr(self.source, "ranges"):
-            return list(self.source.ranges)
-        return list(self.source.partitions())
 
     def _lane(self, cfg: ReplayConfig, index: int, partitions, total) -> _Lane:
         work = os.path.join(self.out_dir, "configs", cfg.name)
@@ -204,7 +219,7 @@ class Backtest:
             sink = FileDeadLetterSink(os.path.join(self.out_dir, "dead-letters.jsonl"))
         lane = _Lane(cfg, metrics, gate)
         lane.engine = Engine(
-            source=FeedSource(partitions, lag=lambda: None if total is None else max(0, total - lane.read)),
+            source=FeedSource(partitions, lag=lambda: max(0, total - lane.read)),
             codec=JsonCodec(CodecConfig(task=self.task, n_classes=self.n_classes, n_features=self.n_features)),
             window=parse_window(cfg.window, clock=self.clock),
             learner_builder=cfg.learner.factory(),
@@ -217,7 +232,7 @@ class Backtest:
         )
         return lane
 
-    def _read_and_feed(self, lanes: list[_Lane], total: int | None) -> tuple[int, float]:
+    def _read_and_feed(self, lanes: list[_Lane], total: int) -> tuple[int, float]:
         source = self.source
         poll_columns = getattr(source, "poll_columns", None)
         bar = _progress_bar(total, len(lanes)) if self.progress else None
@@ -233,7 +248,7 @@ class Backtest:
                 if not len(poll):
                     if time.monotonic() - last_data > _STALL_SECONDS:
                         raise StreamlearnError(f"the replay stalled: no record for {_STALL_SECONDS:g}s after "
-                                               f"{read:,} of {total or '?'} records (is the broker up?)")
+                                               f"{read:,} of {total:,} records (is the broker up?)")
                     continue
                 last_data = time.monotonic()
                 if self._timestamps:
@@ -250,7 +265,7 @@ class Backtest:
         return read, read_seconds
 
     # --------------------------------------------------------------- result
-    def _result(self, lanes_results: list[dict], read: int, read_seconds: float, total: int | None,
+    def _result(self, lanes_results: list[dict], read: int, read_seconds: float, total: int,
                 wall: float) -> dict[str, Any]:
         from importlib.metadata import PackageNotFoundError, version
 
@@ -344,7 +359,7 @@ class _Lane:
         }
 
 
-def _progress_bar(total: int | None, n_configs: int):
+def _progress_bar(total: int, n_configs: int):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="ev", unit_scale=True, dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
