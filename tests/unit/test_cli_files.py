@@ -55,26 +55,35 @@ def test_a_bad_plugin_combination_is_a_one_line_error(tmp_path):
     assert ran.returncode == 2 and "decay" in ran.stderr
 
 
-def test_a_river_model_learns_publishes_and_is_served(tmp_path):
+def learn_into_registry(tmp_path, *learner_args: str):
+    """``streamlearn run`` over the two-feature rows with ``learner_args``, publishing every 3 batches; its registry."""
+    from serving.file_registry import FileRegistry
+
+    ran = cli("run", "--file", str(two_feature_rows(tmp_path)), "--checkpoint-dir", str(tmp_path / "ck"),
+              "--until-idle", "0.5", "--window", "count:100", "--quiet", *learner_args,
+              "--registry", str(tmp_path / "registry"), "--publish-every-batches", "3")
+    assert ran.returncode == 0, ran.stderr
+    return FileRegistry(tmp_path / "registry")
+
+
+def assert_serves_the_rule(reg, version: int | None = None) -> None:
+    """The API on ``reg`` answers the two-feature rule (label 1 when x0 % 7 > 3), from ``version`` if given."""
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from serving.file_registry import FileRegistry
     from serving.settings import ServingSettings
 
-    data = two_feature_rows(tmp_path)
-    registry = tmp_path / "registry"
-    ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
-              "--window", "count:100", "--quiet", "--model", "river.tree.HoeffdingTreeClassifier",
-              "--registry", str(registry), "--publish-every-batches", "3")
-    assert ran.returncode == 0, ran.stderr
-    reg = FileRegistry(registry)
-    current = reg.current()
-    assert current is not None and "RiverLearner" in current.learner
     with TestClient(create_app(ServingSettings(), registry=reg)) as client:
         answer = client.post("/predict", json={"x": [6.0, 1.0]}).json()
-        assert answer["version"] == current.number and answer["prediction"] == 1
+        assert answer["prediction"] == 1 and (version is None or answer["version"] == version)
         assert client.post("/predict", json={"x": [0.0, 1.0]}).json()["prediction"] == 0
+
+
+def test_a_river_model_learns_publishes_and_is_served(tmp_path):
+    reg = learn_into_registry(tmp_path, "--model", "river.tree.HoeffdingTreeClassifier")
+    current = reg.current()
+    assert current is not None and "RiverLearner" in current.learner
+    assert_serves_the_rule(reg, version=current.number)
 
 
 def test_river_models_take_no_torch_plugins(tmp_path):
@@ -87,33 +96,20 @@ def test_river_models_take_no_torch_plugins(tmp_path):
 
 
 def test_an_avalanche_strategy_learns_from_the_command_line_and_is_served(tmp_path):
-    from fastapi.testclient import TestClient
-
-    from serving.app import create_app
-    from serving.file_registry import FileRegistry
-    from serving.settings import ServingSettings
     from stream.checkpoint import CheckpointStore
 
-    data = two_feature_rows(tmp_path)
-    registry = tmp_path / "registry"
-    ran = cli("run", "--file", str(data), "--checkpoint-dir", str(tmp_path / "ck"), "--until-idle", "0.5",
-              "--window", "count:100", "--quiet", "--model", "mlp", "--model-option", "hidden=[16]",
-              "--avalanche", "Replay", "--avalanche-option", "mem_size=300", "--avalanche-plugin",
-              'LwFPlugin:{"alpha": 0.5}', "--steps-per-batch", "5", "--lr", "0.02",
-              "--registry", str(registry), "--publish-every-batches", "3")
-    assert ran.returncode == 0, ran.stderr
+    reg = learn_into_registry(tmp_path, "--model", "mlp", "--model-option", "hidden=[16]", "--avalanche", "Replay",
+                              "--avalanche-option", "mem_size=300", "--avalanche-plugin", 'LwFPlugin:{"alpha": 0.5}',
+                              "--steps-per-batch", "5", "--lr", "0.02")
     learner = CheckpointStore(tmp_path / "ck").latest().learner
     assert learner["config"]["strategy"] == "Replay" and learner["n_experiences"] == 15
     plugins = {p["class"]: p["state"] for p in learner["plugins"]}
     assert {"ReplayPlugin", "LwFPlugin", "Clock"} <= set(plugins)
     assert plugins["Clock"]["train_exp_counter"] == 15
     assert plugins["LwFPlugin"]["lwf"]["vars"]["prev_model"]["__kind__"] == "module"  # the teacher is kept
-    reg = FileRegistry(registry)
     current = reg.current()
     assert current is not None and "AvalancheLearner" in current.learner
-    with TestClient(create_app(ServingSettings(), registry=reg)) as client:
-        assert client.post("/predict", json={"x": [6.0, 1.0]}).json()["prediction"] == 1
-        assert client.post("/predict", json={"x": [0.0, 1.0]}).json()["prediction"] == 0
+    assert_serves_the_rule(reg)
 
 
 def test_avalanche_options_need_a_strategy_and_exclude_our_plugins(tmp_path):
