@@ -80,7 +80,25 @@ class InputStandardizer(nn.Module):
         self.mean.add_(delta * (b / total))
         self.m2.add_(batch_m2 + delta.square() * (self.count * b / total))
         self.count.copy_(total)
-        std = (self.m2 / total).sqrt()
+        self._refresh()
+
+    @torch.no_grad()
+    def set_moments(self, count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Replace the statistics with moments computed elsewhere (a distributed full retrain's global ones).
+
+        >>> s = InputStandardizer(1)
+        >>> s.set_moments(torch.tensor(4.0), torch.tensor([1.0]), torch.tensor([16.0]))
+        >>> s(torch.tensor([[3.0]])).tolist()
+        [[1.0]]
+        """
+        self.count.copy_(count)
+        self.mean.copy_(mean)
+        self.m2.copy_(m2)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """The float32 forward copies from the float64 moments."""
+        std = (self.m2 / self.count.clamp_min(1)).sqrt()
         self.shift.copy_(self.mean)
         self.scale.copy_(torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std)))
 

@@ -578,8 +578,9 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_
 
 
 
-# The replay command lives in its own module; importing it registers it on `main`.
+# The replay and retrain commands live in their own modules; importing them registers them on `main`.
 from stream import cli_replay as _cli_replay  # noqa: E402,F401
+from stream import cli_retrain as _cli_retrain  # noqa: E402,F401
 
 
 if __name__ == "__main__":

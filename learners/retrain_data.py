@@ -1,0 +1,111 @@
+"""A full retrain's data: resolve the range once, read a shard straight from Kafka, decode it.
+
+Reading goes through :class:`~stream.range_source.KafkaRangeSource` (no
+consumer group, nothing committed, the broker's offset answers verified) and
+the daemon's :class:`~stream.codec.JsonCodec`, so a retrain sees exactly the
+events the daemon would: undecodable records are skipped and counted (the
+daemon already dead-lettered them when it read them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from learners.retrain_shards import Shard
+from stream.codec import JsonCodec
+from stream.errors import BrokerUnavailableError
+from stream.range_source import KafkaRangeSource
+from stream.records import Events, TopicPartition
+from stream.replay_range import RangeBound, parse_bound
+from stream.source import KafkaSourceConfig
+
+__all__ = ["ShardData", "exact_bound", "read_shard", "resolve_range"]
+
+# A shard read that makes no progress for this long is a stalled broker, not a slow one.
+_STALL_S = 60.0
+
+
+class _NoResume:
+    """A replay handler with no saved positions (the range source asks where to resume)."""
+
+    def on_assigned(self, partitions):
+        return {}
+
+    def on_revoked(self, partitions):
+        return None
+
+
+@dataclass(frozen=True)
+class ShardData:
+    """One shard's decoded events (in read order) and how many records could not be decoded."""
+
+    index: int
+    events: Events
+    undecodable: int
+
+
+def exact_bound(offsets: Mapping[TopicPartition, int], default: str) -> RangeBound:
+    """A ``P:N`` bound naming every partition's offset exactly.
+
+    >>> b = exact_bound({TopicPartition("t", 0): 5}, "latest")
+    >>> b.kind, b.per_partition, b.default
+    ('offset', {('t', 0): 5}, 'latest')
+    """
+    spec = ",".join(f"{tp.topic}:{tp.partition}:{n}" for tp, n in sorted(offsets.items()))
+    return parse_bound(spec, default=default)
+
+
+def resolve_range(config: KafkaSourceConfig, start: str, end: str) -> dict[TopicPartition, tuple[int, int]]:
+    """``--from``/``--to`` specs -> per-partition ``[start, end)`` offsets (see :mod:`stream.replay_range`).
+
+    Raises
+    ------
+    BrokerUnavailableError, TopicNotFoundError
+        The broker does not answer or a topic does not exist.
+    """
+    source = KafkaRangeSource(config, parse_bound(start), parse_bound(end, default="latest"))
+    try:
+        source.open(_NoResume())
+        return dict(source.ranges)
+    finally:
+        source.close()
+
+
+def read_shard(config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *,
+               max_records: int = 20_000) -> ShardData:
+    """Read and decode every record of ``shard`` (its pieces in order).
+
+    Raises
+    ------
+    BrokerUnavailableError
+        No record arrived for 60 s before the shard was complete.
+    """
+    parts: list[Events] = []
+    undecodable = 0
+    for piece in shard.pieces:
+        tp = piece.partition
+        source = KafkaRangeSource(
+            replace(config, topics=(), partitions=(tp,), group_id=None),
+            exact_bound({tp: piece.lo}, "earliest"), exact_bound({tp: piece.hi}, "latest"))
+        try:
+            source.open(_NoResume())
+            last_progress = time.monotonic()
+            while not source.exhausted:
+                poll = source.poll_columns(200, max_records)
+                if len(poll):
+                    decoded = codec.decode(poll)
+                    undecodable += len(decoded.dead_letters)
+                    if len(decoded.events):
+                        parts.append(decoded.events)
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > _STALL_S:
+                    raise BrokerUnavailableError(
+                        f"shard {shard.index}: no record from {tp.topic}:{tp.partition} for {_STALL_S:g}s "
+                        f"(read up to {source.emitted:,} of {source.total:,})")
+        finally:
+            source.close()
+    events = Events.concat(parts) if parts else codec.empty_events()
+    return ShardData(shard.index, events, undecodable)
+
