@@ -39,6 +39,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,11 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     ctx = DistContext.from_env(device=spec.learner.get("device", "auto"))
     try:
         retrain(spec, ctx)
-    except StreamlearnError as exc:
-        print(f"[retrain] error on rank {ctx.rank}: {exc}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        ctx.close()
+    except BaseException as exc:  # noqa: BLE001 -- this rank is done for; say why and leave at once
+        if isinstance(exc, StreamlearnError):
+            print(f"[retrain] error on rank {ctx.rank}: {exc}", file=sys.stderr, flush=True)
+        else:
+            traceback.print_exc()
+            sys.stderr.flush()
+        # No destroy_process_group: with a peer blocked in a collective it
+        # can hang, and torchrun must see this rank exit to stop the others.
+        os._exit(2 if isinstance(exc, StreamlearnError) else 1)
+    ctx.close()
     return 0
 
 

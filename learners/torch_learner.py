@@ -502,6 +502,16 @@ class TorchLearner:
                 done += 1
         return done
 
+    def reset_consolidation(self) -> int:
+        """Forget every EWC anchor and Fisher (an adopted full retrain is the new reference); how many reset."""
+        done = 0
+        for plugin in self.plugins:
+            fn = getattr(plugin, "reset", None)
+            if fn is not None:
+                fn()
+                done += 1
+        return done
+
     def adapt(self, *, ewc_factor: float = 0.1, replay_refresh: float = 0.5) -> dict:
         """Raise plasticity because the world changed (the drift policy's *adapt* decision).
 

@@ -21,6 +21,7 @@ import click
 
 from stream.errors import BrokerUnavailableError, ConfigError, StreamlearnError
 from stream.learner_choice import LearnerChoice, parse_options
+from stream.reconcile_options import retrain_options
 
 EXIT_USAGE = 2
 
@@ -242,11 +243,12 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @learner_options
 @registry_options
 @drift_options
+@retrain_options
 @user_errors
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
         checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
         max_poll_records, ledger, quiet, learner, registry, registry_namespace, publish_every_batches,
-        publish_every_seconds, validation_tolerance, holdout_min_events, drift):
+        publish_every_seconds, validation_tolerance, holdout_min_events, drift, retrain):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
     from stream.settings import CheckpointSettings, KafkaSettings
 
@@ -260,26 +262,31 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         )
     gate = open_gate(registry, registry_namespace, publish_every_batches, publish_every_seconds,
                      validation_tolerance, holdout_min_events)
+    checkpoint_dir = checkpoint_dir or ckpt.dir
+    kafka_extra = {**kafka.client_options(), **parse_options(kafka_options, "--kafka-option")}
+    reconciler = retrain.build(bootstrap=None if files else bootstrap, topics=topics, learner=learner, gate=gate,
+                               kafka_extra=kafka_extra, checkpoint_dir=checkpoint_dir)
     summary = run_engine(
         bootstrap=None if files else bootstrap, topics=topics, partitions=partitions, group=group, files=files,
-        window=window, checkpoint_dir=checkpoint_dir or ckpt.dir,
+        window=window, checkpoint_dir=checkpoint_dir,
         checkpoint_every_batches=checkpoint_every_batches or ckpt.every_batches,
         checkpoint_every_seconds=checkpoint_every_seconds or ckpt.every_seconds, keep=ckpt.keep,
         dead_letter=dead_letter or ("file:" if files else "kafka"), late_policy=late_policy,
         until_idle=until_idle, max_events=max_events, backend=backend,
-        kafka_extra={**kafka.client_options(), **parse_options(kafka_options, "--kafka-option")}, kafka_settings=kafka,
+        kafka_extra=kafka_extra, kafka_settings=kafka,
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
         learner_factory=learner.factory(),
         task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
-        gate=gate, policy=drift.build(task=learner.task),
+        gate=gate, policy=drift.build(task=learner.task), reconciler=reconciler,
     )
-    _print_summary(summary, gate)
+    _print_summary(summary, gate, reconciler)
 
 
 def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
                checkpoint_every_seconds, keep, dead_letter, late_policy, until_idle, max_events, backend,
                kafka_extra, kafka_settings, max_poll_records, ledger, quiet, learner_factory, task, n_classes,
-               n_features, install_signals=True, gate=None, policy=None, on_progress=None, engine_hook=None):
+               n_features, install_signals=True, gate=None, policy=None, reconciler=None, on_progress=None,
+               engine_hook=None):
     """Wire source, codec, window, learner, checkpoint store, gate and drift policy together and run the engine.
 
     ``engine_hook(engine)`` is called before the run (the demo keeps a handle to stop it).
@@ -323,7 +330,7 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
             max_poll_records=max_poll_records,
         ),
         on_progress=on_progress if on_progress is not None else (None if quiet else ProgressPrinter()),
-        gate=gate, policy=policy,
+        gate=gate, policy=policy, reconciler=reconciler,
     )
     if engine_hook is not None:
         engine_hook(engine)
@@ -336,7 +343,7 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
     return engine.run()
 
 
-def _print_summary(summary, gate=None) -> None:
+def _print_summary(summary, gate=None, reconciler=None) -> None:
     acc = f"{summary.accuracy:.3f}" if summary.accuracy is not None else "n/a"
     click.echo(
         f"[streamlearn] stopped ({summary.stopped_because}): learned {summary.events_learned:,} events in "
@@ -354,6 +361,10 @@ def _print_summary(summary, gate=None) -> None:
         click.echo(f"[streamlearn] drift: {d['alarms']} alarm(s) -> {d['rollback']} rollback(s), {d['adapt']} "
                    f"adaptation(s), {d['drift_dismissed']} dismissed; {d['retrain_request']} retrain request(s) "
                    f"(details: GET /events)", err=True)
+    if reconciler is not None:
+        c = reconciler.counts
+        click.echo(f"[streamlearn] full retrains: {c['launched']} launched, {c['adopted']} adopted, {c['rejected']} "
+                   f"rejected, {c['failed']} failed (details: GET /events?kind=retrain_...)", err=True)
 
 
 # ----------------------------------------------------------------- inspect

@@ -62,6 +62,7 @@ from stream.window import WindowOutput
 
 if TYPE_CHECKING:
     from drift.policy import DriftPolicy
+    from stream.reconcile import Adoption, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class Engine:
         gate: ValidationGate | None = None,
         policy: DriftPolicy | None = None,
         observer: BatchObserver | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.source = source
         self.codec = codec
@@ -159,6 +161,9 @@ class Engine:
         self.gate = gate
         self.policy = policy
         self.observer = observer
+        self.reconciler = reconciler
+        if reconciler is not None and policy is not None and policy.on_retrain_request is None:
+            policy.on_retrain_request = reconciler.request
         if policy is not None and gate is not None:
             # The policy's snapshot is the gate's validated version, and its
             # audit trail goes to the registry the gate publishes to.
@@ -194,6 +199,19 @@ class Engine:
     @property
     def ledger(self) -> LearnLedger | None:
         return self._ledger
+
+    @property
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the next offset to read (a copy)."""
+        return dict(self._positions)
+
+    def pending(self) -> Events | None:
+        """Events read but not learned yet: the open window's residue."""
+        return self._windower.pending() if self._windower is not None else None
+
+    def new_learner(self, n_features: int) -> Learner:
+        """A fresh learner as this engine builds them (the reconciler loads a retrain into one)."""
+        return self.learner_builder(n_features)
 
     @property
     def stop_requested(self) -> bool:
@@ -302,6 +320,8 @@ class Engine:
 
     def feed(self, poll: PollColumns) -> None:
         """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
+        if self.reconciler is not None:
+            self.reconciler.at_boundary(self)  # between batches: the only time a retrain may be caught up
         if len(poll):
             self._handle(self._ingest(poll))
         self._handle(self._windower.tick(self.clock.now_ms()))
@@ -347,6 +367,8 @@ class Engine:
             return
         self._closed = True
         try:
+            if self.reconciler is not None:
+                self.reconciler.close()
             self.source.close()
         finally:
             self._sink.close()
@@ -425,6 +447,11 @@ class Engine:
                 self._batches_since_ckpt = self.config.checkpoint_every_batches
         held = decision is not None or (self.policy is not None and self.policy.holds_validation)
         version = None
+        if self.reconciler is not None and decision is None:
+            adoption = self.reconciler.before_learn(self, batch, pred)
+            if adoption is not None:
+                self._adopt(adoption)
+                version, held, pred = adoption.version, True, None
         if self.gate is not None and not held and self.gate.due():
             # Before learning: this batch is the candidate's unseen holdout.
             version = self.gate.before_learn(self._learner, batch, pred, self._schema())
@@ -447,6 +474,17 @@ class Engine:
             observer.after_learn(batch, BatchOutcome(
                 report=report, decision=decision, version=version, alarm=alarm,
                 seconds=time.perf_counter() - started - observed))
+
+    def _adopt(self, adoption: Adoption) -> None:
+        """Swap in a reconciled full retrain (already published and validated) before this batch is learned."""
+        self._learner = adoption.learner
+        if self._ledger is not None and adoption.learned_ids is not None:
+            # The ledger describes the model: now the adopted one's learned ids.
+            self._ledger = LearnLedger()
+            self._ledger.record(np.asarray(adoption.learned_ids))
+        if self.gate is not None:
+            self.gate.adopted(adoption.version, adoption.learner)
+        self._batches_since_ckpt = self.config.checkpoint_every_batches  # durable at the next loop turn
 
     # ----------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:

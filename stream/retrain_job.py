@@ -171,6 +171,19 @@ class RetrainJob:
         # torchrun repeats the worker's traceback; the most telling lines are last.
         return " | ".join(line.strip() for line in text[-lines:])
 
+    def cause(self) -> str:
+        """The first worker error line (the root cause; its peers' errors and torchrun's summary follow), or the tail."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        for line in lines:
+            text = line.split("]:", 1)[1].strip() if line.startswith("[rank") and "]:" in line else line.strip()
+            if text.startswith("[retrain] error") or (
+                    "Error:" in text and not text.startswith(("torch.distributed.elastic", "raise "))):
+                return text
+        return self.tail()
+
     def _finish(self, code: int, elapsed: float) -> JobOutcome:
         result_file = self.dir / "result.json"
         if code == 0 and result_file.exists():
@@ -180,4 +193,4 @@ class RetrainJob:
         why = "exited 0 without a result.json" if code == 0 else (
             f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
         return JobOutcome(False, code, elapsed, str(self.log_path),
-                          message=f"retrain {why}; log {self.log_path}: {self.tail()}")
+                          message=f"retrain {why}: {self.cause()} (log: {self.log_path})")

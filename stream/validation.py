@@ -180,6 +180,21 @@ class ValidationGate:
         self._batches_since = 0
         self._last_publish = self._clock()
 
+    def adopted(self, version: Version, learner: Learner) -> None:
+        """The engine adopted a reconciled retrain published as ``version``: it is the baseline and the range."""
+        baseline = learner.clone()
+        baseline.load_state_dict(learner.state_dict())
+        self._baseline, self._baseline_version = baseline, version
+        try:
+            self._baseline_generation = self.registry.pointer()[1]
+        except RegistryError:
+            self._baseline_generation = None  # reload at the next due point
+        self._pending.clear()
+        self._ranges = {k: [int(v[0]), int(v[1])] for k, v in version.offsets.items()}
+        self._batches_since = 0
+        self._last_publish = self._clock()
+        self.last_version = version
+
     # --------------------------------------------------------------- gating
     def _sync_baseline(self, learner: Learner) -> None:
         """Load the validated version as the baseline when the pointer moved (or first time)."""
