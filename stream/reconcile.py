@@ -38,7 +38,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from learners.retrain_data import exact_bound
 from learners.retrain_spec import RetrainSpec
 from serving.versions import AuditEvent, Version
 from stream.errors import ConfigError, RegistryError, SchemaMismatchError, StreamlearnError
+from stream.poll import PollColumns
 from stream.records import MicroBatch, TopicPartition
 from stream.retrain_job import Launch, RetrainJob
 from stream.validation import holdout_metric, merge_ranges
@@ -127,12 +128,14 @@ class Reconciler:
     launched / failed / adopted / rejected.
     """
 
-    def __init__(self, config: ReconcileConfig, spec: RetrainSpec, registry: ModelRegistry) -> None:
+    def __init__(self, config: ReconcileConfig, spec: RetrainSpec, registry: ModelRegistry, *,
+                 read_spans: SpanReader | None = None) -> None:
         if not spec.registry:
             raise ConfigError("reconciliation needs a model registry (the candidate is published there)")
         self.config = config
         self.spec = spec
         self.registry = registry
+        self._read_spans = read_spans or KafkaSpanReader(spec.bootstrap, spec.kafka, config.catchup_batch)
         self.counts = {"launched": 0, "failed": 0, "adopted": 0, "rejected": 0}
         self.last_outcome: str | None = None
         self._job: RetrainJob | None = None
@@ -149,6 +152,12 @@ class Reconciler:
         if self.config.on_drift:
             self._requested = (details or {}).get("reason", "requested")
 
+    def offer(self, result: RetrainResult) -> None:
+        """Reconcile a finished retrain (the daemon's own jobs arrive here; so can one run by hand)."""
+        if self._candidate is not None or self._shadow is not None:
+            raise ConfigError("a retrain candidate is already being reconciled")
+        self._candidate = result
+
     @property
     def busy(self) -> bool:
         return self._job is not None or self._candidate is not None or self._shadow is not None
@@ -164,7 +173,7 @@ class Reconciler:
             if not outcome.ok:
                 self._failed(job, outcome)
                 return
-            self._candidate = outcome.result
+            self.offer(outcome.result)
         if self._candidate is not None and self._shadow is None:
             self._start_shadow(engine)
             return
@@ -287,38 +296,26 @@ class Reconciler:
     def _catch_up(self, engine: Engine, learner, cutoff: dict[TopicPartition, int],
                   positions: dict[TopicPartition, int], ids: list[str] | None, ranges: dict) -> int:
         """Learn every record of ``[cutoff, position)`` not waiting in the window; the number learned."""
-        from stream.range_source import KafkaRangeSource
-        from stream.source import KafkaSourceConfig
-
         spans = {tp: (cutoff[tp], positions[tp]) for tp in cutoff if positions.get(tp, 0) > cutoff[tp]}
         if not spans:
             return 0
         waiting = engine.pending()
         skip = set(zip(waiting.topic.tolist(), waiting.partition.tolist(), waiting.offset.tolist())) \
             if waiting is not None and len(waiting) else set()
-        source = KafkaRangeSource(
-            KafkaSourceConfig(bootstrap=self.spec.bootstrap, partitions=tuple(sorted(spans)), extra=self.spec.kafka),
-            exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
-            exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
         learned = 0
-        try:
-            source.open(_Fresh())
-            while not source.exhausted:
-                poll = source.poll_columns(500, self.config.catchup_batch)
-                events = engine.codec.decode(poll).events  # dead letters were sent when the daemon read them
-                if skip and len(events):
-                    keep = np.fromiter(((t, p, o) not in skip for t, p, o in zip(
-                        events.topic.tolist(), events.partition.tolist(), events.offset.tolist())), bool, len(events))
-                    events = events.take(keep)
-                if not len(events):
-                    continue
-                learner.learn_batch(events.X, events.y)
-                learned += len(events)
-                merge_ranges(ranges, events)
-                if ids is not None:
-                    ids.extend(events.ids.tolist())
-        finally:
-            source.close()
+        for poll in self._read_spans(spans):
+            events = engine.codec.decode(poll).events  # dead letters were sent when the daemon read them
+            if skip and len(events):
+                keep = np.fromiter(((t, p, o) not in skip for t, p, o in zip(
+                    events.topic.tolist(), events.partition.tolist(), events.offset.tolist())), bool, len(events))
+                events = events.take(keep)
+            if not len(events):
+                continue
+            learner.learn_batch(events.X, events.y)
+            learned += len(events)
+            merge_ranges(ranges, events)
+            if ids is not None:
+                ids.extend(events.ids.tolist())
         return learned
 
     # ------------------------------------------------------------- gate
@@ -374,6 +371,32 @@ class Reconciler:
             self.registry.record_event(AuditEvent(kind, version, reason=reason, details=_plain(details)))
         except RegistryError as exc:
             log.warning("could not record the %s audit event: %s", kind, exc)
+
+
+SpanReader = Callable[[dict[TopicPartition, tuple[int, int]]], Iterator[PollColumns]]
+"""Reads per-partition ``[lo, hi)`` offset spans as polls (the catch-up's input)."""
+
+
+class KafkaSpanReader:
+    """A :data:`SpanReader` over Kafka: no consumer group, partitions merged in timestamp order."""
+
+    def __init__(self, bootstrap: str, kafka_extra: dict, batch: int) -> None:
+        self.bootstrap, self.extra, self.batch = bootstrap, dict(kafka_extra), batch
+
+    def __call__(self, spans: dict[TopicPartition, tuple[int, int]]) -> Iterator[PollColumns]:
+        from stream.range_source import KafkaRangeSource
+        from stream.source import KafkaSourceConfig
+
+        source = KafkaRangeSource(
+            KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=self.extra),
+            exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
+            exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
+        try:
+            source.open(_Fresh())
+            while not source.exhausted:
+                yield source.poll_columns(500, self.batch)
+        finally:
+            source.close()
 
 
 class _Fresh:
