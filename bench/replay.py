@@ -51,15 +51,14 @@ def raw_rate(bootstrap: str, topic: str, n: int) -> float:
 
 
 def range_rate(bootstrap: str, topic: str) -> float:
-    from stream.file_source import _StartAtBeginning
     from stream.range_source import KafkaRangeSource
     from stream.replay_range import parse_bound
-    from stream.source import KafkaSourceConfig
+    from stream.source import KafkaSourceConfig, NoPositions
 
     src = KafkaRangeSource(KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)), parse_bound("earliest"),
                            parse_bound("latest"))
     started = time.perf_counter()
-    src.open(_StartAtBeginning())
+    src.open(NoPositions())
     seen = 0
     while not src.exhausted:
         seen += len(src.poll_columns(100, 5000))

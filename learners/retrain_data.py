@@ -19,22 +19,12 @@ from stream.errors import BrokerUnavailableError
 from stream.range_source import KafkaRangeSource
 from stream.records import Events, TopicPartition
 from stream.replay_range import RangeBound, parse_bound
-from stream.source import KafkaSourceConfig
+from stream.source import KafkaSourceConfig, NoPositions
 
 __all__ = ["ShardData", "exact_bound", "read_shard", "resolve_range"]
 
 # A shard read that makes no progress for this long is a stalled broker, not a slow one.
 _STALL_S = 60.0
-
-
-class _NoResume:
-    """A replay handler with no saved positions (the range source asks where to resume)."""
-
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        return None
 
 
 @dataclass(frozen=True)
@@ -67,7 +57,7 @@ def resolve_range(config: KafkaSourceConfig, start: str, end: str) -> dict[Topic
     """
     source = KafkaRangeSource(config, parse_bound(start), parse_bound(end, default="latest"))
     try:
-        source.open(_NoResume())
+        source.open(NoPositions())
         return dict(source.ranges)
     finally:
         source.close()
@@ -90,7 +80,7 @@ def read_shard(config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *,
             replace(config, topics=(), partitions=(tp,), group_id=None),
             exact_bound({tp: piece.lo}, "earliest"), exact_bound({tp: piece.hi}, "latest"))
         try:
-            source.open(_NoResume())
+            source.open(NoPositions())
             last_progress = time.monotonic()
             while not source.exhausted:
                 poll = source.poll_columns(200, max_records)

@@ -317,7 +317,9 @@ def create_app(
     @app.get("/events", tags=["models"])
     def events(reg: RegistryDep,
                kind: str | None = Query(None, description="publish, validate, reject, promote, rollback, "
-                                                           "drift_alarm, adapt, drift_dismissed, retrain_request"),
+                                                           "drift_alarm, adapt, drift_dismissed, retrain_request, "
+                                                           "retrain_started, retrain_adopted, retrain_rejected, "
+                                                           "retrain_failed, retrain_unjudged"),
                since: float | None = Query(None, description="epoch seconds, inclusive"),
                until: float | None = Query(None, description="epoch seconds, inclusive"),
                limit: int = Query(100, ge=1, le=10_000)) -> dict:

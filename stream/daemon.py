@@ -13,6 +13,9 @@ the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
 
 On start it restores the newest checkpoint and the source seeks to its
 positions, so a crash at any instant neither loses nor double-learns an event.
+An optional :class:`~stream.reconcile.Reconciler` runs full retrains beside
+the loop and may swap in a caught-up retrain at a batch boundary
+(:meth:`Engine._adopt`).
 A stop request (SIGTERM/SIGINT) finishes the current batch, checkpoints,
 commits and closes. Partition revocation checkpoints before the release.
 

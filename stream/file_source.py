@@ -11,7 +11,7 @@ Examples
 >>> import os, tempfile
 >>> d = tempfile.mkdtemp(); p = os.path.join(d, "rows.csv")
 >>> _ = open(p, "w").write("a,b,y\\n1,2,0\\n3,4,1\\n")
->>> src = FileSource([p]); src.open(_StartAtBeginning())
+>>> src = FileSource([p]); src.open(NoPositions())
 >>> batch = src.poll(0, 10); src.close()
 >>> [r.value for recs in batch.values() for r in recs]
 [b'{"x":[1,2],"y":0}', b'{"x":[3,4],"y":1}']
@@ -29,17 +29,7 @@ import orjson
 
 from stream.errors import ConfigError
 from stream.records import RawRecord, TopicPartition
-from stream.source import PollBatch, RebalanceHandler
-
-
-class _StartAtBeginning:
-    """A handler with no checkpoint (used by the docstring example)."""
-
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        pass
+from stream.source import NoPositions, PollBatch, RebalanceHandler
 
 
 def _number(text: str):

@@ -385,26 +385,18 @@ class KafkaSpanReader:
 
     def __call__(self, spans: dict[TopicPartition, tuple[int, int]]) -> Iterator[PollColumns]:
         from stream.range_source import KafkaRangeSource
-        from stream.source import KafkaSourceConfig
+        from stream.source import KafkaSourceConfig, NoPositions
 
         source = KafkaRangeSource(
             KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=self.extra),
             exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
             exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
         try:
-            source.open(_Fresh())
+            source.open(NoPositions())
             while not source.exhausted:
                 yield source.poll_columns(500, self.batch)
         finally:
             source.close()
-
-
-class _Fresh:
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        return None
 
 
 def learned_cutoff(positions: dict[TopicPartition, int], pending) -> dict[TopicPartition, int]:

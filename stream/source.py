@@ -42,6 +42,16 @@ class RebalanceHandler(Protocol):
         ...
 
 
+class NoPositions:
+    """A :class:`RebalanceHandler` without saved positions: a bounded read starts where its range starts."""
+
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        return {}
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        return None
+
+
 class Source(Protocol):
     """A stream of raw records with seekable, per-partition positions.
 
