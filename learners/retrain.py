@@ -166,7 +166,11 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
     if ctx.world > spec.shards:
         raise ConfigError(f"{ctx.world} processes but only {spec.shards} shards: raise --shards to at least the "
                           f"number of processes (the shards, not the processes, fix the result)")
-    kafka = KafkaSourceConfig(bootstrap=spec.bootstrap, topics=spec.topics, extra=spec.kafka)
+    from stream.settings import KafkaSettings
+
+    # STREAMLEARN_KAFKA_* security settings come from the environment, never from spec.json.
+    kafka = KafkaSourceConfig(bootstrap=spec.bootstrap, topics=spec.topics,
+                              extra={**KafkaSettings().client_options(), **spec.kafka})
     learner_opts = spec.learner
     ranges = ctx.broadcast_object(resolve_range(kafka, spec.start, spec.end) if ctx.rank == 0 else None)
     if not any(hi > lo for lo, hi in ranges.values()):

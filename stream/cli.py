@@ -265,7 +265,8 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
     checkpoint_dir = checkpoint_dir or ckpt.dir
     kafka_extra = {**kafka.client_options(), **parse_options(kafka_options, "--kafka-option")}
     reconciler = retrain.build(bootstrap=None if files else bootstrap, topics=topics, learner=learner, gate=gate,
-                               kafka_extra=kafka_extra, checkpoint_dir=checkpoint_dir)
+                               kafka_extra=parse_options(kafka_options, "--kafka-option"),
+                               checkpoint_dir=checkpoint_dir)
     summary = run_engine(
         bootstrap=None if files else bootstrap, topics=topics, partitions=partitions, group=group, files=files,
         window=window, checkpoint_dir=checkpoint_dir,

@@ -78,7 +78,8 @@ def retrain(bootstrap, topics, range_from, range_to, nproc, nnodes, rdzv_endpoin
         learner=dataclasses.asdict(learner), epochs=epochs, batch_size=batch_size, shards=shards, lr=retrain_lr,
         registry=None if target == "none" else target,
         registry_namespace=registry_namespace or settings.namespace,
-        kafka={**kafka.client_options(), **parse_options(kafka_options, "--kafka-option")},
+        # Security settings (SASL password) stay in the environment the workers inherit, not in spec.json.
+        kafka=parse_options(kafka_options, "--kafka-option"),
     )
     launch = Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
     job_dir = job_dir or os.path.join(".streamlearn", "retrain", time.strftime("%Y%m%d-%H%M%S"))

@@ -385,10 +385,12 @@ class KafkaSpanReader:
 
     def __call__(self, spans: dict[TopicPartition, tuple[int, int]]) -> Iterator[PollColumns]:
         from stream.range_source import KafkaRangeSource
+        from stream.settings import KafkaSettings
         from stream.source import KafkaSourceConfig, NoPositions
 
+        extra = {**KafkaSettings().client_options(), **self.extra}  # security settings live in the environment
         source = KafkaRangeSource(
-            KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=self.extra),
+            KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=extra),
             exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
             exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
         try:
