@@ -269,6 +269,11 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
         seconds={"read": read_s, "train": train_s, "total": time.monotonic() - started}, spec=asdict(spec))
     if ctx.rank == 0:
         _publish(spec, result, learner, choice, d, ids)
+    # Every node's launcher reports the job, so each node's first process
+    # writes result.json -- with the version rank 0 (maybe elsewhere) published.
+    result.version = ctx.broadcast_object(result.version)
+    if ctx.rank != 0 and ctx.local_rank == 0 and spec.out_dir:
+        _write_result(Path(spec.out_dir), result)
     ctx.barrier()
     return result
 
@@ -328,17 +333,22 @@ def _publish(spec: RetrainSpec, result: RetrainResult, learner, choice, n_featur
         finally:
             registry.close()
     if out is not None:
-        import json
-
         if not spec.registry:
             (out / "candidate.safetensors").write_bytes(dumps_state(state))
             result.state_path = str(out / "candidate.safetensors")
-        tmp = out / "result.json.tmp"
-        tmp.write_text(json.dumps(asdict(result), indent=2))
-        os.replace(tmp, out / "result.json")  # the daemon reads it: never half-written
+        _write_result(out, result)
     where = f"registry version {result.version}" if result.version is not None else result.state_path
     print(f"[retrain] candidate: {where}; " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()),
           flush=True)
+
+
+def _write_result(out: Path, result: RetrainResult) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "result.json.tmp"
+    tmp.write_text(json.dumps(asdict(result), indent=2))
+    os.replace(tmp, out / "result.json")  # the daemon reads it: never half-written
 
 
 def _fmt_ranges(ranges: dict) -> str:

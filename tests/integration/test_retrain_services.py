@@ -174,3 +174,24 @@ def test_a_crashing_retrain_is_reported_and_the_daemon_keeps_learning(kafka_boot
     assert "failed" in err and "full retrains:" in err
     info = json.loads(cli("inspect", str(tmp_path / "ckpt"), "--json").stdout)
     assert info["events_learned"] == n  # the daemon learned to the end of the stream regardless
+
+
+def test_two_launchers_meet_through_the_rendezvous_as_two_nodes(kafka_bootstrap, make_topic, tmp_path):
+    """The README's multi-node command, with both "nodes" on this machine (the c10d store on 127.0.0.1)."""
+    from stream.embedded import free_port
+
+    topic = make_topic(partitions=3)
+    produce(kafka_bootstrap, topic, 3_000, generator="hyperplane", seed=4)
+    port = free_port()
+    node = [sys.executable, "-m", "stream.cli", "retrain", "--bootstrap", kafka_bootstrap, "--topic", topic,
+            "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test-nodes",
+            "--device", "cpu", "--epochs", "1", "--registry", str(tmp_path / "reg")]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # two hosts would use their real interface
+    nodes = [subprocess.Popen([*node, "--job-dir", str(tmp_path / f"node{i}")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs
+    results = [json.loads((tmp_path / f"node{i}" / "result.json").read_text()) for i in range(2)]
+    assert [r["world_size"] for r in results] == [2, 2]
+    assert results[0]["version"] == results[1]["version"] is not None  # one candidate, known on both nodes
+    assert len(FileRegistry(tmp_path / "reg").history()) == 1
