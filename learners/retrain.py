@@ -50,7 +50,7 @@ from torch import nn
 
 from learners.distributed import DistContext
 from learners.retrain_data import ShardData, read_shard, resolve_range
-from learners.retrain_shards import Shard, owned, plan_shards
+from learners.retrain_shards import owned, plan_shards
 from learners.retrain_spec import RetrainSpec
 from learners.standardize import InputStandardizer
 from stream.errors import ConfigError, StreamlearnError
