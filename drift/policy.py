@@ -67,7 +67,7 @@ import numpy as np
 from drift.detectors import DriftMonitor, Signal
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
 from learners.base import Learner
-from serving.versions import AuditEvent, Version
+from serving.versions import AuditEvent, Version, json_plain
 from stream.errors import ConfigError, RegistryError
 from stream.records import MicroBatch
 from stream.validation import merge_ranges
@@ -239,7 +239,7 @@ class DriftPolicy:
         merge_ranges(offsets, batch.events)
         snap = self._snapshot(learner)
         self._alarm = _Alarm(signal={"detector": signal.detector, "level": signal.level,
-                                     "evidence": _plain(signal.evidence)},
+                                     "evidence": json_plain(signal.evidence)},
                              batch=self._batches, offsets=offsets, reference=self._level.metric,
                              evidence=PairedEvidence(self.task),
                              snapshot_version=None if snap is None else snap[1].number)
@@ -380,7 +380,7 @@ class DriftPolicy:
             if adapt is not None else {}
         if adapt is not None and self.config.plasticity_batches:
             self._plasticity_until = self._batches + self.config.plasticity_batches
-        evidence.update(changes=_plain(changes), plasticity_batches=self.config.plasticity_batches)
+        evidence.update(changes=json_plain(changes), plasticity_batches=self.config.plasticity_batches)
         reason = (f"both models degraded ({self._metric_name} live {_fmt(evidence['live'])}, snapshot "
                   f"{_fmt(evidence['snapshot'])}, before the alarm {_fmt(evidence['reference'])}): the world changed; "
                   f"plasticity raised" + ("" if changes else " (this learner has no plasticity levers)"))
@@ -430,7 +430,7 @@ class DriftPolicy:
 
     # ---------------------------------------------------------------- audit
     def _audit(self, kind: str, version: int | None, reason: str, details: Mapping[str, Any]) -> None:
-        self._outbox.append(AuditEvent(kind, version, reason=reason, details=_plain(details)).to_dict())
+        self._outbox.append(AuditEvent(kind, version, reason=reason, details=details).to_dict())
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
@@ -496,14 +496,3 @@ def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _plain(value: Any) -> Any:
-    """Numpy scalars and tuples to JSON-friendly Python (audit details are JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

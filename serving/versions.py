@@ -17,10 +17,12 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping
 
+import numpy as np
 import orjson
 
 from stream.errors import RegistryError
@@ -115,11 +117,29 @@ class Version:
         return cls.from_dict(doc)
 
 
+def json_plain(value: Any) -> Any:
+    """Numpy scalars, tuples and NaN to JSON-friendly Python.
+
+    >>> json_plain({"a": (np.int64(1), float("nan")), 2: np.float32(0.5)})
+    {'a': [1, None], '2': 0.5}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """One entry of the registry's audit trail (publish, validate, rollback, drift decisions...).
 
-    ``details`` is plain JSON data: metrics, offsets, the evidence for a decision.
+    ``details`` is plain JSON data: metrics, offsets, the evidence for a decision
+    (numpy scalars and tuples given here are converted, see :func:`json_plain`).
     """
 
     kind: str
@@ -128,6 +148,9 @@ class AuditEvent:
     reason: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
     id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "details", json_plain(self.details))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "version": self.version, "at": self.at,

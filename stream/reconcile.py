@@ -368,7 +368,7 @@ class Reconciler:
 
     def _audit(self, kind: str, version: int | None, reason: str, details: dict) -> None:
         try:
-            self.registry.record_event(AuditEvent(kind, version, reason=reason, details=_plain(details)))
+            self.registry.record_event(AuditEvent(kind, version, reason=reason, details=details))
         except RegistryError as exc:
             log.warning("could not record the %s audit event: %s", kind, exc)
 
@@ -431,14 +431,3 @@ def _load_ids(result: RetrainResult) -> list[str]:
         raise ConfigError("the retrain did not record its event ids, but the daemon keeps a ledger")
     return list(json.loads(Path(result.ids_path).read_text()))
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value
