@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from learners.retrain_shards import Shard
 from stream.codec import JsonCodec
 from stream.errors import BrokerUnavailableError
+from stream.poll import PollColumns
 from stream.range_source import KafkaRangeSource
 from stream.records import Events, TopicPartition
 from stream.replay_range import RangeBound, parse_bound
 from stream.source import KafkaSourceConfig, NoPositions
 
-__all__ = ["ShardData", "exact_bound", "read_shard", "resolve_range"]
+__all__ = ["ShardData", "exact_bound", "read_shard", "read_spans", "resolve_range"]
 
 # A shard read that makes no progress for this long is a stalled broker, not a slow one.
 _STALL_S = 60.0
@@ -63,6 +64,38 @@ def resolve_range(config: KafkaSourceConfig, start: str, end: str) -> dict[Topic
         source.close()
 
 
+def read_spans(config: KafkaSourceConfig, spans: Mapping[TopicPartition, tuple[int, int]], *,
+               max_records: int = 20_000) -> Iterator[PollColumns]:
+    """The records of per-partition offset spans ``[lo, hi)``, as polls merged in timestamp order.
+
+    No consumer group, nothing committed (``config``'s topics and group are
+    ignored). Used by a retrain's shards and by the daemon's catch-up.
+
+    Raises
+    ------
+    BrokerUnavailableError
+        No record arrived for 60 s before the spans were complete.
+    """
+    source = KafkaRangeSource(
+        replace(config, topics=(), partitions=tuple(sorted(spans)), group_id=None),
+        exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
+        exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
+    try:
+        source.open(NoPositions())
+        last_progress = time.monotonic()
+        while not source.exhausted:
+            poll = source.poll_columns(200, max_records)
+            if len(poll):
+                last_progress = time.monotonic()
+                yield poll
+            elif time.monotonic() - last_progress > _STALL_S:
+                raise BrokerUnavailableError(
+                    f"no record from {', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(spans))} for "
+                    f"{_STALL_S:g}s (read {source.emitted:,} of {source.total:,})")
+    finally:
+        source.close()
+
+
 def read_shard(config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *,
                max_records: int = 20_000) -> ShardData:
     """Read and decode every record of ``shard`` (its pieces in order).
@@ -75,27 +108,11 @@ def read_shard(config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *,
     parts: list[Events] = []
     undecodable = 0
     for piece in shard.pieces:
-        tp = piece.partition
-        source = KafkaRangeSource(
-            replace(config, topics=(), partitions=(tp,), group_id=None),
-            exact_bound({tp: piece.lo}, "earliest"), exact_bound({tp: piece.hi}, "latest"))
-        try:
-            source.open(NoPositions())
-            last_progress = time.monotonic()
-            while not source.exhausted:
-                poll = source.poll_columns(200, max_records)
-                if len(poll):
-                    decoded = codec.decode(poll)
-                    undecodable += len(decoded.dead_letters)
-                    if len(decoded.events):
-                        parts.append(decoded.events)
-                    last_progress = time.monotonic()
-                elif time.monotonic() - last_progress > _STALL_S:
-                    raise BrokerUnavailableError(
-                        f"shard {shard.index}: no record from {tp.topic}:{tp.partition} for {_STALL_S:g}s "
-                        f"(read up to {source.emitted:,} of {source.total:,})")
-        finally:
-            source.close()
+        for poll in read_spans(config, {piece.partition: (piece.lo, piece.hi)}, max_records=max_records):
+            decoded = codec.decode(poll)
+            undecodable += len(decoded.dead_letters)
+            if len(decoded.events):
+                parts.append(decoded.events)
     events = Events.concat(parts) if parts else codec.empty_events()
     return ShardData(shard.index, events, undecodable)
 

@@ -46,7 +46,7 @@ from learners.retrain import RetrainResult
 from learners.retrain_data import exact_bound
 from learners.retrain_spec import RetrainSpec
 from serving.versions import AuditEvent, Version
-from stream.errors import ConfigError, RegistryError, SchemaMismatchError, StreamlearnError
+from stream.errors import BrokerUnavailableError, ConfigError, RegistryError, SchemaMismatchError, StreamlearnError
 from stream.poll import PollColumns
 from stream.records import MicroBatch, TopicPartition
 from stream.retrain_job import Launch, RetrainJob
@@ -284,7 +284,15 @@ class Reconciler:
         started = time.monotonic()
         ids = _load_ids(result) if engine.ledger is not None else None
         ranges = {k: [lo, hi - 1] for k, (lo, hi) in result.ranges.items() if hi > lo}
-        caught = self._catch_up(engine, learner, cutoff, positions, ids, ranges)
+        try:
+            caught = self._catch_up(engine, learner, cutoff, positions, ids, ranges)
+        except BrokerUnavailableError as exc:
+            # The live model is untouched; the candidate stays in the registry, unjudged.
+            self._candidate = None
+            self.counts["failed"] += 1
+            self._audit("retrain_failed", result.version, f"the catch-up could not read Kafka: {exc}",
+                        {"ranges": result.ranges})
+            return
         reset = getattr(learner, "reset_consolidation", None)
         if reset is not None:
             reset()
@@ -384,21 +392,13 @@ class KafkaSpanReader:
         self.bootstrap, self.extra, self.batch = bootstrap, dict(kafka_extra), batch
 
     def __call__(self, spans: dict[TopicPartition, tuple[int, int]]) -> Iterator[PollColumns]:
-        from stream.range_source import KafkaRangeSource
+        from learners.retrain_data import read_spans
         from stream.settings import KafkaSettings
-        from stream.source import KafkaSourceConfig, NoPositions
+        from stream.source import KafkaSourceConfig
 
         extra = {**KafkaSettings().client_options(), **self.extra}  # security settings live in the environment
-        source = KafkaRangeSource(
-            KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=extra),
-            exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
-            exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
-        try:
-            source.open(NoPositions())
-            while not source.exhausted:
-                yield source.poll_columns(500, self.batch)
-        finally:
-            source.close()
+        config = KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=extra)
+        return read_spans(config, spans, max_records=self.batch)
 
 
 def learned_cutoff(positions: dict[TopicPartition, int], pending) -> dict[TopicPartition, int]:
