@@ -11,8 +11,11 @@ built plugin of the same configuration.
 
 What is not captured is configuration the plugin's constructor rebuilt
 already (callables, the strategy it points to, selection strategies).
-Objects are only rebuilt for classes from Avalanche's training modules
-(:data:`ALLOWED_MODULES`); anything else in a state is refused.
+Objects are captured and rebuilt only for the few Avalanche classes that hold
+learned state (:data:`ALLOWED_CLASSES`, named exactly); any other class name
+in a state is refused -- a module prefix is not enough, since an attribute
+path inside an allowed module reaches whatever that module imported
+(``avalanche.training.storage_policy:random.Random``).
 """
 
 from __future__ import annotations
@@ -27,21 +30,56 @@ from torch import nn
 
 from stream.errors import SchemaMismatchError
 
-__all__ = ["ALLOWED_MODULES", "capture", "restore"]
+__all__ = ["ALLOWED_CLASSES", "capture", "restore"]
 
-#: Objects of classes from these modules are walked and may be rebuilt.
-ALLOWED_MODULES = (
-    "avalanche.training.storage_policy",
-    "avalanche.training.regularization",
-    "avalanche.training.plugins",
-    "avalanche.training.utils",
-)
+#: The only classes whose objects are captured and rebuilt, as ``"module:qualname"``
+#: (where the class is defined). They hold what the plugins learned: replay
+#: buffers (Replay, GDumb, MIR, RAR) and LwF's regularizer with its frozen
+#: model. Other attributes are configuration the plugin's constructor rebuilds.
+ALLOWED_CLASSES = frozenset({
+    "avalanche.training.storage_policy:ReservoirSamplingBuffer",
+    "avalanche.training.storage_policy:ExperienceBalancedBuffer",
+    "avalanche.training.storage_policy:ClassBalancedBuffer",
+    "avalanche.training.regularization:LearningWithoutForgetting",
+})
 _DEFAULT_FACTORIES: dict[str, Callable[[], Any]] = {"dict": dict, "set": set, "list": list, "int": int}
 _SKIP = object()
 
 
-def _allowed(cls: type) -> bool:
-    return any(cls.__module__ == m or cls.__module__.startswith(m + ".") for m in ALLOWED_MODULES)
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _resolve_class(name: Any) -> type:
+    """The allow-listed class stored as ``name``; anything else is refused before any import.
+
+    Raises
+    ------
+    SchemaMismatchError
+        ``name`` is not on :data:`ALLOWED_CLASSES`, or this Avalanche
+        version does not define that class under that name.
+
+    Examples
+    --------
+    >>> _resolve_class("avalanche.training.storage_policy:random.Random")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stream.errors.SchemaMismatchError: plugin state names class 'avalanche.training.storage_policy:random.Random', ...
+    """
+    if not isinstance(name, str) or name not in ALLOWED_CLASSES:
+        raise SchemaMismatchError(
+            f"plugin state names class {name!r}, which is not on the allow-list of Avalanche classes a plugin "
+            f"state may rebuild ({', '.join(sorted(ALLOWED_CLASSES))}); refusing to build it")
+    module_name, _, qualname = name.partition(":")
+    try:
+        cls: Any = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError) as exc:
+        raise SchemaMismatchError(f"plugin state names class {name!r}, which this Avalanche lacks: {exc}") from exc
+    # INVARIANT: the class is defined under the stored name, so an allowed
+    # name cannot stand for something the module merely imported.
+    if not isinstance(cls, type) or _class_name(cls) != name:
+        raise SchemaMismatchError(f"plugin state names class {name!r}, which is not a class defined there")
+    return cls
 
 
 def _is_dataset(value: Any) -> bool:
@@ -106,9 +144,8 @@ def _encode(value: Any) -> Any:
             return _SKIP
         kind = "set" if isinstance(value, set) else type(value).__name__
         return {"__kind__": kind, "items": encoded}
-    if _allowed(type(value)):
-        return {"__kind__": "object", "class": f"{type(value).__module__}:{type(value).__qualname__}",
-                "vars": capture(value)}
+    if _class_name(type(value)) in ALLOWED_CLASSES:
+        return {"__kind__": "object", "class": _class_name(type(value)), "vars": capture(value)}
     return _SKIP
 
 
@@ -158,13 +195,7 @@ def _decode(node: Any, current: Any, model: nn.Module) -> Any:
         items = [_decode(v, None, model) for v in node["items"]]
         return {"list": list, "tuple": tuple, "set": set}[kind](items)
     if kind == "object":
-        module_name, _, qualname = node["class"].partition(":")
-        if not any(module_name == m or module_name.startswith(m + ".") for m in ALLOWED_MODULES):
-            raise SchemaMismatchError(f"plugin state names class {node['class']!r}, outside Avalanche's training "
-                                      "modules; refusing to build it")
-        cls: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = _resolve_class(node.get("class"))
         # Update the object the fresh plugin already has, so attributes that
         # were not captured (configuration) keep their constructed values.
         obj = current if type(current) is cls else cls.__new__(cls)
@@ -182,9 +213,12 @@ def restore(obj: Any, state: dict, model: nn.Module) -> None:
     Raises
     ------
     SchemaMismatchError
-        The state is malformed or names a class outside :data:`ALLOWED_MODULES`.
+        The state is malformed or names a class not on :data:`ALLOWED_CLASSES`.
     """
     if not isinstance(state, dict):
         raise SchemaMismatchError("plugin state must be a dict of attributes")
     for name, node in state.items():
+        if not isinstance(name, str) or name.startswith("__"):
+            # vars() of a plugin holds no dunder names; __class__ or __dict__ would rewrite the object itself.
+            raise SchemaMismatchError(f"plugin state sets attribute {name!r}; refusing it")
         setattr(obj, name, _decode(node, getattr(obj, name, None), model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import random
 
 import numpy as np
@@ -76,17 +77,68 @@ def test_the_api_serves_the_model_inside_an_avalanche_state():
     assert torch_learner_state(state)["config"]["model"] == "mlp"
 
 
-def test_a_state_naming_a_class_outside_avalanche_training_is_refused():
+def _replay_state():
     learner = AvalancheLearner("Replay", "logistic", n_features=5, n_classes=3, device="cpu",
                                strategy_kwargs={"mem_size": 20})
     for X, y in stream(2):
         learner.learn_batch(X, y)
     state = learner.state_dict()
-    replay = state["plugins"][0]["state"]
-    assert replay["storage_policy"]["__kind__"] == "object"
-    replay["storage_policy"]["class"] = "subprocess:Popen"
-    with pytest.raises(SchemaMismatchError, match="outside Avalanche's training modules"):
+    assert state["plugins"][0]["state"]["storage_policy"]["__kind__"] == "object"
+    return learner, state
+
+
+@pytest.mark.parametrize("name", [
+    "avalanche.training.storage_policy:random.Random",  # an attribute path out of an allowed module
+    "avalanche.training.storage_policy:torch.load",
+    "avalanche.training.storage_policy:ReservoirSamplingBuffer.__init__",
+    "avalanche.training.plugins:ReplayPlugin",  # an Avalanche class, but not one a state rebuilds
+    "avalanche.training.storage_policy.ReservoirSamplingBuffer",  # no ':'
+    "subprocess:Popen",
+    "builtins:eval",
+    42,
+])
+def test_a_state_naming_a_class_off_the_allow_list_is_refused(name, monkeypatch):
+    learner, state = _replay_state()
+    state["plugins"][0]["state"]["storage_policy"]["class"] = name
+    imported = []
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda mod, *a: imported.append(mod) or real_import(mod, *a))
+    with pytest.raises(SchemaMismatchError, match="not on the allow-list of Avalanche classes"):
         learner.clone().load_state_dict(state)
+    assert imported == [], "a refused name must not import anything"
+
+
+def test_a_state_cannot_rewrite_an_objects_class_or_dict():
+    learner, state = _replay_state()
+    state["plugins"][0]["state"]["storage_policy"]["vars"]["__class__"] = "x"
+    with pytest.raises(SchemaMismatchError, match="sets attribute '__class__'"):
+        learner.clone().load_state_dict(state)
+
+
+def test_the_allow_listed_buffer_survives_a_round_trip_through_bytes():
+    learner, state = _replay_state()
+    policy = state["plugins"][0]["state"]["storage_policy"]
+    assert policy["class"] == "avalanche.training.storage_policy:ExperienceBalancedBuffer"
+    restored = learner.clone()
+    restored.load_state_dict(loads_state(dumps_state(state)))
+    X, y = next(stream(1, seed=3))
+    np.testing.assert_array_equal(restored.predict_batch(X), learner.predict_batch(X))
+    again = restored.state_dict()["plugins"][0]["state"]["storage_policy"]
+    assert again["class"] == policy["class"]
+    before, after = list(_tensors(policy)), list(_tensors(again))
+    assert before and len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def _tensors(node):
+    """Every tensor in a state tree, in order (the replay buffer's memory, for one)."""
+    if isinstance(node, torch.Tensor):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _tensors(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _tensors(value)
 
 
 def test_a_state_of_another_strategy_does_not_load():
