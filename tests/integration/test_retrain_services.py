@@ -5,7 +5,9 @@
   predictions on the range. Only the order of floating-point sums differs.
 - A daemon with ``--retrain-every-events`` adopts a retrain while records keep
   arriving, and its ledger proves every event learned exactly once across
-  the swap (retrain range + catch-up + head-to-head + after).
+  the swap (retrain range + catch-up + head-to-head + after). The stream
+  lasts until the adoption is in the audit log, however long the retrain
+  takes on this machine.
 - A retrain whose worker crashes is reported (``retrain_failed``) and the
   daemon learns on to the end of the stream.
 """
@@ -18,14 +20,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import orjson
 import pytest
 
 from learners.retrain import retrain
 from learners.retrain_spec import RetrainSpec
 from serving.file_registry import FileRegistry
-from stream.produce import produce
+from stream.produce import produce, synthetic_rows
 
 pytestmark = pytest.mark.slow
 
@@ -86,19 +92,48 @@ def _rows(n: int, seed: int):
 
 
 class _Producer(threading.Thread):
-    """Appends a stream at a fixed rate while the daemon runs."""
+    """Appends the hyperplane stream (ids 0, 1, 2, ...) round-robin over 3 partitions at a fixed rate.
+
+    It ends after ``n`` records, or earlier where :meth:`stop_after` says;
+    ``sent`` is the stream's length once the thread is joined.
+    """
 
     def __init__(self, bootstrap: str, topic: str, n: int, rate: float) -> None:
         super().__init__(daemon=True)
-        self.args = (bootstrap, topic, n)
-        self.rate = rate
+        self.bootstrap, self.topic, self.n, self.rate = bootstrap, topic, n, rate
+        self.sent = 0
         self.error: BaseException | None = None
+        self._stop_at = n
+
+    def stop_after(self, more: int) -> None:
+        """End the stream ``more`` records after those sent so far."""
+        self._stop_at = min(self._stop_at, self.sent + more)
 
     def run(self) -> None:
+        from kafka import KafkaProducer
+
         try:
-            produce(*self.args, generator="hyperplane", seed=21, rate=self.rate)
+            producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+            try:
+                started = time.monotonic()
+                for i, row in enumerate(synthetic_rows("hyperplane", self.n, seed=21)):
+                    if i >= self._stop_at:
+                        break
+                    producer.send(self.topic, value=orjson.dumps(row), partition=i % 3)
+                    self.sent = i + 1
+                    if self.sent % 100 == 0:
+                        time.sleep(max(0.0, self.sent / self.rate - (time.monotonic() - started)))
+                producer.flush()
+            finally:
+                producer.close()
         except BaseException as exc:  # noqa: BLE001 -- reported by the test
             self.error = exc
+
+
+DAEMON_LOG = "daemon.log"
+#: How long a stream may wait for the audit event its test needs (a retrain takes about 10-30 s on 2 cores).
+EVENT_DEADLINE_S = 300
+AFTER_EVENT = 3_000  # records appended once that event is seen: learned after it
 
 
 def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None = None) -> subprocess.Popen:
@@ -107,33 +142,53 @@ def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None 
            "--ledger", "--quiet", "--dead-letter", "none", "--n-features", "10", "--device", "cpu",
            "--until-idle", "6", "--publish-every-batches", "10", "--retrain-nproc", "2", "--retrain-epochs", "2",
            "--retrain-shards", "4", "--retrain-batch-size", "128", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    # stderr goes to a file: a pipe nobody reads while the daemon runs for minutes could fill and block it.
+    with open(tmp_path / DAEMON_LOG, "w") as log:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+def _stream_until(seen: Callable[[], bool], producer: _Producer, daemon: subprocess.Popen) -> float:
+    """Keep the stream going until ``seen()`` (or the deadline), then end it AFTER_EVENT records later.
+
+    The daemon goes idle only after the event the test is about, however slow
+    this machine is. Returns the seconds waited.
+    """
+    started = time.monotonic()
+    while (not seen() and daemon.poll() is None and producer.is_alive()
+           and time.monotonic() - started < EVENT_DEADLINE_S):
+        time.sleep(0.5)
+    producer.stop_after(AFTER_EVENT)
+    producer.join(timeout=120)
+    return time.monotonic() - started
+
+
+def _finish(proc: subprocess.Popen, tmp_path, timeout: float = 240) -> str:
+    """Wait for the daemon to stop by itself; its stderr."""
     try:
-        _, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        pytest.fail(f"the daemon did not stop by itself: {err[-3000:]}")
-    return err
+        proc.wait(timeout=60)
+        pytest.fail(f"the daemon did not stop by itself: {Path(tmp_path, DAEMON_LOG).read_text()[-3000:]}")
+    return Path(tmp_path, DAEMON_LOG).read_text()
 
 
 def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=3)
-    n = 36_000  # 24 s of stream: the retrain (torchrun start included) ends well before it does
-    producer = _Producer(kafka_bootstrap, topic, n, rate=1_500)
+    # The stream lasts until the adoption is in the audit log: the candidate always meets a live stream for
+    # its catch-up and head-to-head, and the adopted model learns the AFTER_EVENT records after the swap.
+    producer = _Producer(kafka_bootstrap, topic, 1_500 * EVENT_DEADLINE_S, rate=1_500)
     producer.start()
     daemon = _daemon(kafka_bootstrap, topic, tmp_path, "--retrain-every-events", "6000",
                      "--retrain-holdout-events", "1200", "--retrain-tolerance", "1.0")
-    producer.join(timeout=120)
+    registry = FileRegistry(tmp_path / "reg")
+    waited = _stream_until(lambda: bool(registry.events(kind="retrain_adopted")), producer, daemon)
     assert producer.error is None and not producer.is_alive()
-    err = _finish(daemon)
+    n = producer.sent
+    print(f"adoption seen after {waited:.1f}s; stream of {n:,} records")
+    err = _finish(daemon, tmp_path)
     assert daemon.returncode == 0, err[-3000:]
 
-    registry = FileRegistry(tmp_path / "reg")
     adopted = registry.events(kind="retrain_adopted")
     assert adopted, f"no retrain was adopted: {[e.to_dict() for e in registry.events(limit=50)]}\n{err[-3000:]}"
     first = adopted[-1]  # newest first
@@ -155,15 +210,20 @@ def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(kafk
 
 def test_a_crashing_retrain_is_reported_and_the_daemon_keeps_learning(kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=3)
-    n = 18_000
-    producer = _Producer(kafka_bootstrap, topic, n, rate=1_500)
+    producer = _Producer(kafka_bootstrap, topic, 1_500 * EVENT_DEADLINE_S, rate=1_500)
     producer.start()
     daemon = _daemon(kafka_bootstrap, topic, tmp_path, "--retrain-every-events", "3000",
                      env={"STREAMLEARN_RETRAIN_FAULT": "1:3"})  # rank 1 raises at its third step
-    producer.join(timeout=120)
-    err = _finish(daemon)
+    registry = FileRegistry(tmp_path / "reg")
+    # The stream lasts until a crash is reported (not merely a job stopped because the stream ended).
+    waited = _stream_until(lambda: any(e.details.get("exit_code") is not None
+                                       for e in registry.events(kind="retrain_failed")), producer, daemon)
+    assert producer.error is None and not producer.is_alive()
+    n = producer.sent
+    print(f"crash report seen after {waited:.1f}s; stream of {n:,} records")
+    err = _finish(daemon, tmp_path)
     assert daemon.returncode == 0, err[-3000:]
-    failed = FileRegistry(tmp_path / "reg").events(kind="retrain_failed")
+    failed = registry.events(kind="retrain_failed")
     assert failed, err[-3000:]
     crashes = [e for e in failed if e.details.get("exit_code") is not None]
     assert crashes, [e.to_dict() for e in failed]
