@@ -42,6 +42,26 @@ from stream.errors import RegistryError, RegistryUnavailableError
 __all__ = ["RedisRegistry"]
 
 _AUDIT_MAXLEN = 100_000
+#: Stream entry ids are ``<ms>-<seq>`` with an unsigned 64-bit ``ms``.
+_MAX_STREAM_MS = 2**64 - 1
+
+
+def _stream_ms(seconds: float) -> int:
+    """Epoch seconds as the millisecond part of a stream id, clamped to what Redis accepts.
+
+    A bound outside the id range (negative, 1e308, inf) selects the same
+    entries as the nearest id, so it is clamped rather than sent: ``int()`` of
+    an infinite product overflows, and Redis refuses a negative or 2**64+ id.
+
+    Examples
+    --------
+    >>> _stream_ms(1.5), _stream_ms(-3.0), _stream_ms(1e308) == _stream_ms(float("inf")) == 2**64 - 1
+    (1500, 0, True)
+    """
+    ms = seconds * 1000
+    if ms <= 0:
+        return 0
+    return _MAX_STREAM_MS if ms >= _MAX_STREAM_MS else int(ms)
 
 
 class RedisRegistry(RegistryBase):
@@ -174,11 +194,11 @@ class RedisRegistry(RegistryBase):
 
     def _read_events(self, kind: str | None, since: float | None, limit: int,
                      until: float | None = None) -> list[AuditEvent]:
-        low = "-" if since is None else str(int(since * 1000))
+        low = "-" if since is None else str(_stream_ms(since))
         out: list[AuditEvent] = []
         # Entry ids are milliseconds of the Redis clock; +1 ms and the exact
         # filter below make the bound inclusive of the writer's `at`.
-        high = "+" if until is None else str(int(until * 1000) + 1)
+        high = "+" if until is None else str(min(_stream_ms(until) + 1, _MAX_STREAM_MS))
         # Page backwards through the stream until enough events of `kind` are found.
         while len(out) < limit:
             with self._errors("reading audit events"):

@@ -38,6 +38,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import replace
@@ -198,6 +199,16 @@ class RegistryBase:
 
     def events(self, kind: str | None = None, since: float | None = None, limit: int = 100,
                until: float | None = None) -> list[AuditEvent]:
+        """Audit events, newest first, within ``[since, until]``; any non-NaN bound, even ±inf, is a plain comparison.
+
+        Raises
+        ------
+        ConfigError
+            ``since`` or ``until`` is NaN (it would compare false against every event).
+        """
+        for name, bound in (("since", since), ("until", until)):
+            if bound is not None and math.isnan(bound):
+                raise ConfigError(f"{name} is NaN; give epoch seconds as a number")
         return self._read_events(kind, since, max(0, int(limit)), until)
 
     def subscribe(self, poll_interval: float = 1.0, stop: threading.Event | None = None) -> Iterator[Pointer]:

@@ -40,6 +40,9 @@ class ServingSettings(BaseSettings):
     #: Bearer token for promote/rollback; unset disables those endpoints.
     admin_token: SecretStr | None = None
     max_batch_rows: int = Field(1024, ge=1)
+    #: Largest request body accepted, in bytes; larger ones are 413 before
+    #: anything parses them. 1 MiB holds a full batch of ~50 float features.
+    max_body_bytes: int = Field(1_048_576, ge=1)
     #: Fallback poll of the registry pointer, for notifications that were missed.
     poll_interval_s: float = Field(1.0, gt=0)
     device: str = "cpu"

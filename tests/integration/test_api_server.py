@@ -95,6 +95,30 @@ def test_real_server_predicts_validates_and_names_versions(server, redis_registr
         assert "streamlearn_registry_up 1.0" in client.get("/metrics").text
 
 
+def test_bad_input_is_a_4xx_with_the_redis_registry(server, redis_registry):
+    """Non-finite or absurd /events bounds, float32-overflowing features and big bodies: never a 5xx."""
+    v = publish_validated(redis_registry, seed=5)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert wait_until(lambda: client.get("/health").json()["model_version"] == v.number)
+        for name in ("since", "until"):
+            for bound in ("nan", "inf", "-inf", "1e400"):
+                resp = client.get("/events", params={name: bound})
+                assert resp.status_code == 422 and "finite number of epoch seconds" in resp.text, resp.text
+        # Finite but outside Redis' stream-id range: clamped, not a 500 (OverflowError) or 409 (bad id).
+        assert client.get("/events", params={"since": "1e308"}).json()["events"] == []
+        assert client.get("/events", params={"until": "-1e308"}).json()["events"] == []
+        everything = client.get("/events", params={"since": "-1e308", "until": "1e308"})
+        assert everything.status_code == 200 and [e["kind"] for e in everything.json()["events"]] == \
+            ["validate", "publish"]
+        overflow = client.post("/predict", json={"x": [1e39] + [0.0] * (N_FEATURES - 1)})
+        assert overflow.status_code == 422 and "finite in float32" in overflow.text
+        batch = client.post("/predict/batch", json={"rows": [[0.0] * N_FEATURES, [-1e39] * N_FEATURES]})
+        assert batch.status_code == 422 and batch.json()["detail"][0]["loc"][:3] == ["body", "rows", 1]
+        too_big = client.post("/predict/batch", json={"rows": [[0.5] * N_FEATURES] * 60_000})  # ~1.3 MB
+        assert too_big.status_code == 413 and "limit of 1048576 bytes" in too_big.json()["detail"]
+        assert client.post("/predict", json={"x": [0.5] * N_FEATURES}).status_code == 200
+
+
 def test_hot_swap_under_load_never_fails_and_never_goes_back(server, redis_registry):
     first = publish_validated(redis_registry, seed=0)
     with httpx.Client(base_url=server.url) as probe:

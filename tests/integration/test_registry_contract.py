@@ -166,6 +166,29 @@ def test_audit_trail_records_every_transition(registry):
                                                             "to": a.number}
 
 
+@pytest.mark.parametrize("huge", [1e308, float("inf"), 2.0**70, 1.8446744073709552e16])
+def test_event_bounds_far_outside_the_clock_are_plain_comparisons(registry, huge):
+    # Redis stream ids are unsigned 64-bit milliseconds: these bounds overflow or
+    # fall outside them, and must still mean "everything" or "nothing".
+    v = registry.publish(_state(1), _draft())
+    registry.validate(v.number)
+    every = [e.id for e in registry.events()]
+    assert len(every) == 2
+    assert [e.id for e in registry.events(since=-huge)] == every
+    assert [e.id for e in registry.events(until=huge)] == every
+    assert [e.id for e in registry.events(since=-huge, until=huge)] == every
+    assert registry.events(since=huge) == []
+    assert registry.events(until=-huge) == []
+    assert registry.events(since=-1.0, until=0.0) == []  # before the epoch: nothing, and no error
+    assert [e.id for e in registry.events(since=0.0)] == every
+
+
+def test_a_nan_event_bound_is_a_config_error(registry):
+    for bound in ({"since": float("nan")}, {"until": float("nan")}):
+        with pytest.raises(ConfigError, match="NaN"):
+            registry.events(**bound)
+
+
 def test_subscribe_yields_each_pointer_move(registry):
     a = registry.publish(_state(1), _draft())
     stop = threading.Event()

@@ -106,6 +106,93 @@ def test_non_finite_values_are_422(reg, client):
     assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "rows", 1]
 
 
+def test_values_not_finite_in_float32_are_422_everywhere(reg, client):
+    # 1e39 is finite in float64 (JSON allows it) and inf once cast to float32.
+    publish(reg, schema={"n_features": 3, "feature_names": ["a", "b", "c"]})
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    for body, path in (({"x": [1e39, 0.0, 0.0]}, "/predict"), ({"x": [0.0, -1e39, 0.0]}, "/predict"),
+                       ({"x": {"a": 0.0, "b": 0.0, "c": 3.5e38}}, "/predict"),
+                       ({"rows": [[0, 0, 0], [0, 0, 1e39]]}, "/predict/batch"),
+                       ({"rows": [{"a": 0.0, "b": 0.0, "c": -1e300}]}, "/predict/batch")):
+        resp = client.post(path, json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert "finite in float32" in resp.json()["detail"][0]["msg"]
+    located = client.post("/predict/batch", json={"rows": [[0, 0, 0], [0, 0, 1e39]]}).json()["detail"][0]["loc"]
+    assert located == ["body", "rows", 1, 2]
+    # The largest finite float32 passes validation (this model may still overflow on it: that is another 422).
+    largest = client.post("/predict", json={"x": [3.4028234663852886e38, 0.0, 0.0]})
+    assert largest.status_code == 200 or "overflows" in largest.json()["detail"][0]["msg"], largest.text
+
+
+def test_a_row_the_model_overflows_on_is_422_not_null_probabilities(reg, client):
+    learner = TorchLearner(n_features=3, device="cpu", seed=0)
+    state = learner.state_dict()
+    state["model"]["linear.weight"].fill_(3e38)  # any sizeable input overflows to inf - inf = NaN
+    reg.validate(reg.publish(state, Version(number=0, schema={"n_features": 3})).number)
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    single = client.post("/predict", json={"x": [1e3, 1e3, 1e3]})
+    assert single.status_code == 422 and "overflows" in single.json()["detail"][0]["msg"], single.text
+    batch = client.post("/predict/batch", json={"rows": [[0, 0, 0], [1e3, 1e3, 1e3]]})
+    assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "rows", 1], batch.text
+    assert "null" not in client.post("/predict", json={"x": [0, 0, 0]}).text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+def test_predict_bodies_must_be_json(reg, client, content_type):
+    publish(reg)
+    assert wait_until(lambda: client.get("/health").json()["ready"])
+    for path, body in (("/predict", b'{"x": [0, 0, 0]}'), ("/predict/batch", b'{"rows": [[0, 0, 0]]}')):
+        resp = client.post(path, content=body, headers={"content-type": content_type})
+        assert resp.status_code == 415 and "application/json" in resp.json()["detail"]
+        for fine in ("application/json; charset=utf-8", "application/vnd.api+json", None):
+            headers = {"content-type": fine} if fine else {}
+            assert client.post(path, content=body, headers=headers).status_code == 200, fine
+
+
+def test_bodies_over_the_limit_are_413_declared_or_streamed(reg):
+    publish(reg)
+    app = create_app(ServingSettings(admin_token=TOKEN, max_body_bytes=256, poll_interval_s=0.05), registry=reg)
+    with TestClient(app) as c:
+        assert wait_until(lambda: c.get("/health").json()["ready"])
+        row = b"[0.5, 0.5, 0.5]"
+        fits = b'{"rows": [' + b", ".join([row] * 10) + b"]}"
+        assert len(fits) <= 256 and c.post("/predict/batch", content=fits).status_code == 200
+        big = b'{"rows": [' + b", ".join([row] * 30) + b"]}"
+        declared = c.post("/predict/batch", content=big)
+        assert declared.status_code == 413
+        assert declared.json()["detail"].startswith(f"the request body ({len(big)} bytes) is larger than the limit "
+                                                    "of 256 bytes")
+        assert declared.headers["connection"] == "close"
+
+        def chunks():  # no Content-Length: the middleware counts as the body arrives
+            yield b'{"rows": ['
+            for _ in range(10_000):
+                yield row + b", "
+            yield row + b"]}"
+
+        for path in ("/predict/batch", "/predict", "/rollback"):
+            streamed = c.post(path, content=chunks(), headers=ADMIN)
+            assert streamed.status_code == 413, (path, streamed.text)
+            assert "larger than the limit of 256 bytes" in streamed.json()["detail"]
+        text = c.get("/metrics").text
+        # Counted either way: a declared length is refused before routing, hence "unmatched".
+        assert 'route="unmatched",status="413"} 1.0' in text and 'route="/predict/batch",status="413"} 1.0' in text
+
+
+def test_non_finite_event_bounds_are_422_and_huge_ones_are_fine(reg, client):
+    publish(reg)
+    for name in ("since", "until"):
+        for bound in ("nan", "inf", "-inf", "1e400"):
+            resp = client.get("/events", params={name: bound})
+            assert resp.status_code == 422, resp.text
+            assert resp.json()["detail"][0] == {"loc": ["query", name], "type": "value_error",
+                                                "msg": f"{name} must be a finite number of epoch seconds, "
+                                                       f"got {float(bound)}"}
+    assert client.get("/events", params={"since": 1e308}).json()["events"] == []
+    assert client.get("/events", params={"until": -1e308}).json()["events"] == []
+    assert len(client.get("/events", params={"since": -1e308, "until": 1e308}).json()["events"]) == 2
+
+
 def test_named_features_and_class_labels(reg, client):
     publish(reg, schema={"n_features": 3, "feature_names": ["a", "b", "c"], "classes": ["no", "yes"]})
     assert wait_until(lambda: client.get("/health").json()["ready"])
