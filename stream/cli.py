@@ -510,12 +510,15 @@ def broker(port):
 @click.option("--host", default=None, help="Bind address [env STREAMLEARN_SERVING_HOST; default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [env STREAMLEARN_SERVING_PORT; default 8000].")
 @click.option("--max-batch-rows", type=int, default=None, help="Largest /predict/batch request (default 1024).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=None,
+              help="Largest request body in bytes; larger is 413 before parsing [default 1 MiB].")
 @click.option("--poll-interval", type=float, default=None,
               help="Fallback poll of the registry when notifications are missed (default 1s).")
 @click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
 @click.option("--log-level", default="info", show_default=True)
 @user_errors
-def serve(registry, registry_namespace, host, port, max_batch_rows, poll_interval, workers, log_level):
+def serve(registry, registry_namespace, host, port, max_batch_rows, max_body_bytes, poll_interval, workers,
+          log_level):
     """Serve the latest validated model over HTTP, hot-swapping to new versions.
 
     The admin endpoints (promote, rollback) need STREAMLEARN_SERVING_ADMIN_TOKEN
@@ -529,6 +532,7 @@ def serve(registry, registry_namespace, host, port, max_batch_rows, poll_interva
     from serving.settings import RegistrySettings, ServingSettings
 
     overrides = {k: v for k, v in {"host": host, "port": port, "max_batch_rows": max_batch_rows,
+                                   "max_body_bytes": max_body_bytes,
                                    "poll_interval_s": poll_interval}.items() if v is not None}
     settings = ServingSettings(**overrides)
     reg_overrides = {k: v for k, v in {"url": registry, "namespace": registry_namespace}.items() if v is not None}
