@@ -20,6 +20,10 @@ class BrokerUnavailableError(StreamlearnError, ConnectionError):
     """The Kafka bootstrap servers could not be reached."""
 
 
+class BrokerOutageError(BrokerUnavailableError):
+    """The broker went away mid-run; the engine keeps its checkpoint and polls again after a backoff."""
+
+
 class TopicNotFoundError(StreamlearnError, LookupError):
     """A topic named in the configuration does not exist on the broker."""
 
@@ -30,6 +34,14 @@ class CheckpointError(StreamlearnError):
 
 class OffsetRegressionError(CheckpointError):
     """A checkpoint would move a partition's offset backwards (a double-learn risk)."""
+
+
+class CheckpointLockedError(CheckpointError):
+    """Another engine (this process or another) already uses the checkpoint directory."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """Checkpoint files exist but none can be read: starting fresh would re-learn everything."""
 
 
 class SchemaMismatchError(StreamlearnError):

@@ -1,4 +1,4 @@
-"""CheckpointStore: atomic files, newest-readable wins, offsets never regress."""
+"""CheckpointStore: atomic files, newest-readable wins, all-unreadable refused, offsets never regress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stream.checkpoint import Checkpoint, CheckpointStore
-from stream.errors import OffsetRegressionError
+from stream.errors import ConfigError, OffsetRegressionError, UnreadableCheckpointError
 from stream.records import TopicPartition
 
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -66,3 +66,44 @@ def test_no_temp_files_are_left_behind(tmp_path):
 
 def test_empty_directory_means_fresh_start(tmp_path):
     assert CheckpointStore(tmp_path / "missing").latest() is None
+
+
+def _damage(path):
+    path.write_bytes(path.read_bytes()[:50])
+
+
+def test_a_directory_of_only_unreadable_checkpoints_refuses_a_silent_fresh_start(tmp_path):
+    store = CheckpointStore(tmp_path)
+    for seq in (1, 2):
+        _damage(store.save(ckpt(seq, {TP0: seq * 100})))
+    with pytest.raises(UnreadableCheckpointError, match=rf"none of the 2 checkpoint file\(s\) in {tmp_path} can be "
+                                                        r"read \(the newest: .*ckpt-000000000002.safetensors.*"
+                                                        r"--on-unreadable-checkpoint fresh"):
+        CheckpointStore(tmp_path).latest()
+    assert len(list(tmp_path.glob("ckpt-*.safetensors"))) == 2  # refusing changes nothing
+
+
+def test_a_fresh_start_on_request_sets_the_unreadable_files_aside_and_keeps_its_own(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for seq in (5, 6):
+        _damage(store.save(ckpt(seq, {TP0: seq * 100})))
+    fresh = CheckpointStore(tmp_path, keep=2, on_unreadable="fresh")
+    assert fresh.latest() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-000000000005.safetensors.unreadable", "ckpt-000000000006.safetensors.unreadable"]
+    fresh.save(ckpt(1, {TP0: 10}))  # out of the rotation: the damaged seq 5 and 6 cannot prune it
+    assert CheckpointStore(tmp_path).latest().seq == 1
+
+
+def test_a_damaged_newest_file_with_an_older_readable_one_is_no_error_under_either_policy(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save(ckpt(1, {TP0: 100}))
+    _damage(store.save(ckpt(2, {TP0: 200})))
+    assert CheckpointStore(tmp_path, on_unreadable="refuse").latest().seq == 1
+    assert CheckpointStore(tmp_path, on_unreadable="fresh").latest().seq == 1
+    assert (tmp_path / "ckpt-000000000002.safetensors").exists()  # the next save replaces it
+
+
+def test_an_unknown_unreadable_policy_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="'refuse' or 'fresh'"):
+        CheckpointStore(tmp_path, on_unreadable="ignore")
