@@ -10,22 +10,40 @@ group are for lag monitoring only; the checkpoint is the source of truth.
 Backends: :class:`KafkaSource` (kafka-python, always installed),
 :class:`stream.confluent_source.ConfluentKafkaSource` (``pip install
 'streamlearn[fast]'``) and :class:`stream.file_source.FileSource`.
+
+A broker that goes away mid-run is an :class:`Outage`, not an error and not an
+idle topic: both Kafka clients reconnect on their own, so the sources keep
+polling (each poll still waits its timeout: no busy loop), report the outage
+through ``outage()``, answer ``lag() -> None`` (unknown, never a stale 0) and
+skip the monitoring-only group commit. The engine reports the outage and never
+counts it as idleness (:mod:`stream.daemon`).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from stream.errors import BrokerUnavailableError, ConfigError, TopicNotFoundError
+from stream.errors import BrokerOutageError, BrokerUnavailableError, ConfigError, TopicNotFoundError
 from stream.records import RawRecord, TopicPartition
 
 log = logging.getLogger(__name__)
 
 # KafkaSource.poll waits in slices of at most this long (see its comment).
 _POLL_SLICE_MS = 10
+# No broker connection for this long is an outage: shorter gaps happen when a
+# client reconnects on its own (leader moves, idle connections closed).
+_OUTAGE_GRACE_S = 2.0
+# How often a poll looks at kafka-python's connection count.
+_CONNECTION_CHECK_S = 0.25
+# After a gap, connections must be seen open this long to count as back: a
+# connection attempt is counted too while it lasts, refused or not.
+_RECONNECTED_S = 0.5
+# A group commit is monitoring only: it may hold up the loop this long at most.
+_COMMIT_TIMEOUT_MS = 5_000
 
 PollBatch = Mapping[TopicPartition, Sequence[RawRecord]]
 
@@ -40,6 +58,21 @@ class RebalanceHandler(Protocol):
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Called before ``partitions`` are released: checkpoint now."""
         ...
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The source cannot reach its broker(s) right now.
+
+    ``since`` is when it lost them (``time.monotonic()`` seconds); ``cause``
+    is what the client, or a connection attempt, said.
+
+    >>> Outage(since=12.5, cause="127.0.0.1:9092: [Errno 111] Connection refused").cause
+    '127.0.0.1:9092: [Errno 111] Connection refused'
+    """
+
+    since: float
+    cause: str
 
 
 class NoPositions:
@@ -59,6 +92,13 @@ class Source(Protocol):
     PollColumns`` (:mod:`stream.poll`): the same poll as columns, without a
     record object per record. The engine uses it when it is there
     (:class:`~stream.confluent_source.ConfluentKafkaSource` has it).
+
+    A source that talks to a broker may also offer ``outage() -> Outage |
+    None``: the outage in progress, if any. While it lasts ``lag()`` is
+    ``None`` and the engine neither stops as idle nor counts the time as idle.
+    A source whose ``poll`` cannot go on raises
+    :class:`~stream.errors.BrokerOutageError` instead; the engine polls again
+    after a computed backoff.
     """
 
     def open(self, handler: RebalanceHandler) -> None: ...
@@ -70,7 +110,12 @@ class Source(Protocol):
         ...
 
     def lag(self) -> int | None:
-        """Records between the current positions and the end of the assigned partitions, if known."""
+        """Records between the current positions and the end of the assigned partitions.
+
+        ``None`` when unknown -- no partitions assigned yet, the broker out of
+        reach, an end offset not fetched yet -- and never a guessed 0:
+        ``--until-idle`` stops only on a lag known to be 0.
+        """
         ...
 
     def close(self) -> None: ...
@@ -116,6 +161,9 @@ class KafkaSourceConfig:
     request_timeout_ms: int = 30_000
     # How long to wait for the first broker before calling it unreachable.
     bootstrap_timeout_ms: int = 10_000
+    # Cap of the clients' own reconnect backoff. kafka-python's default (30 s)
+    # can leave a daemon idle for half a minute after its broker came back.
+    reconnect_backoff_max_ms: int = 5_000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,6 +192,7 @@ def kafka_python_settings(cfg: KafkaSourceConfig) -> dict[str, Any]:
         max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
         request_timeout_ms=cfg.request_timeout_ms,
         bootstrap_timeout_ms=cfg.bootstrap_timeout_ms,
+        reconnect_backoff_max_ms=cfg.reconnect_backoff_max_ms,
         **dict(cfg.extra),
     )
 
@@ -176,17 +225,45 @@ class _ListenerMixin:
 class KafkaSource:
     """A :class:`Source` on kafka-python's ``KafkaConsumer``.
 
+    Parameters
+    ----------
+    config : KafkaSourceConfig
+        Where and what to consume.
+    clock : callable, optional
+        Monotonic seconds for outage timing (tests pass a fake).
+
     Raises
     ------
     BrokerUnavailableError
-        The bootstrap servers do not answer.
+        The bootstrap servers do not answer when the source opens.
     TopicNotFoundError
         A configured topic does not exist.
+
+    Notes
+    -----
+    kafka-python never raises from ``poll()`` when the brokers go away: it
+    returns nothing and reconnects on its own, with backoff. The one public
+    signal is its ``connection-count`` metric, so polls look at it (at most
+    every 0.25 s; records prove nothing, they may come from the fetch buffer);
+    no open connection for 2 s is an :class:`Outage`, connections seen open
+    for 0.5 s end it (a connection attempt counts while it lasts). Its cause
+    comes from one TCP connection attempt to the bootstrap servers, made when
+    the outage begins. A broker that accepts connections but never answers is
+    not seen this way: kafka-python drops such a connection after
+    ``request_timeout_ms`` and then connects again.
     """
 
-    def __init__(self, config: KafkaSourceConfig) -> None:
+    def __init__(self, config: KafkaSourceConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._consumer = None
+        self._clock = clock
+        # Outage tracking (see _watch_connections): since when no broker
+        # connection is open, the outage declared after the grace period.
+        self._unconnected_since: float | None = None
+        self._connected_since: float | None = None
+        self._outage: Outage | None = None
+        self._next_connection_check = 0.0
+        self._commit_refused = False
 
     def open(self, handler: RebalanceHandler) -> None:
         from kafka import KafkaConsumer
@@ -251,38 +328,124 @@ class KafkaSource:
             remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
             batch = self._consumer.poll(timeout_ms=min(remaining_ms, _POLL_SLICE_MS), max_records=max_records)
             if batch or remaining_ms == 0:
-                return batch
+                break
+        self._watch_connections()
+        return batch
+
+    def outage(self) -> Outage | None:
+        """The broker outage in progress (see the class notes), ``None`` while a broker connection is open."""
+        return self._outage
+
+    def _watch_connections(self) -> None:
+        now = self._clock()
+        if now < self._next_connection_check:
+            return
+        self._next_connection_check = now + _CONNECTION_CHECK_S
+        if self._open_connections() > 0:
+            if self._unconnected_since is None:
+                return
+            if self._connected_since is None:
+                self._connected_since = now
+            elif now - self._connected_since >= _RECONNECTED_S:
+                self._unconnected_since = self._connected_since = self._outage = None
+                self._commit_refused = False
+            return
+        self._connected_since = None
+        if self._unconnected_since is None:
+            self._unconnected_since = now
+        if self._outage is None and now - self._unconnected_since >= _OUTAGE_GRACE_S:
+            self._outage = Outage(self._unconnected_since, connect_error(self.config.bootstrap))
+
+    def _open_connections(self) -> int:
+        """kafka-python's own count of open broker connections (1 if this version does not report it)."""
+        count = self._consumer.metrics().get("consumer-metrics", {}).get("connection-count")
+        return 1 if count is None else int(count)
 
     def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Commit to the group (monitoring only) -- never while the broker is out of reach.
+
+        Raises
+        ------
+        BrokerOutageError
+            No broker connection is open (nothing was sent; said once per gap),
+            or the coordinator did not confirm within 5 s. The engine logs it
+            and goes on; the checkpoint already holds these positions.
+        """
         if not self.config.group_id or not positions:
             return
         from kafka import TopicPartition as KafkaTP
+        from kafka.errors import KafkaTimeoutError
         from kafka.structs import OffsetAndMetadata
 
+        if self._unconnected_since is not None:
+            # A synchronous commit would wait for a coordinator that is not
+            # there. Raised once per gap (the engine logs it), skipped after.
+            if not self._commit_refused:
+                self._commit_refused = True
+                raise BrokerOutageError("no broker connection; offsets are not committed to the group until "
+                                        "it is back (the checkpoint has them)")
+            return
         assigned = self._consumer.assignment()
         offsets = {
             KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(pos, "", -1)
             for tp, pos in positions.items()
             if KafkaTP(tp.topic, tp.partition) in assigned
         }
-        if offsets:
-            self._consumer.commit(offsets)
+        if not offsets:
+            return
+        timeout_ms = min(self.config.request_timeout_ms, _COMMIT_TIMEOUT_MS)
+        try:
+            self._consumer.commit(offsets, timeout_ms=timeout_ms)
+        except KafkaTimeoutError:
+            raise BrokerOutageError(
+                f"the group coordinator did not confirm the commit within {timeout_ms} ms") from None
 
     def lag(self) -> int | None:
         from kafka.errors import KafkaError
 
+        assigned = self._consumer.assignment() if self._consumer is not None else None
+        # No partitions yet (a group still joining) or no broker connection
+        # (highwater() would answer from before the outage): unknown, not 0.
+        if not assigned or self._unconnected_since is not None:
+            return None
         total = 0
-        for tp in self._consumer.assignment():
+        for tp in assigned:
             high = self._consumer.highwater(tp)
             if high is None:
                 return None
             try:
-                total += max(0, high - self._consumer.position(tp, timeout_ms=0))
+                position = self._consumer.position(tp, timeout_ms=0)
             except KafkaError:  # position unknown mid-rebalance: lag is unknown, not an error
                 return None
+            if position is None:
+                return None
+            total += max(0, high - position)
         return total
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
             self._consumer = None
+
+
+def connect_error(bootstrap: str, timeout_s: float = 1.0) -> str:
+    """Why the bootstrap servers cannot be reached: one TCP connection attempt to each, until one succeeds.
+
+    Only names a cause for an outage the client already reported; a server
+    that accepts the connection is reported as such (the Kafka handshake, not
+    the network, is then what fails).
+
+    >>> connect_error("127.0.0.1:1")  # doctest: +ELLIPSIS
+    '127.0.0.1:1: ...'
+    """
+    causes = []
+    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        host = host.strip("[]") or "localhost"
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return (f"{server} accepts TCP connections, but the Kafka client has none open "
+                        "(handshake or broker failing)")
+        except (OSError, ValueError) as exc:
+            causes.append(f"{server}: {exc}")
+    return "; ".join(causes) or f"no bootstrap server in {bootstrap!r}"

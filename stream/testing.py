@@ -4,7 +4,10 @@
 resumes from the positions the engine hands it, and can *abort*: raise
 :class:`Abort` at a chosen poll, which is how tests crash an engine at a
 precise instant without killing a process. Pair it with
-:class:`stream.clock.ManualClock` for time windows.
+:class:`stream.clock.ManualClock` for time windows. :class:`StallingSource`
+(records wait, none arrive: a known lag > 0, or an unknown one) and
+:class:`OutageSource` (the broker goes away for some polls) drive the idle
+rule and the outage handling of :meth:`stream.daemon.Engine.run`.
 
 Examples
 --------
@@ -22,13 +25,15 @@ stream.testing.Abort: aborted at poll 1 (test sentinel)
 from __future__ import annotations
 
 import random
+import time
 from typing import Mapping, Sequence
 
 import numpy as np
 import orjson
 
+from stream.errors import BrokerOutageError
 from stream.records import Events, MicroBatch, RawRecord, TopicPartition
-from stream.source import PollBatch, RebalanceHandler
+from stream.source import Outage, PollBatch, RebalanceHandler
 
 
 class Abort(Exception):
@@ -136,3 +141,85 @@ class ListSource:
 
     def close(self) -> None:
         self.closed = True
+
+
+class StallingSource(ListSource):
+    """A :class:`ListSource` whose first ``stall_polls`` polls bring nothing although records wait.
+
+    A stalled fetch: with ``lag_known`` the lag stays the number of waiting
+    records (``> 0``); without, it is unknown (``None``), as before a group
+    assigns partitions. An empty poll waits its timeout, as a client's does.
+
+    >>> src = StallingSource(make_records(5, n_features=2), stall_polls=1, lag_known=False)
+    >>> src.open(_NoCheckpoint())
+    >>> src.poll(0, 10), src.lag()
+    ({}, None)
+    >>> sum(map(len, src.poll(0, 10).values())), src.lag()
+    (5, 0)
+    """
+
+    def __init__(self, records: Sequence[RawRecord], *, stall_polls: int, lag_known: bool = True,
+                 batch_size: int = 100) -> None:
+        super().__init__(records, batch_size=batch_size)
+        self.stall_polls = stall_polls
+        self.lag_known = lag_known
+        self.polls = 0
+
+    def poll(self, timeout_ms: int, max_records: int) -> PollBatch:
+        self.polls += 1
+        if self.polls <= self.stall_polls:
+            time.sleep(timeout_ms / 1000)
+            return {}
+        return super().poll(timeout_ms, max_records)
+
+    def lag(self) -> int | None:
+        if self.polls <= self.stall_polls and not self.lag_known:
+            return None
+        return super().lag()
+
+
+class OutageSource(ListSource):
+    """A :class:`ListSource` whose broker is away for the polls numbered ``down`` (1-based).
+
+    During those polls nothing arrives, :meth:`outage` reports the outage
+    and the lag is unknown -- kafka-python's way of living through one; with
+    ``raises=True`` each of them raises :class:`~stream.errors.BrokerOutageError`
+    instead (a source that cannot poll at all). An empty poll waits its
+    timeout, as a client's does.
+
+    >>> src = OutageSource(make_records(4, n_features=2), down=range(1, 3), batch_size=2)
+    >>> src.open(_NoCheckpoint())
+    >>> src.poll(0, 10), src.outage().cause, src.lag()
+    ({}, 'test outage: connection refused', None)
+    >>> _ = src.poll(0, 10); sum(map(len, src.poll(0, 10).values())), src.outage()
+    (2, None)
+    """
+
+    def __init__(self, records: Sequence[RawRecord], *, down: range, raises: bool = False,
+                 cause: str = "test outage: connection refused", batch_size: int = 100) -> None:
+        super().__init__(records, batch_size=batch_size)
+        self.down = down
+        self.raises = raises
+        self.cause = cause
+        self.polls = 0
+        self._since: float | None = None
+
+    def poll(self, timeout_ms: int, max_records: int) -> PollBatch:
+        self.polls += 1
+        if self.polls in self.down:
+            if self._since is None:
+                self._since = time.monotonic()
+            if self.raises:
+                raise BrokerOutageError(self.cause)
+            time.sleep(timeout_ms / 1000)
+            return {}
+        self._since = None
+        return super().poll(timeout_ms, max_records)
+
+    def outage(self) -> Outage | None:
+        if self._since is None or self.raises:
+            return None
+        return Outage(self._since, self.cause)
+
+    def lag(self) -> int | None:
+        return None if self._since is not None else super().lag()
