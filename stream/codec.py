@@ -88,6 +88,9 @@ class CodecConfig:
     n_classes: int = 2
     classes: tuple[str, ...] | None = None
     max_record_bytes: int = 1 << 20
+    #: Longer ids are refused: numpy pads every id of a batch to the longest,
+    #: so one megabyte-long id would cost gigabytes.
+    max_id_chars: int = 256
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
@@ -101,8 +104,8 @@ class CodecConfig:
             object.__setattr__(self, "n_classes", len(self.classes))
         if self.task == "classification" and self.n_classes < 2:
             raise ConfigError(f"n_classes must be at least 2 for classification, got {self.n_classes}")
-        if self.max_record_bytes <= 0:
-            raise ConfigError("max_record_bytes must be positive")
+        if self.max_record_bytes <= 0 or self.max_id_chars <= 0:
+            raise ConfigError("max_record_bytes and max_id_chars must be positive")
 
     @property
     def dimension(self) -> int | None:
@@ -113,10 +116,22 @@ class CodecConfig:
 
 @dataclass(slots=True)
 class DecodeResult:
-    """Decoded events (in poll order) and the records that were dead-lettered."""
+    """Decoded events (in poll order) and the records that were dead-lettered.
+
+    ``rows[i]`` is the poll row event ``i`` came from (so a later stage can
+    dead-letter its original record). ``own_ids[i]`` says whether the record
+    carried its own id; ``None`` means every one did. Events without one get
+    ``topic:partition:offset``, which is unique by construction.
+    """
 
     events: Events
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    rows: np.ndarray | None = None
+    own_ids: np.ndarray | None = None
+
+    def event_rows(self) -> np.ndarray:
+        """``rows``, or ``0..n-1`` when every poll row became an event."""
+        return self.rows if self.rows is not None else np.arange(len(self.events))
 
 
 class _Reject(Exception):
@@ -228,15 +243,18 @@ class JsonCodec:
         ts = self._timestamps_fast(docs, cols)
         if ts is None:
             return None
-        ids = self._ids_fast(docs, cols)
+        ids, own_ids = self._ids_fast(docs, cols)
+        if ids is None:
+            return None
         events = Events(X=X, y=y, ts=ts, ids=ids, topic=cols.topic, partition=cols.partition, offset=cols.offset)
         # Non-finite features are a per-row defect: drop just those rows.
         finite = np.isfinite(X).all(axis=1)
         if finite.all():
-            return DecodeResult(events)
+            return DecodeResult(events, own_ids=own_ids)
         bad_rows = np.flatnonzero(~finite)
         letters = [DeadLetter(cols.record(i), _NON_FINITE) for i in bad_rows]
-        return DecodeResult(events.take(finite), letters)
+        return DecodeResult(events.take(finite), letters, rows=np.flatnonzero(finite),
+                            own_ids=None if own_ids is None else own_ids[finite])
 
     def _labels_fast(self, y_raw: np.ndarray) -> np.ndarray | None:
         cfg = self.config
@@ -270,36 +288,46 @@ class JsonCodec:
             return cols.timestamps()
         return None
 
-    def _ids_fast(self, docs: list[dict], cols: PollColumns) -> np.ndarray:
+    def _ids_fast(self, docs: list[dict], cols: PollColumns) -> tuple[np.ndarray | None, np.ndarray | None]:
         raw = list(map(dict.get, docs, repeat(self.config.id_field)))
         if None not in raw:
             # str() of a str is the str itself: cheap for the common case.
-            return np.array(list(map(str, raw)), dtype=str)
+            strs = list(map(str, raw))
+            if max(map(len, strs)) > self.config.max_id_chars:
+                return None, None  # the slow path names the over-long id
+            return np.array(strs, dtype=str), None
         topics, partitions, offsets = cols.topic.tolist(), cols.partition.tolist(), cols.offset.tolist()
-        return np.array(
-            [str(v) if v is not None else f"{t}:{p}:{o}" for v, t, p, o in zip(raw, topics, partitions, offsets)],
-            dtype=str,
-        )
+        strs = [str(v) if v is not None else f"{t}:{p}:{o}" for v, t, p, o in zip(raw, topics, partitions, offsets)]
+        if max(map(len, strs)) > self.config.max_id_chars:
+            return None, None
+        return np.array(strs, dtype=str), np.array([v is not None for v in raw], dtype=bool)
 
     # ------------------------------------------------------------ slow path
     def _decode_slow(self, records: list[RawRecord]) -> DecodeResult:
         good_records: list[RawRecord] = []
+        rows: list[int] = []
+        own_ids: list[bool] = []
         xs: list[list[float]] = []
         ys: list[Any] = []
         tss: list[int] = []
         ids: list[str] = []
         letters: list[DeadLetter] = []
-        for rec in records:
+        for row, rec in enumerate(records):
             try:
                 x, y, ts, rid = self._decode_one(rec)
             except _Reject as reject:
                 letters.append(DeadLetter(rec, str(reject)))
                 continue
+            except RecursionError:  # orjson refuses deep nesting itself; this guards any other walk
+                letters.append(DeadLetter(rec, "bad json: nested too deeply"))
+                continue
             good_records.append(rec)
+            rows.append(row)
+            own_ids.append(rid is not None)
             xs.append(x)
             ys.append(y)
             tss.append(ts)
-            ids.append(rid)
+            ids.append(rid if rid is not None else f"{rec.topic}:{rec.partition}:{rec.offset}")
         if not good_records:
             return DecodeResult(self.empty_events(), letters)
         n = len(good_records)
@@ -312,9 +340,10 @@ class JsonCodec:
             partition=np.array([r.partition for r in good_records], dtype=np.int32),
             offset=np.array([r.offset for r in good_records], dtype=np.int64),
         )
-        return DecodeResult(events, letters)
+        own = np.array(own_ids, dtype=bool)
+        return DecodeResult(events, letters, rows=np.array(rows, dtype=np.int64), own_ids=None if own.all() else own)
 
-    def _decode_one(self, rec: RawRecord) -> tuple[list[float], Any, int, str]:
+    def _decode_one(self, rec: RawRecord) -> tuple[list[float], Any, int, str | None]:
         cfg = self.config
         value = rec.value
         if value is None or len(value) == 0:
@@ -331,7 +360,11 @@ class JsonCodec:
         y = self._label_one(doc)
         ts = _parse_ts(doc.get(cfg.ts_field), rec.timestamp)
         rid = doc.get(cfg.id_field)
-        rid = f"{rec.topic}:{rec.partition}:{rec.offset}" if rid is None else str(rid)
+        if rid is None:
+            return x, y, ts, None
+        rid = str(rid)
+        if len(rid) > cfg.max_id_chars:
+            raise _Reject(f"bad id: {len(rid)} characters, more than {cfg.max_id_chars}")
         return x, y, ts, rid
 
     def _features_one(self, doc: dict) -> list[float]:

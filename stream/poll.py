@@ -147,7 +147,8 @@ class PollColumns:
 
         def record(i: int) -> RawRecord:
             m = messages[i]
-            return RawRecord(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value())
+            return RawRecord(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(),
+                             m.headers() or ())
 
         return cls(
             list(map(msg_type.value, messages)), topic, partition, offset,

@@ -28,7 +28,8 @@ class RawRecord(NamedTuple):
 
     ``timestamp`` is the broker/producer timestamp in milliseconds since the
     epoch (-1 when unknown); the codec may prefer an event-time field inside
-    ``value``.
+    ``value``. ``headers`` are the record's Kafka headers as ``(name, bytes)``
+    pairs (kafka-python's and confluent-kafka's shape); dead letters keep them.
     """
 
     topic: str
@@ -37,6 +38,7 @@ class RawRecord(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] | list = ()
 
 
 _EMPTY_STR = np.array([], dtype=str)

@@ -47,6 +47,21 @@ class KafkaSettings(BaseSettings):
         return opts
 
 
+class DeadLetterSettings(BaseSettings):
+    """The Kafka dead-letter destination (``--dead-letter kafka``) and its on-disk spool."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_DEAD_LETTER_")
+
+    #: Appended to the source topic: ``clicks`` -> ``clicks.dlq``.
+    suffix: str = ".dlq"
+    #: Another cluster for dead letters; the source's bootstrap servers by default.
+    bootstrap: str | None = None
+    #: Source payload kept per envelope (KiB); the rest is cut and the envelope says so.
+    max_value_kb: int = 256
+    #: Spool size (MiB) at which the daemon stops while the destination is down.
+    spool_mb: float = 256
+
+
 class CheckpointSettings(BaseSettings):
     """Where and how often the daemon checkpoints."""
 

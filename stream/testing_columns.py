@@ -55,6 +55,9 @@ class FakeMessage:
     def value(self) -> bytes | None:
         return self._rec.value
 
+    def headers(self) -> list | None:
+        return list(self._rec.headers) or None  # confluent-kafka gives None when there are none
+
     def error(self):
         return self._error
 
