@@ -13,13 +13,12 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from typing import Callable
 
 import click
 
-from stream.errors import BrokerUnavailableError, ConfigError, StreamlearnError
+from stream.errors import ConfigError, StreamlearnError
 from stream.learner_choice import LearnerChoice, parse_options
 from stream.reconcile_options import retrain_options
 
@@ -201,20 +200,6 @@ def open_gate(registry, namespace, every_batches, every_seconds, tolerance, hold
                                           tolerance=tolerance, holdout_min_events=holdout_min_events))
 
 
-def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
-    from stream.deadletter import FileDeadLetterSink, KafkaDeadLetterSink
-
-    if spec == "none":
-        return None
-    if spec == "kafka":
-        if not bootstrap:
-            raise ConfigError("--dead-letter kafka needs a Kafka source; use --dead-letter file:PATH")
-        return KafkaDeadLetterSink(bootstrap)
-    if spec.startswith("file:"):
-        return FileDeadLetterSink(spec[5:] or os.path.join(checkpoint_dir, "dead-letters.jsonl"))
-    raise ConfigError(f"--dead-letter {spec!r}: use kafka, file:PATH or none")
-
-
 @main.command()
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
 @click.option("--topic", "topics", multiple=True, help="Topic to learn from (repeatable).")
@@ -228,10 +213,19 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @click.option("--checkpoint-dir", default=None, help="Checkpoint directory [env STREAMLEARN_CHECKPOINT_DIR].")
 @click.option("--checkpoint-every-batches", type=int, default=None)
 @click.option("--checkpoint-every-seconds", type=float, default=None)
+@click.option("--on-unreadable-checkpoint", type=click.Choice(["refuse", "fresh"]), default="refuse",
+              show_default=True,
+              help="When checkpoints exist but none can be read: refuse to start, or set them aside "
+                   "(*.unreadable) and learn from scratch.")
 @click.option("--dead-letter", default=None,
               help="kafka (<topic>.dlq) | file:PATH | none  [default: kafka, or file for --file]")
 @click.option("--late-policy", type=click.Choice(["dead_letter", "drop"]), default="dead_letter", show_default=True)
-@click.option("--until-idle", type=float, default=None, help="Exit after no record arrived for SECONDS.")
+@click.option("--dedup-window", type=click.IntRange(min=0), default=1_000_000, show_default=True,
+              help="Remember this many recent event ids; a record repeating one is never learned twice (0: off).")
+@click.option("--duplicates", "duplicate_policy", type=click.Choice(["dead_letter", "drop"]), default="dead_letter",
+              show_default=True, help="What happens to a record whose id was taken in recently.")
+@click.option("--until-idle", type=float, default=None,
+              help="Exit once no record arrived for SECONDS and the lag is known to be 0 (an outage is not idle).")
 @click.option("--max-events", type=int, default=None, help="Exit after learning this many events.")
 @click.option("--backend", type=click.Choice(["kafka-python", "confluent"]), default="kafka-python",
               show_default=True)
@@ -239,6 +233,8 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
               help="Extra client option KEY=VALUE (JSON value: 10, true; else a string).")
 @click.option("--max-poll-records", type=int, default=5000, show_default=True)
 @click.option("--ledger/--no-ledger", default=False, help="Record learned event ids (exactly-once audit).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus /metrics on this port (host: STREAMLEARN_METRICS_HOST, default 127.0.0.1).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @learner_options
 @registry_options
@@ -246,10 +242,12 @@ def _dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str):
 @retrain_options
 @user_errors
 def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, checkpoint_every_batches,
-        checkpoint_every_seconds, dead_letter, late_policy, until_idle, max_events, backend, kafka_options,
-        max_poll_records, ledger, quiet, learner, registry, registry_namespace, publish_every_batches,
-        publish_every_seconds, validation_tolerance, holdout_min_events, drift, retrain):
+        checkpoint_every_seconds, on_unreadable_checkpoint, dead_letter, late_policy, dedup_window,
+        duplicate_policy, until_idle, max_events,
+        backend, kafka_options, max_poll_records, ledger, metrics_port, quiet, learner, registry, registry_namespace,
+        publish_every_batches, publish_every_seconds, validation_tolerance, holdout_min_events, drift, retrain):
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
+    from stream.daemon_metrics import progress_reporter
     from stream.settings import CheckpointSettings, KafkaSettings
 
     kafka = KafkaSettings()
@@ -272,10 +270,12 @@ def run(bootstrap, topics, partitions, group, files, window, checkpoint_dir, che
         window=window, checkpoint_dir=checkpoint_dir,
         checkpoint_every_batches=checkpoint_every_batches or ckpt.every_batches,
         checkpoint_every_seconds=checkpoint_every_seconds or ckpt.every_seconds, keep=ckpt.keep,
+        on_unreadable_checkpoint=on_unreadable_checkpoint,
         dead_letter=dead_letter or ("file:" if files else "kafka"), late_policy=late_policy,
-        until_idle=until_idle, max_events=max_events, backend=backend,
+        dedup_window=dedup_window, duplicate_policy=duplicate_policy, until_idle=until_idle, max_events=max_events, backend=backend,
         kafka_extra=kafka_extra, kafka_settings=kafka,
         max_poll_records=max_poll_records, ledger=ledger, quiet=quiet,
+        on_progress=progress_reporter(quiet, metrics_port),
         learner_factory=learner.factory(),
         task=learner.task, n_classes=learner.n_classes, n_features=learner.n_features,
         gate=gate, policy=drift.build(task=learner.task), reconciler=reconciler,
@@ -287,14 +287,17 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
                checkpoint_every_seconds, keep, dead_letter, late_policy, until_idle, max_events, backend,
                kafka_extra, kafka_settings, max_poll_records, ledger, quiet, learner_factory, task, n_classes,
                n_features, install_signals=True, gate=None, policy=None, reconciler=None, on_progress=None,
-               engine_hook=None):
+               engine_hook=None, on_unreadable_checkpoint="refuse", dedup_window=1_000_000,
+               duplicate_policy="dead_letter"):
     """Wire source, codec, window, learner, checkpoint store, gate and drift policy together and run the engine.
 
     ``engine_hook(engine)`` is called before the run (the demo keeps a handle to stop it).
+    ``on_unreadable_checkpoint`` is the store's ``on_unreadable`` policy.
     """
     from stream.checkpoint import CheckpointStore
     from stream.codec import CodecConfig, JsonCodec
     from stream.daemon import Engine, EngineConfig, install_stop_signals
+    from stream.deadletter_kafka import open_dead_letter_sink
     from stream.progress import ProgressPrinter
     from stream.source import KafkaSourceConfig, parse_partitions
     from stream.window import parse_window
@@ -321,18 +324,25 @@ def run_engine(*, bootstrap, topics, partitions, group, files, window, checkpoin
             from stream.source import KafkaSource
 
             source = KafkaSource(source_config)
-    engine = Engine(
-        source=source, codec=codec, window=window_config, learner_builder=learner_factory,
-        store=CheckpointStore(checkpoint_dir, keep=keep),
-        dead_letters=_dead_letter_sink(dead_letter, bootstrap, checkpoint_dir),
-        config=EngineConfig(
-            checkpoint_every_batches=checkpoint_every_batches, checkpoint_every_seconds=checkpoint_every_seconds,
-            until_idle_seconds=until_idle, max_events=max_events, late_policy=late_policy, ledger=ledger,
-            max_poll_records=max_poll_records,
-        ),
-        on_progress=on_progress if on_progress is not None else (None if quiet else ProgressPrinter()),
-        gate=gate, policy=policy, reconciler=reconciler,
-    )
+    store = CheckpointStore(checkpoint_dir, keep=keep, on_unreadable=on_unreadable_checkpoint)
+    # Locked before anything else touches the directory (the dead-letter spool
+    # lives there too); the engine holds the lock from here until it closes.
+    store.lock()
+    try:
+        engine = Engine(
+            source=source, codec=codec, window=window_config, learner_builder=learner_factory, store=store,
+            dead_letters=open_dead_letter_sink(dead_letter, bootstrap, checkpoint_dir, kafka_settings.client_options()),
+            config=EngineConfig(
+                checkpoint_every_batches=checkpoint_every_batches, checkpoint_every_seconds=checkpoint_every_seconds,
+                until_idle_seconds=until_idle, max_events=max_events, late_policy=late_policy, ledger=ledger,
+                max_poll_records=max_poll_records, dedup_window=dedup_window, duplicate_policy=duplicate_policy,
+            ),
+            on_progress=on_progress if on_progress is not None else (None if quiet else ProgressPrinter()),
+            gate=gate, policy=policy, reconciler=reconciler,
+        )
+    except BaseException:
+        store.unlock()
+        raise
     if engine_hook is not None:
         engine_hook(engine)
     if install_signals:
@@ -350,9 +360,14 @@ def _print_summary(summary, gate=None, reconciler=None) -> None:
         f"[streamlearn] stopped ({summary.stopped_because}): learned {summary.events_learned:,} events in "
         f"{summary.batches_learned:,} batches, prequential accuracy {acc}, "
         f"dead letters {sum(summary.dead_letters.values()):,}, late {summary.late:,}, "
-        f"{summary.elapsed_seconds:.1f}s",
+        f"duplicate ids {summary.duplicates:,}, {summary.elapsed_seconds:.1f}s",
         err=True,
     )
+    status = summary.dead_letter_status
+    if status is not None and not status.healthy:
+        click.echo(f"[streamlearn] WARNING {status.describe()}: a restart sends them first", err=True)
+    if summary.outage is not None:
+        click.echo(f"[streamlearn] {summary.outage.describe()}", err=True)
     if gate is not None:
         c = gate.counts
         click.echo(f"[streamlearn] model versions: {c['published']} published, {c['validated']} validated, "

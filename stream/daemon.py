@@ -19,6 +19,24 @@ the loop and may swap in a caught-up retrain at a batch boundary
 A stop request (SIGTERM/SIGINT) finishes the current batch, checkpoints,
 commits and closes. Partition revocation checkpoints before the release.
 
+A broker outage neither stops nor crashes the loop. The Kafka clients
+reconnect by themselves; the source reports the outage (``outage()``) and the
+loop keeps polling -- each poll still waits its timeout -- so learning simply
+resumes from the positions it holds when the broker answers again: nothing is
+lost or learned twice, and the last checkpoint stays the truth meanwhile (the
+group commit is skipped). A poll that raises
+:class:`~stream.errors.BrokerOutageError` is retried after a computed backoff.
+:class:`~stream.outage.OutageWatch` warns once with the cause, then at
+widening intervals, puts ``broker unreachable for 12s, retrying`` on the
+progress line and the outage into the :class:`RunSummary`.
+
+``until_idle_seconds`` stops the loop only when no record arrived for that
+long, counted from the latest of the last record, the last assignment and
+the end of the last outage, *and* no outage is in progress *and* the source's
+lag is known to be 0. An unknown lag (before the group assigned partitions, or
+while the broker is out of reach) is not 0: the loop waits, and the progress
+line shows ``lag ?``. An outage is never taken for an idle topic.
+
 Examples
 --------
 >>> import tempfile
@@ -42,7 +60,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -51,12 +69,14 @@ import orjson
 from learners.base import Learner
 from stream.checkpoint import Checkpoint, CheckpointStore
 from stream.clock import Clock, SystemClock
-from stream.codec import CodecConfig, JsonCodec
-from stream.deadletter import CountingSink, DeadLetter, DeadLetterSink
-from stream.errors import ConfigError, SchemaMismatchError
+from stream.codec import CodecConfig, DecodeResult, JsonCodec
+from stream.deadletter import CountingSink, DeadLetter, DeadLetterSink, SinkStatus
+from stream.dedup import RecentIds
+from stream.errors import BrokerOutageError, ConfigError, SchemaMismatchError
 from stream.ledger import LearnLedger
 from stream.observer import BatchObserver, BatchOutcome
 from stream.poll import PollColumns, as_columns
+from stream.outage import OutageSummary, OutageWatch
 from stream.progress import RunStats
 from stream.records import Events, MicroBatch, RawRecord, TopicPartition
 from stream.source import Source
@@ -76,8 +96,9 @@ LearnerBuilder = Callable[[int], Learner]
 class EngineConfig:
     """How the loop paces itself and when it stops.
 
-    ``until_idle_seconds``: stop once no record has arrived for this long
-    (the window residue is learned first, then checkpointed). ``max_events``:
+    ``until_idle_seconds``: stop once no record has arrived for this long and
+    the source's lag is known to be 0 -- never during a broker outage (the
+    window residue is learned first, then checkpointed). ``max_events``:
     stop after learning at least this many events. ``late_policy``: what
     happens to events that arrive after their event-time window closed.
     """
@@ -91,6 +112,10 @@ class EngineConfig:
     prequential: bool = True
     late_policy: Literal["drop", "dead_letter"] = "dead_letter"
     ledger: bool = False
+    #: How many recently taken-in event ids to remember, so a repeated id is
+    #: never learned twice (0: off). Only ids the records carry count.
+    dedup_window: int = 1_000_000
+    duplicate_policy: Literal["drop", "dead_letter"] = "dead_letter"
     progress_every_seconds: float = 2.0
 
     def __post_init__(self) -> None:
@@ -100,6 +125,10 @@ class EngineConfig:
             raise ConfigError("checkpoint_every_seconds must be positive")
         if self.late_policy not in ("drop", "dead_letter"):
             raise ConfigError("late_policy must be 'drop' or 'dead_letter'")
+        if self.duplicate_policy not in ("drop", "dead_letter"):
+            raise ConfigError("duplicate_policy must be 'drop' or 'dead_letter'")
+        if self.dedup_window < 0:
+            raise ConfigError("dedup_window must be 0 (off) or a number of ids")
         if self.max_poll_records < 1 or self.poll_timeout_ms < 0:
             raise ConfigError("max_poll_records must be >= 1 and poll_timeout_ms >= 0")
 
@@ -120,6 +149,12 @@ class RunSummary:
     positions: dict[TopicPartition, int]
     #: The drift policy's counters (alarms, decisions by kind), ``None`` without a policy.
     drift: dict | None = None
+    #: Events refused as repeats of a recently taken-in id.
+    duplicates: int = 0
+    #: The dead-letter destination at the end (``None`` with ``--dead-letter none``).
+    dead_letter_status: SinkStatus | None = None
+    #: The run's broker outages (``None`` if the broker never went away), set by :meth:`Engine.run`.
+    outage: OutageSummary | None = None
 
 
 def _late_letters(events: Events) -> list[DeadLetter]:
@@ -180,6 +215,7 @@ class Engine:
         self._positions: dict[TopicPartition, int] = {}
         self._stats = RunStats()
         self._ledger: LearnLedger | None = None
+        self._recent: RecentIds | None = None
         self._ckpt_seq = 0
         self._batches_since_ckpt = 0
         self._dirty = False
@@ -227,9 +263,11 @@ class Engine:
     # -------------------------------------------------------------- restore
     def _restore(self) -> None:
         ckpt = self.store.latest()
+        window = self.config.dedup_window
         if ckpt is None:
             self._windower = self.window_config.build()
             self._ledger = LearnLedger() if self.config.ledger else None
+            self._recent = RecentIds(window) if window else None
             return
         configured = self.codec.n_features
         restored = ckpt.schema.get("n_features")
@@ -253,6 +291,9 @@ class Engine:
             self.gate.restore(ckpt.components.get("gate"))
         if self.policy is not None:
             self.policy.restore(ckpt.components.get("drift"))
+        recent = ckpt.components.get("dedup")
+        if window:
+            self._recent = RecentIds.from_snapshot(recent, window) if recent else RecentIds(window)
         self._ckpt_seq = ckpt.seq
         log.info("restored checkpoint %d: %d events learned, positions %s",
                  ckpt.seq, self._stats.events_learned, self._positions)
@@ -264,35 +305,85 @@ class Engine:
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         # Called from inside source.poll(), i.e. between batches: state is consistent.
-        if self._dirty:
+        # Not while closing: a normal stop checkpointed already, and a failing
+        # one must not write state its error may have left half-done.
+        if self._dirty and not self._closed:
             self.checkpoint()
 
     # ---------------------------------------------------------------- loop
-    def run(self) -> RunSummary:
-        """Run until idle, the end of a bounded source, ``max_events`` or a stop request; checkpoint on the way out."""
+    def run(self, *, outage_watch: OutageWatch | None = None) -> RunSummary:
+        """Run until idle, the end of a bounded source, ``max_events`` or a stop request; checkpoint on the way out.
+
+        Parameters
+        ----------
+        outage_watch : OutageWatch, optional
+            Reports broker outages and spaces the retries of a poll that
+            raised (tests inject backoffs and a sleep); a default one otherwise.
+
+        Returns
+        -------
+        RunSummary
+            With ``outage`` set when the broker went away during the run.
+
+        Notes
+        -----
+        Idle needs a lag known to be 0 and no outage (see the module docstring).
+        """
         cfg = self.config
+        watch = outage_watch if outage_watch is not None else OutageWatch()
+        source_outage = getattr(self.source, "outage", None)
         self.start()
         last_data = last_report = time.monotonic()
+        said_lagging = False
         reason = "stop requested"
+
+        def report(now: float) -> None:
+            nonlocal last_report
+            if self.on_progress is not None and now - last_report >= cfg.progress_every_seconds:
+                self._stats.outage = watch.note(now)
+                self._report()
+                last_report = now
+
         try:
             next_poll = self._poller()
             while self._stop_reason is None:
-                poll = next_poll()
+                try:
+                    poll = next_poll()
+                except BrokerOutageError as exc:
+                    # The source cannot poll at all: the checkpoint stays as it
+                    # is; poll again after a computed backoff, not at once.
+                    delay = watch.poll_failed(str(exc), now=time.monotonic())
+                    watch.wait(delay, stop=lambda: self._stop_reason is not None)
+                    report(time.monotonic())
+                    continue
                 now = time.monotonic()
+                watch.observe(source_outage() if source_outage is not None else None, now)
                 if len(poll):
                     last_data = now
+                    said_lagging = False
                 self.feed(poll)
-                # Idle counts from the later of the last record and the last
-                # assignment: a slow group join is not an idle topic.
+                # An outage is not idleness, and neither is a slow group join:
+                # the quiet time counts from the latest of the last record, the
+                # last assignment and the end of the last outage.
                 if (
                     not len(poll)
                     and cfg.until_idle_seconds is not None
                     and self._assigned_at is not None
-                    and now - max(last_data, self._assigned_at) >= cfg.until_idle_seconds
+                    and not watch.active
+                    and now - max(last_data, self._assigned_at, watch.ended_at or 0.0) >= cfg.until_idle_seconds
                 ):
-                    self.end_of_input()
-                    reason = f"idle for {cfg.until_idle_seconds:g}s"
-                    break
+                    try:
+                        lag = self.source.lag()
+                    except Exception:  # noqa: BLE001 -- a lag that cannot be read is unknown
+                        lag = None
+                    if lag == 0:
+                        self.end_of_input()
+                        reason = f"idle for {cfg.until_idle_seconds:g}s"
+                        break
+                    if not said_lagging:
+                        log.info("no record for %gs, but the lag is %s: not idle yet",
+                                 cfg.until_idle_seconds, "unknown" if lag is None else f"{lag:,}")
+                        said_lagging = True
                 if not len(poll) and getattr(self.source, "exhausted", False):
                     self.end_of_input()
                     reason = "end of input"
@@ -300,24 +391,38 @@ class Engine:
                 if cfg.max_events is not None and self._stats.events_learned >= cfg.max_events:
                     reason = f"learned {self._stats.events_learned} >= max_events"
                     break
-                if self.on_progress is not None and now - last_report >= cfg.progress_every_seconds:
-                    self._report()
-                    last_report = now
+                report(now)
             else:
                 reason = self._stop_reason
         except BaseException:
             self.close()
             raise
-        return self.finish(reason)
+        self._stats.outage = watch.note()
+        return replace(self.finish(reason), outage=watch.summary())
 
     # The loop in steps: run() is start, feed per poll, end_of_input, finish.
     # A driver that reads once for several engines (stream.replay) calls
     # them itself, so every engine takes exactly the path run() takes.
     def start(self) -> None:
-        """Restore the newest checkpoint and open the source (it seeks to the restored positions)."""
+        """Lock the checkpoint directory, restore its newest checkpoint and open the source (it seeks there).
+
+        Raises
+        ------
+        CheckpointLockedError
+            Another engine already uses the checkpoint directory.
+        UnreadableCheckpointError
+            Every checkpoint there is unreadable and the store refuses a fresh start.
+        """
         self._started = time.monotonic()
-        self._restore()
-        self.source.open(self)
+        # One writer per directory, held until close(): two engines would each
+        # checkpoint the part of the stream they read and one would lose the other's.
+        self.store.lock()
+        try:
+            self._restore()
+            self.source.open(self)
+        except BaseException:
+            self.store.unlock()  # run() closes only an engine that started
+            raise
         self._at_start = (self._stats.events_read, self._stats.checkpoints)
         self._last_ckpt = time.monotonic()
 
@@ -362,10 +467,12 @@ class Engine:
             stopped_because=reason,
             positions=dict(self._positions),
             drift=dict(self.policy.counts) if self.policy is not None else None,
+            duplicates=self._stats.duplicates,
+            dead_letter_status=self._sink.status(),
         )
 
     def close(self) -> None:
-        """Close the source and the dead-letter sink (idempotent)."""
+        """Close the source and the dead-letter sink, then unlock the checkpoint directory (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -374,7 +481,10 @@ class Engine:
                 self.reconciler.close()
             self.source.close()
         finally:
-            self._sink.close()
+            try:
+                self._sink.close()
+            finally:
+                self.store.unlock()  # last: the final checkpoint and dead letters are written
 
     def _poller(self) -> Callable[[], PollColumns]:
         """The loop's next-poll function: columns straight from the source when it offers them.
@@ -397,11 +507,36 @@ class Engine:
     def _ingest(self, poll: PollColumns) -> WindowOutput:
         decoded = self.codec.decode(poll)
         self._sink.send(decoded.dead_letters)
+        events = decoded.events
+        if self._recent is not None and len(events):
+            events = self._without_repeats(decoded, poll)
         # INVARIANT: positions only move forward, one past the last record handed on.
         self._positions.update(poll.next_positions())
         self._stats.events_read += len(poll)
         self._dirty = True
-        return self._windower.add(decoded.events)
+        return self._windower.add(events)
+
+    def _without_repeats(self, decoded: DecodeResult, poll: PollColumns) -> Events:
+        """The decoded events minus those whose own id was taken in recently (or earlier in this poll)."""
+        events = decoded.events
+        own = decoded.own_ids
+        if own is None:
+            keep = self._recent.admit(events.ids)
+        elif own.any():
+            keep = np.ones(len(events), dtype=bool)
+            keep[own] = self._recent.admit(events.ids[own])
+        else:
+            return events  # ids made from positions are unique by construction
+        if keep.all():
+            return events
+        repeats = np.flatnonzero(~keep)
+        self._stats.duplicates += len(repeats)
+        if self.config.duplicate_policy == "dead_letter":
+            rows = decoded.event_rows()
+            self._sink.send(
+                DeadLetter(poll.record(rows[i]), f"duplicate id: {events.ids[i]!r} was already taken in")
+                for i in repeats.tolist())
+        return events.take(keep)
 
     def _handle(self, out: WindowOutput) -> None:
         if out.late is not None and len(out.late):
@@ -521,6 +656,8 @@ class Engine:
             components["gate"] = self.gate.snapshot()
         if self.policy is not None:
             components["drift"] = self.policy.snapshot()
+        if self._recent is not None:
+            components["dedup"] = self._recent.snapshot()
         return components
 
     def _schema(self) -> dict:
@@ -530,6 +667,7 @@ class Engine:
     def _report(self) -> None:
         stats = self._stats
         stats.dead_letters = dict(self._sink.counts)
+        stats.dead_letter_status = self._sink.status()
         try:
             stats.lag = self.source.lag()
         except Exception:  # noqa: BLE001 -- lag is informational

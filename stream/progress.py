@@ -13,7 +13,10 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
+
+if TYPE_CHECKING:
+    from stream.deadletter import SinkStatus
 
 
 @dataclass
@@ -30,7 +33,13 @@ class RunStats:
     squared_error: float = 0.0
     last_loss: float | None = None
     dead_letters: dict[str, int] = field(default_factory=dict)
+    #: Events refused because their id was taken in recently (dead-lettered or dropped).
+    duplicates: int = 0
     lag: int | None = None
+    #: One line while the broker is out of reach, e.g. "broker unreachable for 12s, retrying".
+    outage: str | None = None
+    #: The dead-letter destination's health (``None`` with ``--dead-letter none``).
+    dead_letter_status: SinkStatus | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -56,6 +65,7 @@ class RunStats:
             "predicted": self.predicted,
             "squared_error": self.squared_error,
             "dead_letters": dict(self.dead_letters),
+            "duplicates": self.duplicates,
         }
 
     @classmethod
@@ -68,6 +78,7 @@ class RunStats:
             predicted=int(counters.get("predicted", 0)),
             squared_error=float(counters.get("squared_error", 0.0)),
             dead_letters=dict(counters.get("dead_letters", {})),
+            duplicates=int(counters.get("duplicates", 0)),
         )
 
 
@@ -91,6 +102,8 @@ class ProgressPrinter:
             f"batches {stats.batches_learned:,}",
             f"lag {stats.lag:,}" if stats.lag is not None else "lag ?",
         ]
+        if stats.outage:
+            parts.append(stats.outage)
         if stats.last_loss is not None:
             parts.append(f"loss {stats.last_loss:.4f}")
         if stats.accuracy is not None:
@@ -98,6 +111,10 @@ class ProgressPrinter:
         dead = sum(stats.dead_letters.values())
         if dead or stats.late:
             parts.append(f"dead-letter {dead:,} late {stats.late:,}")
+        if stats.duplicates:
+            parts.append(f"duplicates {stats.duplicates:,}")
+        if stats.dead_letter_status is not None and not stats.dead_letter_status.healthy:
+            parts.append(f"WARNING {stats.dead_letter_status.describe()}")
         more = self.extra() if self.extra is not None else None
         if more:
             parts.append(more)

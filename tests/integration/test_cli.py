@@ -148,3 +148,29 @@ def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
 def test_serve_with_an_unreachable_registry_is_a_one_line_error():
     ran = cli("serve", "--registry", f"redis://127.0.0.1:{free_port()}/0", "--port", str(free_port()), timeout=60)
     assert ran.returncode == 2 and "unreachable" in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_unreadable_checkpoints_refuse_to_start_unless_a_fresh_start_is_asked_for(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, 1.0], "y": i % 2}) for i in range(300)))
+    ckpt = tmp_path / "ck"
+    args = ("run", "--file", str(data), "--checkpoint-dir", str(ckpt), "--until-idle", "0.5", "--window", "count:50",
+            "--registry", "none", "--quiet")
+    assert cli(*args, timeout=120).returncode == 0
+    damaged = sorted(ckpt.glob("ckpt-*.safetensors"))
+    assert damaged
+    for path in damaged:
+        path.write_bytes(b"not a checkpoint")
+
+    refused = cli(*args, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("streamlearn: error: none of the"), refused.stderr
+    assert str(ckpt) in lines[0] and "--on-unreadable-checkpoint fresh" in lines[0]
+    assert sorted(ckpt.glob("ckpt-*.safetensors")) == damaged  # nothing learned, nothing moved
+
+    fresh = cli(*args, "--on-unreadable-checkpoint", "fresh", timeout=120)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "learned 300 events" in fresh.stderr
+    assert sorted(p.name for p in ckpt.glob("*.unreadable")) == [p.name + ".unreadable" for p in damaged]
+    assert json.loads(cli("inspect", str(ckpt), "--json").stdout)["events_learned"] == 300
