@@ -105,8 +105,8 @@ class PoisonStream:
 
 
 def poison_stream(n_good: int = 6_000, *, repeats: int = 31, lanes: int = 3, seed: int = 0,
-                  files: bool = False) -> PoisonStream:
-    """Good records with unique ids, every poison kind, and ``repeats`` records reusing a good id.
+                  files: bool = False, copies: int = 1) -> PoisonStream:
+    """Good records with unique ids, ``copies`` of every poison kind, and ``repeats`` records reusing a good id.
 
     Records are spread over ``lanes`` (send each lane to one partition): a
     repeat always follows its original in the same lane, so the original is
@@ -121,7 +121,7 @@ def poison_stream(n_good: int = 6_000, *, repeats: int = 31, lanes: int = 3, see
         good_ids.append(eid)
         value = orjson.dumps({"id": eid, "x": x, "y": int(x[0] + x[1] > 0)})
         records.append(PoisonRecord(None, value, None, "good", lane=i % lanes))
-    kinds = [k for k in POISON_KINDS if k.in_files or not files]
+    kinds = [k for k in POISON_KINDS if k.in_files or not files] * copies
     for kind in kinds:
         at = rng.randrange(len(records) + 1)
         records.insert(at, PoisonRecord(kind.key, kind.value, kind.expected, kind.name, lane=rng.randrange(lanes)))

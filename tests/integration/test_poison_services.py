@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import json
 
-from poison_helpers import check_learned_once, check_letter, cli, produce, read_dead_letters
+from poison_helpers import (
+    check_learned_once,
+    check_letter,
+    cli,
+    produce,
+    read_dead_letters,
+)
 
 from stream.testing_poison import poison_stream
 
