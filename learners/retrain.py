@@ -42,7 +42,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -355,8 +355,8 @@ def _fmt_ranges(ranges: dict) -> str:
     return ", ".join(f"{tp.topic}:{tp.partition}[{lo},{hi})" for tp, (lo, hi) in sorted(ranges.items()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The torchrun entry point: ``-m learners.retrain --spec SPEC.json``."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The torchrun entry point: ``-m learners.retrain --spec SPEC.json``; ends the process (0 on success)."""
     parser = argparse.ArgumentParser(prog="learners.retrain", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="The job's spec.json (learners.retrain_spec.RetrainSpec).")
     args = parser.parse_args(argv)
@@ -377,8 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         # can hang, and torchrun must see this rank exit to stop the others.
         os._exit(2 if isinstance(exc, StreamlearnError) else 1)
     ctx.close()
-    return 0
+    # Everything is published; skip the interpreter's teardown. On a loaded
+    # machine it aborted a finished worker now and then ("terminate called
+    # without an active exception": a native thread still joinable as static
+    # destructors ran), which torchrun reports as a failed job.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -19,6 +19,7 @@ import itertools
 import math
 import random
 import time
+import uuid
 from typing import Iterator
 
 import orjson
@@ -54,13 +55,14 @@ def synthetic_rows(
     n_features: int = 10,
     start_ts_ms: int = 1_700_000_000_000,
     interval_ms: int = 10,
+    id_prefix: str = "",
 ) -> Iterator[dict]:
-    """``n`` rows ``{"id", "ts", "x", "y"}``; the concept changes at ``drift_at`` if given."""
+    """``n`` rows ``{"id", "ts", "x", "y"}`` (ids ``<id_prefix><i>``); the concept changes at ``drift_at`` if given."""
     stream = _generator(generator, seed, 0, n_features)
     if drift_at is not None:
         stream = _concept_drift(stream, _generator(generator, seed, 1, n_features), drift_at, max(1, drift_width), seed)
     for i, (x, y) in enumerate(itertools.islice(stream, n)):
-        yield {"id": str(i), "ts": start_ts_ms + i * interval_ms, "x": [float(v) for v in x.values()], "y": int(y)}
+        yield {"id": f"{id_prefix}{i}", "ts": start_ts_ms + i * interval_ms, "x": [float(v) for v in x.values()], "y": int(y)}
 
 
 def _concept_drift(old, new, position: int, width: int, seed: int) -> Iterator:
@@ -145,6 +147,7 @@ def produce(
     poison: tuple[str, int, int] | None = None,
     start_ts_ms: int | None = None,
     interval_ms: int = 10,
+    id_prefix: str | None = None,
 ) -> int:
     """Write ``n`` synthetic records round-robin over the partitions; returns the count sent.
 
@@ -154,6 +157,8 @@ def produce(
     drift policy's rollback). ``start_ts_ms`` backdates the stream: row ``i``
     gets event time and Kafka record timestamp ``start_ts_ms + i * interval_ms``
     (a history to replay by time); without it records carry the append time.
+    Ids are ``<id_prefix><i>``; the default prefix is new on every call, so two
+    calls never write the same id (the engine refuses a repeated id).
     """
     from kafka import KafkaProducer
 
@@ -164,8 +169,10 @@ def produce(
     sent = 0
     try:
         timing = {} if start_ts_ms is None else {"start_ts_ms": start_ts_ms, "interval_ms": interval_ms}
+        if id_prefix is None:
+            id_prefix = f"{uuid.uuid4().hex[:8]}-"
         rows = synthetic_rows(generator, n, seed=seed, drift_at=drift_at, drift_width=drift_width,
-                              n_features=n_features, **timing)
+                              n_features=n_features, id_prefix=id_prefix, **timing)
         if poison is not None:
             rows = poisoned_rows(rows, *poison)
         for i, row in enumerate(rows):
