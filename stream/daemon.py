@@ -60,25 +60,25 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
-import orjson
 
 from learners.base import Learner
 from stream.checkpoint import Checkpoint, CheckpointStore
 from stream.clock import Clock, SystemClock
 from stream.codec import CodecConfig, DecodeResult, JsonCodec
-from stream.deadletter import CountingSink, DeadLetter, DeadLetterSink, SinkStatus
-from stream.dedup import RecentIds
-from stream.errors import BrokerOutageError, ConfigError, SchemaMismatchError
+from stream.deadletter import CountingSink, DeadLetter, DeadLetterSink, late_letters
+from stream.dedup import RecentIds, repeated
+from stream.engine_config import EngineConfig, RunSummary
+from stream.errors import BrokerOutageError, SchemaMismatchError
 from stream.ledger import LearnLedger
 from stream.observer import BatchObserver, BatchOutcome
+from stream.outage import OutageWatch
 from stream.poll import PollColumns, as_columns
-from stream.outage import OutageSummary, OutageWatch
 from stream.progress import RunStats
-from stream.records import Events, MicroBatch, RawRecord, TopicPartition
+from stream.records import Events, MicroBatch, TopicPartition
 from stream.source import Source
 from stream.validation import ValidationGate
 from stream.window import WindowOutput
@@ -90,82 +90,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LearnerBuilder = Callable[[int], Learner]
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How the loop paces itself and when it stops.
-
-    ``until_idle_seconds``: stop once no record has arrived for this long and
-    the source's lag is known to be 0 -- never during a broker outage (the
-    window residue is learned first, then checkpointed). ``max_events``:
-    stop after learning at least this many events. ``late_policy``: what
-    happens to events that arrive after their event-time window closed.
-    """
-
-    checkpoint_every_batches: int = 20
-    checkpoint_every_seconds: float = 5.0
-    poll_timeout_ms: int = 100
-    max_poll_records: int = 5_000
-    until_idle_seconds: float | None = None
-    max_events: int | None = None
-    prequential: bool = True
-    late_policy: Literal["drop", "dead_letter"] = "dead_letter"
-    ledger: bool = False
-    #: How many recently taken-in event ids to remember, so a repeated id is
-    #: never learned twice (0: off). Only ids the records carry count.
-    dedup_window: int = 1_000_000
-    duplicate_policy: Literal["drop", "dead_letter"] = "dead_letter"
-    progress_every_seconds: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.checkpoint_every_batches < 1:
-            raise ConfigError("checkpoint_every_batches must be at least 1")
-        if self.checkpoint_every_seconds <= 0:
-            raise ConfigError("checkpoint_every_seconds must be positive")
-        if self.late_policy not in ("drop", "dead_letter"):
-            raise ConfigError("late_policy must be 'drop' or 'dead_letter'")
-        if self.duplicate_policy not in ("drop", "dead_letter"):
-            raise ConfigError("duplicate_policy must be 'drop' or 'dead_letter'")
-        if self.dedup_window < 0:
-            raise ConfigError("dedup_window must be 0 (off) or a number of ids")
-        if self.max_poll_records < 1 or self.poll_timeout_ms < 0:
-            raise ConfigError("max_poll_records must be >= 1 and poll_timeout_ms >= 0")
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What one :meth:`Engine.run` did (cumulative counters include restored ones)."""
-
-    events_learned: int
-    batches_learned: int
-    events_read_this_run: int
-    dead_letters: dict[str, int]
-    late: int
-    checkpoints_this_run: int
-    accuracy: float | None
-    elapsed_seconds: float
-    stopped_because: str
-    positions: dict[TopicPartition, int]
-    #: The drift policy's counters (alarms, decisions by kind), ``None`` without a policy.
-    drift: dict | None = None
-    #: Events refused as repeats of a recently taken-in id.
-    duplicates: int = 0
-    #: The dead-letter destination at the end (``None`` with ``--dead-letter none``).
-    dead_letter_status: SinkStatus | None = None
-    #: The run's broker outages (``None`` if the broker never went away), set by :meth:`Engine.run`.
-    outage: OutageSummary | None = None
-
-
-def _late_letters(events: Events) -> list[DeadLetter]:
-    """Late events keep their decoded content (the raw bytes are gone by then)."""
-    letters = []
-    for i in range(len(events)):
-        doc = {"id": str(events.ids[i]), "ts": int(events.ts[i]), "x": events.X[i].tolist(), "y": events.y[i].item()}
-        rec = RawRecord(str(events.topic[i]), int(events.partition[i]), int(events.offset[i]), int(events.ts[i]),
-                        None, orjson.dumps(doc))
-        letters.append(DeadLetter(rec, "late: event time behind the closed window"))
-    return letters
 
 
 class Engine:
@@ -519,30 +443,24 @@ class Engine:
     def _without_repeats(self, decoded: DecodeResult, poll: PollColumns) -> Events:
         """The decoded events minus those whose own id was taken in recently (or earlier in this poll)."""
         events = decoded.events
-        own = decoded.own_ids
-        if own is None:
-            keep = self._recent.admit(events.ids)
-        elif own.any():
-            keep = np.ones(len(events), dtype=bool)
-            keep[own] = self._recent.admit(events.ids[own])
-        else:
-            return events  # ids made from positions are unique by construction
-        if keep.all():
+        repeats = repeated(self._recent, events.ids, decoded.own_ids)
+        if not len(repeats):
             return events
-        repeats = np.flatnonzero(~keep)
         self._stats.duplicates += len(repeats)
         if self.config.duplicate_policy == "dead_letter":
             rows = decoded.event_rows()
             self._sink.send(
                 DeadLetter(poll.record(rows[i]), f"duplicate id: {events.ids[i]!r} was already taken in")
                 for i in repeats.tolist())
+        keep = np.ones(len(events), dtype=bool)
+        keep[repeats] = False
         return events.take(keep)
 
     def _handle(self, out: WindowOutput) -> None:
         if out.late is not None and len(out.late):
             self._stats.late += len(out.late)
             if self.config.late_policy == "dead_letter":
-                self._sink.send(_late_letters(out.late))
+                self._sink.send(late_letters(out.late))
             self._dirty = True
         self._learn_all(out.batches)
 

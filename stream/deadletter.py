@@ -228,3 +228,18 @@ class CountingSink:
     def status(self) -> SinkStatus | None:
         """The destination's status, ``None`` when letters are only counted (``--dead-letter none``)."""
         return self.inner.status() if self.inner is not None else None
+
+
+def late_letters(events) -> list[DeadLetter]:
+    """Dead letters for events that came after their event-time window closed.
+
+    They keep their decoded content (id, ts, x, y) as the value: by then the
+    raw bytes are gone.
+    """
+    letters = []
+    for i in range(len(events)):
+        doc = {"id": str(events.ids[i]), "ts": int(events.ts[i]), "x": events.X[i].tolist(), "y": events.y[i].item()}
+        rec = RawRecord(str(events.topic[i]), int(events.partition[i]), int(events.offset[i]), int(events.ts[i]),
+                        None, orjson.dumps(doc))
+        letters.append(DeadLetter(rec, "late: event time behind the closed window"))
+    return letters

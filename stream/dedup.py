@@ -149,3 +149,21 @@ class RecentIds:
         while len(out) > out.capacity and len(out._keys):
             out._drop_oldest()
         return out
+
+
+def repeated(recent: RecentIds, ids: np.ndarray, own_ids: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``ids`` that repeat a recent id; the others are remembered.
+
+    ``own_ids`` marks the ids the records carried (``None``: all of them);
+    ids made from positions are unique by construction and are not checked.
+
+    >>> recent = RecentIds(capacity=100)
+    >>> repeated(recent, np.array(["a", "t:0:1", "a"]), np.array([True, False, True])).tolist()
+    [2]
+    """
+    if own_ids is None:
+        return np.flatnonzero(~recent.admit(ids))
+    if not own_ids.any():
+        return np.empty(0, dtype=np.int64)
+    own = np.flatnonzero(own_ids)
+    return own[~recent.admit(ids[own])]
