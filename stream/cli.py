@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import logging
 import os
 import sys
@@ -383,59 +382,6 @@ def _print_summary(summary, gate=None, reconciler=None) -> None:
                    f"rejected, {c['failed']} failed (details: GET /events?kind=retrain_...)", err=True)
 
 
-# ----------------------------------------------------------------- inspect
-@main.command()
-@click.argument("checkpoint_dir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--ids", "with_ids", is_flag=True, help="With --json: include the ledger's learned ids and counts.")
-@user_errors
-def inspect(checkpoint_dir, as_json, with_ids):
-    """Show what the newest checkpoint in CHECKPOINT_DIR holds."""
-    from stream.checkpoint import CheckpointStore
-    from stream.ledger import LearnLedger
-
-    if not os.path.isdir(checkpoint_dir):
-        raise ConfigError(f"{checkpoint_dir!r} is not a directory")
-    ckpt = CheckpointStore(checkpoint_dir).latest()
-    if ckpt is None:
-        raise ConfigError(f"no checkpoint in {checkpoint_dir!r}")
-    counters = ckpt.counters
-    residue = ckpt.window.get("pending") or {}
-    info = {
-        "checkpoint": ckpt.seq,
-        "created_at": ckpt.created_at,
-        "events_learned": counters.get("events_learned", 0),
-        "batches_learned": counters.get("batches_learned", 0),
-        "offsets": {f"{tp.topic}:{tp.partition}": pos for tp, pos in sorted(ckpt.positions.items())},
-        "dead_letters": counters.get("dead_letters", {}),
-        "late": counters.get("late", 0),
-        "pending_in_window": len(residue.get("ids", [])) if isinstance(residue, dict) else 0,
-        "prequential_accuracy": (counters["correct"] / counters["predicted"]) if counters.get("predicted") else None,
-        "schema": ckpt.schema,
-    }
-    if ckpt.ledger is not None:
-        ledger = LearnLedger.from_snapshot(ckpt.ledger)
-        info["ledger"] = {"distinct_ids": ledger.distinct, "total": ledger.total,
-                          "duplicated": len(ledger.duplicated())}
-        if with_ids:
-            info["ledger"]["ids"] = list(ckpt.ledger["ids"])
-            info["ledger"]["counts"] = [int(c) for c in ckpt.ledger["counts"]]
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
-        return
-    click.echo(f"checkpoint #{info['checkpoint']} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ckpt.created_at))})")
-    click.echo(f"  events learned : {info['events_learned']:,} in {info['batches_learned']:,} batches")
-    acc = info["prequential_accuracy"]
-    click.echo(f"  accuracy       : {acc:.4f} (prequential)" if acc is not None else "  accuracy       : n/a")
-    click.echo(f"  pending        : {info['pending_in_window']:,} events in the open window")
-    click.echo(f"  dead letters   : {info['dead_letters'] or 'none'}   late: {info['late']:,}")
-    for name, pos in info["offsets"].items():
-        click.echo(f"  offset {name:<20} next {pos:,}")
-    if "ledger" in info:
-        led = info["ledger"]
-        click.echo(f"  ledger         : {led['distinct_ids']:,} ids, {led['duplicated']:,} learned more than once")
-
-
 # ----------------------------------------------------------------- produce
 @main.command()
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
@@ -609,10 +555,10 @@ def demo(bootstrap, n_events, generator, topic, window, workdir, api_port, keep_
 
 
 
-# The replay and retrain commands live in their own modules; importing them registers them on `main`.
+# The inspect, replay and retrain commands live in their own modules; importing them registers them on `main`.
+from stream import cli_inspect as _cli_inspect  # noqa: E402,F401
 from stream import cli_replay as _cli_replay  # noqa: E402,F401
 from stream import cli_retrain as _cli_retrain  # noqa: E402,F401
-
 
 if __name__ == "__main__":
     # `python -m stream.cli`: the commands registered from other modules are on

@@ -41,6 +41,9 @@ def test_run_with_the_kafka_dead_letter_topic_learns_every_good_record_once_and_
     assert f"learned {len(stream.good_ids):,} events" in ran.stderr
     assert f"duplicate ids {sum(r.kind == 'repeated id' for r in stream.records)}" in ran.stderr
     check_learned_once(ckpt, stream.good_ids)
+    info = json.loads(cli("inspect", str(ckpt), "--json").stdout)
+    assert info["duplicate_ids"] == sum(r.kind == "repeated id" for r in stream.records)
+    assert sum(info["dead_letters"].values()) == len(bad)
 
     letters = read_dead_letters(f"{topic}.dlq", set(bad), kafka_consumer_settings, f"{unique_name}-dlq")
     seen = {}
