@@ -98,22 +98,27 @@ class KafkaDeadLetterSink:
     def send(self, letters: Iterable[DeadLetter]) -> None:
         for letter in letters:
             line = envelope(letter, max_value_bytes=self.max_value_bytes)
-            if len(self._spool) or not self._retry.ready():
-                # Down, or older letters still wait: queue behind them.
+            # Down, or older letters still wait: queue behind them.
+            if len(self._spool) or not self._retry.ready() or not self._send(line, letter):
                 self._spool.append(line)
-            else:
-                self._publish(line, letter)
 
-    def _publish(self, line: bytes, letter: DeadLetter | None = None) -> None:
+    def _send(self, line: bytes, letter: DeadLetter | None = None) -> bool:
+        """Hand one envelope to the producer; False when it cannot take it now (the destination is down).
+
+        A letter refused for good is kept in the undeliverable file (True: it is dealt with).
+        """
         producer = self._producer_or_none()
         if producer is None:
-            self._spool.append(line)
-            return
+            return False
         topic, key, headers = _route(line, letter, self.suffix)
         try:
             self._in_flight.append((producer.send(topic, value=line, key=key, headers=headers), line))
         except Exception as exc:  # noqa: BLE001 -- any refusal is the letter's problem, never the loop's
-            self._failed(line, exc)
+            if _retriable(exc):
+                self._mark_down(exc)
+                return False
+            self._keep_undeliverable(line, exc)
+        return True
 
     def _producer_or_none(self):
         """The producer, created on first use; ``None`` (destination down) while it cannot connect."""
@@ -132,14 +137,8 @@ class KafkaDeadLetterSink:
             return None
         return self._producer
 
-    def _failed(self, line: bytes, exc: Exception) -> None:
-        if _retriable(exc):
-            self._spool.append(line)
-            self._mark_down(exc)
-        else:
-            self._keep_undeliverable(line, exc)
-
-    def _mark_down(self, exc: Exception) -> None:
+    def _mark_down(self, exc: BaseException) -> None:
+        """One failed attempt (not one per letter: the backoff counts attempts)."""
         first = not self._retry.down
         self._retry.failed(f"{type(exc).__name__}: {exc}")
         if first:
@@ -147,7 +146,7 @@ class KafkaDeadLetterSink:
                         "retried with backoff", self.bootstrap, self.suffix, self._retry.last_error,
                         self._spool.path)
 
-    def _keep_undeliverable(self, line: bytes, exc: Exception) -> None:
+    def _keep_undeliverable(self, line: bytes, exc: BaseException) -> None:
         with open(self._undeliverable_path, "ab") as f:
             f.write(line + b"\n")
             f.flush()
@@ -165,7 +164,13 @@ class KafkaDeadLetterSink:
         DeadLetterUnavailableError
             The spool has grown past ``max_spool_bytes``.
         """
-        self._settle(self.flush_timeout_s if not self._retry.down else 0.0)
+        if self._in_flight:
+            unacknowledged, error = self._await(self.flush_timeout_s if not self._retry.down else 0.0)
+            for line in unacknowledged:
+                # The producer may still deliver it later, which makes this
+                # letter a duplicate, never a loss.
+                self._spool.append(line)
+            self._attempted(error)
         if len(self._spool) and self._retry.ready():
             self._drain()
         self._spool.sync()
@@ -177,33 +182,37 @@ class KafkaDeadLetterSink:
                 "learning stopped before the last checkpoint so nothing is lost; bring the destination back, "
                 "or raise STREAMLEARN_DEAD_LETTER_SPOOL_MB, or use --dead-letter file:PATH, then restart")
 
-    def _settle(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for in-flight letters; spool the unacknowledged. True if all delivered."""
-        if not self._in_flight:
-            return True
+    def _await(self, timeout_s: float) -> tuple[list[bytes], BaseException | None]:
+        """Wait up to ``timeout_s`` for the in-flight letters: those not delivered, and the first error.
+
+        Letters refused for good go to the undeliverable file and count as dealt with.
+        """
         from kafka.errors import KafkaError
 
+        in_flight, self._in_flight = self._in_flight, []
         if timeout_s > 0:
             try:
                 self._producer.flush(timeout=timeout_s)
             except KafkaError:  # a timeout: the futures say which letters made it
                 pass
-        in_flight, self._in_flight = self._in_flight, []
-        ok = True
+        unacknowledged: list[bytes] = []
+        error: BaseException | None = None
         for future, line in in_flight:
             if future.is_done and future.succeeded():
                 continue
-            ok = False
-            if future.is_done:
-                self._failed(line, future.exception)
-            else:
-                # Not acknowledged yet: spool it. The producer may still deliver
-                # it later, which makes this letter a duplicate, never a loss.
-                self._spool.append(line)
-                self._mark_down(TimeoutError(f"not acknowledged within {timeout_s:g}s"))
-        if ok:
+            exc = future.exception if future.is_done else TimeoutError(f"not acknowledged within {timeout_s:g}s")
+            if future.is_done and not _retriable(exc):
+                self._keep_undeliverable(line, exc)
+                continue
+            unacknowledged.append(line)
+            error = error or exc
+        return unacknowledged, error
+
+    def _attempted(self, error: BaseException | None) -> None:
+        if error is None:
             self._retry.succeeded()
-        return ok
+        else:
+            self._mark_down(error)
 
     def _drain(self) -> None:
         """Send the spool oldest first; on the first failure keep the rest for the next attempt."""
@@ -214,51 +223,18 @@ class KafkaDeadLetterSink:
         log.info("sending %d spooled dead letters", len(lines))
         while delivered < len(lines):
             batch = lines[delivered:delivered + chunk]
-            for line in batch:
-                self._publish_queued(line)
-            if not self._settle_spooled(batch):
+            if not all(self._send(line) for line in batch):
+                self._in_flight = []  # still in the spool; a late delivery is a duplicate, never a loss
+                break
+            unacknowledged, error = self._await(self.flush_timeout_s)
+            self._attempted(error)
+            if unacknowledged:
                 break
             delivered += len(batch)
             chunk = _DRAIN_CHUNK
         self._spool.drop_first(delivered)
         if delivered:
             log.warning("sent %d spooled dead letters; %d still spooled", delivered, len(self._spool))
-
-    def _publish_queued(self, line: bytes) -> None:
-        producer = self._producer_or_none()
-        if producer is None:
-            return
-        topic, key, headers = _route(line, None, self.suffix)
-        try:
-            self._in_flight.append((producer.send(topic, value=line, key=key, headers=headers), line))
-        except Exception as exc:  # noqa: BLE001 -- see _publish
-            self._mark_down(exc)
-
-    def _settle_spooled(self, batch: list[bytes]) -> bool:
-        """Like :meth:`_settle` for letters already in the spool: True when the whole batch is done with."""
-        from kafka.errors import KafkaError
-
-        in_flight, self._in_flight = self._in_flight, []
-        if len(in_flight) < len(batch):
-            return False  # a send failed at once (already marked down)
-        try:
-            self._producer.flush(timeout=self.flush_timeout_s)
-        except KafkaError:
-            pass
-        refused = []
-        for future, line in in_flight:
-            if future.is_done and future.succeeded():
-                continue
-            exc = future.exception if future.is_done else TimeoutError("not acknowledged")
-            if future.is_done and not _retriable(exc):
-                refused.append((line, exc))
-                continue
-            self._mark_down(exc)
-            return False
-        for line, exc in refused:
-            self._keep_undeliverable(line, exc)
-        self._retry.succeeded()
-        return True
 
     # ---------------------------------------------------------- reporting
     def status(self) -> SinkStatus:

@@ -88,13 +88,16 @@ def _letters(n: int) -> list[DeadLetter]:
 
 def test_a_kafka_sink_without_a_broker_spools_reports_and_never_raises_until_its_limit(tmp_path):
     port = free_port()  # nothing listens there
-    sink = KafkaDeadLetterSink(f"127.0.0.1:{port}", tmp_path / "spool.jsonl", retry=RetryTimer(_NoWait()),
+    timer = RetryTimer(_NoWait())
+    sink = KafkaDeadLetterSink(f"127.0.0.1:{port}", tmp_path / "spool.jsonl", retry=timer,
                                flush_timeout_s=0.2, max_spool_bytes=10_000,
                                producer_config={"bootstrap_timeout_ms": 300})
     sink.send(_letters(10))
     sink.flush()
     status = sink.status()
     assert status.spooled == 10 and not status.healthy and status.last_error
+    # The backoff counts attempts (the first send, the flush's probe), not the 10 letters.
+    assert timer.failures == 2
     assert "down" in status.describe() and "10 letters spooled" in status.describe()
     sink.send(_letters(100))
     with pytest.raises(DeadLetterUnavailableError, match="spool .* passed its limit"):
