@@ -47,7 +47,9 @@ PUBLISHED_F1 = {"zero": 0.669, "binseg": 0.744}  # TCPDBench, default experiment
 
 
 # ------------------------------------------------------------------ part 1
-def error_stream(rng: np.random.Generator, stationary: int, after: float, ramp: int, horizon: int) -> np.ndarray:
+def error_stream(
+    rng: np.random.Generator, stationary: int, after: float, ramp: int, horizon: int
+) -> np.ndarray:
     """0/1 errors: ``stationary`` events at 10%, then a rise to ``after`` (abrupt, or over ``ramp`` events)."""
     n = stationary + horizon
     rate = np.full(n, 0.1)
@@ -61,7 +63,7 @@ def run_detector(name: str, errors: np.ndarray, batch: int, change: int) -> tupl
     det = ErrorDriftDetector(name)
     false_alarms, delay = 0, None
     for start in range(0, len(errors), batch):
-        signal = det.update(errors[start:start + batch])
+        signal = det.update(errors[start : start + batch])
         end = start + batch
         if signal.is_drift:
             if end <= change:
@@ -88,22 +90,29 @@ def ours_rate(name: str, errors: np.ndarray, batch: int) -> float:
     det = ErrorDriftDetector(name)
     t = time.perf_counter()
     for start in range(0, len(errors), batch):
-        det.update(errors[start:start + batch])
+        det.update(errors[start : start + batch])
     return len(errors) / (time.perf_counter() - t)
 
 
 def part_one(args: argparse.Namespace) -> dict:
     results = {}
     for kind, ramp in (("abrupt", 0), ("gradual", args.ramp)):
-        print(f"\n### Error-stream detectors, {kind} rise 0.10 -> {args.after:.2f}"
-              + (f" over {ramp:,} events" if ramp else "") + f" ({args.runs} runs, batches of {args.batch})\n")
-        print("| detector | false alarms / 100k stationary | median delay (events) | missed | "
-              "ours events/s | river per-event loop events/s | ours / river |")
+        print(
+            f"\n### Error-stream detectors, {kind} rise 0.10 -> {args.after:.2f}"
+            + (f" over {ramp:,} events" if ramp else "")
+            + f" ({args.runs} runs, batches of {args.batch})\n"
+        )
+        print(
+            "| detector | false alarms / 100k stationary | median delay (events) | missed | "
+            "ours events/s | river per-event loop events/s | ours / river |"
+        )
         print("|---|--:|--:|--:|--:|--:|--:|")
         for name in ERROR_DETECTORS:
             fa, delays, missed = 0, [], 0
             for seed in range(args.runs):
-                errors = error_stream(np.random.default_rng(seed), args.stationary, args.after, ramp, args.horizon)
+                errors = error_stream(
+                    np.random.default_rng(seed), args.stationary, args.after, ramp, args.horizon
+                )
                 f, d = run_detector(name, errors, args.batch, args.stationary)
                 fa += f
                 if d is None:
@@ -115,11 +124,18 @@ def part_one(args: argparse.Namespace) -> dict:
             river = raw_river_rate(name, probe) if ERROR_DETECTORS[name].per_event else float("nan")
             per100k = fa / (args.runs * args.stationary) * 1e5
             delay = statistics.median(delays) if delays else float("nan")
-            results[(kind, name)] = {"false_alarms_per_100k": per100k, "median_delay": delay, "missed": missed,
-                                     "ours_eps": ours, "river_eps": river}
+            results[(kind, name)] = {
+                "false_alarms_per_100k": per100k,
+                "median_delay": delay,
+                "missed": missed,
+                "ours_eps": ours,
+                "river_eps": river,
+            }
             ratio = f"{ours / river:.2f}" if river == river else "n/a (fed batch means)"
-            print(f"| {name} | {per100k:.1f} | {delay:,.0f} | {missed}/{args.runs} | {ours:,.0f} | "
-                  f"{river:,.0f} | {ratio} |")
+            print(
+                f"| {name} | {per100k:.1f} | {delay:,.0f} | {missed}/{args.runs} | {ours:,.0f} | "
+                f"{river:,.0f} | {ratio} |"
+            )
     return results
 
 
@@ -164,7 +180,7 @@ def locate(segment: np.ndarray) -> int:
     """The CUSUM split of ``segment`` (rows): where the mean shifts most, summed over standardised columns."""
     z = (segment - segment.mean(axis=0)) / (segment.std(axis=0) + 1e-12)
     cusum = np.cumsum(z, axis=0)
-    return int(np.argmax((cusum ** 2).sum(axis=1))) + 1
+    return int(np.argmax((cusum**2).sum(axis=1))) + 1
 
 
 def feature_mode(values: np.ndarray, method: str, window: int) -> list[int]:
@@ -173,8 +189,8 @@ def feature_mode(values: np.ndarray, method: str, window: int) -> list[int]:
     found = []
     for t in range(len(values)):
         ref = det._reference  # read before update: a drift re-references
-        if det.update(values[t:t + 1]).is_drift:
-            recent = values[max(0, t + 1 - window):t + 1]
+        if det.update(values[t : t + 1]).is_drift:
+            recent = values[max(0, t + 1 - window) : t + 1]
             segment = np.concatenate([ref, recent]) if ref is not None else recent
             found.append(t + 1 - len(segment) + locate(segment))
     return found
@@ -202,19 +218,27 @@ def part_two(args: argparse.Namespace) -> dict:
         ds = getattr(datasets, name)()
         values = series(ds)
         window = max(20, min(100, len(values) // 10))
-        row = {"ks": f_measure(ds.annotations, feature_mode(values, "ks", window)),
-               "psi": f_measure(ds.annotations, feature_mode(values, "psi", window)),
-               "zero": f_measure(ds.annotations, []),
-               "binseg": f_measure(ds.annotations, binseg(values))}
+        row = {
+            "ks": f_measure(ds.annotations, feature_mode(values, "ks", window)),
+            "psi": f_measure(ds.annotations, feature_mode(values, "psi", window)),
+            "zero": f_measure(ds.annotations, []),
+            "binseg": f_measure(ds.annotations, binseg(values)),
+        }
         for k, v in row.items():
             scores[k].append(v)
-        print(f"| {name} | {len(values):,} | {row['ks']:.3f} | {row['psi']:.3f} | {row['zero']:.3f} | "
-              f"{row['binseg']:.3f} |")
+        print(
+            f"| {name} | {len(values):,} | {row['ks']:.3f} | {row['psi']:.3f} | {row['zero']:.3f} | "
+            f"{row['binseg']:.3f} |"
+        )
     means = {k: float(np.mean(v)) for k, v in scores.items()}
-    print(f"| **mean** | | **{means['ks']:.3f}** | **{means['psi']:.3f}** | {means['zero']:.3f} | "
-          f"{means['binseg']:.3f} |")
-    print(f"\nTCPDBench's published means over its 37 series: zero {PUBLISHED_F1['zero']}, "
-          f"binseg {PUBLISHED_F1['binseg']} (default experiment).")
+    print(
+        f"| **mean** | | **{means['ks']:.3f}** | **{means['psi']:.3f}** | {means['zero']:.3f} | "
+        f"{means['binseg']:.3f} |"
+    )
+    print(
+        f"\nTCPDBench's published means over its 37 series: zero {PUBLISHED_F1['zero']}, "
+        f"binseg {PUBLISHED_F1['binseg']} (default experiment)."
+    )
     return means
 
 
@@ -225,7 +249,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stationary", type=int, default=50_000)
     parser.add_argument("--after", type=float, default=0.2, help="Error rate after the change.")
     parser.add_argument("--ramp", type=int, default=10_000, help="Events of the gradual rise.")
-    parser.add_argument("--horizon", type=int, default=20_000, help="Events after the change before 'missed'.")
+    parser.add_argument(
+        "--horizon", type=int, default=20_000, help="Events after the change before 'missed'."
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:

@@ -49,7 +49,6 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -109,17 +108,28 @@ def make_learner(name: str, seed: int, s: Settings, ewc: float):
     from learners.plugin_spec import PluginSpec
     from learners.torch_learner import TorchLearner
 
-    common = dict(n_features=64, n_classes=10, lr=s.lr, device="cpu", seed=seed, model_kwargs={"hidden": (128,)})
+    common = dict(
+        n_features=64, n_classes=10, lr=s.lr, device="cpu", seed=seed, model_kwargs={"hidden": (128,)}
+    )
     if name.startswith("ours-"):
-        spec = PluginSpec(ewc_strength=ewc if "ewc" in name else 0.0, ewc_every=s.ewc_every,
-                          replay="balanced" if "replay" in name else "none", replay_capacity=s.memory, seed=seed)
+        spec = PluginSpec(
+            ewc_strength=ewc if "ewc" in name else 0.0,
+            ewc_every=s.ewc_every,
+            replay="balanced" if "replay" in name else "none",
+            replay_capacity=s.memory,
+            seed=seed,
+        )
         return TorchLearner("mlp", plugins=spec.build(task="classification", n_classes=10), **common)
     strategy = {"naive": "Naive", "ewc": "EWC", "replay": "Replay"}[name.split("-")[1].split("/")[0]]
-    kwargs = {"EWC": {"ewc_lambda": ewc, "mode": "online", "decay_factor": 0.9},
-              "Replay": {"mem_size": s.memory}, "Naive": {}}[strategy]
+    kwargs = {
+        "EWC": {"ewc_lambda": ewc, "mode": "online", "decay_factor": 0.9},
+        "Replay": {"mem_size": s.memory},
+        "Naive": {},
+    }[strategy]
     if name.endswith("/task"):
-        return AvalancheLearner(strategy, "mlp", strategy_kwargs=kwargs, train_epochs=s.epochs,
-                                minibatch_size=s.batch, **common)
+        return AvalancheLearner(
+            strategy, "mlp", strategy_kwargs=kwargs, train_epochs=s.epochs, minibatch_size=s.batch, **common
+        )
     return AvalancheLearner(strategy, "mlp", strategy_kwargs=kwargs, **common)
 
 
@@ -127,7 +137,9 @@ def accuracy(learner, X: np.ndarray, y: np.ndarray) -> float:
     return float((learner.predict_batch(X) == y).mean())
 
 
-def run_sequence(name: str, tasks: list[Task], seed: int, s: Settings, ewc: float) -> tuple[np.ndarray, float]:
+def run_sequence(
+    name: str, tasks: list[Task], seed: int, s: Settings, ewc: float
+) -> tuple[np.ndarray, float]:
     """Train on the tasks in order; R[t][j] = accuracy on task j after training task t; and seconds spent learning."""
     learner = make_learner(name, seed, s, ewc)
     rng = np.random.default_rng(seed)
@@ -141,7 +153,7 @@ def run_sequence(name: str, tasks: list[Task], seed: int, s: Settings, ewc: floa
             for _ in range(s.epochs):
                 order = rng.permutation(len(task.y_train))
                 for i in range(0, len(order), s.batch):
-                    idx = order[i:i + s.batch]
+                    idx = order[i : i + s.batch]
                     learner.learn_batch(task.X_train[idx], task.y_train[idx])
         learn_s += time.perf_counter() - t0
         for j in range(t + 1):
@@ -175,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--memory", type=int, default=200, help="replay rows, ours and Avalanche's")
     p.add_argument("--ewc-every", type=int, default=10, help="our EWC consolidates every N micro-batches")
     p.add_argument("--ewc-grid", default="1,10,100,1000", help="EWC strengths tried on the validation split")
-    p.add_argument("--task-aware", action="store_true", help="also run Avalanche with one experience per task")
+    p.add_argument(
+        "--task-aware", action="store_true", help="also run Avalanche with one experience per task"
+    )
     p.add_argument("--quick", action="store_true", help="1 epoch, grid 10,100")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -197,19 +211,34 @@ def main(argv: list[str] | None = None) -> dict:
         for name in learners:
             if "ewc" in name:
                 lams[name] = choose_ewc(name, scenario, s, grid)
-                print(f"{scenario}: {name} EWC strength {lams[name]:g} (best of {grid} on validation)", flush=True)
+                print(
+                    f"{scenario}: {name} EWC strength {lams[name]:g} (best of {grid} on validation)",
+                    flush=True,
+                )
         res = {}
         for name in learners:
-            runs = [run_sequence(name, build_tasks(scenario, seed, validation=False), seed, s, lams.get(name, 0.0))
-                    for seed in range(1, args.seeds + 1)]
+            runs = [
+                run_sequence(
+                    name, build_tasks(scenario, seed, validation=False), seed, s, lams.get(name, 0.0)
+                )
+                for seed in range(1, args.seeds + 1)
+            ]
             summ = [summarise(R) for R, _ in runs]
             acc, fgt = [a for a, _ in summ], [f for _, f in summ]
             secs = [t for _, t in runs]
-            res[name] = {"avg_acc": statistics.mean(acc), "avg_acc_std": statistics.pstdev(acc),
-                         "forgetting": statistics.mean(fgt), "forgetting_std": statistics.pstdev(fgt),
-                         "learn_seconds": statistics.mean(secs), "ewc_strength": lams.get(name)}
-            print(f"  {scenario:<9} {name:<22} acc {res[name]['avg_acc']:.3f} forgetting {res[name]['forgetting']:.3f} "
-                  f"learn {res[name]['learn_seconds']:.2f} s", flush=True)
+            res[name] = {
+                "avg_acc": statistics.mean(acc),
+                "avg_acc_std": statistics.pstdev(acc),
+                "forgetting": statistics.mean(fgt),
+                "forgetting_std": statistics.pstdev(fgt),
+                "learn_seconds": statistics.mean(secs),
+                "ewc_strength": lams.get(name),
+            }
+            print(
+                f"  {scenario:<9} {name:<22} acc {res[name]['avg_acc']:.3f} forgetting {res[name]['forgetting']:.3f} "
+                f"learn {res[name]['learn_seconds']:.2f} s",
+                flush=True,
+            )
         results[scenario] = res
     report(results, args)
     if args.json:
@@ -220,8 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def report(results: dict, args) -> None:
     print()
-    print(f"### forgetting -- load_digits, {N_TASKS} tasks, batch {args.batch}, {args.epochs} epochs/task, "
-          f"memory {args.memory}, mean ± std over {args.seeds} seeds")
+    print(
+        f"### forgetting -- load_digits, {N_TASKS} tasks, batch {args.batch}, {args.epochs} epochs/task, "
+        f"memory {args.memory}, mean ± std over {args.seeds} seeds"
+    )
     for scenario, res in results.items():
         print()
         print(f"**{scenario}** ({'class-incremental' if scenario == 'split' else 'domain-incremental'})")
@@ -231,8 +262,10 @@ def report(results: dict, args) -> None:
         base = res["ours-naive"]["learn_seconds"]
         for name, r in res.items():
             lam = "" if r["ewc_strength"] is None else f"{r['ewc_strength']:g}"
-            print(f"| {name} | {r['avg_acc']:.3f} ± {r['avg_acc_std']:.3f} | {r['forgetting']:.3f} ± "
-                  f"{r['forgetting_std']:.3f} | {lam} | {r['learn_seconds'] / base:.1f}x |")
+            print(
+                f"| {name} | {r['avg_acc']:.3f} ± {r['avg_acc_std']:.3f} | {r['forgetting']:.3f} ± "
+                f"{r['forgetting_std']:.3f} | {lam} | {r['learn_seconds'] / base:.1f}x |"
+            )
         print()
         print("| target | ours | Avalanche | verdict |")
         print("|---|---:|---:|:---:|")
@@ -242,12 +275,16 @@ def report(results: dict, args) -> None:
                 print(f"| {ours} accuracy >= {theirs} | {a:.3f} | {b:.3f} | {'PASS' if a >= b else 'MISS'} |")
         if "ours-ewc+replay" in res:
             a, b = res["ours-ewc+replay"]["forgetting"], res["ours-naive"]["forgetting"]
-            print(f"| ours-ewc+replay forgetting far below ours-naive (< half) | {a:.3f} | naive {b:.3f} "
-                  f"| {'PASS' if a < b / 2 else 'MISS'} |")
-    print("\nAvalanche rows are streamed (one experience per micro-batch) unless marked /task. Streamed, "
-          "Avalanche's EWC re-anchors at every experience and takes one step there, where its penalty and "
-          "gradient are zero, so it learns exactly like Naive. Learn time is wall time spent in learn_batch, "
-          "relative to ours-naive in the same run.")
+            print(
+                f"| ours-ewc+replay forgetting far below ours-naive (< half) | {a:.3f} | naive {b:.3f} "
+                f"| {'PASS' if a < b / 2 else 'MISS'} |"
+            )
+    print(
+        "\nAvalanche rows are streamed (one experience per micro-batch) unless marked /task. Streamed, "
+        "Avalanche's EWC re-anchors at every experience and takes one step there, where its penalty and "
+        "gradient are zero, so it learns exactly like Naive. Learn time is wall time spent in learn_batch, "
+        "relative to ours-naive in the same run."
+    )
 
 
 if __name__ == "__main__":

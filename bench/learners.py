@@ -68,7 +68,6 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -91,8 +90,16 @@ ADAPTER = ("adapter-hat",)
 # Avalanche strategies through AvalancheLearner: the same MLP, lr and micro-batches as ours-mlp.
 AVALANCHE = ("avalanche-naive", "avalanche-replay")
 LEARNERS = OURS + RIVER + ADAPTER + AVALANCHE
-QUICK_LEARNERS = ("ours-logistic", "ours-mlp", "ours-mlp-8steps", "ours-mlp+ewc+replay", "river-lr", "river-hat",
-                  "river-arf", "avalanche-naive")
+QUICK_LEARNERS = (
+    "ours-logistic",
+    "ours-mlp",
+    "ours-mlp-8steps",
+    "ours-mlp+ewc+replay",
+    "river-lr",
+    "river-hat",
+    "river-arf",
+    "avalanche-naive",
+)
 # Same-work pairs for the Avalanche speed target.
 AVALANCHE_PAIRS = {"avalanche-naive": "ours-mlp", "avalanche-replay": "ours-mlp+ewc+replay"}
 
@@ -101,8 +108,8 @@ AVALANCHE_PAIRS = {"avalanche-naive": "ours-mlp", "avalanche-replay": "ours-mlp+
 @dataclass
 class Stream:
     name: str
-    X: np.ndarray          # float32 (n, d)
-    y: np.ndarray          # int64 (n,)
+    X: np.ndarray  # float32 (n, d)
+    y: np.ndarray  # int64 (n,)
     n_classes: int
     note: str
 
@@ -137,15 +144,26 @@ def make_stream(name: str, n: int, seed: int) -> Stream:
         note = ("function 0->1" if name == "agrawal" else "variant 0->1") + f" at row {n // 2}"
         return Stream(name, X, y, 2, note)
     if name == "hyperplane":
-        gen = synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5, mag_change=0.001, noise_percentage=0.05)
+        gen = synth.Hyperplane(
+            seed=seed, n_features=10, n_drift_features=5, mag_change=0.001, noise_percentage=0.05
+        )
         X, labels, _ = _from_river(gen, n)
         return Stream(name, X, _encode(labels)[0], 2, "mag_change 0.001, 5% noise")
     if name == "rbf":
-        gen = synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=2, n_features=10,
-                                   n_centroids=50, change_speed=0.001, n_drift_centroids=10)
+        gen = synth.RandomRBFDrift(
+            seed_model=seed,
+            seed_sample=seed + 1,
+            n_classes=2,
+            n_features=10,
+            n_centroids=50,
+            change_speed=0.001,
+            n_drift_centroids=10,
+        )
         X, labels, _ = _from_river(gen, n)
         return Stream(name, X, _encode(labels)[0], 2, "change_speed 0.001, 10/50 centroids drift")
-    ds = {"phishing": datasets.Phishing, "bananas": datasets.Bananas, "segments": datasets.ImageSegments}[name]()
+    ds = {"phishing": datasets.Phishing, "bananas": datasets.Bananas, "segments": datasets.ImageSegments}[
+        name
+    ]()
     X, labels, _ = _from_river(iter(ds), n)
     y, k = _encode(labels)
     return Stream(name, X, y, k, f"river bundled, {len(y)} rows, {k} classes")
@@ -158,7 +176,7 @@ def prequential(learner, s: Stream, batch: int) -> tuple[float, float]:
     correct = 0
     t0 = time.perf_counter()
     for i in range(0, n, batch):
-        xb, yb = X[i:i + batch], y[i:i + batch]
+        xb, yb = X[i : i + batch], y[i : i + batch]
         correct += int((learner.predict_batch(xb) == yb).sum())
         learner.learn_batch(xb, yb)
     elapsed = time.perf_counter() - t0
@@ -172,19 +190,38 @@ def run_ours(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]
     model, lr, steps, continual = OURS_CONFIG[name]
     plugins = []
     if continual:
-        plugins = PluginSpec(ewc_strength=10.0, ewc_every=10, replay="reservoir", replay_capacity=2000,
-                             seed=seed).build(task="classification", n_classes=s.n_classes)
-    learner = TorchLearner(model, n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu",
-                           lr=lr, seed=seed, plugins=plugins, steps_per_batch=steps)
+        plugins = PluginSpec(
+            ewc_strength=10.0, ewc_every=10, replay="reservoir", replay_capacity=2000, seed=seed
+        ).build(task="classification", n_classes=s.n_classes)
+    learner = TorchLearner(
+        model,
+        n_features=s.X.shape[1],
+        n_classes=s.n_classes,
+        device="cpu",
+        lr=lr,
+        seed=seed,
+        plugins=plugins,
+        steps_per_batch=steps,
+    )
     return prequential(learner, s, batch)
 
 
 def run_avalanche(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
     from learners.avalanche_learner import AvalancheLearner
 
-    strategy, kwargs = {"avalanche-naive": ("Naive", {}), "avalanche-replay": ("Replay", {"mem_size": 2000})}[name]
-    learner = AvalancheLearner(strategy, "mlp", n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu",
-                               lr=OURS_CONFIG["ours-mlp"][1], seed=seed, strategy_kwargs=kwargs)
+    strategy, kwargs = {"avalanche-naive": ("Naive", {}), "avalanche-replay": ("Replay", {"mem_size": 2000})}[
+        name
+    ]
+    learner = AvalancheLearner(
+        strategy,
+        "mlp",
+        n_features=s.X.shape[1],
+        n_classes=s.n_classes,
+        device="cpu",
+        lr=OURS_CONFIG["ours-mlp"][1],
+        seed=seed,
+        strategy_kwargs=kwargs,
+    )
     return prequential(learner, s, batch)
 
 
@@ -217,15 +254,21 @@ def run_river(name: str, s: Stream, dicts: list[dict], seed: int) -> tuple[float
 def run_adapter(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
     from learners.river_learner import RiverLearner
 
-    learner = RiverLearner(lambda: river_model(name, s.n_classes, seed), n_features=s.X.shape[1],
-                           n_classes=s.n_classes, report_loss=False)
+    learner = RiverLearner(
+        lambda: river_model(name, s.n_classes, seed),
+        n_features=s.X.shape[1],
+        n_classes=s.n_classes,
+        report_loss=False,
+    )
     return prequential(learner, s, batch)
 
 
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=None, help="rows per stream (default 20000; 5000 with --quick)")
+    p.add_argument(
+        "--rows", type=int, default=None, help="rows per stream (default 20000; 5000 with --quick)"
+    )
     p.add_argument("--batch", type=int, default=500, help="micro-batch size for ours and the adapter")
     p.add_argument("--streams", default=",".join(STREAMS), help=f"comma list of {', '.join(STREAMS)}")
     p.add_argument("--learners", default=None, help=f"comma list of {', '.join(LEARNERS)}")
@@ -237,8 +280,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = args.rows or (5000 if args.quick else 20000)
     streams = [v.strip() for v in args.streams.split(",") if v.strip()]
-    learners = [v.strip() for v in (args.learners or ",".join(QUICK_LEARNERS if args.quick else LEARNERS)).split(",")
-                if v.strip()]
+    learners = [
+        v.strip()
+        for v in (args.learners or ",".join(QUICK_LEARNERS if args.quick else LEARNERS)).split(",")
+        if v.strip()
+    ]
     for v in streams:
         if v not in STREAMS:
             p.error(f"unknown stream {v!r}")
@@ -257,8 +303,11 @@ def main(argv: list[str] | None = None) -> dict:
         s = make_stream(sname, rows, args.seed)
         keys = [f"x{i}" for i in range(s.X.shape[1])]
         dicts = [dict(zip(keys, row)) for row in s.X.tolist()]
-        print(f"stream {sname}: {len(s.y)} rows x {s.X.shape[1]} features, {s.n_classes} classes "
-              f"({s.note}); built in {time.perf_counter() - t0:.1f} s (not timed)", flush=True)
+        print(
+            f"stream {sname}: {len(s.y)} rows x {s.X.shape[1]} features, {s.n_classes} classes "
+            f"({s.note}); built in {time.perf_counter() - t0:.1f} s (not timed)",
+            flush=True,
+        )
         res: dict[str, dict] = {}
         for lname in learners:
             if lname in OURS:
@@ -272,63 +321,100 @@ def main(argv: list[str] | None = None) -> dict:
                 rps, acc = run_adapter(lname.replace("adapter-", "river-"), s, args.batch, args.seed)
             res[lname] = {"rows_per_s": rps, "accuracy": acc}
             print(f"  {lname:<26} {rps:>12,.0f} rows/s  acc {acc:.4f}", flush=True)
-        results[sname] = {"n_rows": len(s.y), "n_features": int(s.X.shape[1]), "n_classes": s.n_classes,
-                          "note": s.note, "learners": res}
+        results[sname] = {
+            "n_rows": len(s.y),
+            "n_features": int(s.X.shape[1]),
+            "n_classes": s.n_classes,
+            "note": s.note,
+            "learners": res,
+        }
 
     summary = report(results, learners, args, rows)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "batch": args.batch, "repeats": args.repeats, "seed": args.seed,
-                       "streams": results, "summary": summary}, fh, indent=2)
+            json.dump(
+                {
+                    "rows": rows,
+                    "batch": args.batch,
+                    "repeats": args.repeats,
+                    "seed": args.seed,
+                    "streams": results,
+                    "summary": summary,
+                },
+                fh,
+                indent=2,
+            )
     return {"streams": results, "summary": summary}
 
 
 def report(results: dict, learners: list[str], args, rows: int) -> dict:
     print()
-    print(f"### rows/s (prequential accuracy) -- {rows} rows per stream max, ours in micro-batches of {args.batch}")
+    print(
+        f"### rows/s (prequential accuracy) -- {rows} rows per stream max, ours in micro-batches of {args.batch}"
+    )
     print()
     print("| stream | " + " | ".join(learners) + " |")
     print("|---|" + "|".join("---:" for _ in learners) + "|")
     for sname, r in results.items():
-        cells = [f"{r['learners'][l]['rows_per_s']:,.0f} ({r['learners'][l]['accuracy']:.3f})" for l in learners]
+        cells = [
+            f"{r['learners'][name]['rows_per_s']:,.0f} ({r['learners'][name]['accuracy']:.3f})"
+            for name in learners
+        ]
         print(f"| {sname} | " + " | ".join(cells) + " |")
 
     summary: dict[str, dict] = {}
-    ours = [l for l in learners if l in OURS]
-    river = [l for l in learners if l in RIVER]
+    ours = [name for name in learners if name in OURS]
+    river = [name for name in learners if name in RIVER]
     if ours and river:
         print()
-        print("### targets: ours >= 20x river per-sample rows/s, accuracy >= river's best "
-              "(ours = our most accurate learner on the stream)")
+        print(
+            "### targets: ours >= 20x river per-sample rows/s, accuracy >= river's best "
+            "(ours = our most accurate learner on the stream)"
+        )
         print()
-        print("| stream | ours (best acc) | speedup vs river LogisticRegression | speedup vs fastest river "
-              "| slowest ours vs fastest river | accuracy gap vs best river (ours best - river best) "
-              "| throughput >= 20x | accuracy >= river best |")
+        print(
+            "| stream | ours (best acc) | speedup vs river LogisticRegression | speedup vs fastest river "
+            "| slowest ours vs fastest river | accuracy gap vs best river (ours best - river best) "
+            "| throughput >= 20x | accuracy >= river best |"
+        )
         print("|---|---|---:|---:|---:|---:|:---:|:---:|")
         for sname, r in results.items():
             L = r["learners"]
-            best_ours = max(ours, key=lambda l: L[l]["accuracy"])
-            fastest_river = max(river, key=lambda l: L[l]["rows_per_s"])
-            best_river = max(river, key=lambda l: L[l]["accuracy"])
-            slowest_ours = min(ours, key=lambda l: L[l]["rows_per_s"])
+            best_ours = max(ours, key=lambda name: L[name]["accuracy"])
+            fastest_river = max(river, key=lambda name: L[name]["rows_per_s"])
+            best_river = max(river, key=lambda name: L[name]["accuracy"])
+            slowest_ours = min(ours, key=lambda name: L[name]["rows_per_s"])
             rps = L[best_ours]["rows_per_s"]
             vs_lr = rps / L["river-lr"]["rows_per_s"] if "river-lr" in L else float("nan")
             vs_fast = rps / L[fastest_river]["rows_per_s"]
             slow_vs_fast = L[slowest_ours]["rows_per_s"] / L[fastest_river]["rows_per_s"]
             gap = L[best_ours]["accuracy"] - L[best_river]["accuracy"]
             thr_ok, acc_ok = vs_fast >= 20, gap >= 0
-            summary[sname] = {"ours_best": best_ours, "speedup_vs_river_lr": vs_lr,
-                              "speedup_vs_fastest_river": vs_fast, "fastest_river": fastest_river,
-                              "slowest_ours_vs_fastest_river": slow_vs_fast, "best_river": best_river,
-                              "accuracy_gap": gap, "throughput_pass": thr_ok, "accuracy_pass": acc_ok}
-            print(f"| {sname} | {best_ours} | {vs_lr:,.1f}x | {vs_fast:,.1f}x ({fastest_river}) "
-                  f"| {slow_vs_fast:,.1f}x ({slowest_ours}) | {gap:+.4f} ({best_river} {L[best_river]['accuracy']:.3f}) "
-                  f"| {'PASS' if thr_ok else 'MISS'} | {'PASS' if acc_ok else 'MISS'} |")
+            summary[sname] = {
+                "ours_best": best_ours,
+                "speedup_vs_river_lr": vs_lr,
+                "speedup_vs_fastest_river": vs_fast,
+                "fastest_river": fastest_river,
+                "slowest_ours_vs_fastest_river": slow_vs_fast,
+                "best_river": best_river,
+                "accuracy_gap": gap,
+                "throughput_pass": thr_ok,
+                "accuracy_pass": acc_ok,
+            }
+            print(
+                f"| {sname} | {best_ours} | {vs_lr:,.1f}x | {vs_fast:,.1f}x ({fastest_river}) "
+                f"| {slow_vs_fast:,.1f}x ({slowest_ours}) | {gap:+.4f} ({best_river} {L[best_river]['accuracy']:.3f}) "
+                f"| {'PASS' if thr_ok else 'MISS'} | {'PASS' if acc_ok else 'MISS'} |"
+            )
         if "adapter-hat" in learners and "river-hat" in learners:
-            ratios = [r["learners"]["adapter-hat"]["rows_per_s"] / r["learners"]["river-hat"]["rows_per_s"]
-                      for r in results.values()]
-            print(f"\nadapter overhead: RiverLearner(HAT) rows/s / bare HAT loop rows/s, median over streams "
-                  f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+            ratios = [
+                r["learners"]["adapter-hat"]["rows_per_s"] / r["learners"]["river-hat"]["rows_per_s"]
+                for r in results.values()
+            ]
+            print(
+                f"\nadapter overhead: RiverLearner(HAT) rows/s / bare HAT loop rows/s, median over streams "
+                f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})"
+            )
     pairs = [(a, o) for a, o in AVALANCHE_PAIRS.items() if a in learners and o in learners]
     if pairs:
         print()
@@ -340,12 +426,16 @@ def report(results: dict, learners: list[str], args, rows: int) -> dict:
             L = r["learners"]
             ratios = [L[o]["rows_per_s"] / L[a]["rows_per_s"] for a, o in pairs]
             summary.setdefault(sname, {})["speedup_vs_avalanche"] = dict(zip([a for a, _ in pairs], ratios))
-            cells = [f"{x:,.1f}x (acc {L[o]['accuracy']:.3f} vs {L[a]['accuracy']:.3f})"
-                     for x, (a, o) in zip(ratios, pairs)]
+            cells = [
+                f"{x:,.1f}x (acc {L[o]['accuracy']:.3f} vs {L[a]['accuracy']:.3f})"
+                for x, (a, o) in zip(ratios, pairs)
+            ]
             print(f"| {sname} | " + " | ".join(cells) + f" | {'PASS' if min(ratios) >= 10 else 'MISS'} |")
-    print(f"\ntorch {torch.__version__}, torch.set_num_threads(1); {os.cpu_count()} cores, "
-          f"{platform.processor() or platform.machine()}; ours: median of {args.repeats} passes, river and "
-          "Avalanche: one pass. Other processes may share the CPU: ratios are within this run.")
+    print(
+        f"\ntorch {torch.__version__}, torch.set_num_threads(1); {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}; ours: median of {args.repeats} passes, river and "
+        "Avalanche: one pass. Other processes may share the CPU: ratios are within this run."
+    )
     return summary
 
 

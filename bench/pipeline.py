@@ -54,7 +54,9 @@ KINDS = ("raw", "decode", "pipeline")
 
 
 def source_config(bootstrap: str, topic: str) -> KafkaSourceConfig:
-    return KafkaSourceConfig(bootstrap=bootstrap, partitions=tuple(TopicPartition(topic, p) for p in range(PARTITIONS)))
+    return KafkaSourceConfig(
+        bootstrap=bootstrap, partitions=tuple(TopicPartition(topic, p) for p in range(PARTITIONS))
+    )
 
 
 def make_source(backend: str, config: KafkaSourceConfig):
@@ -91,7 +93,9 @@ def raw_confluent(config: KafkaSourceConfig, n: int, max_records: int, poll_time
 
     started = time.perf_counter()
     consumer = ck.Consumer(confluent_conf(config))
-    consumer.assign([ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING) for tp in config.partitions])
+    consumer.assign(
+        [ck.TopicPartition(tp.topic, tp.partition, ck.OFFSET_BEGINNING) for tp in config.partitions]
+    )
     seen = 0
     nbytes = 0
     while seen < n:
@@ -113,7 +117,9 @@ class _FromTheStart:
         pass
 
 
-def decode_only(config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_ms: int, backend: str) -> float:
+def decode_only(
+    config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_ms: int, backend: str
+) -> float:
     """Source + codec, polled the way the engine polls (columns when the source offers them), nothing else."""
     started = time.perf_counter()
     source = make_source(backend, config)
@@ -135,8 +141,15 @@ def decode_only(config: KafkaSourceConfig, n: int, max_records: int, poll_timeou
     return n / elapsed
 
 
-def pipeline(config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_ms: int, backend: str, model: str,
-             window: int) -> float:
+def pipeline(
+    config: KafkaSourceConfig,
+    n: int,
+    max_records: int,
+    poll_timeout_ms: int,
+    backend: str,
+    model: str,
+    window: int,
+) -> float:
     from learners.torch_learner import TorchLearner
 
     with tempfile.TemporaryDirectory() as ckpt_dir:
@@ -147,8 +160,13 @@ def pipeline(config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_m
             window=CountWindow(window),
             learner_builder=lambda d: TorchLearner(model=model, n_features=d),
             store=CheckpointStore(ckpt_dir),
-            config=EngineConfig(max_events=n, max_poll_records=max_records, poll_timeout_ms=poll_timeout_ms,
-                                checkpoint_every_batches=20, checkpoint_every_seconds=3600),
+            config=EngineConfig(
+                max_events=n,
+                max_poll_records=max_records,
+                poll_timeout_ms=poll_timeout_ms,
+                checkpoint_every_batches=20,
+                checkpoint_every_seconds=3600,
+            ),
         )
         summary = engine.run()
         elapsed = time.perf_counter() - started
@@ -158,7 +176,9 @@ def pipeline(config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_m
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bootstrap", help="existing broker (default: start the embedded tansu broker)")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
@@ -168,8 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="logistic")
     parser.add_argument("--clients", default="kafka-python,confluent")
     parser.add_argument("--torch-threads", type=int, default=1, help="as streamlearn run's --torch-threads")
-    parser.add_argument("--no-gc-freeze", action="store_true",
-                        help="leave the start-up heap to the cyclic collector (as `streamlearn run` does today)")
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave the start-up heap to the cyclic collector (as `streamlearn run` does today)",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -181,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     # Warm-up outside the timings: the first optimizer import pulls in
     # torch._dynamo (~4 s once per process), a start-up cost, not throughput.
     TorchLearner(model=args.model, n_features=N_FEATURES).learn_batch(
-        np.zeros((8, N_FEATURES), np.float32), np.zeros(8, np.int64))
+        np.zeros((8, N_FEATURES), np.float32), np.zeros(8, np.int64)
+    )
     if not args.no_gc_freeze:
         gc.collect()
         gc.freeze()  # see the module docstring: the same for every row
@@ -196,12 +220,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         topic = f"bench-pipeline-{uuid.uuid4().hex[:8]}"
         t0 = time.perf_counter()
-        produce(bootstrap, topic, args.events, generator="hyperplane", partitions=PARTITIONS, n_features=N_FEATURES)
-        print(f"broker {bootstrap} ({'embedded tansu' if broker else 'external'}); produced {args.events:,} "
-              f"records of {N_FEATURES} features in {time.perf_counter() - t0:.1f}s; "
-              f"window count:{args.window}, model {args.model}, checkpoint every 20 batches; "
-              f"max_poll_records {args.max_poll_records}, poll timeout {args.poll_timeout_ms} ms; "
-              f"gc.freeze {'off' if args.no_gc_freeze else 'on'}")
+        produce(
+            bootstrap,
+            topic,
+            args.events,
+            generator="hyperplane",
+            partitions=PARTITIONS,
+            n_features=N_FEATURES,
+        )
+        print(
+            f"broker {bootstrap} ({'embedded tansu' if broker else 'external'}); produced {args.events:,} "
+            f"records of {N_FEATURES} features in {time.perf_counter() - t0:.1f}s; "
+            f"window count:{args.window}, model {args.model}, checkpoint every 20 batches; "
+            f"max_poll_records {args.max_poll_records}, poll timeout {args.poll_timeout_ms} ms; "
+            f"gc.freeze {'off' if args.no_gc_freeze else 'on'}"
+        )
         config = source_config(bootstrap, topic)
         clients = [c.strip() for c in args.clients.split(",") if c.strip()]
         raw_fns = {"kafka-python": raw_kafka_python, "confluent": raw_confluent}
@@ -210,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.repeats):
             for client in clients:
                 # Rotate the order per round so drift in machine load hits every row alike.
-                order = KINDS[r % len(KINDS):] + KINDS[:r % len(KINDS)]
+                order = KINDS[r % len(KINDS) :] + KINDS[: r % len(KINDS)]
                 for kind in order:
                     if kind == "raw":
                         rate = raw_fns[client](*common)
@@ -221,10 +254,14 @@ def main(argv: list[str] | None = None) -> None:
                     results[client][kind].append(rate)
                     print(f"  round {r + 1}: {client:<12} {kind:<8} {rate:>10,.0f} ev/s", flush=True)
         print()
-        print("| client       | raw consume ev/s | decode only ev/s | pipeline ev/s | decode / raw | pipeline / raw "
-              "| target |")
-        print("|--------------|-----------------:|-----------------:|--------------:|-------------:|---------------:"
-              "|-------:|")
+        print(
+            "| client       | raw consume ev/s | decode only ev/s | pipeline ev/s | decode / raw | pipeline / raw "
+            "| target |"
+        )
+        print(
+            "|--------------|-----------------:|-----------------:|--------------:|-------------:|---------------:"
+            "|-------:|"
+        )
         for client in clients:
             rates = results[client]
             raw, dec, pipe = (statistics.median(rates[k]) for k in KINDS)
@@ -232,10 +269,14 @@ def main(argv: list[str] | None = None) -> None:
             # machine's state), then the median over rounds.
             dec_ratio = statistics.median(d / r for d, r in zip(rates["decode"], rates["raw"]))
             pipe_ratio = statistics.median(p / r for p, r in zip(rates["pipeline"], rates["raw"]))
-            print(f"| {client:<12} | {raw:>16,.0f} | {dec:>16,.0f} | {pipe:>13,.0f} | {dec_ratio:>12.2f} "
-                  f"| {pipe_ratio:>14.2f} | >= 0.90 |")
-        print(f"(rates: medians of {args.repeats} rounds of {args.events:,} events; ratios: medians of the "
-              "per-round ratios)")
+            print(
+                f"| {client:<12} | {raw:>16,.0f} | {dec:>16,.0f} | {pipe:>13,.0f} | {dec_ratio:>12.2f} "
+                f"| {pipe_ratio:>14.2f} | >= 0.90 |"
+            )
+        print(
+            f"(rates: medians of {args.repeats} rounds of {args.events:,} events; ratios: medians of the "
+            "per-round ratios)"
+        )
     finally:
         if broker is not None:
             broker.stop()

@@ -36,22 +36,35 @@ def produce(bootstrap: str, topic: str, stream) -> dict[tuple[int, int], object]
     """Each record to partition ``lane`` with confluent-kafka (it sends key-less tombstones); {(p, offset): record}."""
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "message.max.bytes": 16 * 2**20})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "message.max.bytes": 16 * 2**20}
+    )
     placed: dict[tuple[int, int], object] = {}
     for r in stream.records:
-        producer.produce(topic, value=r.value, key=r.key, partition=r.lane,
-                         on_delivery=lambda err, msg, r=r: err is None and placed.__setitem__(
-                             (msg.partition(), msg.offset()), r))
+        producer.produce(
+            topic,
+            value=r.value,
+            key=r.key,
+            partition=r.lane,
+            on_delivery=lambda err, msg, r=r: (
+                err is None and placed.__setitem__((msg.partition(), msg.offset()), r)
+            ),
+        )
         producer.poll(0)
     producer.flush(120)
     return placed
 
 
 def read_letters(bootstrap: str, topic: str, quiet_s: float = 10.0) -> list[dict]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-                             auto_offset_reset="earliest", consumer_timeout_ms=int(quiet_s * 1000),
-                             session_timeout_ms=6000, heartbeat_interval_ms=500)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=int(quiet_s * 1000),
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
     try:
         return [json.loads(rec.value) for rec in consumer]
     finally:
@@ -79,11 +92,36 @@ def main(argv: list[str] | None = None) -> int:
         placed = produce(bootstrap, topic, stream)
         work = tempfile.mkdtemp(prefix="bench-poison-")
         started = time.perf_counter()
-        env = {**os.environ, "STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000",
-               "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
-        ran = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--bootstrap", bootstrap, "--topic", topic,
-                              "--group", topic, "--checkpoint-dir", os.path.join(work, "ckpt"), "--until-idle", "5",
-                              "--ledger", "--registry", "none", "--quiet"], capture_output=True, text=True, env=env)
+        env = {
+            **os.environ,
+            "STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        }
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "run",
+                "--bootstrap",
+                bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                topic,
+                "--checkpoint-dir",
+                os.path.join(work, "ckpt"),
+                "--until-idle",
+                "5",
+                "--ledger",
+                "--registry",
+                "none",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         seconds = time.perf_counter() - started
         letters = read_letters(bootstrap, f"{topic}.dlq")
     finally:
@@ -95,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     learned_once = sum(1 for i in good if ledger.count(i) == 1)
     stopped = [line for line in ran.stderr.splitlines() if "stopped (" in line or "error:" in line]
     print(f"run: exit {ran.returncode} in {seconds:.1f}s; {stopped[-1] if stopped else ran.stderr[-500:]}")
-    print(f"\ngood records: {len(good):,} produced | learned once {learned_once:,} | lost "
-          f"{sum(1 for i in good if ledger.count(i) == 0):,} | learned twice or more "
-          f"{len(ledger.duplicated()):,} | unexpected ids learned {len(ledger.ids() - good):,}")
+    print(
+        f"\ngood records: {len(good):,} produced | learned once {learned_once:,} | lost "
+        f"{sum(1 for i in good if ledger.count(i) == 0):,} | learned twice or more "
+        f"{len(ledger.duplicated()):,} | unexpected ids learned {len(ledger.ids() - good):,}"
+    )
 
     bad = {pos: r for pos, r in placed.items() if r.expected is not None}
     seen: dict[tuple[int, int], list[str]] = {}
@@ -112,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[(r.kind, r.expected, "copies")] += len(kinds)
     names = [k.name for k in POISON_KINDS] + ["repeated id"]
     expected = {k.name: k.expected for k in POISON_KINDS} | {"repeated id": "duplicate id"}
-    print("\n| bad kind | expected reason | produced | dead-lettered | right reason | letters (>= 1 each) | verdict |")
+    print(
+        "\n| bad kind | expected reason | produced | dead-lettered | right reason | letters (>= 1 each) | verdict |"
+    )
     print("|---|---|--:|--:|--:|--:|---|")
     total_in = total_out = 0
     for name in names:
@@ -125,9 +167,18 @@ def main(argv: list[str] | None = None) -> int:
         total_out += out
         verdict = "ok" if out == produced == right else "FAIL"
         print(f"| {name} | {expected[name]} | {produced} | {out} | {right} | {copies} | {verdict} |")
-    print(f"\nbad records: {total_in:,} in, {total_out:,} dead-lettered, {len(letters):,} letters on {topic}.dlq")
-    ok = ran.returncode == 0 and learned_once == len(good) and not ledger.duplicated() and total_in == total_out
-    print(f"verdict: {'PASS' if ok else 'FAIL'} (daemon exit 0, every good record learned once, every bad one lettered)")
+    print(
+        f"\nbad records: {total_in:,} in, {total_out:,} dead-lettered, {len(letters):,} letters on {topic}.dlq"
+    )
+    ok = (
+        ran.returncode == 0
+        and learned_once == len(good)
+        and not ledger.duplicated()
+        and total_in == total_out
+    )
+    print(
+        f"verdict: {'PASS' if ok else 'FAIL'} (daemon exit 0, every good record learned once, every bad one lettered)"
+    )
     return 0 if ok else 1
 
 

@@ -36,8 +36,13 @@ T0 = 1_700_000_000_000
 def raw_rate(bootstrap: str, topic: str, n: int) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             max_partition_fetch_bytes=8 << 20, fetch_max_wait_ms=100)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_wait_ms=100,
+    )
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -55,8 +60,11 @@ def range_rate(bootstrap: str, topic: str) -> float:
     from stream.replay_range import parse_bound
     from stream.source import KafkaSourceConfig, NoPositions
 
-    src = KafkaRangeSource(KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)), parse_bound("earliest"),
-                           parse_bound("latest"))
+    src = KafkaRangeSource(
+        KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)),
+        parse_bound("earliest"),
+        parse_bound("latest"),
+    )
     started = time.perf_counter()
     src.open(NoPositions())
     seen = 0
@@ -73,8 +81,11 @@ def replay_rate(bootstrap: str, topic: str, configs) -> tuple[float, dict]:
     from stream.replay_range import parse_bound
     from stream.source import KafkaSourceConfig
 
-    src = KafkaRangeSource(KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)), parse_bound("earliest"),
-                           parse_bound("latest"))
+    src = KafkaRangeSource(
+        KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)),
+        parse_bound("earliest"),
+        parse_bound("latest"),
+    )
     out = tempfile.mkdtemp(prefix="bench-replay-")
     started = time.perf_counter()
     result = Backtest(src, configs, out, progress=False).run()
@@ -93,7 +104,9 @@ def river_rate(rows: list[dict]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--bootstrap", default=None, help="Use this Kafka instead of the embedded broker.")
     args = parser.parse_args()
@@ -107,13 +120,27 @@ def main() -> None:
     bootstrap = args.bootstrap or broker.bootstrap
     try:
         topic = f"bench-replay-{int(time.time())}"
-        produce(bootstrap, topic, n, generator="hyperplane", partitions=3, seed=7, drift_at=n // 2,
-                start_ts_ms=T0, interval_ms=10)
+        produce(
+            bootstrap,
+            topic,
+            n,
+            generator="hyperplane",
+            partitions=3,
+            seed=7,
+            drift_at=n // 2,
+            start_ts_ms=T0,
+            interval_ms=10,
+        )
         rows = list(synthetic_rows("hyperplane", n, seed=7, drift_at=n // 2, start_ts_ms=T0, interval_ms=10))
         base = ReplayConfig.base(window="count:500")
-        three = [ReplayConfig.base(name=name, window="count:500", learner=LearnerChoice(**kw)) for name, kw in (
-            ("logistic", {}), ("mlp", {"model": "mlp", "lr": 0.01}),
-            ("mlp-ewc-replay", {"model": "mlp", "lr": 0.01, "ewc_strength": 10.0, "replay": "reservoir"}))]
+        three = [
+            ReplayConfig.base(name=name, window="count:500", learner=LearnerChoice(**kw))
+            for name, kw in (
+                ("logistic", {}),
+                ("mlp", {"model": "mlp", "lr": 0.01}),
+                ("mlp-ewc-replay", {"model": "mlp", "lr": 0.01, "ewc_strength": 10.0, "replay": "reservoir"}),
+            )
+        ]
         raw = raw_rate(bootstrap, topic, n)
         merged = range_rate(bootstrap, topic)
         one, one_result = replay_rate(bootstrap, topic, [base])
@@ -137,7 +164,9 @@ def main() -> None:
     print(f"{'reader':<44} {'events/s':>12} {'x raw':>7} {'accuracy':>9}")
     for name, rate, accuracy in table:
         print(f"{name:<44} {rate:>12,.0f} {rate / raw:>7.2f} {accuracy:>9}")
-    print(f"\none read for three configurations: {separate_seconds / (n / together):.2f}x faster than three replays")
+    print(
+        f"\none read for three configurations: {separate_seconds / (n / together):.2f}x faster than three replays"
+    )
 
 
 if __name__ == "__main__":

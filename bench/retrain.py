@@ -51,8 +51,9 @@ def read_range(bootstrap: str, topic: str, start: dict, end: dict):
     from stream.source import KafkaSourceConfig
 
     (shard,) = plan_shards({tp: (start[tp], end[tp]) for tp in start}, 1)
-    data = read_shard(KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)), shard,
-                      JsonCodec(CodecConfig(n_features=10)))
+    data = read_shard(
+        KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)), shard, JsonCodec(CodecConfig(n_features=10))
+    )
     return data.events.X, data.events.y
 
 
@@ -64,15 +65,20 @@ def incremental(bootstrap: str, topic: str, cutoff_spec: str, choice) -> tuple[f
     from stream.replay_range import parse_bound
     from stream.source import KafkaSourceConfig
 
-    src = KafkaRangeSource(KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)), parse_bound("earliest"),
-                           parse_bound(cutoff_spec, default="latest"))
+    src = KafkaRangeSource(
+        KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)),
+        parse_bound("earliest"),
+        parse_bound(cutoff_spec, default="latest"),
+    )
     out = tempfile.mkdtemp(prefix="bench-retrain-inc-")
     config = ReplayConfig.base(name="incremental", window="count:500", learner=choice)
     started = time.perf_counter()
     result = Backtest(src, [config], out, progress=False).run()
     seconds = time.perf_counter() - started
     learner = choice.factory()(10)
-    learner.load_state_dict(CheckpointStore(os.path.join(out, "configs", "incremental", "checkpoints")).latest().learner)
+    learner.load_state_dict(
+        CheckpointStore(os.path.join(out, "configs", "incremental", "checkpoints")).latest().learner
+    )
     return seconds, result["configs"][0]["summary"]["accuracy"], learner
 
 
@@ -87,8 +93,11 @@ def load_candidate(registry_dir: str, version: int, choice):
 def torchrun_job(spec, nproc: int, work: str, choice) -> tuple[float, dict, object]:
     from stream.retrain_job import Launch, RetrainJob
 
-    job = RetrainJob(dataclasses.replace(spec, registry=os.path.join(work, "registry")), os.path.join(work, "job"),
-                     Launch(nproc=nproc))
+    job = RetrainJob(
+        dataclasses.replace(spec, registry=os.path.join(work, "registry")),
+        os.path.join(work, "job"),
+        Launch(nproc=nproc),
+    )
     started = time.perf_counter()
     outcome = job.start().wait(poll_s=0.1)
     seconds = time.perf_counter() - started
@@ -99,7 +108,9 @@ def torchrun_job(spec, nproc: int, work: str, choice) -> tuple[float, dict, obje
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=120_000)
     parser.add_argument("--nproc", type=int, default=2, help="Processes of the multi-process gloo run.")
     parser.add_argument("--epochs", type=int, default=3)
@@ -124,61 +135,123 @@ def main() -> None:
     rows = []
     try:
         topic = f"bench-retrain-{int(time.time())}"
-        produce(bootstrap, topic, per_partition * 3, generator="hyperplane", partitions=3, seed=7,
-                drift_at=n // 2, start_ts_ms=T0, interval_ms=10)
+        produce(
+            bootstrap,
+            topic,
+            per_partition * 3,
+            generator="hyperplane",
+            partitions=3,
+            seed=7,
+            drift_at=n // 2,
+            start_ts_ms=T0,
+            interval_ms=10,
+        )
         tps = [TopicPartition(topic, p) for p in range(3)]
         Xh, yh = read_range(bootstrap, topic, {tp: cut for tp in tps}, {tp: per_partition for tp in tps})
         cutoff_spec = ",".join(f"{topic}:{p}:{cut}" for p in range(3))
         cpu = LearnerChoice(**{**MODEL, "device": "cpu"})
 
         seconds, prequential, model = incremental(bootstrap, topic, cutoff_spec, cpu)
-        rows.append(("incremental (count:500, 1 step/window)", seconds, 3 * cut, prequential,
-                     holdout_accuracy(model, Xh, yh)))
+        rows.append(
+            (
+                "incremental (count:500, 1 step/window)",
+                seconds,
+                3 * cut,
+                prequential,
+                holdout_accuracy(model, Xh, yh),
+            )
+        )
         base_seconds = seconds
 
-        spec = RetrainSpec(bootstrap=bootstrap, topics=(topic,), end=cutoff_spec,
-                           learner={**dataclasses.asdict(cpu)}, epochs=args.epochs)
+        spec = RetrainSpec(
+            bootstrap=bootstrap,
+            topics=(topic,),
+            end=cutoff_spec,
+            learner={**dataclasses.asdict(cpu)},
+            epochs=args.epochs,
+        )
         work = tempfile.mkdtemp(prefix="bench-retrain-1-")
         started = time.perf_counter()
         result = retrain(dataclasses.replace(spec, registry=os.path.join(work, "registry"), out_dir=work))
         seconds = time.perf_counter() - started
-        rows.append((f"retrain in process, {args.epochs} epochs (cpu)", seconds, result.events, None,
-                     holdout_accuracy(load_candidate(os.path.join(work, "registry"), result.version, cpu), Xh, yh)))
+        rows.append(
+            (
+                f"retrain in process, {args.epochs} epochs (cpu)",
+                seconds,
+                result.events,
+                None,
+                holdout_accuracy(load_candidate(os.path.join(work, "registry"), result.version, cpu), Xh, yh),
+            )
+        )
 
         # The same recipe on the range since the concept change (--retrain-from at the change).
         since = ",".join(f"{topic}:{p}:{(n // 2) // 3}" for p in range(3))
         work = tempfile.mkdtemp(prefix="bench-retrain-since-")
         started = time.perf_counter()
-        result = retrain(dataclasses.replace(spec, start=since, registry=os.path.join(work, "registry"), out_dir=work))
+        result = retrain(
+            dataclasses.replace(spec, start=since, registry=os.path.join(work, "registry"), out_dir=work)
+        )
         seconds = time.perf_counter() - started
-        rows.append(("retrain in process, since the change", seconds, result.events, None,
-                     holdout_accuracy(load_candidate(os.path.join(work, "registry"), result.version, cpu), Xh, yh)))
+        rows.append(
+            (
+                "retrain in process, since the change",
+                seconds,
+                result.events,
+                None,
+                holdout_accuracy(load_candidate(os.path.join(work, "registry"), result.version, cpu), Xh, yh),
+            )
+        )
 
         for nproc in sorted({1, args.nproc}):
-            seconds, result, model = torchrun_job(spec, nproc, tempfile.mkdtemp(prefix=f"bench-retrain-{nproc}-"), cpu)
-            rows.append((f"retrain torchrun x{nproc} ({result['backend']}, cpu)", seconds, result["events"], None,
-                         holdout_accuracy(model, Xh, yh)))
+            seconds, result, model = torchrun_job(
+                spec, nproc, tempfile.mkdtemp(prefix=f"bench-retrain-{nproc}-"), cpu
+            )
+            rows.append(
+                (
+                    f"retrain torchrun x{nproc} ({result['backend']}, cpu)",
+                    seconds,
+                    result["events"],
+                    None,
+                    holdout_accuracy(model, Xh, yh),
+                )
+            )
         if torch.cuda.is_available():
             gpus = torch.cuda.device_count()
             cuda = LearnerChoice(**{**MODEL, "device": "auto"})
             spec_gpu = dataclasses.replace(spec, learner=dataclasses.asdict(cuda))
-            seconds, result, model = torchrun_job(spec_gpu, gpus, tempfile.mkdtemp(prefix="bench-retrain-gpu-"), cpu)
-            rows.append((f"retrain torchrun x{gpus} ({result['backend']}, {result['device']})", seconds,
-                         result["events"], None, holdout_accuracy(model, Xh, yh)))
+            seconds, result, model = torchrun_job(
+                spec_gpu, gpus, tempfile.mkdtemp(prefix="bench-retrain-gpu-"), cpu
+            )
+            rows.append(
+                (
+                    f"retrain torchrun x{gpus} ({result['backend']}, {result['device']})",
+                    seconds,
+                    result["events"],
+                    None,
+                    holdout_accuracy(model, Xh, yh),
+                )
+            )
     finally:
         if broker is not None:
             broker.__exit__(None, None, None)
 
-    print(f"\nbench.retrain: {3 * per_partition:,} Hyperplane events, 3 partitions, concept change at {n // 2:,}; "
-          f"trained on the first {3 * cut:,}, holdout = the last {len(yh):,}; model mlp[32]\n")
+    print(
+        f"\nbench.retrain: {3 * per_partition:,} Hyperplane events, 3 partitions, concept change at {n // 2:,}; "
+        f"trained on the first {3 * cut:,}, holdout = the last {len(yh):,}; model mlp[32]\n"
+    )
     print(f"{'model':<44} {'wall s':>8} {'x incr.':>8} {'events':>9} {'prequential':>12} {'holdout acc':>12}")
     for name, seconds, events, preq, hold in rows:
         preq_text = f"{preq:.4f}" if preq is not None else "-"
-        print(f"{name:<44} {seconds:>8.2f} {seconds / base_seconds:>8.2f} {events:>9,} {preq_text:>12} {hold:>12.4f}")
+        print(
+            f"{name:<44} {seconds:>8.2f} {seconds / base_seconds:>8.2f} {events:>9,} {preq_text:>12} {hold:>12.4f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump([dict(zip(("model", "seconds", "events", "prequential", "holdout"), r)) for r in rows], f,
-                      indent=2)
+            json.dump(
+                [dict(zip(("model", "seconds", "events", "prequential", "holdout"), r)) for r in rows],
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ class RawConnection:
         total = end + 4 + int(match.group(1))
         while len(self.buf) < total:
             self._fill()
-        status, body, self.buf = int(self.buf[9:12]), self.buf[end + 4:total], self.buf[total:]
+        status, body, self.buf = int(self.buf[9:12]), self.buf[end + 4 : total], self.buf[total:]
         return status, body
 
     def _fill(self) -> None:
@@ -129,8 +129,10 @@ class RawConnection:
 
 def http_request(port: int, path: str, body: bytes = b"") -> bytes:
     method = "POST" if body else "GET"
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def request_for(port: int, endpoint: str, n_features: int, batch_rows: int, seed: int) -> bytes:
@@ -138,7 +140,9 @@ def request_for(port: int, endpoint: str, n_features: int, batch_rows: int, seed
     row = lambda: [round(rng.uniform(-1, 1), 4) for _ in range(n_features)]  # noqa: E731
     if endpoint == "single":
         return http_request(port, "/predict", json.dumps({"x": row()}).encode())
-    return http_request(port, "/predict/batch", json.dumps({"rows": [row() for _ in range(batch_rows)]}).encode())
+    return http_request(
+        port, "/predict/batch", json.dumps({"rows": [row() for _ in range(batch_rows)]}).encode()
+    )
 
 
 def client(raw: bytes, port: int, duration: float, start: mp.Barrier, out: mp.Queue) -> None:
@@ -178,8 +182,19 @@ def measure(port: int, endpoint: str, args: argparse.Namespace, duration: float)
     """Run ``args.concurrency`` client processes against one server; merged latency stats and counts."""
     ctx = mp.get_context("spawn")  # clients import only this module's stdlib top, never torch
     out, start = ctx.Queue(), ctx.Barrier(args.concurrency)
-    procs = [ctx.Process(target=client, args=(request_for(port, endpoint, args.n_features, args.batch_rows, i),
-                                              port, duration, start, out)) for i in range(args.concurrency)]
+    procs = [
+        ctx.Process(
+            target=client,
+            args=(
+                request_for(port, endpoint, args.n_features, args.batch_rows, i),
+                port,
+                duration,
+                start,
+                out,
+            ),
+        )
+        for i in range(args.concurrency)
+    ]
     for p in procs:
         p.start()
     results: list[tuple] = []
@@ -191,7 +206,9 @@ def measure(port: int, endpoint: str, args: argparse.Namespace, duration: float)
             if any(p.exitcode not in (None, 0) for p in procs) or time.monotonic() > give_up:
                 for p in procs:
                     p.kill()
-                raise RuntimeError(f"a client process failed or hung (exit codes {[p.exitcode for p in procs]})")
+                raise RuntimeError(
+                    f"a client process failed or hung (exit codes {[p.exitcode for p in procs]})"
+                ) from None
     for p in procs:
         p.join()
     lat = sorted(x for r in results for x in r[0])
@@ -201,9 +218,14 @@ def measure(port: int, endpoint: str, args: argparse.Namespace, duration: float)
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] / 1e6
 
-    return {"requests_per_s": len(lat) / duration, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "failed": sum(r[1] for r in results), "regressions": sum(r[2] for r in results),
-            "versions_seen": len({v for r in results for v in r[3]})}
+    return {
+        "requests_per_s": len(lat) / duration,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "failed": sum(r[1] for r in results),
+        "regressions": sum(r[2] for r in results),
+        "versions_seen": len({v for r in results for v in r[3]}),
+    }
 
 
 # ------------------------------------------------------------------- servers
@@ -275,8 +297,9 @@ class Publisher:
 
         try:
             while not self._stop.wait(self.interval):
-                v = self.registry.publish(self.blobs[self.published % len(self.blobs)],
-                                          Version(number=0, schema=self.schema))
+                v = self.registry.publish(
+                    self.blobs[self.published % len(self.blobs)], Version(number=0, schema=self.schema)
+                )
                 self.registry.validate(v.number, reason="bench.serving hot swap")
                 self.published += 1
         except BaseException as exc:  # noqa: BLE001 -- re-raised on the main thread by __exit__
@@ -302,8 +325,10 @@ def run(args: argparse.Namespace) -> dict[str, list[dict]]:
     from serving.versions import Version
 
     schema = {"n_features": args.n_features, "task": "classification", "n_classes": 2}
-    blobs = [dumps_state(TorchLearner(args.model, n_features=args.n_features, device="cpu", seed=s).state_dict())
-             for s in range(4)]
+    blobs = [
+        dumps_state(TorchLearner(args.model, n_features=args.n_features, device="cpu", seed=s).state_dict())
+        for s in range(4)
+    ]
     rounds: dict[str, list[dict]] = {name: [] for name, *_ in SCENARIOS}
     servers: dict[str, subprocess.Popen] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as registry_dir:
@@ -313,18 +338,45 @@ def run(args: argparse.Namespace) -> dict[str, list[dict]]:
         common = ["--host", "127.0.0.1", "--log-level", "warning"]
         try:
             servers["floor"] = start_server(
-                [sys.executable, "-m", "uvicorn", "--factory", "bench.serving:floor_app", "--no-access-log",
-                 "--app-dir", str(Path(__file__).resolve().parents[1]), "--port", str(ports["floor"]), *common],
-                ports["floor"], "/health")
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "bench.serving:floor_app",
+                    "--no-access-log",
+                    "--app-dir",
+                    str(Path(__file__).resolve().parents[1]),
+                    "--port",
+                    str(ports["floor"]),
+                    *common,
+                ],
+                ports["floor"],
+                "/health",
+            )
             servers["app"] = start_server(
-                [sys.executable, "-m", "stream.cli", "serve", "--registry", registry_dir,
-                 "--port", str(ports["app"]), *common], ports["app"], "/health/ready")
+                [
+                    sys.executable,
+                    "-m",
+                    "stream.cli",
+                    "serve",
+                    "--registry",
+                    registry_dir,
+                    "--port",
+                    str(ports["app"]),
+                    *common,
+                ],
+                ports["app"],
+                "/health/ready",
+            )
             for server in ports:  # warm-up: first requests pay for lazy imports and caches
                 for endpoint in ("single", "batch"):
                     measure(ports[server], endpoint, args, duration=1.0)
             for r in range(args.rounds):
                 # Rotate the order per round so drift in machine load hits every row alike.
-                for name, server, endpoint, swaps in SCENARIOS[r % len(SCENARIOS):] + SCENARIOS[:r % len(SCENARIOS)]:
+                for name, server, endpoint, swaps in (
+                    SCENARIOS[r % len(SCENARIOS) :] + SCENARIOS[: r % len(SCENARIOS)]
+                ):
                     swaps_before = health(ports["app"])["swaps"]
                     cpu_before = cpu_seconds(servers[server].pid)
                     if swaps:
@@ -336,14 +388,20 @@ def run(args: argparse.Namespace) -> dict[str, list[dict]]:
                     else:
                         res = measure(ports[server], endpoint, args, args.duration)
                     # Server CPU per answer: the service time, free of the queueing that latencies include.
-                    res["server_cpu_us"] = ((cpu_seconds(servers[server].pid) - cpu_before)
-                                            / (res["requests_per_s"] * args.duration) * 1e6)
+                    res["server_cpu_us"] = (
+                        (cpu_seconds(servers[server].pid) - cpu_before)
+                        / (res["requests_per_s"] * args.duration)
+                        * 1e6
+                    )
                     res["swaps"] = health(ports["app"])["swaps"] - swaps_before if server == "app" else 0
                     rounds[name].append(res)
-                    print(f"  round {r + 1}: {name:<20} {res['requests_per_s']:>7,.0f} req/s  "
-                          f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                          f"server {res['server_cpu_us']:5,.0f} us/req  failed {res['failed']}  "
-                          f"regressions {res['regressions']}  swaps {res['swaps']}", flush=True)
+                    print(
+                        f"  round {r + 1}: {name:<20} {res['requests_per_s']:>7,.0f} req/s  "
+                        f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
+                        f"server {res['server_cpu_us']:5,.0f} us/req  failed {res['failed']}  "
+                        f"regressions {res['regressions']}  swaps {res['swaps']}",
+                        flush=True,
+                    )
         finally:
             for proc in servers.values():
                 proc.terminate()
@@ -356,36 +414,66 @@ def report(rounds: dict[str, list[dict]], args: argparse.Namespace) -> dict[str,
     """Print the markdown table (medians over rounds) and return the same figures."""
     summary = {}
     print()
-    print("| scenario           |   req/s |  rows/s | p50 ms | p99 ms | p99 / floor p99 | server CPU us/req "
-          "| failed | version regressions | swaps served | target p99 < 5 ms |")
-    print("|--------------------|--------:|--------:|-------:|-------:|----------------:|------------------:"
-          "|-------:|--------------------:|-------------:|:-----------------:|")
+    print(
+        "| scenario           |   req/s |  rows/s | p50 ms | p99 ms | p99 / floor p99 | server CPU us/req "
+        "| failed | version regressions | swaps served | target p99 < 5 ms |"
+    )
+    print(
+        "|--------------------|--------:|--------:|-------:|-------:|----------------:|------------------:"
+        "|-------:|--------------------:|-------------:|:-----------------:|"
+    )
     for name, server, endpoint, swaps in SCENARIOS:
         res, floor = rounds[name], rounds[f"floor {endpoint}"]
-        rps, p50, p99, cpu = (statistics.median(x[k] for x in res)
-                              for k in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us"))
+        rps, p50, p99, cpu = (
+            statistics.median(x[k] for x in res)
+            for k in ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_us")
+        )
         # Ratios within a round (its rows share the machine's state), then the median over rounds.
         ratio = statistics.median(x["p99_ms"] / f["p99_ms"] for x, f in zip(res, floor))
         failed, regressions, swapped = (sum(x[k] for x in res) for k in ("failed", "regressions", "swaps"))
         verdict = "-"
         if server == "app" and endpoint == "single":
-            missed = [why for why, bad in (("p99", p99 >= TARGET_P99_MS), ("failed", failed),
-                                           ("regressions", regressions), ("no swaps", swaps and not swapped)) if bad]
+            missed = [
+                why
+                for why, bad in (
+                    ("p99", p99 >= TARGET_P99_MS),
+                    ("failed", failed),
+                    ("regressions", regressions),
+                    ("no swaps", swaps and not swapped),
+                )
+                if bad
+            ]
             verdict = "MISS: " + ", ".join(missed) if missed else "PASS"
         rows = rps * (args.batch_rows if endpoint == "batch" else 1)
-        summary[name] = {"requests_per_s": rps, "rows_per_s": rows, "p50_ms": p50, "p99_ms": p99,
-                         "p99_over_floor": ratio, "server_cpu_us": cpu, "failed": failed,
-                         "regressions": regressions, "swaps": swapped, "verdict": verdict, "rounds": res}
-        print(f"| {name:<18} | {rps:>7,.0f} | {rows:>7,.0f} | {p50:>6.2f} | {p99:>6.2f} | {ratio:>15.2f} "
-              f"| {cpu:>17,.0f} | {failed:>6} | {regressions:>19} | {swapped if server == 'app' else '-':>12} "
-              f"| {verdict:^17} |")
-    print(f"(medians of {args.rounds} round(s) of {args.duration:g} s; ratio: median of the per-round ratios; "
-          "failed, regressions and swaps: totals over rounds)")
+        summary[name] = {
+            "requests_per_s": rps,
+            "rows_per_s": rows,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "p99_over_floor": ratio,
+            "server_cpu_us": cpu,
+            "failed": failed,
+            "regressions": regressions,
+            "swaps": swapped,
+            "verdict": verdict,
+            "rounds": res,
+        }
+        print(
+            f"| {name:<18} | {rps:>7,.0f} | {rows:>7,.0f} | {p50:>6.2f} | {p99:>6.2f} | {ratio:>15.2f} "
+            f"| {cpu:>17,.0f} | {failed:>6} | {regressions:>19} | {swapped if server == 'app' else '-':>12} "
+            f"| {verdict:^17} |"
+        )
+    print(
+        f"(medians of {args.rounds} round(s) of {args.duration:g} s; ratio: median of the per-round ratios; "
+        "failed, regressions and swaps: totals over rounds)"
+    )
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per row and round")
     parser.add_argument("--concurrency", type=int, default=8, help="client processes, one connection each")
     parser.add_argument("--batch-rows", type=int, default=64)
@@ -394,9 +482,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="PATH", help="also write the per-round results and medians here")
     args = parser.parse_args(argv)
-    print(f"{os.cpu_count()} cores shared by clients and servers; {args.concurrency} clients; model {args.model}, "
-          f"{args.n_features} features; batch {args.batch_rows} rows; {args.duration:g} s per row, "
-          f"{args.rounds} round(s)", flush=True)
+    print(
+        f"{os.cpu_count()} cores shared by clients and servers; {args.concurrency} clients; model {args.model}, "
+        f"{args.n_features} features; batch {args.batch_rows} rows; {args.duration:g} s per row, "
+        f"{args.rounds} round(s)",
+        flush=True,
+    )
     summary = report(run(args), args)
     if args.json:
         with open(args.json, "w") as f:

@@ -34,7 +34,9 @@ class DriftChoice:
         names = tuple(self.detectors)
         unknown = [n for n in names if n != "none" and n not in ERROR_DETECTORS]
         if unknown:
-            raise ConfigError(f"--drift-detector {unknown[0]!r}: choose from {', '.join(ERROR_DETECTORS)} or none")
+            raise ConfigError(
+                f"--drift-detector {unknown[0]!r}: choose from {', '.join(ERROR_DETECTORS)} or none"
+            )
         if "none" in names and len(names) > 1:
             raise ConfigError("--drift-detector none cannot be combined with other detectors")
         if self.feature_method not in ("none", "ks", "psi"):
@@ -50,7 +52,9 @@ class DriftChoice:
         known = {f.name for f in fields(PolicyConfig)}
         bad = sorted(set(values) - known)
         if bad:
-            raise ConfigError(f"--drift-option {bad[0]!r} is not a drift policy setting; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"--drift-option {bad[0]!r} is not a drift policy setting; known: {', '.join(sorted(known))}"
+            )
         try:
             return PolicyConfig(**values)
         except TypeError as exc:
@@ -61,6 +65,11 @@ class DriftChoice:
         if not self.enabled:
             return None
         errors = [ErrorDriftDetector(n, task=task) for n in self.detectors if n != "none"]
-        features = None if self.feature_method == "none" else FeatureDriftDetector(
-            self.feature_method, window=self.feature_window, feature_names=feature_names)
+        features = (
+            None
+            if self.feature_method == "none"
+            else FeatureDriftDetector(
+                self.feature_method, window=self.feature_window, feature_names=feature_names
+            )
+        )
         return DriftPolicy(DriftMonitor(errors, features), self.policy_config(), task=task)

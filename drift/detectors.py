@@ -46,8 +46,14 @@ from stream.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ERROR_DETECTORS", "DriftMonitor", "ErrorDriftDetector", "FeatureDriftDetector", "Signal",
-           "stronger"]
+__all__ = [
+    "ERROR_DETECTORS",
+    "DriftMonitor",
+    "ErrorDriftDetector",
+    "FeatureDriftDetector",
+    "Signal",
+    "stronger",
+]
 
 Level = Literal["none", "warning", "drift"]
 _RANK = {"none": 0, "warning": 1, "drift": 2}
@@ -88,13 +94,23 @@ class _Spec:
 # they fire earlier and more often, which is what a warning is for.
 ERROR_DETECTORS: dict[str, _Spec] = {
     "adwin": _Spec(river_drift.ADWIN, {"delta": 0.002}, {"delta": 0.02}, per_event=True, binary=False),
-    "page_hinkley": _Spec(river_drift.PageHinkley, {"threshold": 100.0, "mode": "up"},
-                          {"threshold": 50.0, "mode": "up"}, per_event=True, binary=False),
+    "page_hinkley": _Spec(
+        river_drift.PageHinkley,
+        {"threshold": 100.0, "mode": "up"},
+        {"threshold": 50.0, "mode": "up"},
+        per_event=True,
+        binary=False,
+    ),
     "ddm": _Spec(river_binary.DDM, {}, None, per_event=True, binary=True),
     "eddm": _Spec(river_binary.EDDM, {}, None, per_event=True, binary=True),
     # KSWIN runs a KS test at every update (~0.4 ms): it sees batch means, not events.
-    "kswin": _Spec(river_drift.KSWIN, {"alpha": 0.005, "window_size": 50, "stat_size": 10, "seed": 0},
-                   {"alpha": 0.05, "window_size": 50, "stat_size": 10, "seed": 0}, per_event=False, binary=False),
+    "kswin": _Spec(
+        river_drift.KSWIN,
+        {"alpha": 0.005, "window_size": 50, "stat_size": 10, "seed": 0},
+        {"alpha": 0.05, "window_size": 50, "stat_size": 10, "seed": 0},
+        per_event=False,
+        binary=False,
+    ),
 }
 
 
@@ -122,14 +138,17 @@ class ErrorDriftDetector:
         Unknown detector or parameter, or a binary detector for regression.
     """
 
-    def __init__(self, name: str = "adwin", *, task: str = "classification", burn_in: int = 1000,
-                 **params: Any) -> None:
+    def __init__(
+        self, name: str = "adwin", *, task: str = "classification", burn_in: int = 1000, **params: Any
+    ) -> None:
         spec = ERROR_DETECTORS.get(name)
         if spec is None:
             raise ConfigError(f"unknown drift detector {name!r}; choose one of: {', '.join(ERROR_DETECTORS)}")
         if spec.binary and task != "classification":
-            raise ConfigError(f"the {name} detector needs 0/1 errors (classification); use adwin, "
-                              "page_hinkley or kswin for regression")
+            raise ConfigError(
+                f"the {name} detector needs 0/1 errors (classification); use adwin, "
+                "page_hinkley or kswin for regression"
+            )
         self.name = name
         self.task = task
         self.params = dict(params)
@@ -138,7 +157,9 @@ class ErrorDriftDetector:
         self._spec = spec
         try:
             self._drift = spec.build(**{**spec.drift_params, **params})
-            self._warn = None if spec.warning_params is None else spec.build(**{**spec.warning_params, **params})
+            self._warn = (
+                None if spec.warning_params is None else spec.build(**{**spec.warning_params, **params})
+            )
         except TypeError as exc:
             raise ConfigError(f"bad parameter for the {name} detector: {exc}") from exc
 
@@ -150,11 +171,18 @@ class ErrorDriftDetector:
         values = errors.tolist() if self._spec.per_event else [float(errors.mean())]
         before = self._level()
         drift = self._feed(self._drift, values)
-        warning = self._feed(self._warn, values) if self._warn is not None else bool(
-            getattr(self._drift, "warning_detected", False))
+        warning = (
+            self._feed(self._warn, values)
+            if self._warn is not None
+            else bool(getattr(self._drift, "warning_detected", False))
+        )
         now = self._level() if self.name == "adwin" else float(errors.mean())
-        evidence = {"error_before": before, "error_now": now, "batch_error": float(errors.mean()),
-                    "batch_events": int(errors.size)}
+        evidence = {
+            "error_before": before,
+            "error_now": now,
+            "batch_error": float(errors.mean()),
+            "batch_events": int(errors.size),
+        }
         self._seen += errors.size
         if self._seen <= self.burn_in:
             return Signal("none", self.name, {**evidence, "burn_in": True})
@@ -200,8 +228,11 @@ class ErrorDriftDetector:
         self._seen = 0
 
     def snapshot(self) -> dict:
-        return {"drift": to_plain(self._drift), "warn": None if self._warn is None else to_plain(self._warn),
-                "seen": self._seen}
+        return {
+            "drift": to_plain(self._drift),
+            "warn": None if self._warn is None else to_plain(self._warn),
+            "seen": self._seen,
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._drift = from_plain(state["drift"])
@@ -237,16 +268,25 @@ class FeatureDriftDetector:
     'drift'
     """
 
-    def __init__(self, method: Literal["ks", "psi"] = "ks", *, window: int = 1000, check_every: int | None = None,
-                 alpha: float = 1e-4, warning_alpha: float = 1e-2, bins: int = 10,
-                 feature_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        method: Literal["ks", "psi"] = "ks",
+        *,
+        window: int = 1000,
+        check_every: int | None = None,
+        alpha: float = 1e-4,
+        warning_alpha: float = 1e-2,
+        bins: int = 10,
+        feature_names: Sequence[str] | None = None,
+    ) -> None:
         if method not in ("ks", "psi"):
             raise ConfigError(f"feature drift method must be 'ks' or 'psi', got {method!r}")
         if window < 20:
             raise ConfigError(f"feature drift window must be at least 20 events, got {window!r}")
         if not 0 < alpha <= warning_alpha < 1:
-            raise ConfigError(f"need 0 < alpha <= warning_alpha < 1, got alpha={alpha!r}, "
-                              f"warning_alpha={warning_alpha!r}")
+            raise ConfigError(
+                f"need 0 < alpha <= warning_alpha < 1, got alpha={alpha!r}, warning_alpha={warning_alpha!r}"
+            )
         self.method = method
         self.window = int(window)
         self.check_every = int(check_every or max(1, window // 2))
@@ -273,7 +313,7 @@ class FeatureDriftDetector:
             self._filling.append(X)
             rows = sum(len(x) for x in self._filling)
             if rows >= self.window:
-                self._reference = np.concatenate(self._filling)[-self.window:]
+                self._reference = np.concatenate(self._filling)[-self.window :]
                 self._filling = []
             return Signal("none", self.name, {"reference_events": min(rows, self.window)})
         self._push(X)
@@ -294,9 +334,9 @@ class FeatureDriftDetector:
     def _push(self, X: np.ndarray) -> None:
         if self._recent is None:
             self._recent = np.zeros((self.window, X.shape[1]))
-        X = X[-self.window:]
+        X = X[-self.window :]
         self._recent = np.roll(self._recent, -len(X), axis=0)
-        self._recent[-len(X):] = X
+        self._recent[-len(X) :] = X
         self._recent_n = min(self.window, self._recent_n + len(X))
 
     def _name(self, j: int) -> str:
@@ -307,23 +347,47 @@ class FeatureDriftDetector:
         p = np.nan_to_num(np.atleast_1d(result.pvalue), nan=1.0)
         q = stats.false_discovery_control(p)
         order = np.argsort(q)[:5]
-        evidence = {"method": "ks", "window": self.window, "min_q": float(q.min()),
-                    "features": [{"feature": self._name(int(j)), "statistic": float(np.atleast_1d(result.statistic)[j]),
-                                  "p": float(p[j]), "q": float(q[j])} for j in order]}
-        level: Level = "drift" if q.min() < self.alpha else "warning" if q.min() < self.warning_alpha else "none"
+        evidence = {
+            "method": "ks",
+            "window": self.window,
+            "min_q": float(q.min()),
+            "features": [
+                {
+                    "feature": self._name(int(j)),
+                    "statistic": float(np.atleast_1d(result.statistic)[j]),
+                    "p": float(p[j]),
+                    "q": float(q[j]),
+                }
+                for j in order
+            ],
+        }
+        level: Level = (
+            "drift" if q.min() < self.alpha else "warning" if q.min() < self.warning_alpha else "none"
+        )
         return level, evidence
 
     def _psi(self, ref: np.ndarray, recent: np.ndarray) -> tuple[Level, dict]:
-        psi = np.array([population_stability_index(ref[:, j], recent[:, j], self.bins) for j in range(ref.shape[1])])
+        psi = np.array(
+            [population_stability_index(ref[:, j], recent[:, j], self.bins) for j in range(ref.shape[1])]
+        )
         order = np.argsort(-psi)[:5]
-        evidence = {"method": "psi", "window": self.window, "max_psi": float(psi.max()),
-                    "features": [{"feature": self._name(int(j)), "psi": float(psi[j])} for j in order]}
+        evidence = {
+            "method": "psi",
+            "window": self.window,
+            "max_psi": float(psi.max()),
+            "features": [{"feature": self._name(int(j)), "psi": float(psi[j])} for j in order],
+        }
         level: Level = "drift" if psi.max() > 0.25 else "warning" if psi.max() > 0.1 else "none"
         return level, evidence
 
     def snapshot(self) -> dict:
-        return {"reference": self._reference, "filling": np.concatenate(self._filling) if self._filling else None,
-                "recent": self._recent, "recent_n": self._recent_n, "since_check": self._since_check}
+        return {
+            "reference": self._reference,
+            "filling": np.concatenate(self._filling) if self._filling else None,
+            "recent": self._recent,
+            "recent_n": self._recent_n,
+            "since_check": self._since_check,
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         def arr(v):
@@ -350,7 +414,9 @@ def population_stability_index(reference: np.ndarray, recent: np.ndarray, bins: 
     True
     """
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
+    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(
+        reference
+    )
     new = np.bincount(np.searchsorted(edges, recent, side="right"), minlength=len(edges) + 1) / len(recent)
     eps = 1e-4  # an empty bin would make the log infinite
     ref, new = np.clip(ref, eps, None), np.clip(new, eps, None)
@@ -365,8 +431,11 @@ class DriftMonitor:
     'none'
     """
 
-    def __init__(self, error_detectors: Sequence[ErrorDriftDetector] = (),
-                 feature_detector: FeatureDriftDetector | None = None) -> None:
+    def __init__(
+        self,
+        error_detectors: Sequence[ErrorDriftDetector] = (),
+        feature_detector: FeatureDriftDetector | None = None,
+    ) -> None:
         self.error_detectors = list(error_detectors)
         self.feature_detector = feature_detector
         if not self.error_detectors and feature_detector is None:
@@ -392,9 +461,11 @@ class DriftMonitor:
         # because a model was rolled back (it re-references itself on drift).
 
     def snapshot(self) -> dict:
-        return {"names": self._names(),
-                "errors": [d.snapshot() for d in self.error_detectors],
-                "features": None if self.feature_detector is None else self.feature_detector.snapshot()}
+        return {
+            "names": self._names(),
+            "errors": [d.snapshot() for d in self.error_detectors],
+            "features": None if self.feature_detector is None else self.feature_detector.snapshot(),
+        }
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
         if not state:
@@ -403,8 +474,11 @@ class DriftMonitor:
         names = state.get("names")
         if names is not None and list(names) != self._names():
             # The operator chose other detectors since the checkpoint: they start fresh.
-            log.warning("drift detectors changed since the checkpoint (%s -> %s); they start fresh",
-                        names, self._names())
+            log.warning(
+                "drift detectors changed since the checkpoint (%s -> %s); they start fresh",
+                names,
+                self._names(),
+            )
         else:
             for det, s in zip(self.error_detectors, saved):
                 det.restore(s)

@@ -61,8 +61,13 @@ class PairedEvidence:
     batches: int = 0
     offsets: dict = field(default_factory=dict)
 
-    def add(self, y: np.ndarray, live: np.ndarray, snapshot: np.ndarray,
-            offsets: Mapping[str, list[int]] | None = None) -> None:
+    def add(
+        self,
+        y: np.ndarray,
+        live: np.ndarray,
+        snapshot: np.ndarray,
+        offsets: Mapping[str, list[int]] | None = None,
+    ) -> None:
         """Score one batch; ``offsets`` (``"topic:partition" -> [lo, hi]``) joins the evidence window."""
         self.n += len(y)
         self.batches += 1
@@ -104,7 +109,9 @@ class PairedEvidence:
             discordant = self.only_snapshot_right + self.only_live_right
             if discordant == 0:
                 return 1.0
-            return float(stats.binomtest(self.only_snapshot_right, discordant, 0.5, alternative="greater").pvalue)
+            return float(
+                stats.binomtest(self.only_snapshot_right, discordant, 0.5, alternative="greater").pvalue
+            )
         if self.n < 2:
             return 1.0
         mean = self.diff_sum / self.n
@@ -116,15 +123,26 @@ class PairedEvidence:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the checkpoint and the audit trail)."""
-        return {"task": self.task, "n": self.n, "batches": self.batches, "live_correct": self.live_correct,
-                "snapshot_correct": self.snapshot_correct, "only_snapshot_right": self.only_snapshot_right,
-                "only_live_right": self.only_live_right, "live_se": self.live_se, "snapshot_se": self.snapshot_se,
-                "diff_sum": self.diff_sum, "diff_sq": self.diff_sq,
-                "offsets": {k: list(v) for k, v in self.offsets.items()}}
+        return {
+            "task": self.task,
+            "n": self.n,
+            "batches": self.batches,
+            "live_correct": self.live_correct,
+            "snapshot_correct": self.snapshot_correct,
+            "only_snapshot_right": self.only_snapshot_right,
+            "only_live_right": self.only_live_right,
+            "live_se": self.live_se,
+            "snapshot_se": self.snapshot_se,
+            "diff_sum": self.diff_sum,
+            "diff_sq": self.diff_sq,
+            "offsets": {k: list(v) for k, v in self.offsets.items()},
+        }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> PairedEvidence:
-        return cls(**{**doc, "offsets": {str(k): [int(v[0]), int(v[1])] for k, v in doc.get("offsets", {}).items()}})
+        return cls(
+            **{**doc, "offsets": {str(k): [int(v[0]), int(v[1])] for k, v in doc.get("offsets", {}).items()}}
+        )
 
 
 class RecentLevel:

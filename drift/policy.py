@@ -162,10 +162,16 @@ class DriftPolicy:
         ``classification`` or ``regression`` (how errors and metrics are computed).
     """
 
-    def __init__(self, monitor: DriftMonitor, config: PolicyConfig | None = None, *, registry=None,
-                 snapshot: SnapshotProvider | None = None,
-                 on_retrain_request: Callable[[dict], None] | None = None,
-                 task: str = "classification") -> None:
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        config: PolicyConfig | None = None,
+        *,
+        registry=None,
+        snapshot: SnapshotProvider | None = None,
+        on_retrain_request: Callable[[dict], None] | None = None,
+        task: str = "classification",
+    ) -> None:
         self.monitor = monitor
         self.config = config or PolicyConfig()
         self.registry = registry
@@ -178,8 +184,15 @@ class DriftPolicy:
         self._cooldown_until = 0
         self._plasticity_until: int | None = None
         self._outbox: list[dict] = []
-        self.counts = {"alarms": 0, "warnings": 0, "suppressed": 0, "rollback": 0, "adapt": 0,
-                       "drift_dismissed": 0, "retrain_request": 0}
+        self.counts = {
+            "alarms": 0,
+            "warnings": 0,
+            "suppressed": 0,
+            "rollback": 0,
+            "adapt": 0,
+            "drift_dismissed": 0,
+            "retrain_request": 0,
+        }
         self.last_decision: Decision | None = None
         self._older: dict[int, tuple[Learner, Version]] = {}  # loaded once per alarm
 
@@ -225,8 +238,10 @@ class DriftPolicy:
         if signal.is_drift:
             if self._batches < self._cooldown_until:
                 self.counts["suppressed"] += 1
-                log.info("drift alarm from %s during the cool-down after the last decision: noted, not acted on",
-                         signal.detector)
+                log.info(
+                    "drift alarm from %s during the cool-down after the last decision: noted, not acted on",
+                    signal.detector,
+                )
             else:
                 self._open_alarm(learner, signal, batch)
                 return None  # the alarm batch is not evidence: it may be the corrupt data itself
@@ -238,19 +253,35 @@ class DriftPolicy:
         offsets: dict[str, list[int]] = {}
         merge_ranges(offsets, batch.events)
         snap = self._snapshot(learner)
-        self._alarm = _Alarm(signal={"detector": signal.detector, "level": signal.level,
-                                     "evidence": json_plain(signal.evidence)},
-                             batch=self._batches, offsets=offsets, reference=self._level.metric,
-                             evidence=PairedEvidence(self.task),
-                             snapshot_version=None if snap is None else snap[1].number)
+        self._alarm = _Alarm(
+            signal={
+                "detector": signal.detector,
+                "level": signal.level,
+                "evidence": json_plain(signal.evidence),
+            },
+            batch=self._batches,
+            offsets=offsets,
+            reference=self._level.metric,
+            evidence=PairedEvidence(self.task),
+            snapshot_version=None if snap is None else snap[1].number,
+        )
         self._load_older(learner, snap)
         self._alarm.older = {n: PairedEvidence(self.task) for n in self._older}
         self.counts["alarms"] += 1
         reason = f"{signal.detector} raised a drift alarm; collecting evidence on the next batches"
         log.warning("%s (reference %s %.4f)", reason, self._metric_name, self._alarm.reference)
-        self._audit("drift_alarm", self._alarm.snapshot_version, reason,
-                    {"signal": self._alarm.signal, "window": offsets, "reference": _num(self._alarm.reference),
-                     "metric": self._metric_name, "snapshot_version": self._alarm.snapshot_version})
+        self._audit(
+            "drift_alarm",
+            self._alarm.snapshot_version,
+            reason,
+            {
+                "signal": self._alarm.signal,
+                "window": offsets,
+                "reference": _num(self._alarm.reference),
+                "metric": self._metric_name,
+                "snapshot_version": self._alarm.snapshot_version,
+            },
+        )
 
     def _collect(self, learner: Learner, batch: MicroBatch, pred: np.ndarray) -> Decision | None:
         alarm = self._alarm
@@ -327,7 +358,9 @@ class DriftPolicy:
         options = []
         if snap is not None:
             options.append((snap[0], snap[1], alarm.evidence))
-        options += [(self._older[n][0], self._older[n][1], ev) for n, ev in alarm.older.items() if n in self._older]
+        options += [
+            (self._older[n][0], self._older[n][1], ev) for n, ev in alarm.older.items() if n in self._older
+        ]
         # The current version first, then older ones newest first: an older
         # version replaces a current one only when the current one is no cure.
         options[1:] = sorted(options[1:], key=lambda o: -o[1].number)
@@ -336,26 +369,44 @@ class DriftPolicy:
     def _evidence(self, ev: PairedEvidence | None = None) -> dict:
         alarm = self._alarm
         ev = ev or alarm.evidence
-        return {"metric": self._metric_name, "live": _num(ev.live_metric), "snapshot": _num(ev.snapshot_metric),
-                "reference": _num(alarm.reference), "p_snapshot_better": ev.p_snapshot_better(),
-                "events": ev.n, "batches": ev.batches, "window": dict(ev.offsets), "alarm": alarm.signal,
-                "alarm_window": alarm.offsets, "snapshot_version": alarm.snapshot_version,
-                "paired": ev.to_dict(),
-                "older_versions": {str(n): {"snapshot": _num(o.snapshot_metric), "p_snapshot_better": o.p_snapshot_better()}
-                                   for n, o in alarm.older.items() if o.n},
-                "thresholds": {"rollback_margin": self.config.rollback_margin,
-                                                        "significance": self.config.significance,
-                                                        "degradation": self.config.degradation}}
+        return {
+            "metric": self._metric_name,
+            "live": _num(ev.live_metric),
+            "snapshot": _num(ev.snapshot_metric),
+            "reference": _num(alarm.reference),
+            "p_snapshot_better": ev.p_snapshot_better(),
+            "events": ev.n,
+            "batches": ev.batches,
+            "window": dict(ev.offsets),
+            "alarm": alarm.signal,
+            "alarm_window": alarm.offsets,
+            "snapshot_version": alarm.snapshot_version,
+            "paired": ev.to_dict(),
+            "older_versions": {
+                str(n): {"snapshot": _num(o.snapshot_metric), "p_snapshot_better": o.p_snapshot_better()}
+                for n, o in alarm.older.items()
+                if o.n
+            },
+            "thresholds": {
+                "rollback_margin": self.config.rollback_margin,
+                "significance": self.config.significance,
+                "degradation": self.config.degradation,
+            },
+        }
 
     # ------------------------------------------------------------ decisions
-    def _rollback(self, learner: Learner, snap_learner: Learner, version: Version, ev: PairedEvidence) -> Decision:
+    def _rollback(
+        self, learner: Learner, snap_learner: Learner, version: Version, ev: PairedEvidence
+    ) -> Decision:
         evidence = self._evidence(ev)
         discarded = int(getattr(learner, "n_learned", 0)) - int(getattr(snap_learner, "n_learned", 0))
         learner.load_state_dict(snap_learner.state_dict())
         evidence.update(automatic=True, discarded_events=discarded, to=version.number)
-        reason = (f"validated v{version.number} clearly better than the live model: {self._metric_name} "
-                  f"{_fmt(evidence['snapshot'])} vs {_fmt(evidence['live'])} on {evidence['events']} events "
-                  f"(p={evidence['p_snapshot_better']:.2g}); live model rolled back")
+        reason = (
+            f"validated v{version.number} clearly better than the live model: {self._metric_name} "
+            f"{_fmt(evidence['snapshot'])} vs {_fmt(evidence['live'])} on {evidence['events']} events "
+            f"(p={evidence['p_snapshot_better']:.2g}); live model rolled back"
+        )
         self._record_rollback(version, reason, evidence)
         return self._decided(Decision("rollback", reason, evidence, version))
 
@@ -366,7 +417,9 @@ class DriftPolicy:
         try:
             pointer, _ = self.registry.pointer()
             if pointer is not None and pointer != version.number:
-                self.registry.rollback(to=version.number, reason=reason, details={**evidence, "pointer_moved": True})
+                self.registry.rollback(
+                    to=version.number, reason=reason, details={**evidence, "pointer_moved": True}
+                )
                 return
         except RegistryError as exc:
             log.warning("could not move the registry pointer back to v%d: %s", version.number, exc)
@@ -376,19 +429,28 @@ class DriftPolicy:
     def _adapt(self, learner: Learner, version: Version | None) -> Decision:
         evidence = self._evidence()
         adapt = getattr(learner, "adapt", None)
-        changes = adapt(ewc_factor=self.config.ewc_factor, replay_refresh=self.config.replay_refresh) \
-            if adapt is not None else {}
+        changes = (
+            adapt(ewc_factor=self.config.ewc_factor, replay_refresh=self.config.replay_refresh)
+            if adapt is not None
+            else {}
+        )
         if adapt is not None and self.config.plasticity_batches:
             self._plasticity_until = self._batches + self.config.plasticity_batches
         evidence.update(changes=json_plain(changes), plasticity_batches=self.config.plasticity_batches)
-        reason = (f"both models degraded ({self._metric_name} live {_fmt(evidence['live'])}, snapshot "
-                  f"{_fmt(evidence['snapshot'])}, before the alarm {_fmt(evidence['reference'])}): the world changed; "
-                  f"plasticity raised" + ("" if changes else " (this learner has no plasticity levers)"))
+        reason = (
+            f"both models degraded ({self._metric_name} live {_fmt(evidence['live'])}, snapshot "
+            f"{_fmt(evidence['snapshot'])}, before the alarm {_fmt(evidence['reference'])}): the world changed; "
+            f"plasticity raised" + ("" if changes else " (this learner has no plasticity levers)")
+        )
         self._audit("adapt", None if version is None else version.number, reason, evidence)
         if self.config.request_retrain:
-            details = {"reason": "drift: the world changed", "evidence_window": evidence["window"],
-                       "alarm_window": evidence["alarm_window"], "live": evidence["live"],
-                       "reference": evidence["reference"]}
+            details = {
+                "reason": "drift: the world changed",
+                "evidence_window": evidence["window"],
+                "alarm_window": evidence["alarm_window"],
+                "live": evidence["live"],
+                "reference": evidence["reference"],
+            }
             self._audit("retrain_request", None, "the drift policy asks for a full retrain", details)
             self.counts["retrain_request"] += 1
             if self.on_retrain_request is not None:
@@ -398,8 +460,10 @@ class DriftPolicy:
 
     def _dismiss(self, version: Version | None) -> Decision:
         evidence = self._evidence()
-        reason = (f"no action: the snapshot is not clearly better and the live model has not degraded "
-                  f"({self._metric_name} {_fmt(evidence['live'])} vs {_fmt(evidence['reference'])} before the alarm)")
+        reason = (
+            f"no action: the snapshot is not clearly better and the live model has not degraded "
+            f"({self._metric_name} {_fmt(evidence['live'])} vs {_fmt(evidence['reference'])} before the alarm)"
+        )
         self._audit("drift_dismissed", None if version is None else version.number, reason, evidence)
         return self._decided(Decision("drift_dismissed", reason, evidence, version))
 
@@ -442,7 +506,9 @@ class DriftPolicy:
             try:
                 self.registry.record_event(AuditEvent.from_dict(doc))
             except RegistryError as exc:
-                log.warning("audit event %s waits in the outbox (%d queued): %s", doc["kind"], len(self._outbox), exc)
+                log.warning(
+                    "audit event %s waits in the outbox (%d queued): %s", doc["kind"], len(self._outbox), exc
+                )
                 return
             self._outbox.pop(0)
 
@@ -458,11 +524,18 @@ class DriftPolicy:
             "plasticity_until": self._plasticity_until,
             "counts": dict(self.counts),
             "outbox": list(self._outbox),
-            "alarm": None if alarm is None else {
-                "signal": alarm.signal, "batch": alarm.batch, "offsets": alarm.offsets,
-                "reference": _num(alarm.reference), "evidence": alarm.evidence.to_dict(),
-                "snapshot_version": alarm.snapshot_version, "at": alarm.at,
-                "older": {str(n): e.to_dict() for n, e in alarm.older.items()}},
+            "alarm": None
+            if alarm is None
+            else {
+                "signal": alarm.signal,
+                "batch": alarm.batch,
+                "offsets": alarm.offsets,
+                "reference": _num(alarm.reference),
+                "evidence": alarm.evidence.to_dict(),
+                "snapshot_version": alarm.snapshot_version,
+                "at": alarm.at,
+                "older": {str(n): e.to_dict() for n, e in alarm.older.items()},
+            },
         }
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
@@ -477,11 +550,20 @@ class DriftPolicy:
         self.counts.update({k: int(v) for k, v in (state.get("counts") or {}).items()})
         self._outbox = [dict(d) for d in state.get("outbox") or []]
         a = state.get("alarm")
-        self._alarm = None if a is None else _Alarm(
-            signal=dict(a["signal"]), batch=int(a["batch"]), offsets=dict(a["offsets"]),
-            reference=math.nan if a["reference"] is None else float(a["reference"]),
-            evidence=PairedEvidence.from_dict(a["evidence"]), snapshot_version=a.get("snapshot_version"),
-            at=float(a["at"]), older={int(n): PairedEvidence.from_dict(e) for n, e in (a.get("older") or {}).items()})
+        self._alarm = (
+            None
+            if a is None
+            else _Alarm(
+                signal=dict(a["signal"]),
+                batch=int(a["batch"]),
+                offsets=dict(a["offsets"]),
+                reference=math.nan if a["reference"] is None else float(a["reference"]),
+                evidence=PairedEvidence.from_dict(a["evidence"]),
+                snapshot_version=a.get("snapshot_version"),
+                at=float(a["at"]),
+                older={int(n): PairedEvidence.from_dict(e) for n, e in (a.get("older") or {}).items()},
+            )
+        )
 
     def __repr__(self) -> str:
         return f"DriftPolicy({self.monitor!r}, {self.config!r})"
@@ -494,5 +576,3 @@ def _fmt(x: float | None) -> str:
 def _num(x: float) -> float | None:
     """JSON has no NaN: an undefined metric is null."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-

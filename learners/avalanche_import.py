@@ -28,6 +28,7 @@ _OP_REGISTRATIONS = ("torchvision._meta_registrations", "torchvision._autograd_r
 def _import_torchvision() -> None:
     try:
         import torchvision  # noqa: F401
+
         return
     except RuntimeError as exc:
         if "torchvision::" not in str(exc):

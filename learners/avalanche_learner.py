@@ -139,8 +139,16 @@ class AvalancheLearner:
             raise ConfigError(f"minibatch_size must be a positive integer or None, got {minibatch_size!r}")
         self._training = import_avalanche()
         self._strategy_cls = self._resolve_strategy(strategy)
-        self._net = TorchLearner(model, n_features=n_features, n_classes=n_classes, optimizer=optimizer, lr=lr,
-                                 device=device, seed=seed, model_kwargs=model_kwargs)
+        self._net = TorchLearner(
+            model,
+            n_features=n_features,
+            n_classes=n_classes,
+            optimizer=optimizer,
+            lr=lr,
+            device=device,
+            seed=seed,
+            model_kwargs=model_kwargs,
+        )
         self._loss_probe = _LossProbe()
         self._strategy = self._build_strategy()
         self._n_experiences = 0
@@ -152,8 +160,11 @@ class AvalancheLearner:
         template = self._training.templates.SupervisedTemplate
         cls = getattr(self._training, name, None) if isinstance(name, str) else None
         if not (isinstance(cls, type) and issubclass(cls, template)):
-            known = sorted(n for n, v in vars(self._training).items()
-                           if isinstance(v, type) and issubclass(v, template) and not n.endswith("Template"))
+            known = sorted(
+                n
+                for n, v in vars(self._training).items()
+                if isinstance(v, type) and issubclass(v, template) and not n.endswith("Template")
+            )
             raise ConfigError(f"unknown Avalanche strategy {name!r}; choose one of: {', '.join(known)}")
         return cls
 
@@ -162,8 +173,10 @@ class AvalancheLearner:
         for name, kwargs in self.plugins:
             cls = getattr(self._training.plugins, name, None)
             if not isinstance(cls, type):
-                raise ConfigError(f"unknown Avalanche plugin {name!r} (a class name in avalanche.training.plugins, "
-                                  "e.g. LwFPlugin, EWCPlugin, ReplayPlugin)")
+                raise ConfigError(
+                    f"unknown Avalanche plugin {name!r} (a class name in avalanche.training.plugins, "
+                    "e.g. LwFPlugin, EWCPlugin, ReplayPlugin)"
+                )
             try:
                 out.append(cls(**kwargs))
             except TypeError as exc:
@@ -178,14 +191,21 @@ class AvalancheLearner:
                 # strategy has no evaluation loggers; Avalanche warns about that.
                 warnings.filterwarnings("ignore", message="No loggers specified")
                 strategy = self._strategy_cls(
-                    model=module, optimizer=self._net.torch_optimizer, criterion=nn.CrossEntropyLoss(),
-                    train_mb_size=self.minibatch_size or 1, train_epochs=self.train_epochs,
-                    eval_mb_size=max(1, self.minibatch_size or 256), device=self._net.torch_device,
-                    plugins=[self._loss_probe, *self._build_plugins()], evaluator=None, **self.strategy_kwargs,
+                    model=module,
+                    optimizer=self._net.torch_optimizer,
+                    criterion=nn.CrossEntropyLoss(),
+                    train_mb_size=self.minibatch_size or 1,
+                    train_epochs=self.train_epochs,
+                    eval_mb_size=max(1, self.minibatch_size or 256),
+                    device=self._net.torch_device,
+                    plugins=[self._loss_probe, *self._build_plugins()],
+                    evaluator=None,
+                    **self.strategy_kwargs,
                 )
         except (TypeError, ValueError, AssertionError) as exc:
-            raise ConfigError(f"Avalanche strategy {self.strategy} does not accept "
-                              f"{sorted(self.strategy_kwargs)}: {exc}") from exc
+            raise ConfigError(
+                f"Avalanche strategy {self.strategy} does not accept {sorted(self.strategy_kwargs)}: {exc}"
+            ) from exc
         # Avalanche resets the optimizer state the first time a strategy
         # trains; the state belongs to the learner (and survives restores), so
         # hand the strategy the parameter map it would build and keep the state.
@@ -193,8 +213,11 @@ class AvalancheLearner:
         return strategy
 
     def _learning_plugins(self, strategy: Any = None) -> list:
-        return [p for p in (strategy or self._strategy).plugins
-                if p is not self._loss_probe and not type(p).__module__.startswith(_EVALUATION_MODULES)]
+        return [
+            p
+            for p in (strategy or self._strategy).plugins
+            if p is not self._loss_probe and not type(p).__module__.startswith(_EVALUATION_MODULES)
+        ]
 
     @contextmanager
     def _seeded(self) -> Iterator[None]:
@@ -214,7 +237,9 @@ class AvalancheLearner:
     def _experience(self, X: torch.Tensor, y: torch.Tensor) -> Any:
         from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
         from avalanche.benchmarks.scenarios.generic_scenario import EagerCLStream
-        from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
+        from avalanche.benchmarks.utils.classification_dataset import (
+            _make_taskaware_tensor_classification_dataset,
+        )
 
         # task label 0: one stream, one task (class- or domain-incremental).
         dataset = _make_taskaware_tensor_classification_dataset(X, y, task_labels=0, targets=y)
@@ -305,20 +330,26 @@ class AvalancheLearner:
             The state is of another strategy, plugin list or model.
         """
         if not isinstance(state, Mapping) or not {"config", "model", "net", "plugins"} <= set(state):
-            raise SchemaMismatchError("Avalanche learner state must have config, net and plugins entries "
-                                      "(as returned by AvalancheLearner.state_dict)")
+            raise SchemaMismatchError(
+                "Avalanche learner state must have config, net and plugins entries "
+                "(as returned by AvalancheLearner.state_dict)"
+            )
         theirs, ours = state["config"], self.config()
         for key in ("format", "kind", "strategy", "strategy_kwargs", "plugins"):
             if canonical(theirs.get(key)) != canonical(ours[key]):
-                raise SchemaMismatchError(f"Avalanche learner state has {key}={theirs.get(key)!r}, this learner has "
-                                          f"{ours[key]!r}; configure it like the learner that saved the state")
+                raise SchemaMismatchError(
+                    f"Avalanche learner state has {key}={theirs.get(key)!r}, this learner has "
+                    f"{ours[key]!r}; configure it like the learner that saved the state"
+                )
         self._net.load_state_dict(torch_learner_state(state))  # all-or-nothing for model and optimizer
         strategy = self._build_strategy()
         plugins = self._learning_plugins(strategy)
         saved = state["plugins"]
         if [type(p).__name__ for p in plugins] != [s["class"] for s in saved]:
-            raise SchemaMismatchError(f"Avalanche learner state holds plugins {[s['class'] for s in saved]}, "
-                                      f"the strategy has {[type(p).__name__ for p in plugins]}")
+            raise SchemaMismatchError(
+                f"Avalanche learner state holds plugins {[s['class'] for s in saved]}, "
+                f"the strategy has {[type(p).__name__ for p in plugins]}"
+            )
         for plugin, entry in zip(plugins, saved):
             restore(plugin, entry["state"], self._net.module)
             _reopen_iterators(plugin)
@@ -330,11 +361,19 @@ class AvalancheLearner:
     def get_params(self) -> dict:
         """The constructor arguments."""
         return {
-            "strategy": self.strategy, "model": self.model, "n_features": self.n_features,
-            "n_classes": self.n_classes, "strategy_kwargs": dict(self.strategy_kwargs),
-            "plugins": [(name, dict(kwargs)) for name, kwargs in self.plugins], "optimizer": self.optimizer,
-            "lr": self.lr, "train_epochs": self.train_epochs, "minibatch_size": self.minibatch_size,
-            "model_kwargs": self.model_kwargs, "device": self.device, "seed": self.seed,
+            "strategy": self.strategy,
+            "model": self.model,
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "strategy_kwargs": dict(self.strategy_kwargs),
+            "plugins": [(name, dict(kwargs)) for name, kwargs in self.plugins],
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "train_epochs": self.train_epochs,
+            "minibatch_size": self.minibatch_size,
+            "model_kwargs": self.model_kwargs,
+            "device": self.device,
+            "seed": self.seed,
         }
 
     def clone(self) -> AvalancheLearner:
@@ -342,8 +381,10 @@ class AvalancheLearner:
         return AvalancheLearner(**self.get_params())
 
     def __repr__(self) -> str:
-        return (f"AvalancheLearner(strategy={self.strategy!r}, model={self.model!r}, n_features={self.n_features}, "
-                f"n_classes={self.n_classes}, plugins={[n for n, _ in self.plugins]})")
+        return (
+            f"AvalancheLearner(strategy={self.strategy!r}, model={self.model!r}, n_features={self.n_features}, "
+            f"n_classes={self.n_classes}, plugins={[n for n, _ in self.plugins]})"
+        )
 
 
 def torch_learner_state(state: Mapping[str, Any]) -> dict:
@@ -394,6 +435,10 @@ def _reopen_iterators(plugin: Any) -> None:
         from avalanche.benchmarks.utils.data_loader import GroupBalancedInfiniteDataLoader
 
         plugin.buffer_dataloader = GroupBalancedInfiniteDataLoader(
-            plugin.buffers, batch_size=plugin.sample_size // len(plugin.buffers), num_workers=0,
-            pin_memory=False, persistent_workers=False)
+            plugin.buffers,
+            batch_size=plugin.sample_size // len(plugin.buffers),
+            num_workers=0,
+            pin_memory=False,
+            persistent_workers=False,
+        )
         plugin.buffer_dliter = iter(plugin.buffer_dataloader)

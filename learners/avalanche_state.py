@@ -36,12 +36,14 @@ __all__ = ["ALLOWED_CLASSES", "capture", "restore"]
 #: (where the class is defined). They hold what the plugins learned: replay
 #: buffers (Replay, GDumb, MIR, RAR) and LwF's regularizer with its frozen
 #: model. Other attributes are configuration the plugin's constructor rebuilds.
-ALLOWED_CLASSES = frozenset({
-    "avalanche.training.storage_policy:ReservoirSamplingBuffer",
-    "avalanche.training.storage_policy:ExperienceBalancedBuffer",
-    "avalanche.training.storage_policy:ClassBalancedBuffer",
-    "avalanche.training.regularization:LearningWithoutForgetting",
-})
+ALLOWED_CLASSES = frozenset(
+    {
+        "avalanche.training.storage_policy:ReservoirSamplingBuffer",
+        "avalanche.training.storage_policy:ExperienceBalancedBuffer",
+        "avalanche.training.storage_policy:ClassBalancedBuffer",
+        "avalanche.training.regularization:LearningWithoutForgetting",
+    }
+)
 _DEFAULT_FACTORIES: dict[str, Callable[[], Any]] = {"dict": dict, "set": set, "list": list, "int": int}
 _SKIP = object()
 
@@ -69,12 +71,15 @@ def _resolve_class(name: Any) -> type:
     if not isinstance(name, str) or name not in ALLOWED_CLASSES:
         raise SchemaMismatchError(
             f"plugin state names class {name!r}, which is not on the allow-list of Avalanche classes a plugin "
-            f"state may rebuild ({', '.join(sorted(ALLOWED_CLASSES))}); refusing to build it")
+            f"state may rebuild ({', '.join(sorted(ALLOWED_CLASSES))}); refusing to build it"
+        )
     module_name, _, qualname = name.partition(":")
     try:
         cls: Any = getattr(importlib.import_module(module_name), qualname)
     except (ImportError, AttributeError) as exc:
-        raise SchemaMismatchError(f"plugin state names class {name!r}, which this Avalanche lacks: {exc}") from exc
+        raise SchemaMismatchError(
+            f"plugin state names class {name!r}, which this Avalanche lacks: {exc}"
+        ) from exc
     # INVARIANT: the class is defined under the stored name, so an allowed
     # name cannot stand for something the module merely imported.
     if not isinstance(cls, type) or _class_name(cls) != name:
@@ -101,7 +106,9 @@ def _dataset_tensors(ds: Any) -> dict:
 
 
 def _make_dataset(X: torch.Tensor | None, y: torch.Tensor | None, t: torch.Tensor | None) -> Any:
-    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset,
+    )
 
     if X is None:
         X, y, t = torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)

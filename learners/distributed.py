@@ -52,8 +52,11 @@ class DistContext:
         available, else CPU (gloo); ``cpu`` forces gloo.
         """
         if "WORLD_SIZE" not in os.environ:
-            return cls.single("cuda" if device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if device == "auto" else device))
+            return cls.single(
+                "cuda"
+                if device == "auto" and torch.cuda.is_available()
+                else ("cpu" if device == "auto" else device)
+            )
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if use_cuda:

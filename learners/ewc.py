@@ -63,8 +63,13 @@ class EWC(BasePlugin):
         A parameter is out of range.
     """
 
-    def __init__(self, strength: float = 100.0, decay: float = 0.9, consolidate_every: int | None = 50,
-                 fisher_samples: int = 256) -> None:
+    def __init__(
+        self,
+        strength: float = 100.0,
+        decay: float = 0.9,
+        consolidate_every: int | None = 50,
+        fisher_samples: int = 256,
+    ) -> None:
         if not strength >= 0:
             raise ConfigError(f"EWC strength must be >= 0, got {strength!r}")
         if not 0 <= decay < 1:
@@ -169,8 +174,10 @@ class EWC(BasePlugin):
         return EWC(self.strength, self.decay, self.consolidate_every, self.fisher_samples)
 
     def __repr__(self) -> str:
-        return (f"EWC(strength={self.strength:g}, decay={self.decay:g}, "
-                f"consolidate_every={self.consolidate_every}, fisher_samples={self.fisher_samples})")
+        return (
+            f"EWC(strength={self.strength:g}, decay={self.decay:g}, "
+            f"consolidate_every={self.consolidate_every}, fisher_samples={self.fisher_samples})"
+        )
 
 
 def _empirical_fisher(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -188,7 +195,9 @@ def _empirical_fisher(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dic
     was_training = model.training
     model.eval()  # dropout off: the Fisher of the model as it predicts
     try:
-        per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0), randomness="same")(params, buffers, X, y)
+        per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0), randomness="same")(
+            params, buffers, X, y
+        )
     finally:
         model.train(was_training)
     return {k: g.pow(2).mean(dim=0) for k, g in per_sample.items()}

@@ -42,12 +42,15 @@ def check_targets(y: np.ndarray, n: int, *, classify: bool, n_classes: int) -> n
             raise ValueError(f"regression targets must be numeric, got dtype {y.dtype}")
         return y
     if y.dtype.kind not in "iu":
-        raise ValueError(f"classification labels must be integer class indices 0..{n_classes - 1}, "
-                         f"got dtype {y.dtype}")
+        raise ValueError(
+            f"classification labels must be integer class indices 0..{n_classes - 1}, got dtype {y.dtype}"
+        )
     if n:
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= n_classes:
             bad = hi if hi >= n_classes else lo
-            raise ValueError(f"label {bad} is outside 0..{n_classes - 1}; this learner has "
-                             f"n_classes={n_classes} (set n_classes to the number of classes)")
+            raise ValueError(
+                f"label {bad} is outside 0..{n_classes - 1}; this learner has "
+                f"n_classes={n_classes} (set n_classes to the number of classes)"
+            )
     return y.astype(np.int64, copy=False)

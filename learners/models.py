@@ -191,13 +191,22 @@ def _build_logistic(n_features: int, n_outputs: int, standardize: bool = True) -
 
 @register_model("mlp")
 def _build_mlp(
-    n_features: int, n_outputs: int, hidden: Sequence[int] = (64, 64), dropout: float = 0.0, standardize: bool = True
+    n_features: int,
+    n_outputs: int,
+    hidden: Sequence[int] = (64, 64),
+    dropout: float = 0.0,
+    standardize: bool = True,
 ) -> nn.Module:
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
         raise ConfigError(f"mlp hidden must be a sequence of layer widths, got {hidden!r}")
     hidden = tuple(_positive("mlp hidden layer width", h) for h in hidden)
-    return MLP(n_features, n_outputs, hidden=hidden, dropout=_dropout(dropout),
-               standardize=_flag("standardize", standardize))
+    return MLP(
+        n_features,
+        n_outputs,
+        hidden=hidden,
+        dropout=_dropout(dropout),
+        standardize=_flag("standardize", standardize),
+    )
 
 
 @register_model("resmlp")

@@ -58,6 +58,8 @@ class PluginSpec:
             plugins.append(ReservoirReplay(self.replay_capacity, self.replay_mix, self.seed))
         elif self.replay == "balanced":
             if task != "classification":
-                raise ConfigError("--replay balanced needs classification; use --replay reservoir for regression")
+                raise ConfigError(
+                    "--replay balanced needs classification; use --replay reservoir for regression"
+                )
             plugins.append(ClassBalancedReplay(n_classes, self.replay_capacity, self.replay_mix, self.seed))
         return plugins

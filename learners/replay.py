@@ -84,11 +84,12 @@ class _Replay(BasePlugin):
         keep = filled - int(round(fraction * filled))
         if keep < filled:
             order = torch.randperm(filled, generator=self._gen, device=self._X.device)[:keep] + start
-            self._X[start:start + keep] = self._X[order].clone()
-            self._y[start:start + keep] = self._y[order].clone()
+            self._X[start : start + keep] = self._X[order].clone()
+            self._y[start : start + keep] = self._y[order].clone()
         return keep
 
-    def _evict(self, fraction: float) -> int: raise NotImplementedError
+    def _evict(self, fraction: float) -> int:
+        raise NotImplementedError
 
     def _allocate(self, X: torch.Tensor, y: torch.Tensor) -> None:
         # +1: the scratch row (see the module docstring).
@@ -113,8 +114,11 @@ class _Replay(BasePlugin):
         self._insert(X, y)
         self._seen += X.shape[0]
 
-    def _sample(self, m: int) -> torch.Tensor: raise NotImplementedError
-    def _insert(self, X: torch.Tensor, y: torch.Tensor) -> None: raise NotImplementedError
+    def _sample(self, m: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _insert(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        raise NotImplementedError
 
     def _base_state(self) -> dict[str, Any]:
         return {
@@ -194,7 +198,9 @@ class ClassBalancedReplay(_Replay):
         if n_classes < 2:
             raise ConfigError(f"class-balanced replay needs n_classes >= 2, got {n_classes!r}")
         if capacity < n_classes:
-            raise ConfigError(f"class-balanced replay needs capacity >= n_classes ({n_classes}), got {capacity}")
+            raise ConfigError(
+                f"class-balanced replay needs capacity >= n_classes ({n_classes}), got {capacity}"
+            )
         super().__init__(capacity - capacity % n_classes, mix, seed)
         self.n_classes = int(n_classes)
         self._per_class = self.capacity // self.n_classes

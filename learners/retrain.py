@@ -164,28 +164,44 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
     ctx = ctx or DistContext.single()
     started = time.monotonic()
     if ctx.world > spec.shards:
-        raise ConfigError(f"{ctx.world} processes but only {spec.shards} shards: raise --shards to at least the "
-                          f"number of processes (the shards, not the processes, fix the result)")
+        raise ConfigError(
+            f"{ctx.world} processes but only {spec.shards} shards: raise --shards to at least the "
+            f"number of processes (the shards, not the processes, fix the result)"
+        )
     from stream.settings import KafkaSettings
 
     # STREAMLEARN_KAFKA_* security settings come from the environment, never from spec.json.
-    kafka = KafkaSourceConfig(bootstrap=spec.bootstrap, topics=spec.topics,
-                              extra={**KafkaSettings().client_options(), **spec.kafka})
+    kafka = KafkaSourceConfig(
+        bootstrap=spec.bootstrap, topics=spec.topics, extra={**KafkaSettings().client_options(), **spec.kafka}
+    )
     learner_opts = spec.learner
     ranges = ctx.broadcast_object(resolve_range(kafka, spec.start, spec.end) if ctx.rank == 0 else None)
     if not any(hi > lo for lo, hi in ranges.values()):
         raise ConfigError(f"the retrain range is empty: {_fmt_ranges(ranges)}")
     shards = plan_shards(ranges, spec.shards)
-    _say(ctx, f"{ctx.world} process(es) ({ctx.backend}, {ctx.device}), {spec.shards} shards over "
-              f"{_fmt_ranges(ranges)}")
+    _say(
+        ctx,
+        f"{ctx.world} process(es) ({ctx.backend}, {ctx.device}), {spec.shards} shards over "
+        f"{_fmt_ranges(ranges)}",
+    )
 
-    codec = JsonCodec(CodecConfig(task=learner_opts.get("task", "classification"),
-                                  n_classes=learner_opts.get("n_classes", 2),
-                                  n_features=learner_opts.get("n_features")))
-    mine: list[ShardData] = [read_shard(kafka, s, codec) for s in owned(shards, rank=ctx.rank, world=ctx.world)]
+    codec = JsonCodec(
+        CodecConfig(
+            task=learner_opts.get("task", "classification"),
+            n_classes=learner_opts.get("n_classes", 2),
+            n_features=learner_opts.get("n_features"),
+        )
+    )
+    mine: list[ShardData] = [
+        read_shard(kafka, s, codec) for s in owned(shards, rank=ctx.rank, world=ctx.world)
+    ]
     read_s = time.monotonic() - started
-    gathered = ctx.gather_objects([(d.index, len(d.events), d.undecodable,
-                                    d.events.n_features if len(d.events) else None) for d in mine])
+    gathered = ctx.gather_objects(
+        [
+            (d.index, len(d.events), d.undecodable, d.events.n_features if len(d.events) else None)
+            for d in mine
+        ]
+    )
     sizes = [0] * spec.shards
     undecodable = 0
     dims = set()
@@ -196,10 +212,13 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
                 dims.add(dim)
     total = sum(sizes)
     if total == 0:
-        raise ConfigError(f"no decodable record in the retrain range {_fmt_ranges(ranges)} "
-                          f"({undecodable:,} undecodable)")
+        raise ConfigError(
+            f"no decodable record in the retrain range {_fmt_ranges(ranges)} ({undecodable:,} undecodable)"
+        )
     if len(dims) != 1:
-        raise ConfigError(f"records in the range have different feature counts {sorted(dims)}; set --n-features")
+        raise ConfigError(
+            f"records in the range have different feature counts {sorted(dims)}; set --n-features"
+        )
     d = dims.pop()
     _say(ctx, f"read {total:,} events ({undecodable:,} undecodable skipped) in {read_s:.1f}s")
 
@@ -224,7 +243,8 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
         # Buffers (the standardiser's global moments) are equal on every rank
         # already; syncing them each forward would only cost a broadcast.
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.local_rank] if dev.type == "cuda" else None, forward_sync_buffers=False)
+            model, device_ids=[ctx.local_rank] if dev.type == "cuda" else None, forward_sync_buffers=False
+        )
     loss_fn = nn.functional.cross_entropy if classify else nn.functional.mse_loss
     per_shard = spec.batch_size // spec.shards
     rows = _rows_per_step(sizes, per_shard)
@@ -235,13 +255,18 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
     epoch_loss = torch.zeros((), dtype=torch.float64, device=dev)
     for epoch in range(spec.epochs):
         epoch_started = time.monotonic()
-        perms = {k: torch.randperm(len(X[k]), generator=torch.Generator().manual_seed(
-            choice.seed * 1_000_003 + epoch * 10_007 + k)).to(dev) for k in X}
+        perms = {
+            k: torch.randperm(
+                len(X[k]),
+                generator=torch.Generator().manual_seed(choice.seed * 1_000_003 + epoch * 10_007 + k),
+            ).to(dev)
+            for k in X
+        }
         epoch_loss.zero_()
         for t, n_rows in enumerate(rows):
             if fault is not None and step >= fault:
                 raise RuntimeError(f"injected fault ({FAULT_ENV}) on rank {ctx.rank} at step {step}")
-            idx = [(k, perms[k][t * per_shard:(t + 1) * per_shard]) for k in sorted(X)]
+            idx = [(k, perms[k][t * per_shard : (t + 1) * per_shard]) for k in sorted(X)]
             xb = torch.cat([X[k][i] for k, i in idx]) if idx else torch.empty(0, d, device=dev)
             yb = torch.cat([y[k][i] for k, i in idx]) if idx else torch.empty(0, device=dev)
             out = net(xb)
@@ -254,19 +279,34 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
             epoch_loss += loss.detach()
             step += 1
         ctx.all_reduce_sum(epoch_loss)
-        _say(ctx, f"epoch {epoch + 1}/{spec.epochs}: mean loss {float(epoch_loss) / total:.4f}, "
-                  f"{total / max(time.monotonic() - epoch_started, 1e-9):,.0f} events/s")
+        _say(
+            ctx,
+            f"epoch {epoch + 1}/{spec.epochs}: mean loss {float(epoch_loss) / total:.4f}, "
+            f"{total / max(time.monotonic() - epoch_started, 1e-9):,.0f} events/s",
+        )
     train_s = time.monotonic() - train_started
 
     metrics = _evaluate(ctx, learner, X, y, classify, dev)
-    metrics.update(train_loss=float(epoch_loss) / total, epochs=float(spec.epochs), world_size=float(ctx.world),
-                   retrain_seconds=time.monotonic() - started)
+    metrics.update(
+        train_loss=float(epoch_loss) / total,
+        epochs=float(spec.epochs),
+        world_size=float(ctx.world),
+        retrain_seconds=time.monotonic() - started,
+    )
     learner.count_learned(total)
     ids = ctx.gather_objects([s.events.ids.tolist() for s in mine]) if spec.record_ids else None
     result = RetrainResult(
-        version=None, ranges={_key(tp): [lo, hi] for tp, (lo, hi) in sorted(ranges.items())}, events=total,
-        undecodable=undecodable, metrics=metrics, world_size=ctx.world, backend=ctx.backend, device=str(dev),
-        seconds={"read": read_s, "train": train_s, "total": time.monotonic() - started}, spec=asdict(spec))
+        version=None,
+        ranges={_key(tp): [lo, hi] for tp, (lo, hi) in sorted(ranges.items())},
+        events=total,
+        undecodable=undecodable,
+        metrics=metrics,
+        world_size=ctx.world,
+        backend=ctx.backend,
+        device=str(dev),
+        seconds={"read": read_s, "train": train_s, "total": time.monotonic() - started},
+        spec=asdict(spec),
+    )
     if ctx.rank == 0:
         _publish(spec, result, learner, choice, d, ids)
     # Every node's launcher reports the job, so each node's first process
@@ -296,8 +336,9 @@ def _evaluate(ctx: DistContext, learner, X: dict, y: dict, classify: bool, dev) 
     return {"train_accuracy": value} if classify else {"train_rmse": math.sqrt(value)}
 
 
-def _publish(spec: RetrainSpec, result: RetrainResult, learner, choice, n_features: int,
-             ids: list | None) -> None:
+def _publish(
+    spec: RetrainSpec, result: RetrainResult, learner, choice, n_features: int, ids: list | None
+) -> None:
     """Rank 0: the candidate to the registry (or a file), and ``result.json``."""
     from learners.state_io import dumps_state
     from serving.registry import open_registry
@@ -313,22 +354,34 @@ def _publish(spec: RetrainSpec, result: RetrainResult, learner, choice, n_featur
             flat = [i for per_rank in ids for shard in per_rank for i in shard]
             (out / "ids.json").write_text(json.dumps(flat))
             result.ids_path = str(out / "ids.json")
-    schema = {"n_features": n_features, "task": choice.task,
-              "n_classes": choice.n_classes if choice.task == "classification" else None,
-              "feature_names": None, "classes": None}
-    note = (f"full retrain of {', '.join(f'{k}[{lo},{hi})' for k, (lo, hi) in result.ranges.items())}: "
-            f"{result.events:,} events, {result.world_size} process(es) ({result.backend}, {result.device}), "
-            f"{spec.epochs} epochs, batch {spec.batch_size}, {spec.shards} shards, seed {choice.seed}")
+    schema = {
+        "n_features": n_features,
+        "task": choice.task,
+        "n_classes": choice.n_classes if choice.task == "classification" else None,
+        "feature_names": None,
+        "classes": None,
+    }
+    note = (
+        f"full retrain of {', '.join(f'{k}[{lo},{hi})' for k, (lo, hi) in result.ranges.items())}: "
+        f"{result.events:,} events, {result.world_size} process(es) ({result.backend}, {result.device}), "
+        f"{spec.epochs} epochs, batch {spec.batch_size}, {spec.shards} shards, seed {choice.seed}"
+    )
     if spec.note:
         note = f"{spec.note}; {note}"
     if spec.registry:
         registry = open_registry(spec.registry, namespace=spec.registry_namespace)
         try:
             parent = registry.current()
-            draft = Version(number=0, parent=parent.number if parent is not None else None,
-                            offsets={k: (lo, hi - 1) for k, (lo, hi) in result.ranges.items() if hi > lo},
-                            metrics=result.metrics, events_learned=result.events, schema=schema,
-                            learner=repr(learner), note=note)
+            draft = Version(
+                number=0,
+                parent=parent.number if parent is not None else None,
+                offsets={k: (lo, hi - 1) for k, (lo, hi) in result.ranges.items() if hi > lo},
+                metrics=result.metrics,
+                events_learned=result.events,
+                schema=schema,
+                learner=repr(learner),
+                note=note,
+            )
             result.version = registry.publish(state, draft).number
         finally:
             registry.close()
@@ -338,8 +391,10 @@ def _publish(spec: RetrainSpec, result: RetrainResult, learner, choice, n_featur
             result.state_path = str(out / "candidate.safetensors")
         _write_result(out, result)
     where = f"registry version {result.version}" if result.version is not None else result.state_path
-    print(f"[retrain] candidate: {where}; " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()),
-          flush=True)
+    print(
+        f"[retrain] candidate: {where}; " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()),
+        flush=True,
+    )
 
 
 def _write_result(out: Path, result: RetrainResult) -> None:
@@ -358,7 +413,9 @@ def _fmt_ranges(ranges: dict) -> str:
 def main(argv: list[str] | None = None) -> NoReturn:
     """The torchrun entry point: ``-m learners.retrain --spec SPEC.json``; ends the process (0 on success)."""
     parser = argparse.ArgumentParser(prog="learners.retrain", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="The job's spec.json (learners.retrain_spec.RetrainSpec).")
+    parser.add_argument(
+        "--spec", required=True, help="The job's spec.json (learners.retrain_spec.RetrainSpec)."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -64,8 +64,9 @@ def resolve_range(config: KafkaSourceConfig, start: str, end: str) -> dict[Topic
         source.close()
 
 
-def read_spans(config: KafkaSourceConfig, spans: Mapping[TopicPartition, tuple[int, int]], *,
-               max_records: int = 20_000) -> Iterator[PollColumns]:
+def read_spans(
+    config: KafkaSourceConfig, spans: Mapping[TopicPartition, tuple[int, int]], *, max_records: int = 20_000
+) -> Iterator[PollColumns]:
     """The records of per-partition offset spans ``[lo, hi)``, as polls merged in timestamp order.
 
     No consumer group, nothing committed (``config``'s topics and group are
@@ -79,7 +80,8 @@ def read_spans(config: KafkaSourceConfig, spans: Mapping[TopicPartition, tuple[i
     source = KafkaRangeSource(
         replace(config, topics=(), partitions=tuple(sorted(spans)), group_id=None),
         exact_bound({tp: lo for tp, (lo, _) in spans.items()}, "earliest"),
-        exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"))
+        exact_bound({tp: hi for tp, (_, hi) in spans.items()}, "earliest"),
+    )
     try:
         source.open(NoPositions())
         last_progress = time.monotonic()
@@ -91,13 +93,15 @@ def read_spans(config: KafkaSourceConfig, spans: Mapping[TopicPartition, tuple[i
             elif time.monotonic() - last_progress > _STALL_S:
                 raise BrokerUnavailableError(
                     f"no record from {', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(spans))} for "
-                    f"{_STALL_S:g}s (read {source.emitted:,} of {source.total:,})")
+                    f"{_STALL_S:g}s (read {source.emitted:,} of {source.total:,})"
+                )
     finally:
         source.close()
 
 
-def read_shard(config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *,
-               max_records: int = 20_000) -> ShardData:
+def read_shard(
+    config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *, max_records: int = 20_000
+) -> ShardData:
     """Read and decode every record of ``shard`` (its pieces in order).
 
     Raises
@@ -115,4 +119,3 @@ def read_shard(config: KafkaSourceConfig, shard: Shard, codec: JsonCodec, *,
                 parts.append(decoded.events)
     events = Events.concat(parts) if parts else codec.empty_events()
     return ShardData(shard.index, events, undecodable)
-

@@ -72,8 +72,10 @@ class RetrainSpec:
             if getattr(self, name) < 1:
                 raise ConfigError(f"retrain {name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < self.shards:
-            raise ConfigError(f"retrain batch_size ({self.batch_size}) must be at least the number of shards "
-                              f"({self.shards}): each step takes batch_size/shards rows of every shard")
+            raise ConfigError(
+                f"retrain batch_size ({self.batch_size}) must be at least the number of shards "
+                f"({self.shards}): each step takes batch_size/shards rows of every shard"
+            )
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"retrain lr must be positive, got {self.lr}")
 

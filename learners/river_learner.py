@@ -71,9 +71,11 @@ def resolve_model_spec(spec: str) -> type:
     ...
     stream.errors.ConfigError: model spec 'os.system' is not a river estimator; use a name under river., e.g. ...
     """
-    hint = (f"model spec {spec!r} is not a river estimator; use a name under river., e.g. "
-            "'river.linear_model.LogisticRegression', 'river.tree.HoeffdingAdaptiveTreeClassifier' or "
-            "'river.forest.ARFClassifier', or pass a factory (lambda: Model(...))")
+    hint = (
+        f"model spec {spec!r} is not a river estimator; use a name under river., e.g. "
+        "'river.linear_model.LogisticRegression', 'river.tree.HoeffdingAdaptiveTreeClassifier' or "
+        "'river.forest.ARFClassifier', or pass a factory (lambda: Model(...))"
+    )
     parts = spec.split(".")
     if len(parts) < 3 or parts[0] != "river" or not all(_IDENT.match(p) for p in parts):
         raise ConfigError(hint)
@@ -181,15 +183,25 @@ class RiverLearner:
         if task == "classification" and (not _is_int(n_classes) or n_classes < 2):
             raise ConfigError(f"n_classes must be an integer >= 2 for classification, got {n_classes!r}")
         names = tuple(f"x{i}" for i in range(n_features)) if feature_names is None else feature_names
-        if isinstance(names, str) or len(names) != n_features or len(set(names)) != n_features or not all(
-                isinstance(n, str) for n in names):
+        if (
+            isinstance(names, str)
+            or len(names) != n_features
+            or len(set(names)) != n_features
+            or not all(isinstance(n, str) for n in names)
+        ):
             raise ConfigError(f"feature_names must be {n_features} distinct strings, got {feature_names!r}")
-        if self.model_kwargs is not None and not (isinstance(model_factory, str) and _is_plain(self.model_kwargs)):
-            raise ConfigError("model_kwargs apply only to a spec string and must be plain data (numbers, strings, "
-                              "lists); for anything else bake the arguments into a factory: lambda: Model(...)")
+        if self.model_kwargs is not None and not (
+            isinstance(model_factory, str) and _is_plain(self.model_kwargs)
+        ):
+            raise ConfigError(
+                "model_kwargs apply only to a spec string and must be plain data (numbers, strings, "
+                "lists); for anything else bake the arguments into a factory: lambda: Model(...)"
+            )
         if mini_batch not in (None, True, False) or report_loss not in (True, False):
-            raise ConfigError(f"mini_batch must be None/True/False and report_loss a bool, "
-                              f"got {mini_batch!r} and {report_loss!r}")
+            raise ConfigError(
+                f"mini_batch must be None/True/False and report_loss a bool, "
+                f"got {mini_batch!r} and {report_loss!r}"
+            )
 
         self._keys = tuple(names)
         self._classify = task == "classification"
@@ -212,12 +224,17 @@ class RiverLearner:
                     raise ConfigError(f"model_kwargs {kw!r} do not fit {model}: {exc}") from None
 
             return factory, model
-        if isinstance(model, river_base.Base):  # STYLE 2: a live object cannot be cloned or rolled back safely
-            raise ConfigError("pass a factory, not a model instance: model_factory=lambda: "
-                              + " ".join(repr(model).split()))
+        if isinstance(
+            model, river_base.Base
+        ):  # STYLE 2: a live object cannot be cloned or rolled back safely
+            raise ConfigError(
+                "pass a factory, not a model instance: model_factory=lambda: " + " ".join(repr(model).split())
+            )
         if callable(model):
             return model, f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', repr(model))}"
-        raise ConfigError(f"model_factory must be a river spec string or a zero-argument factory, got {model!r}")
+        raise ConfigError(
+            f"model_factory must be a river spec string or a zero-argument factory, got {model!r}"
+        )
 
     def _build(self) -> Any:
         model = self._factory()
@@ -225,11 +242,15 @@ class RiverLearner:
         if not isinstance(model, river_base.Estimator):
             raise ConfigError(f"model_factory returned {type(model).__name__}, not a river estimator")
         if not isinstance(model, wanted):
-            raise ConfigError(f"model_factory built a {type(model).__name__}, which is not a river "
-                              f"{wanted.__name__}; it does not fit task={self.task!r}")
+            raise ConfigError(
+                f"model_factory built a {type(model).__name__}, which is not a river "
+                f"{wanted.__name__}; it does not fit task={self.task!r}"
+            )
         if self._classify and self.n_classes > 2 and not getattr(model, "_multiclass", True):
-            raise ConfigError(f"{type(model).__name__} is a binary classifier but n_classes={self.n_classes}; "
-                              "wrap it: lambda: multiclass.OneVsRestClassifier(Model(...))")
+            raise ConfigError(
+                f"{type(model).__name__} is a binary classifier but n_classes={self.n_classes}; "
+                "wrap it: lambda: multiclass.OneVsRestClassifier(Model(...))"
+            )
         return model
 
     def _use_mini_batch(self, wanted: bool | None) -> bool:
@@ -331,13 +352,17 @@ class RiverLearner:
             ``X`` has the wrong shape.
         """
         if not self._classify:
-            raise ConfigError("predict_proba_batch needs task='classification'; this learner does regression, "
-                              "use predict_batch")
+            raise ConfigError(
+                "predict_proba_batch needs task='classification'; this learner does regression, "
+                "use predict_batch"
+            )
         rows, keys, k = self._rows(X), self._keys, self.n_classes
         out = np.zeros((len(rows), k), dtype=np.float64)
         for i, r in enumerate(rows):
             for label, p in self._proba_one(dict(zip(keys, r))).items():
-                if isinstance(label, (int, np.integer)) and 0 <= label < k:  # bool is an int: False/True -> 0/1
+                if (
+                    isinstance(label, (int, np.integer)) and 0 <= label < k
+                ):  # bool is an int: False/True -> 0/1
                     out[i, int(label)] = p
         sums = out.sum(axis=1)
         ok = np.isfinite(sums) & (sums > 0)
@@ -421,20 +446,29 @@ class RiverLearner:
             The model state is malformed or names something off the allow-list.
         """
         if not isinstance(state, Mapping) or not {"config", "model"} <= set(state):
-            raise SchemaMismatchError("learner state must be a dict with config and model entries "
-                                      "(as returned by RiverLearner.state_dict)")
+            raise SchemaMismatchError(
+                "learner state must be a dict with config and model entries "
+                "(as returned by RiverLearner.state_dict)"
+            )
         theirs, ours = state["config"], self.config()
         if not isinstance(theirs, Mapping) or theirs.get("format") != STATE_FORMAT:
             raise SchemaMismatchError("learner state has no RiverLearner config of a known format")
-        diffs = [f"{k}: state has {theirs.get(k)!r}, learner has {ours[k]!r}"
-                 for k in _COMPAT_KEYS if theirs.get(k) != ours[k]]
+        diffs = [
+            f"{k}: state has {theirs.get(k)!r}, learner has {ours[k]!r}"
+            for k in _COMPAT_KEYS
+            if theirs.get(k) != ours[k]
+        ]
         if diffs:
-            raise SchemaMismatchError("learner state does not fit this learner (" + "; ".join(diffs) + "); "
-                                      "configure the learner like the one that saved the state")
+            raise SchemaMismatchError(
+                "learner state does not fit this learner (" + "; ".join(diffs) + "); "
+                "configure the learner like the one that saved the state"
+            )
         model = from_plain(state["model"])
         if type(model) is not type(self._model):  # the config said so; the tree must agree
-            raise SchemaMismatchError(f"learner state holds a {type(model).__name__}, "
-                                      f"this learner runs a {type(self._model).__name__}")
+            raise SchemaMismatchError(
+                f"learner state holds a {type(model).__name__}, "
+                f"this learner runs a {type(self._model).__name__}"
+            )
         self._model = model
         self._n_learned = int(state.get("n_learned", 0))
 
@@ -459,20 +493,34 @@ class RiverLearner:
         if not isinstance(config, Mapping) or config.get("format") != STATE_FORMAT:
             raise SchemaMismatchError("state has no RiverLearner config of a known format")
         if not str(config.get("model", "")).startswith("river."):
-            raise ConfigError(f"state was made by the factory {config.get('model')!r}; construct a RiverLearner "
-                              "with that factory, then call load_state_dict")
-        learner = cls(config["model"], n_features=int(config["n_features"]), task=config["task"],
-                      n_classes=int(config["n_classes"] or 2), feature_names=config["feature_names"],
-                      model_kwargs=config.get("model_kwargs") or None)
+            raise ConfigError(
+                f"state was made by the factory {config.get('model')!r}; construct a RiverLearner "
+                "with that factory, then call load_state_dict"
+            )
+        learner = cls(
+            config["model"],
+            n_features=int(config["n_features"]),
+            task=config["task"],
+            n_classes=int(config["n_classes"] or 2),
+            feature_names=config["feature_names"],
+            model_kwargs=config.get("model_kwargs") or None,
+        )
         learner.load_state_dict(state)
         return learner
 
     # -------------------------------------------------------------- clone
     def get_params(self) -> dict:
         """The constructor arguments."""
-        return {"model_factory": self.model_factory, "n_features": self.n_features, "task": self.task,
-                "n_classes": self.n_classes, "feature_names": self.feature_names, "model_kwargs": self.model_kwargs,
-                "report_loss": self.report_loss, "mini_batch": self.mini_batch}
+        return {
+            "model_factory": self.model_factory,
+            "n_features": self.n_features,
+            "task": self.task,
+            "n_classes": self.n_classes,
+            "feature_names": self.feature_names,
+            "model_kwargs": self.model_kwargs,
+            "report_loss": self.report_loss,
+            "mini_batch": self.mini_batch,
+        }
 
     def clone(self) -> RiverLearner:
         """A fresh, untrained learner with the same configuration (the factory is called again).
@@ -492,10 +540,14 @@ class RiverLearner:
         """
         twin = RiverLearner(**self.get_params())
         if twin._model is self._model:
-            raise ConfigError("model_factory returned the same estimator twice; it must build a new one per "
-                              "call (lambda: Model(...), not lambda: model)")
+            raise ConfigError(
+                "model_factory returned the same estimator twice; it must build a new one per "
+                "call (lambda: Model(...), not lambda: model)"
+            )
         return twin
 
     def __repr__(self) -> str:
-        return (f"RiverLearner(model={self._spec!r}, estimator={self._estimator!r}, n_features={self.n_features}, "
-                f"task={self.task!r}, n_classes={self.n_classes})")
+        return (
+            f"RiverLearner(model={self._spec!r}, estimator={self._estimator!r}, n_features={self.n_features}, "
+            f"task={self.task!r}, n_classes={self.n_classes})"
+        )

@@ -79,16 +79,38 @@ STATE_FORMAT = 2
 
 # The only non-river names a state may reference (defaultdict factories and
 # the like); each builds or copies a value and runs no user code.
-STDLIB_GLOBALS = frozenset({
-    "builtins:bool", "builtins:int", "builtins:float", "builtins:complex", "builtins:str",
-    "builtins:tuple", "builtins:list", "builtins:dict", "builtins:set", "builtins:frozenset",
-    "collections:Counter", "collections:OrderedDict", "collections:defaultdict", "collections:deque",
-    "functools:partial", "copy:deepcopy", "statistics:NormalDist",
-})
+STDLIB_GLOBALS = frozenset(
+    {
+        "builtins:bool",
+        "builtins:int",
+        "builtins:float",
+        "builtins:complex",
+        "builtins:str",
+        "builtins:tuple",
+        "builtins:list",
+        "builtins:dict",
+        "builtins:set",
+        "builtins:frozenset",
+        "collections:Counter",
+        "collections:OrderedDict",
+        "collections:defaultdict",
+        "collections:deque",
+        "functools:partial",
+        "copy:deepcopy",
+        "statistics:NormalDist",
+    }
+)
 _STDLIB_OBJECTS = frozenset({"statistics:NormalDist"})  # non-river classes whose instances are plain values
 # river packages that download, read files, eval or unpickle: never referenced.
-_DENIED = ("river.datasets", "river.stream", "river.evaluate", "river.checks", "river.api", "river.compat",
-           "river.bandit.datasets")
+_DENIED = (
+    "river.datasets",
+    "river.stream",
+    "river.evaluate",
+    "river.checks",
+    "river.api",
+    "river.compat",
+    "river.bandit.datasets",
+)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _NATIVE_PREFIX = "river._river_rust."
 _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
@@ -102,8 +124,11 @@ def _is_allowed(module: str, qualname: str) -> bool:
     if f"{module}:{qualname}" in STDLIB_GLOBALS:
         return True
     parts = module.split(".")
-    return (parts[0] == "river" and all(_IDENT.match(p) for p in parts + qualname.split("."))
-            and not any(module == d or module.startswith(d + ".") for d in _DENIED))
+    return (
+        parts[0] == "river"
+        and all(_IDENT.match(p) for p in parts + qualname.split("."))
+        and not any(module == d or module.startswith(d + ".") for d in _DENIED)
+    )
 
 
 def resolve_global(name: Any) -> Any:
@@ -128,8 +153,10 @@ def resolve_global(name: Any) -> Any:
         raise CheckpointError(f"river state holds a malformed global name {name!r}")
     module, qualname = name.split(":")
     if not _is_allowed(module, qualname):
-        raise CheckpointError(f"river state names {name!r}, which is not on the allow-list (river estimator "
-                              "packages and a few stdlib names); refusing to import it")
+        raise CheckpointError(
+            f"river state names {name!r}, which is not on the allow-list (river estimator "
+            "packages and a few stdlib names); refusing to import it"
+        )
     try:
         obj: Any = sys.modules.get(module) or importlib.import_module(module)
         for part in qualname.split("."):
@@ -139,7 +166,9 @@ def resolve_global(name: Any) -> Any:
     # INVARIANT: the object is defined under the stored name, so an allowed
     # module cannot hand out a name it merely imported (os.system).
     if not isinstance(obj, (type, *_FUNCTIONS)) or (
-            getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)) != (module, qualname):
+        getattr(obj, "__module__", None),
+        getattr(obj, "__qualname__", None),
+    ) != (module, qualname):
         raise CheckpointError(f"river state names {name!r}, which is not a class or function defined there")
     return obj
 
@@ -185,9 +214,11 @@ class _Encoder:
     def name(self, obj: Any) -> int:
         module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
         if not isinstance(module, str) or not isinstance(qualname, str) or not _is_allowed(module, qualname):
-            raise _EncodeError(f"{obj!r} ({module}.{qualname}) cannot be saved: only classes and functions defined "
-                               "at module level in river (or a few stdlib names) can; build the model without "
-                               "lambdas or custom classes")
+            raise _EncodeError(
+                f"{obj!r} ({module}.{qualname}) cannot be saved: only classes and functions defined "
+                "at module level in river (or a few stdlib names) can; build the model without "
+                "lambdas or custom classes"
+            )
         return self.names.setdefault(f"{module}:{qualname}", len(self.names))
 
     def enc(self, obj: Any) -> Any:
@@ -201,7 +232,10 @@ class _Encoder:
         if isinstance(obj, np.generic):
             return ["n", obj.dtype.str, self.enc(obj.item())]
         if t is tuple or t is frozenset:
-            return ["t" if t is tuple else "fs", [self.enc(v) for v in obj] if t is tuple else self.sorted(obj)]
+            return [
+                "t" if t is tuple else "fs",
+                [self.enc(v) for v in obj] if t is tuple else self.sorted(obj),
+            ]
         if t is bytes:
             return ["b", self.tensor(torch.frombuffer(bytearray(obj), dtype=torch.uint8))]
         if isinstance(obj, (type, *_FUNCTIONS)):
@@ -239,7 +273,9 @@ class _Encoder:
         return out
 
     def pairs(self, mapping: Any) -> tuple[list, list]:
-        keys = [k if type(k) in _PLAIN else self.enc(k) for k in mapping]  # INVARIANT: all keys, then all values
+        keys = [
+            k if type(k) in _PLAIN else self.enc(k) for k in mapping
+        ]  # INVARIANT: all keys, then all values
         return keys, self.values(mapping)
 
     def array(self, arr: np.ndarray, n: int) -> list:
@@ -249,13 +285,20 @@ class _Encoder:
         # in-place BLAS updates (BayesianLinearRegression) that would work on a
         # silent copy if the array came back C-ordered. Stored transposed.
         order = "F" if arr.ndim > 1 and arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
-        native = np.ascontiguousarray(arr.T if order == "F" else arr).astype(arr.dtype.newbyteorder("="), copy=True)
+        native = np.ascontiguousarray(arr.T if order == "F" else arr).astype(
+            arr.dtype.newbyteorder("="), copy=True
+        )
         return ["a", n, arr.dtype.str, order, self.tensor(torch.from_numpy(native))]  # a copy: a snapshot
 
     def random(self, rng: random.Random, n: int) -> list:
         version, words, gauss = rng.getstate()  # 625 words as one tensor, not 625 JSON ints
-        return ["rng", n, version, self.tensor(torch.tensor(np.array(words, np.uint32).view(np.int32))),
-                self.enc(gauss)]
+        return [
+            "rng",
+            n,
+            version,
+            self.tensor(torch.tensor(np.array(words, np.uint32).view(np.int32))),
+            self.enc(gauss),
+        ]
 
     def native(self, obj: Any, t: type, n: int) -> list:
         # river's Rust types pickle as (cls, args) or as copyreg.__newobj__ +
@@ -264,8 +307,12 @@ class _Encoder:
         func, args = red[0], red[1]
         if func is t and not any(r is not None for r in red[2:]):
             return ["x", n, name, False, self.enc(tuple(args)), None]
-        if getattr(func, "__name__", "") == "__newobj__" and args and args[0] is t and not any(
-                r is not None for r in red[3:]):
+        if (
+            getattr(func, "__name__", "") == "__newobj__"
+            and args
+            and args[0] is t
+            and not any(r is not None for r in red[3:])
+        ):
             return ["x", n, name, True, self.enc(tuple(args[1:])), self.enc(red[2] if len(red) > 2 else None)]
         raise _EncodeError(f"native river type {t.__qualname__} reduces in an unsupported way ({func!r})")
 
@@ -273,9 +320,12 @@ class _Encoder:
         info = self.classes.get(t)
         if info is None:
             name = self.name(t)
-            if not (t.__module__.startswith("river") or f"{t.__module__}:{t.__qualname__}" in _STDLIB_OBJECTS):
-                raise _EncodeError(f"an instance of {t.__module__}.{t.__qualname__} cannot be saved (only river "
-                                   "objects can)")
+            if not (
+                t.__module__.startswith("river") or f"{t.__module__}:{t.__qualname__}" in _STDLIB_OBJECTS
+            ):
+                raise _EncodeError(
+                    f"an instance of {t.__module__}.{t.__qualname__} cannot be saved (only river objects can)"
+                )
             if issubclass(t, (set, tuple, frozenset, collections.deque)):
                 raise _EncodeError(f"{t.__qualname__} subclasses a builtin container, which cannot be saved")
             custom = getattr(t, "__getstate__", None) not in (None, object.__getstate__)
@@ -285,8 +335,13 @@ class _Encoder:
     def object(self, obj: Any, t: type, n: int) -> list:
         name, all_slots, custom_getstate = self.class_info(t)
         state = obj.__getstate__() if custom_getstate else getattr(obj, "__dict__", None)
-        if (type(state) is dict and "_rng" in state and state.get("seed") is None
-                and type(state["_rng"]) is random.Random and isinstance(obj, _distribution_class())):
+        if (
+            type(state) is dict
+            and "_rng" in state
+            and state.get("seed") is None
+            and type(state["_rng"]) is random.Random
+            and isinstance(obj, _distribution_class())
+        ):
             state = {**state, "_rng": _FRESH_RNG}  # see the module docstring
         slots = tuple(s for s in all_slots if hasattr(obj, s))
         keys = tuple(state) if type(state) is dict else None
@@ -350,13 +405,21 @@ def to_plain(obj: Any) -> dict:
     try:
         tree = json.dumps(enc.enc(obj), separators=(",", ":"), allow_nan=False).encode()
     except _EncodeError as exc:
-        raise CheckpointError(f"cannot save river state at {type(obj).__name__}{''.join(exc.path)}: "
-                              f"{exc.reason}") from None
+        raise CheckpointError(
+            f"cannot save river state at {type(obj).__name__}{''.join(exc.path)}: {exc.reason}"
+        ) from None
     except RecursionError as exc:
         raise CheckpointError("cannot save river state: the model's object graph is too deep") from exc
-    layouts = [[name, None if keys is None else list(keys), list(slots)] for (name, keys, slots) in enc.layouts]
-    return {"format": STATE_FORMAT, "names": list(enc.names), "layouts": layouts,
-            "tree": torch.frombuffer(bytearray(tree), dtype=torch.uint8), "tensors": enc.tensors}
+    layouts = [
+        [name, None if keys is None else list(keys), list(slots)] for (name, keys, slots) in enc.layouts
+    ]
+    return {
+        "format": STATE_FORMAT,
+        "names": list(enc.names),
+        "layouts": layouts,
+        "tree": torch.frombuffer(bytearray(tree), dtype=torch.uint8),
+        "tensors": enc.tensors,
+    }
 
 
 # ------------------------------------------------------------------ decoding
@@ -423,7 +486,13 @@ class _Decoder:
                 raise CheckpointError(f"river state has malformed attribute names for {name}")
             if not isinstance(slots, list) or not set(slots) <= set(_slot_names(cls)):
                 raise CheckpointError(f"river state has slots {slots!r} that {name} does not declare")
-            info = self.layout_info[i] = (cls, keys, slots, getattr(cls, "__setstate__", None) is not None, name)
+            info = self.layout_info[i] = (
+                cls,
+                keys,
+                slots,
+                getattr(cls, "__setstate__", None) is not None,
+                name,
+            )
         return info
 
     def object(self, node: list) -> Any:
@@ -538,7 +607,9 @@ def _dec_callable(d: _Decoder, node: list) -> Any:
             raise CheckpointError("river state has a malformed functools.partial")
         return d.new(node[1], functools.partial(func, *args, **kwargs))
     owner, name = d.dec(node[2]), node[3]
-    method = getattr(owner, name, None) if type(name) is str and _IDENT.match(name) and name[:2] != "__" else None
+    method = (
+        getattr(owner, name, None) if type(name) is str and _IDENT.match(name) and name[:2] != "__" else None
+    )
     if not isinstance(method, types.MethodType) or method.__self__ is not owner:
         raise CheckpointError(f"river state: {name!r} is not a method of the restored object")
     return d.new(node[1], method)
@@ -547,11 +618,13 @@ def _dec_callable(d: _Decoder, node: list) -> Any:
 _DECODERS = {
     **dict.fromkeys(("l", "s", "q", "dd", *_CONTAINERS), _dec_container),
     **dict.fromkeys(("r", "f", "n", "a", "b", "rng", "nrs", "rng0"), _dec_value),
-    "p": _dec_callable, "m": _dec_callable,
+    "p": _dec_callable,
+    "m": _dec_callable,
     "t": lambda d, n: tuple(d.values(n[1])),
     "fs": lambda d, n: frozenset(d.values(n[1])),
     "g": lambda d, n: d.glob(n[1]),
-    "x": _Decoder.native, "o": _Decoder.object,
+    "x": _Decoder.native,
+    "o": _Decoder.object,
 }
 
 

@@ -100,7 +100,9 @@ class InputStandardizer(nn.Module):
         """The float32 forward copies from the float64 moments."""
         std = (self.m2 / self.count.clamp_min(1)).sqrt()
         self.shift.copy_(self.mean)
-        self.scale.copy_(torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std)))
+        self.scale.copy_(
+            torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std))
+        )
 
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}"

@@ -141,7 +141,9 @@ class BasePlugin:
         return None
 
     def clone(self) -> UpdatePlugin:
-        raise NotImplementedError(f"{type(self).__name__} must implement clone() to be used in a clonable learner")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement clone() to be used in a clonable learner"
+        )
 
 
 # ------------------------------------------------------------------- helpers
@@ -175,7 +177,9 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use device='auto' or 'cpu'")
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available; use device='auto' or 'cpu'"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
     return dev
@@ -288,7 +292,9 @@ class TorchLearner:
         if isinstance(steps_per_batch, bool) or not isinstance(steps_per_batch, int) or steps_per_batch < 1:
             raise ConfigError(f"steps_per_batch must be an integer >= 1, got {steps_per_batch!r}")
         if minibatch_size is not None and (
-            isinstance(minibatch_size, bool) or not isinstance(minibatch_size, (int, np.integer)) or minibatch_size < 1
+            isinstance(minibatch_size, bool)
+            or not isinstance(minibatch_size, (int, np.integer))
+            or minibatch_size < 1
         ):
             raise ConfigError(f"minibatch_size must be a positive integer or None, got {minibatch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -325,7 +331,9 @@ class TorchLearner:
         if callable(model):
             name = f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', type(model).__qualname__)}"
             return model, name, {}
-        raise ConfigError(f"model must be a zoo model name or a factory (n_features, n_outputs) -> nn.Module, got {model!r}")
+        raise ConfigError(
+            f"model must be a zoo model name or a factory (n_features, n_outputs) -> nn.Module, got {model!r}"
+        )
 
     @staticmethod
     def _find_scalers(module: nn.Module) -> tuple[InputStandardizer, ...]:
@@ -486,7 +494,7 @@ class TorchLearner:
         for _ in range(self.steps_per_batch):
             order = torch.randperm(n, device=X.device, generator=gen)
             for start in range(0, n, mb):
-                idx = order[start:start + mb]
+                idx = order[start : start + mb]
                 yield X[idx], y[idx]
 
     def consolidate(self) -> int:
@@ -566,8 +574,10 @@ class TorchLearner:
             ``X`` has the wrong shape.
         """
         if not self._classify:
-            raise ConfigError("predict_proba_batch needs task='classification'; this learner does regression, "
-                              "use predict_batch")
+            raise ConfigError(
+                "predict_proba_batch needs task='classification'; this learner does regression, "
+                "use predict_batch"
+            )
         with torch.inference_mode():
             return torch.softmax(self._infer(X), dim=-1).cpu().numpy()
 
@@ -643,8 +653,10 @@ class TorchLearner:
 
     def _check_compatible(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or not {"config", "model", "optimizer"} <= set(state):
-            raise SchemaMismatchError("learner state must be a dict with config, model and optimizer entries "
-                                      "(as returned by TorchLearner.state_dict)")
+            raise SchemaMismatchError(
+                "learner state must be a dict with config, model and optimizer entries "
+                "(as returned by TorchLearner.state_dict)"
+            )
         theirs = state["config"]
         if not isinstance(theirs, Mapping):
             raise SchemaMismatchError("learner state has no config mapping")

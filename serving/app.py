@@ -47,7 +47,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from pydantic import BaseModel, ValidationError
 
 from serving.body_limit import BodySizeLimitMiddleware
@@ -55,8 +54,15 @@ from serving.hot_swap import HotSwapper, ModelSlot, same_version
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.model import ServedModel
 from serving.registry import ModelRegistry, open_registry
-from serving.schemas import (FLOAT32_MAX, BatchPrediction, BatchPredictRequest, Prediction, PredictRequest,
-                             PromoteRequest, RollbackRequest)
+from serving.schemas import (
+    FLOAT32_MAX,
+    BatchPrediction,
+    BatchPredictRequest,
+    Prediction,
+    PredictRequest,
+    PromoteRequest,
+    RollbackRequest,
+)
 from serving.settings import RegistrySettings, ServingSettings
 from stream.errors import RegistryError, RegistryUnavailableError, VersionNotFoundError
 
@@ -84,13 +90,19 @@ async def require_admin(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     if settings.admin_token is None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            detail="admin endpoints are disabled: set STREAMLEARN_SERVING_ADMIN_TOKEN")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="admin endpoints are disabled: set STREAMLEARN_SERVING_ADMIN_TOKEN",
+        )
     if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="send 'Authorization: Bearer <admin token>'",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not secrets.compare_digest(credentials.credentials.encode(),
-                                  settings.admin_token.get_secret_value().encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="send 'Authorization: Bearer <admin token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(
+        credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()
+    ):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong admin token")
 
 
@@ -99,8 +111,10 @@ AdminDep = Depends(require_admin)
 
 
 # ---------------------------------------------------------------- JSON bodies
-_FLOAT32_MSG = (f"Input should be a number finite in float32 (between -{FLOAT32_MAX:.8g} and {FLOAT32_MAX:.8g}): "
-                "the model computes in float32, where this value is infinite")
+_FLOAT32_MSG = (
+    f"Input should be a number finite in float32 (between -{FLOAT32_MAX:.8g} and {FLOAT32_MAX:.8g}): "
+    "the model computes in float32, where this value is infinite"
+)
 
 
 #: pydantic's names for the two shapes of a row (list | dict), which it puts in an error's loc.
@@ -115,16 +129,26 @@ def _body_errors(errors: list[dict]) -> list[dict]:
     noise when the other one says what is really wrong, and the shape names
     are not part of the client's document.
     """
-    inside = {tuple(e["loc"][:i]) for e in errors for i, part in enumerate(e["loc"][:-1]) if part in _ROW_SHAPES}
+    inside = {
+        tuple(e["loc"][:i]) for e in errors for i, part in enumerate(e["loc"][:-1]) if part in _ROW_SHAPES
+    }
     out = []
     for err in errors:
         loc = tuple(err["loc"])
-        if loc and loc[-1] in _ROW_SHAPES and err["type"] in ("list_type", "dict_type") and loc[:-1] in inside:
+        if (
+            loc
+            and loc[-1] in _ROW_SHAPES
+            and err["type"] in ("list_type", "dict_type")
+            and loc[:-1] in inside
+        ):
             continue
         err = {**err, "loc": ("body", *(part for part in loc if part not in _ROW_SHAPES))}
         bound = (err.get("ctx") or {}).get("le", (err.get("ctx") or {}).get("ge"))
-        if err["type"] in ("less_than_equal", "greater_than_equal") and bound is not None \
-                and abs(bound) == FLOAT32_MAX:
+        if (
+            err["type"] in ("less_than_equal", "greater_than_equal")
+            and bound is not None
+            and abs(bound) == FLOAT32_MAX
+        ):
             # pydantic's own message prints the bound as a 39-digit integer; say what is wrong instead.
             err["msg"] = _FLOAT32_MSG
         out.append(err)
@@ -136,7 +160,9 @@ def _parse(schema: type[BaseModel], raw: bytes) -> Any:
     try:
         return schema.model_validate_json(raw)
     except ValidationError as exc:
-        raise RequestValidationError(_body_errors(exc.errors(include_input=False, include_url=False))) from None
+        raise RequestValidationError(
+            _body_errors(exc.errors(include_input=False, include_url=False))
+        ) from None
 
 
 async def _json_body(request: Request) -> bytes:
@@ -150,9 +176,10 @@ async def _json_body(request: Request) -> bytes:
     if content_type is not None:
         media = content_type.partition(";")[0].strip().lower()
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                                detail=f"send the body as JSON with 'Content-Type: application/json', "
-                                       f"not {media[:100]!r}")
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"send the body as JSON with 'Content-Type: application/json', not {media[:100]!r}",
+            )
     return await request.body()
 
 
@@ -161,8 +188,12 @@ def _json(payload: dict) -> Response:
 
 
 def _body_doc(schema: type[BaseModel]) -> dict:
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": schema.model_json_schema()}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema.model_json_schema()}},
+        }
+    }
 
 
 _ERROR_TEXT = {
@@ -204,12 +235,15 @@ def _served(request: Request) -> ServedModel:
 # ---------------------------------------------------------------------- inputs
 def _unprocessable(loc: Sequence[Any], message: str) -> HTTPException:
     # Same shape as FastAPI's own validation errors, so clients parse one format.
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                         detail=[{"loc": list(loc), "msg": message, "type": "value_error"}])
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": list(loc), "msg": message, "type": "value_error"}],
+    )
 
 
-def rows_to_matrix(rows: Sequence[list[float] | dict[str, float]], model: ServedModel,
-                   loc: Sequence[Any]) -> np.ndarray:
+def rows_to_matrix(
+    rows: Sequence[list[float] | dict[str, float]], model: ServedModel, loc: Sequence[Any]
+) -> np.ndarray:
     """Turn request rows into an (n, n_features) float32 matrix, or raise 422 saying what was expected."""
     d = model.n_features
     names = model.feature_names
@@ -225,17 +259,23 @@ def rows_to_matrix(rows: Sequence[list[float] | dict[str, float]], model: Served
         where = [*loc, i] if len(rows) > 1 or loc[-1] == "rows" else list(loc)
         if isinstance(row, dict):
             if names is None:
-                raise _unprocessable(where, f"this model (version {model.version.number}) has unnamed features: "
-                                            f"send x as a list of {d} numbers")
+                raise _unprocessable(
+                    where,
+                    f"this model (version {model.version.number}) has unnamed features: "
+                    f"send x as a list of {d} numbers",
+                )
             missing = [n for n in names if n not in row]
             extra = sorted(set(row) - set(names))
             if missing or extra:
-                raise _unprocessable(where, f"expected the {d} features {names}; missing {missing}, unknown {extra}")
+                raise _unprocessable(
+                    where, f"expected the {d} features {names}; missing {missing}, unknown {extra}"
+                )
             X[i] = [row[n] for n in names]
         else:
             if len(row) != d:
-                raise _unprocessable(where, f"expected {d} features, got {len(row)} "
-                                            f"(model version {model.version.number})")
+                raise _unprocessable(
+                    where, f"expected {d} features, got {len(row)} (model version {model.version.number})"
+                )
             X[i] = row
     return X
 
@@ -256,8 +296,11 @@ def _check_finite(values: np.ndarray, loc: Sequence[Any], version: int) -> None:
     finite = np.isfinite(values).reshape(len(values), -1)
     row = int(np.flatnonzero(~finite.all(axis=1))[0])
     where = [*loc, row] if loc[-1] == "rows" else list(loc)
-    raise _unprocessable(where, f"model version {version} overflows on this row (its output is not finite): "
-                                "the feature values are too large for it; send them on the scale it was trained on")
+    raise _unprocessable(
+        where,
+        f"model version {version} overflows on this row (its output is not finite): "
+        "the feature values are too large for it; send them on the scale it was trained on",
+    )
 
 
 # -------------------------------------------------------------------------- app
@@ -275,8 +318,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = registry is None
-        reg = registry if registry is not None else open_registry(
-            registry_settings.url, namespace=registry_settings.namespace, keep_states=registry_settings.keep_states)
+        reg = (
+            registry
+            if registry is not None
+            else open_registry(
+                registry_settings.url,
+                namespace=registry_settings.namespace,
+                keep_states=registry_settings.keep_states,
+            )
+        )
         slot = ModelSlot()
 
         def on_swap(model: ServedModel) -> None:
@@ -284,11 +334,20 @@ def create_app(
             metrics.model_version.set(model.version.number)
 
         swapper = HotSwapper(
-            reg, slot, poll_interval=settings.poll_interval_s, device=settings.device, on_swap=on_swap,
+            reg,
+            slot,
+            poll_interval=settings.poll_interval_s,
+            device=settings.device,
+            on_swap=on_swap,
             on_registry_state=lambda up: metrics.registry_up.set(1 if up else 0),
             on_load_failure=lambda n, exc: metrics.load_failures.inc(),
         )
-        app.state.settings, app.state.registry, app.state.slot, app.state.swapper = settings, reg, slot, swapper
+        app.state.settings, app.state.registry, app.state.slot, app.state.swapper = (
+            settings,
+            reg,
+            slot,
+            swapper,
+        )
         try:
             swapper.sync_now()
         except RegistryError as exc:
@@ -317,8 +376,10 @@ def create_app(
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes each offending "input": that breaks on NaN
         # (not JSON) and would echo whole 1000-row bodies. loc + msg say enough.
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(VersionNotFoundError)
@@ -327,8 +388,11 @@ def create_app(
 
     @app.exception_handler(RegistryUnavailableError)
     async def _unavailable(_: Request, exc: RegistryUnavailableError) -> JSONResponse:
-        return JSONResponse({"detail": f"model registry unavailable: {exc}"},
-                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
+        return JSONResponse(
+            {"detail": f"model registry unavailable: {exc}"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(RegistryError)
     async def _conflict(_: Request, exc: RegistryError) -> JSONResponse:
@@ -340,8 +404,13 @@ def create_app(
     # instead of going through FastAPI's dependency solver, json.loads and
     # response-model validation: ~25% of a single-row request (bench/serving.py).
     # The schemas still document them in /docs.
-    @app.post("/predict", response_model=Prediction, tags=["predict"], openapi_extra=_body_doc(PredictRequest),
-              responses=_responses(413, 415, 422, 503))
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        tags=["predict"],
+        openapi_extra=_body_doc(PredictRequest),
+        responses=_responses(413, 415, 422, 503),
+    )
     async def predict(request: Request) -> Response:
         """Predict one row; the answer names the model version that produced it."""
         body = _parse(PredictRequest, await _json_body(request))
@@ -350,21 +419,32 @@ def create_app(
         labels, proba = model.predict(X)
         _check_finite(labels if proba is None else proba, ("body", "x"), model.version.number)
         metrics.predicted_rows.inc()
-        return _json({"version": model.version.number,
-                      "prediction": model.label(int(labels[0])) if proba is not None else float(labels[0]),
-                      "probabilities": proba[0].tolist() if proba is not None else None})
+        return _json(
+            {
+                "version": model.version.number,
+                "prediction": model.label(int(labels[0])) if proba is not None else float(labels[0]),
+                "probabilities": proba[0].tolist() if proba is not None else None,
+            }
+        )
 
-    @app.post("/predict/batch", response_model=BatchPrediction, tags=["predict"],
-              openapi_extra=_body_doc(BatchPredictRequest), responses=_responses(413, 415, 422, 503))
+    @app.post(
+        "/predict/batch",
+        response_model=BatchPrediction,
+        tags=["predict"],
+        openapi_extra=_body_doc(BatchPredictRequest),
+        responses=_responses(413, 415, 422, 503),
+    )
     async def predict_batch(request: Request) -> Response:
         """Predict up to ``max_batch_rows`` rows with one model version."""
         body = _parse(BatchPredictRequest, await _json_body(request))
         model = _served(request)
         n = len(body.rows)
         if n > settings.max_batch_rows:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                                detail=f"{n} rows is more than the maximum of {settings.max_batch_rows} per "
-                                       "request; split the batch")
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                detail=f"{n} rows is more than the maximum of {settings.max_batch_rows} per "
+                "request; split the batch",
+            )
         if n == 0:
             return _json({"version": model.version.number, "predictions": [], "probabilities": None})
         X = rows_to_matrix(body.rows, model, ("body", "rows"))
@@ -372,8 +452,13 @@ def create_app(
         _check_finite(labels if proba is None else proba, ("body", "rows"), model.version.number)
         metrics.predicted_rows.inc(n)
         if proba is None:
-            return _json({"version": model.version.number, "predictions": labels.astype(float).tolist(),
-                          "probabilities": None})
+            return _json(
+                {
+                    "version": model.version.number,
+                    "predictions": labels.astype(float).tolist(),
+                    "probabilities": None,
+                }
+            )
         classes = model.classes
         preds = [classes[i] for i in labels] if classes else labels.tolist()
         return _json({"version": model.version.number, "predictions": preds, "probabilities": proba.tolist()})
@@ -384,8 +469,11 @@ def create_app(
         """Versions, newest first, with the registry's current and this server's served version."""
         current, _ = reg.pointer()
         served = request.app.state.slot.model
-        return {"current": current, "served": served.version.number if served else None,
-                "versions": [v.to_dict() for v in reg.history(limit=limit)]}
+        return {
+            "current": current,
+            "served": served.version.number if served else None,
+            "versions": [v.to_dict() for v in reg.history(limit=limit)],
+        }
 
     @app.get("/models/current", tags=["models"])
     def current_model(request: Request) -> dict:
@@ -397,20 +485,31 @@ def create_app(
         except RegistryUnavailableError:
             current, registry_state = None, "unreachable"
         # By identity, not number: an emptied-and-refilled registry reuses numbers.
-        return {"served": served.version.to_dict() if served else None,
-                "registry_current": current.number if current else None, "registry": registry_state,
-                "in_sync": served is not None and current is not None and same_version(served, current)}
+        return {
+            "served": served.version.to_dict() if served else None,
+            "registry_current": current.number if current else None,
+            "registry": registry_state,
+            "in_sync": served is not None and current is not None and same_version(served, current),
+        }
 
-    @app.post("/models/{version}/promote", tags=["admin"], dependencies=[AdminDep],
-              responses=_responses(400, 401, 403, 404, 409, 413, 503))
+    @app.post(
+        "/models/{version}/promote",
+        tags=["admin"],
+        dependencies=[AdminDep],
+        responses=_responses(400, 401, 403, 404, 409, 413, 503),
+    )
     def promote(version: int, reg: RegistryDep, request: Request, body: PromoteRequest | None = None) -> dict:
         """Serve this version from now on (it becomes validated); effective on this server at once."""
         promoted = reg.promote(version, reason=(body or PromoteRequest()).reason)
         request.app.state.swapper.sync_now()
         return {"promoted": promoted.to_dict(), "served": request.app.state.slot.model.version.number}
 
-    @app.post("/rollback", tags=["admin"], dependencies=[AdminDep],
-              responses=_responses(400, 401, 403, 404, 409, 413, 503))
+    @app.post(
+        "/rollback",
+        tags=["admin"],
+        dependencies=[AdminDep],
+        responses=_responses(400, 401, 403, 404, 409, 413, 503),
+    )
     def rollback(reg: RegistryDep, request: Request, body: RollbackRequest | None = None) -> dict:
         """Go back to an earlier validated version (default: the previous one); effective at once."""
         body = body or RollbackRequest()
@@ -419,14 +518,19 @@ def create_app(
         return {"rolled_back_to": target.to_dict(), "served": request.app.state.slot.model.version.number}
 
     @app.get("/events", tags=["models"], responses=_responses(503))
-    def events(reg: RegistryDep,
-               kind: str | None = Query(None, description="publish, validate, reject, promote, rollback, "
-                                                           "drift_alarm, adapt, drift_dismissed, retrain_request, "
-                                                           "retrain_started, retrain_adopted, retrain_rejected, "
-                                                           "retrain_failed, retrain_unjudged"),
-               since: float | None = Query(None, description="epoch seconds, inclusive"),
-               until: float | None = Query(None, description="epoch seconds, inclusive"),
-               limit: int = Query(100, ge=1, le=10_000)) -> dict:
+    def events(
+        reg: RegistryDep,
+        kind: str | None = Query(
+            None,
+            description="publish, validate, reject, promote, rollback, "
+            "drift_alarm, adapt, drift_dismissed, retrain_request, "
+            "retrain_started, retrain_adopted, retrain_rejected, "
+            "retrain_failed, retrain_unjudged",
+        ),
+        since: float | None = Query(None, description="epoch seconds, inclusive"),
+        until: float | None = Query(None, description="epoch seconds, inclusive"),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> dict:
         """The registry's audit trail, newest first: version lifecycle and drift decisions.
 
         Manual rollbacks (``POST /rollback``) and the drift policy's automatic
@@ -436,8 +540,9 @@ def create_app(
             # float() parses "nan" and "inf"; no time is either, and a NaN
             # bound would silently compare false against every event.
             if bound is not None and not math.isfinite(bound):
-                raise _unprocessable(("query", name), f"{name} must be a finite number of epoch seconds, "
-                                                      f"got {bound}")
+                raise _unprocessable(
+                    ("query", name), f"{name} must be a finite number of epoch seconds, got {bound}"
+                )
         if since is not None and until is not None and until < since:
             raise _unprocessable(("query", "until"), f"until ({until}) is before since ({since})")
         return {"events": [e.to_dict() for e in reg.events(kind=kind, since=since, limit=limit, until=until)]}

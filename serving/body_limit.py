@@ -46,8 +46,11 @@ class BodyTooLargeError(HTTPException):
     """
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, detail=f"the request body is larger than the limit of {limit} bytes; {_HINT}",
-                         headers={"Connection": "close"})
+        super().__init__(
+            413,
+            detail=f"the request body is larger than the limit of {limit} bytes; {_HINT}",
+            headers={"Connection": "close"},
+        )
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -64,9 +67,17 @@ async def _send_413(send: Send, detail: str) -> None:
     body = orjson.dumps({"detail": detail})
     # Connection: close -- the unread rest of the body is still on the socket,
     # so the connection cannot carry another request.
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -95,8 +106,10 @@ class BodySizeLimitMiddleware:
         declared = _declared_length(scope)
         if declared is not None:
             if declared > limit:
-                await _send_413(send, f"the request body ({declared} bytes) is larger than the limit of "
-                                      f"{limit} bytes; {_HINT}")
+                await _send_413(
+                    send,
+                    f"the request body ({declared} bytes) is larger than the limit of {limit} bytes; {_HINT}",
+                )
                 return
             # INVARIANT: the HTTP server never hands the app more than the
             # declared Content-Length, so the hot path pays no per-chunk wrapper.

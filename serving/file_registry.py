@@ -69,7 +69,9 @@ class FileRegistry(RegistryBase):
             self._versions.mkdir(parents=True, exist_ok=True)
             self._states.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RegistryUnavailableError(f"cannot create the registry directory {self.root}: {exc}") from exc
+            raise RegistryUnavailableError(
+                f"cannot create the registry directory {self.root}: {exc}"
+            ) from exc
         self._pointer_stat: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
@@ -111,16 +113,18 @@ class FileRegistry(RegistryBase):
             atomic_write_bytes(self._versions / f"{_name(version.number)}.json", version.to_json())
             self._append_locked(event)
 
-    def _transition(self, version: Version, *, move_pointer: bool, demoted: Version | None,
-                    event: AuditEvent) -> None:
+    def _transition(
+        self, version: Version, *, move_pointer: bool, demoted: Version | None, event: AuditEvent
+    ) -> None:
         with self._locked():
             if demoted is not None:
                 atomic_write_bytes(self._versions / f"{_name(demoted.number)}.json", demoted.to_json())
             atomic_write_bytes(self._versions / f"{_name(version.number)}.json", version.to_json())
             if move_pointer:
                 _, generation = self._read_pointer()
-                atomic_write_bytes(self._pointer, orjson.dumps({"version": version.number,
-                                                                "generation": generation + 1}))
+                atomic_write_bytes(
+                    self._pointer, orjson.dumps({"version": version.number, "generation": generation + 1})
+                )
             self._append_locked(event)
 
     def _read_version(self, number: int) -> Version:
@@ -170,8 +174,14 @@ class FileRegistry(RegistryBase):
 
     def _append_locked(self, event: AuditEvent) -> AuditEvent:
         if not event.id:
-            event = AuditEvent(event.kind, event.version, event.at, event.reason, event.details,
-                               id=f"{int(event.at * 1000)}-{time.monotonic_ns() % 1_000_000}")
+            event = AuditEvent(
+                event.kind,
+                event.version,
+                event.at,
+                event.reason,
+                event.details,
+                id=f"{int(event.at * 1000)}-{time.monotonic_ns() % 1_000_000}",
+            )
         with open(self._audit, "ab") as fh:
             fh.write(orjson.dumps(event.to_dict()) + b"\n")
             fh.flush()
@@ -182,8 +192,9 @@ class FileRegistry(RegistryBase):
         with self._locked():
             return self._append_locked(event)
 
-    def _read_events(self, kind: str | None, since: float | None, limit: int,
-                     until: float | None = None) -> list[AuditEvent]:
+    def _read_events(
+        self, kind: str | None, since: float | None, limit: int, until: float | None = None
+    ) -> list[AuditEvent]:
         try:
             lines = self._audit.read_bytes().splitlines()
         except FileNotFoundError:

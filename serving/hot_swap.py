@@ -130,7 +130,9 @@ class HotSwapper:
     def _set_registry_up(self, up: bool) -> None:
         if up != self._registry_up:
             if self._registry_up is not None or not up:
-                log.warning("model registry %s", "reachable again" if up else "unreachable; serving what we have")
+                log.warning(
+                    "model registry %s", "reachable again" if up else "unreachable; serving what we have"
+                )
             self._registry_up = up
             if self._on_registry_state is not None:
                 self._on_registry_state(up)

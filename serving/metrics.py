@@ -30,16 +30,30 @@ class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("streamlearn_http_requests", "HTTP requests by route and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("streamlearn_http_request_seconds", "HTTP request latency by route",
-                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "streamlearn_http_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "streamlearn_http_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predicted_rows = Counter("streamlearn_predicted_rows", "Rows predicted", registry=r)
-        self.model_version = Gauge("streamlearn_model_version", "Model version being served (0: none)", registry=r)
+        self.model_version = Gauge(
+            "streamlearn_model_version", "Model version being served (0: none)", registry=r
+        )
         self.swaps = Counter("streamlearn_model_swaps", "Hot swaps to a new model version", registry=r)
-        self.load_failures = Counter("streamlearn_model_load_failures", "Validated versions that failed to load",
-                                     registry=r)
-        self.registry_up = Gauge("streamlearn_registry_up", "1 if the model registry is reachable", registry=r)
+        self.load_failures = Counter(
+            "streamlearn_model_load_failures", "Validated versions that failed to load", registry=r
+        )
+        self.registry_up = Gauge(
+            "streamlearn_registry_up", "1 if the model registry is reachable", registry=r
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -73,8 +87,10 @@ class MetricsMiddleware:
             key = (template, scope["method"], status[0])
             children = self._children.get(key)
             if children is None:
-                children = (self.metrics.requests.labels(template, scope["method"], str(status[0])),
-                            self.metrics.latency.labels(template))
+                children = (
+                    self.metrics.requests.labels(template, scope["method"], str(status[0])),
+                    self.metrics.latency.labels(template),
+                )
                 self._children[key] = children
             children[0].inc()
             children[1].observe(time.perf_counter() - start)

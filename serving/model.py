@@ -93,8 +93,9 @@ class ServedModel:
         return list(names) if names else None
 
     @classmethod
-    def load(cls, registry: ModelRegistry, number: int, *, device: str = "cpu",
-             version: Version | None = None) -> ServedModel:
+    def load(
+        cls, registry: ModelRegistry, number: int, *, device: str = "cpu", version: Version | None = None
+    ) -> ServedModel:
         """Fetch version ``number``'s weights, build its module and warm it up.
 
         Pass ``version`` when its metadata was just read, to skip reading it again.

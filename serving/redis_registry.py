@@ -72,8 +72,15 @@ class RedisRegistry(RegistryBase):
     :class:`~stream.errors.RegistryUnavailableError` is raised.
     """
 
-    def __init__(self, url: str, *, namespace: str = "streamlearn", keep_states: int = 100,
-                 socket_timeout: float = 2.0, retries: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "streamlearn",
+        keep_states: int = 100,
+        socket_timeout: float = 2.0,
+        retries: int = 2,
+    ) -> None:
         if not namespace or any(c in namespace for c in " {}"):
             raise RegistryError(f"bad registry namespace {namespace!r}: use letters, digits, ':' '-' '_'")
         self.url = url
@@ -106,8 +113,10 @@ class RedisRegistry(RegistryBase):
         try:
             yield
         except redis.exceptions.AuthenticationError as exc:
-            raise RegistryUnavailableError(f"Redis refused the credentials while {doing}: {exc}; "
-                                           "check the user/password in the registry URL") from exc
+            raise RegistryUnavailableError(
+                f"Redis refused the credentials while {doing}: {exc}; "
+                "check the user/password in the registry URL"
+            ) from exc
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             raise RegistryUnavailableError(f"Redis at {self!r} is unreachable while {doing}: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
@@ -117,7 +126,9 @@ class RedisRegistry(RegistryBase):
         pipe.publish(self._channel, orjson.dumps({"kind": kind, "version": number}))
 
     def _xadd(self, pipe, event: AuditEvent) -> None:
-        pipe.xadd(self._k_audit, {"doc": orjson.dumps(event.to_dict())}, maxlen=_AUDIT_MAXLEN, approximate=True)
+        pipe.xadd(
+            self._k_audit, {"doc": orjson.dumps(event.to_dict())}, maxlen=_AUDIT_MAXLEN, approximate=True
+        )
 
     # --------------------------------------------------------- primitives
     def _next_number(self) -> int:
@@ -133,8 +144,9 @@ class RedisRegistry(RegistryBase):
             self._notify(pipe, "publish", version.number)
             pipe.execute()
 
-    def _transition(self, version: Version, *, move_pointer: bool, demoted: Version | None,
-                    event: AuditEvent) -> None:
+    def _transition(
+        self, version: Version, *, move_pointer: bool, demoted: Version | None, event: AuditEvent
+    ) -> None:
         with self._errors(f"recording '{event.kind}' of version {version.number}"):
             pipe = self._client.pipeline(transaction=True)
             if demoted is not None:
@@ -186,14 +198,22 @@ class RedisRegistry(RegistryBase):
 
     def _append_event(self, event: AuditEvent) -> AuditEvent:
         with self._errors(f"recording audit event '{event.kind}'"):
-            entry_id = self._client.xadd(self._k_audit, {"doc": orjson.dumps(event.to_dict())},
-                                         maxlen=_AUDIT_MAXLEN, approximate=True)
+            entry_id = self._client.xadd(
+                self._k_audit, {"doc": orjson.dumps(event.to_dict())}, maxlen=_AUDIT_MAXLEN, approximate=True
+            )
             self._client.publish(self._channel, orjson.dumps({"kind": event.kind, "version": event.version}))
-        return AuditEvent(event.kind, event.version, event.at, event.reason, event.details,
-                          id=entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
+        return AuditEvent(
+            event.kind,
+            event.version,
+            event.at,
+            event.reason,
+            event.details,
+            id=entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
+        )
 
-    def _read_events(self, kind: str | None, since: float | None, limit: int,
-                     until: float | None = None) -> list[AuditEvent]:
+    def _read_events(
+        self, kind: str | None, since: float | None, limit: int, until: float | None = None
+    ) -> list[AuditEvent]:
         low = "-" if since is None else str(_stream_ms(since))
         out: list[AuditEvent] = []
         # Entry ids are milliseconds of the Redis clock; +1 ms and the exact
@@ -209,8 +229,11 @@ class RedisRegistry(RegistryBase):
                 doc = orjson.loads(fields[b"doc"])
                 doc["id"] = entry_id.decode()
                 event = AuditEvent.from_dict(doc)
-                if (kind is None or event.kind == kind) and (since is None or event.at >= since) \
-                        and (until is None or event.at <= until):
+                if (
+                    (kind is None or event.kind == kind)
+                    and (since is None or event.at >= since)
+                    and (until is None or event.at <= until)
+                ):
                     out.append(event)
                     if len(out) >= limit:
                         break

@@ -70,8 +70,9 @@ class ModelRegistry(Protocol):
     def promote(self, number: int, reason: str = "") -> Version:
         """Admin override: serve this version (it becomes validated)."""
 
-    def rollback(self, to: int | None = None, reason: str = "",
-                 details: Mapping[str, Any] | None = None) -> Version:
+    def rollback(
+        self, to: int | None = None, reason: str = "", details: Mapping[str, Any] | None = None
+    ) -> Version:
         """Move the pointer back to ``to`` (default: the previous validated version).
 
         ``details`` (plain data: the drift policy's evidence) joins the audit event.
@@ -95,8 +96,13 @@ class ModelRegistry(Protocol):
     def record_event(self, event: AuditEvent) -> AuditEvent:
         """Append an audit event (the drift policy's decisions go here too)."""
 
-    def events(self, kind: str | None = None, since: float | None = None, limit: int = 100,
-               until: float | None = None) -> list[AuditEvent]:
+    def events(
+        self,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        until: float | None = None,
+    ) -> list[AuditEvent]:
         """Audit events, newest first, optionally of one kind and within ``[since, until]`` (epoch s)."""
 
     def subscribe(self, poll_interval: float = 1.0, stop: threading.Event | None = None) -> Iterator[Pointer]:
@@ -129,9 +135,16 @@ class RegistryBase:
         blob = state if isinstance(state, (bytes, bytearray)) else dumps_state(state)
         number = self._next_number()
         version = replace(draft, number=number, status="candidate", created_at=time.time())
-        event = AuditEvent("publish", number, reason=draft.note,
-                           details={"parent": draft.parent, "metrics": dict(draft.metrics),
-                                    "offsets": {k: list(v) for k, v in draft.offsets.items()}})
+        event = AuditEvent(
+            "publish",
+            number,
+            reason=draft.note,
+            details={
+                "parent": draft.parent,
+                "metrics": dict(draft.metrics),
+                "offsets": {k: list(v) for k, v in draft.offsets.items()},
+            },
+        )
         self._store_new(version, bytes(blob), event)
         self._prune_states(number)
         return version
@@ -142,31 +155,48 @@ class RegistryBase:
 
     def reject(self, number: int, reason: str = "", metrics: Mapping[str, float] | None = None) -> Version:
         version = self.get(number)
-        updated = replace(version.with_status("rejected", reason), metrics={**version.metrics, **(metrics or {})})
-        self._transition(updated, move_pointer=False, demoted=None,
-                         event=AuditEvent("reject", number, reason=reason, details={"metrics": dict(updated.metrics)}))
+        updated = replace(
+            version.with_status("rejected", reason), metrics={**version.metrics, **(metrics or {})}
+        )
+        self._transition(
+            updated,
+            move_pointer=False,
+            demoted=None,
+            event=AuditEvent("reject", number, reason=reason, details={"metrics": dict(updated.metrics)}),
+        )
         return updated
 
     def promote(self, number: int, reason: str = "") -> Version:
         version = self._require_state(number)
         return self._move(version, "promote", reason or "promoted by an operator", None)
 
-    def rollback(self, to: int | None = None, reason: str = "",
-                 details: Mapping[str, Any] | None = None) -> Version:
+    def rollback(
+        self, to: int | None = None, reason: str = "", details: Mapping[str, Any] | None = None
+    ) -> Version:
         here, _ = self._read_pointer()
         if to is None:
             target = self._previous_validated(here)
         else:
             target = self._require_state(to)
         if here == target.number:
-            raise RegistryError(f"version {target.number} is already the current version; nothing to roll back")
+            raise RegistryError(
+                f"version {target.number} is already the current version; nothing to roll back"
+            )
         demoted = None
         if here is not None:
             demoted = self.get(here).with_status("rolled_back", reason)
         updated = target.with_status("validated")
-        self._transition(updated, move_pointer=True, demoted=demoted,
-                         event=AuditEvent("rollback", target.number, reason=reason,
-                                          details={**(details or {}), "from": here, "to": target.number}))
+        self._transition(
+            updated,
+            move_pointer=True,
+            demoted=demoted,
+            event=AuditEvent(
+                "rollback",
+                target.number,
+                reason=reason,
+                details={**(details or {}), "from": here, "to": target.number},
+            ),
+        )
         return updated
 
     def record_event(self, event: AuditEvent) -> AuditEvent:
@@ -197,8 +227,13 @@ class RegistryBase:
     def load_state_bytes(self, number: int) -> bytes:
         return self._read_state(int(number))
 
-    def events(self, kind: str | None = None, since: float | None = None, limit: int = 100,
-               until: float | None = None) -> list[AuditEvent]:
+    def events(
+        self,
+        kind: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        until: float | None = None,
+    ) -> list[AuditEvent]:
         """Audit events, newest first, within ``[since, until]``; any non-NaN bound, even ±inf, is a plain comparison.
 
         Raises
@@ -233,22 +268,30 @@ class RegistryBase:
         updated = version.with_status("validated", reason)
         if metrics:
             updated = replace(updated, metrics={**updated.metrics, **metrics})
-        self._transition(updated, move_pointer=True, demoted=None,
-                         event=AuditEvent(kind, version.number, reason=reason,
-                                          details={"metrics": dict(updated.metrics)}))
+        self._transition(
+            updated,
+            move_pointer=True,
+            demoted=None,
+            event=AuditEvent(kind, version.number, reason=reason, details={"metrics": dict(updated.metrics)}),
+        )
         return updated
 
     def _require_state(self, number: int) -> Version:
         version = self.get(number)
         if not self._has_state(version.number):
-            raise RegistryError(f"version {number} has no weights any more (only the newest {self.keep_states} "
-                                f"keep them); choose a newer version")
+            raise RegistryError(
+                f"version {number} has no weights any more (only the newest {self.keep_states} "
+                f"keep them); choose a newer version"
+            )
         return version
 
     def _previous_validated(self, here: int | None) -> Version:
         for version in self.history():
-            if (here is None or version.number < here) and version.status == "validated" \
-                    and self._has_state(version.number):
+            if (
+                (here is None or version.number < here)
+                and version.status == "validated"
+                and self._has_state(version.number)
+            ):
                 return version
         where = f"before version {here}" if here is not None else "at all"
         raise RegistryError(f"no validated version {where} to roll back to; name one with --to / 'to'")
@@ -261,21 +304,45 @@ class RegistryBase:
         self._drop_states_below(cutoff + 1, keep=current)
 
     # ---------------------------------------------------------- primitives
-    def _next_number(self) -> int: raise NotImplementedError
-    def _store_new(self, version: Version, blob: bytes, event: AuditEvent) -> None: raise NotImplementedError
-    def _transition(self, version: Version, *, move_pointer: bool, demoted: Version | None,
-                    event: AuditEvent) -> None: raise NotImplementedError
-    def _read_version(self, number: int) -> Version: raise NotImplementedError
-    def _read_versions(self) -> list[Version]: raise NotImplementedError
-    def _read_pointer(self) -> Pointer: raise NotImplementedError
-    def _read_state(self, number: int) -> bytes: raise NotImplementedError
-    def _has_state(self, number: int) -> bool: raise NotImplementedError
-    def _drop_states_below(self, number: int, keep: int | None) -> None: raise NotImplementedError
-    def _append_event(self, event: AuditEvent) -> AuditEvent: raise NotImplementedError
-    def _read_events(self, kind: str | None, since: float | None, limit: int,
-                     until: float | None = None) -> list[AuditEvent]:
+    def _next_number(self) -> int:
         raise NotImplementedError
-    def _wait_for_notification(self, timeout: float) -> None: raise NotImplementedError
+
+    def _store_new(self, version: Version, blob: bytes, event: AuditEvent) -> None:
+        raise NotImplementedError
+
+    def _transition(
+        self, version: Version, *, move_pointer: bool, demoted: Version | None, event: AuditEvent
+    ) -> None:
+        raise NotImplementedError
+
+    def _read_version(self, number: int) -> Version:
+        raise NotImplementedError
+
+    def _read_versions(self) -> list[Version]:
+        raise NotImplementedError
+
+    def _read_pointer(self) -> Pointer:
+        raise NotImplementedError
+
+    def _read_state(self, number: int) -> bytes:
+        raise NotImplementedError
+
+    def _has_state(self, number: int) -> bool:
+        raise NotImplementedError
+
+    def _drop_states_below(self, number: int, keep: int | None) -> None:
+        raise NotImplementedError
+
+    def _append_event(self, event: AuditEvent) -> AuditEvent:
+        raise NotImplementedError
+
+    def _read_events(
+        self, kind: str | None, since: float | None, limit: int, until: float | None = None
+    ) -> list[AuditEvent]:
+        raise NotImplementedError
+
+    def _wait_for_notification(self, timeout: float) -> None:
+        raise NotImplementedError
 
 
 def not_found(number: int) -> VersionNotFoundError:
@@ -305,4 +372,3 @@ def open_registry(target: str, *, namespace: str = "streamlearn", **options: Any
     from serving.file_registry import FileRegistry
 
     return FileRegistry(target.removeprefix("file://"), **options)
-

@@ -38,8 +38,15 @@ def port_is_free(host: str, port: int) -> bool:
 class BackgroundServer:
     """uvicorn serving ``app`` on ``host:port`` from a daemon thread; ``port=0`` picks a free one."""
 
-    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, startup_timeout: float = 30.0,
-                 log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        startup_timeout: float = 30.0,
+        log_level: str = "warning",
+    ) -> None:
         self.host = host
         if port == 0:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -47,8 +54,9 @@ class BackgroundServer:
                 port = s.getsockname()[1]
         self.port = port
         self.startup_timeout = startup_timeout
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                                     access_log=False, lifespan="on"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+        )
         self._thread: threading.Thread | None = None
 
     @property
@@ -72,7 +80,9 @@ class BackgroundServer:
             if not self._thread.is_alive():
                 raise ConfigError(f"the API server on {self.url} exited during startup (see the log above)")
             if time.monotonic() > deadline:
-                raise ConfigError(f"the API server on {self.url} did not start within {self.startup_timeout:g}s")
+                raise ConfigError(
+                    f"the API server on {self.url} did not start within {self.startup_timeout:g}s"
+                )
             time.sleep(0.02)
         return self
 

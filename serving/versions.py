@@ -153,11 +153,22 @@ class AuditEvent:
         object.__setattr__(self, "details", json_plain(self.details))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "version": self.version, "at": self.at,
-                "reason": self.reason, "details": dict(self.details)}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "version": self.version,
+            "at": self.at,
+            "reason": self.reason,
+            "details": dict(self.details),
+        }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> AuditEvent:
-        return cls(kind=str(doc["kind"]), version=None if doc.get("version") is None else int(doc["version"]),
-                   at=float(doc["at"]), reason=str(doc.get("reason", "")), details=dict(doc.get("details") or {}),
-                   id=str(doc.get("id", "")))
+        return cls(
+            kind=str(doc["kind"]),
+            version=None if doc.get("version") is None else int(doc["version"]),
+            at=float(doc["at"]),
+            reason=str(doc.get("reason", "")),
+            details=dict(doc.get("details") or {}),
+            id=str(doc.get("id", "")),
+        )

@@ -145,8 +145,9 @@ class CheckpointStore:
     >>> store.unlock()
     """
 
-    def __init__(self, directory: str | os.PathLike[str], keep: int = 3, *,
-                 on_unreadable: UnreadablePolicy = "refuse") -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], keep: int = 3, *, on_unreadable: UnreadablePolicy = "refuse"
+    ) -> None:
         if on_unreadable not in ("refuse", "fresh"):
             raise ConfigError(f"on_unreadable must be 'refuse' or 'fresh', not {on_unreadable!r}")
         self.directory = Path(directory)
@@ -195,7 +196,9 @@ class CheckpointStore:
             ) from None
         except OSError as exc:
             handle.close()
-            raise CheckpointError(f"cannot lock {path} (does this file system support flock?): {exc}") from exc
+            raise CheckpointError(
+                f"cannot lock {path} (does this file system support flock?): {exc}"
+            ) from exc
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n".encode())
@@ -242,7 +245,7 @@ class CheckpointStore:
             ``on_unreadable="fresh"`` and an unreadable file cannot be set aside.
         """
         unreadable: list[tuple[Path, CheckpointError]] = []
-        for seq, path in self._files():
+        for _seq, path in self._files():
             try:
                 ckpt = Checkpoint.from_state(load_state_file(path))
             except CheckpointError as exc:
@@ -275,8 +278,12 @@ class CheckpointStore:
                 os.replace(path, path.with_name(path.name + SET_ASIDE_SUFFIX))
             except OSError as err:
                 raise CheckpointError(f"cannot set aside the unreadable checkpoint {path}: {err}") from err
-        log.warning("starting from scratch as asked: %d unreadable checkpoint(s) in %s renamed *%s",
-                    len(unreadable), self.directory, SET_ASIDE_SUFFIX)
+        log.warning(
+            "starting from scratch as asked: %d unreadable checkpoint(s) in %s renamed *%s",
+            len(unreadable),
+            self.directory,
+            SET_ASIDE_SUFFIX,
+        )
 
     def save(self, ckpt: Checkpoint) -> Path:
         """Write ``ckpt`` atomically, then prune old ones. Returns its path."""

@@ -21,32 +21,80 @@ from stream.errors import ConfigError
 
 @main.command()
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
-@click.option("--topic", "topics", multiple=True, help="Topic to replay (repeatable; topics merge by timestamp).")
+@click.option(
+    "--topic", "topics", multiple=True, help="Topic to replay (repeatable; topics merge by timestamp)."
+)
 @click.option("--partition", "partitions", multiple=True, help="Only these TOPIC:N partitions (repeatable).")
-@click.option("--file", "files", multiple=True, type=click.Path(dir_okay=False),
-              help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given).")
-@click.option("--from", "range_from", default="earliest", show_default=True,
-              help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-2h).")
-@click.option("--to", "range_to", default="latest", show_default=True,
-              help="End (excluded): latest (the end when the replay starts), or any --from form.")
-@click.option("--config", "config_files", multiple=True, type=click.Path(dir_okay=False),
-              help="A YAML configuration to backtest (repeatable; all read the topic in one pass). Its keys "
-                   "override the options given here.")
-@click.option("--window", default="count:1000", show_default=True,
-              help="count:N | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)")
-@click.option("--publish-every-batches", type=int, default=20, show_default=True,
-              help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic).")
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given).",
+)
+@click.option(
+    "--from",
+    "range_from",
+    default="earliest",
+    show_default=True,
+    help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-2h).",
+)
+@click.option(
+    "--to",
+    "range_to",
+    default="latest",
+    show_default=True,
+    help="End (excluded): latest (the end when the replay starts), or any --from form.",
+)
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A YAML configuration to backtest (repeatable; all read the topic in one pass). Its keys "
+    "override the options given here.",
+)
+@click.option(
+    "--window",
+    default="count:1000",
+    show_default=True,
+    help="count:N | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)",
+)
+@click.option(
+    "--publish-every-batches",
+    type=int,
+    default=20,
+    show_default=True,
+    help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic).",
+)
 @click.option("--validation-tolerance", type=float, default=0.01, show_default=True)
 @click.option("--holdout-min-events", type=int, default=100, show_default=True)
-@click.option("--out", "out_dir", default=None,
-              help="Report directory [default: .streamlearn/replay-<topic>-<time>].")
+@click.option(
+    "--out", "out_dir", default=None, help="Report directory [default: .streamlearn/replay-<topic>-<time>]."
+)
 @click.option("--max-poll-records", type=int, default=5000, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @learner_options
 @drift_options
 @user_errors
-def replay(bootstrap, topics, partitions, files, range_from, range_to, config_files, window, publish_every_batches,
-           validation_tolerance, holdout_min_events, out_dir, max_poll_records, quiet, learner, drift):
+def replay(
+    bootstrap,
+    topics,
+    partitions,
+    files,
+    range_from,
+    range_to,
+    config_files,
+    window,
+    publish_every_batches,
+    validation_tolerance,
+    holdout_min_events,
+    out_dir,
+    max_poll_records,
+    quiet,
+    learner,
+    drift,
+):
     """Backtest learner configurations on a historical range and write an HTML/PNG/JSON report.
 
     \b
@@ -74,40 +122,70 @@ def replay(bootstrap, topics, partitions, files, range_from, range_to, config_fi
         raise ConfigError("name what to replay: --topic T (with --bootstrap) or --file PATH")
     if not files and not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP) to replay a topic")
-    base = ReplayConfig.base(learner=learner, window=window, drift=drift,
-                             gate=GateChoice(publish_every_batches, validation_tolerance, holdout_min_events))
+    base = ReplayConfig.base(
+        learner=learner,
+        window=window,
+        drift=drift,
+        gate=GateChoice(publish_every_batches, validation_tolerance, holdout_min_events),
+    )
     configs = load_configs(list(config_files), base)
     tasks = {(c.learner.task, c.learner.n_classes) for c in configs}
     if len(tasks) > 1:
-        raise ConfigError(f"all configurations must share --task and --classes (they score the same labels), "
-                          f"got {sorted(tasks)}")
+        raise ConfigError(
+            f"all configurations must share --task and --classes (they score the same labels), "
+            f"got {sorted(tasks)}"
+        )
     task, n_classes = tasks.pop()
     n_features = next((c.learner.n_features for c in configs if c.learner.n_features), None)
     start = parse_bound(range_from, default="earliest")
     end = parse_bound(range_to, default="latest")
-    name = os.path.splitext(os.path.basename(files[0]))[0] if files else (topics or partitions)[0].split(":")[0]
+    name = (
+        os.path.splitext(os.path.basename(files[0]))[0] if files else (topics or partitions)[0].split(":")[0]
+    )
     out_dir = out_dir or os.path.join(".streamlearn", f"replay-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if files:
-        source, info = _file_source(files, start, end), {"kind": "file", "bootstrap": None,
-                                                          "topics": [os.path.basename(f) for f in files]}
+        source, info = (
+            _file_source(files, start, end),
+            {"kind": "file", "bootstrap": None, "topics": [os.path.basename(f) for f in files]},
+        )
     else:
-        source, info = _kafka_source(bootstrap, topics, partitions, kafka, start, end), {
-            "kind": "kafka", "bootstrap": bootstrap, "topics": sorted(set(topics) | {p.rsplit(":", 1)[0]
-                                                                                   for p in partitions})}
+        source, info = (
+            _kafka_source(bootstrap, topics, partitions, kafka, start, end),
+            {
+                "kind": "kafka",
+                "bootstrap": bootstrap,
+                "topics": sorted(set(topics) | {p.rsplit(":", 1)[0] for p in partitions}),
+            },
+        )
     info.update({"from": range_from, "to": range_to})
-    click.echo(f"[streamlearn] replaying {', '.join(info['topics'])} [{range_from}, {range_to}) into "
-               f"{len(configs)} configuration(s): {', '.join(c.name for c in configs)}", err=True)
+    click.echo(
+        f"[streamlearn] replaying {', '.join(info['topics'])} [{range_from}, {range_to}) into "
+        f"{len(configs)} configuration(s): {', '.join(c.name for c in configs)}",
+        err=True,
+    )
     prepare_out_dir(out_dir)
-    backtest = Backtest(source, configs, out_dir, task=task, n_classes=n_classes, n_features=n_features,
-                        max_poll_records=max_poll_records, progress=not quiet,
-                        command=shlex.join(["streamlearn", *sys.argv[1:]]), source_info=info)
+    backtest = Backtest(
+        source,
+        configs,
+        out_dir,
+        task=task,
+        n_classes=n_classes,
+        n_features=n_features,
+        max_poll_records=max_poll_records,
+        progress=not quiet,
+        command=shlex.join(["streamlearn", *sys.argv[1:]]),
+        source_info=info,
+    )
     with _replay_logging(os.path.join(out_dir, "replay.log")):
         result = backtest.run()
     files_written = write_report(result, out_dir)
     read = result["read"]
     rate = f"{read['records_per_second']:,.0f} records/s" if read["records_per_second"] else "n/a"
-    click.echo(f"[streamlearn] read {read['records']:,} records once ({rate}), "
-               f"{read['dead_letters']:,} dead letter(s); {read['wall_seconds']:.1f}s in all", err=True)
+    click.echo(
+        f"[streamlearn] read {read['records']:,} records once ({rate}), "
+        f"{read['dead_letters']:,} dead letter(s); {read['wall_seconds']:.1f}s in all",
+        err=True,
+    )
     click.echo(format_table(result))
     click.echo(f"[streamlearn] report: {files_written.html}  (plots and summary.json beside it)", err=True)
 
@@ -144,8 +222,10 @@ def _file_source(files, start, end):
 
     for bound, flag in ((start, "--from"), (end, "--to")):
         if bound.kind == "time" or bound.per_partition:
-            raise ConfigError(f"{flag} {bound.spec!r}: files are replayed by row number (e.g. --from 1000 "
-                              "--to 5000); times need a topic")
+            raise ConfigError(
+                f"{flag} {bound.spec!r}: files are replayed by row number (e.g. --from 1000 "
+                "--to 5000); times need a topic"
+            )
     return FileSource(list(files), start=start.offset or 0, end=end.offset if end.kind == "offset" else None)
 
 
@@ -153,7 +233,11 @@ def _kafka_source(bootstrap, topics, partitions, kafka, start, end):
     from stream.range_source import KafkaRangeSource
     from stream.source import KafkaSourceConfig, parse_partitions
 
-    config = KafkaSourceConfig(bootstrap=bootstrap, topics=tuple(topics),
-                               partitions=tuple(parse_partitions(partitions)), client_id=kafka.client_id,
-                               extra=kafka.client_options())
+    config = KafkaSourceConfig(
+        bootstrap=bootstrap,
+        topics=tuple(topics),
+        partitions=tuple(parse_partitions(partitions)),
+        client_id=kafka.client_id,
+        extra=kafka.client_options(),
+    )
     return KafkaRangeSource(config, start, end)

@@ -20,32 +20,83 @@ from stream.errors import ConfigError
 @main.command()
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
 @click.option("--topic", "topics", multiple=True, required=True, help="Topic to train on (repeatable).")
-@click.option("--from", "range_from", default="earliest", show_default=True,
-              help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-24h).")
-@click.option("--to", "range_to", default="latest", show_default=True,
-              help="End (excluded), the cutoff: latest (the end when the job starts), or any --from form.")
+@click.option(
+    "--from",
+    "range_from",
+    default="earliest",
+    show_default=True,
+    help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-24h).",
+)
+@click.option(
+    "--to",
+    "range_to",
+    default="latest",
+    show_default=True,
+    help="End (excluded), the cutoff: latest (the end when the job starts), or any --from form.",
+)
 @click.option("--nproc", type=int, default=1, show_default=True, help="Worker processes on this machine.")
-@click.option("--nnodes", default="1", show_default=True, help="Machines in the job (each runs this command).")
-@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
-              help="Rendezvous for several machines: one reachable host:port, the same on every node.")
+@click.option(
+    "--nnodes", default="1", show_default=True, help="Machines in the job (each runs this command)."
+)
+@click.option(
+    "--rdzv-endpoint",
+    default=None,
+    metavar="HOST:PORT",
+    help="Rendezvous for several machines: one reachable host:port, the same on every node.",
+)
 @click.option("--rdzv-id", default=None, help="Job id shared by the nodes of one job.")
 @click.option("--epochs", type=int, default=3, show_default=True, help="Passes over the range.")
-@click.option("--batch-size", type=int, default=256, show_default=True,
-              help="Global minibatch (split evenly over the shards, whatever the number of processes).")
-@click.option("--shards", type=int, default=8, show_default=True,
-              help="Fixed cut of the range; the result depends on it, not on --nproc (at most this many processes).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Global minibatch (split evenly over the shards, whatever the number of processes).",
+)
+@click.option(
+    "--shards",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Fixed cut of the range; the result depends on it, not on --nproc (at most this many processes).",
+)
 @click.option("--retrain-lr", type=float, default=None, help="Learning rate of the retrain [default: --lr].")
-@click.option("--registry", default=None,
-              help="Where the candidate goes: a directory or redis://... [env STREAMLEARN_REGISTRY_URL; default "
-                   ".streamlearn/registry]; 'none' writes it to the job directory only.")
-@click.option("--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE].")
-@click.option("--job-dir", default=None, help="spec.json, log.txt, result.json [default: .streamlearn/retrain/<time>].")
+@click.option(
+    "--registry",
+    default=None,
+    help="Where the candidate goes: a directory or redis://... [env STREAMLEARN_REGISTRY_URL; default "
+    ".streamlearn/registry]; 'none' writes it to the job directory only.",
+)
+@click.option(
+    "--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE]."
+)
+@click.option(
+    "--job-dir", default=None, help="spec.json, log.txt, result.json [default: .streamlearn/retrain/<time>]."
+)
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Stop the job after SECONDS.")
 @click.option("--kafka-option", "kafka_options", multiple=True, help="Extra client option KEY=VALUE.")
 @learner_options
 @user_errors
-def retrain(bootstrap, topics, range_from, range_to, nproc, nnodes, rdzv_endpoint, rdzv_id, epochs, batch_size,
-            shards, retrain_lr, registry, registry_namespace, job_dir, timeout_s, kafka_options, learner):
+def retrain(
+    bootstrap,
+    topics,
+    range_from,
+    range_to,
+    nproc,
+    nnodes,
+    rdzv_endpoint,
+    rdzv_id,
+    epochs,
+    batch_size,
+    shards,
+    retrain_lr,
+    registry,
+    registry_namespace,
+    job_dir,
+    timeout_s,
+    kafka_options,
+    learner,
+):
     """Retrain from scratch on a topic range with PyTorch DDP and publish a candidate version.
 
     \b
@@ -69,13 +120,22 @@ def retrain(bootstrap, topics, range_from, range_to, nproc, nnodes, rdzv_endpoin
     if not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP)")
     if learner.kind != "torch":
-        raise ConfigError(f"a full retrain trains torch models (logistic, mlp, resmlp); {learner.model!r} is a "
-                          f"{learner.kind} model")
+        raise ConfigError(
+            f"a full retrain trains torch models (logistic, mlp, resmlp); {learner.model!r} is a "
+            f"{learner.kind} model"
+        )
     settings = RegistrySettings()
     target = registry or settings.url
     spec = RetrainSpec(
-        bootstrap=bootstrap, topics=tuple(topics), start=range_from, end=range_to,
-        learner=dataclasses.asdict(learner), epochs=epochs, batch_size=batch_size, shards=shards, lr=retrain_lr,
+        bootstrap=bootstrap,
+        topics=tuple(topics),
+        start=range_from,
+        end=range_to,
+        learner=dataclasses.asdict(learner),
+        epochs=epochs,
+        batch_size=batch_size,
+        shards=shards,
+        lr=retrain_lr,
         registry=None if target == "none" else target,
         registry_namespace=registry_namespace or settings.namespace,
         # Security settings (SASL password) stay in the environment the workers inherit, not in spec.json.
@@ -84,8 +144,10 @@ def retrain(bootstrap, topics, range_from, range_to, nproc, nnodes, rdzv_endpoin
     launch = Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
     job_dir = job_dir or os.path.join(".streamlearn", "retrain", time.strftime("%Y%m%d-%H%M%S"))
     job = RetrainJob(spec, job_dir, launch, timeout_s=timeout_s).start()
-    click.echo(f"[streamlearn] retrain job in {job.dir} ({' '.join(job.command()[1:4])} ...); log: {job.log_path}",
-               err=True)
+    click.echo(
+        f"[streamlearn] retrain job in {job.dir} ({' '.join(job.command()[1:4])} ...); log: {job.log_path}",
+        err=True,
+    )
     outcome = _follow(job)
     if not outcome.ok:
         click.echo(f"streamlearn: error: {outcome.message}", err=True)
@@ -93,8 +155,11 @@ def retrain(bootstrap, topics, range_from, range_to, nproc, nnodes, rdzv_endpoin
     r = outcome.result
     where = f"registry version {r.version} (candidate)" if r.version is not None else r.state_path
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in r.metrics.items())
-    click.echo(f"[streamlearn] retrained on {r.events:,} events with {r.world_size} process(es) ({r.backend}) in "
-               f"{outcome.seconds:.1f}s -> {where}; {metrics}", err=True)
+    click.echo(
+        f"[streamlearn] retrained on {r.events:,} events with {r.world_size} process(es) ({r.backend}) in "
+        f"{outcome.seconds:.1f}s -> {where}; {metrics}",
+        err=True,
+    )
 
 
 def _follow(job):

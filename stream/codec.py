@@ -213,7 +213,7 @@ class JsonCodec:
         """
         cfg = self.config
         values = cols.values
-        n = len(values)
+        len(values)
         try:
             # A None value makes len() raise: the slow path names it.
             if max(map(len, values)) > cfg.max_record_bytes:
@@ -246,15 +246,21 @@ class JsonCodec:
         ids, own_ids = self._ids_fast(docs, cols)
         if ids is None:
             return None
-        events = Events(X=X, y=y, ts=ts, ids=ids, topic=cols.topic, partition=cols.partition, offset=cols.offset)
+        events = Events(
+            X=X, y=y, ts=ts, ids=ids, topic=cols.topic, partition=cols.partition, offset=cols.offset
+        )
         # Non-finite features are a per-row defect: drop just those rows.
         finite = np.isfinite(X).all(axis=1)
         if finite.all():
             return DecodeResult(events, own_ids=own_ids)
         bad_rows = np.flatnonzero(~finite)
         letters = [DeadLetter(cols.record(i), _NON_FINITE) for i in bad_rows]
-        return DecodeResult(events.take(finite), letters, rows=np.flatnonzero(finite),
-                            own_ids=None if own_ids is None else own_ids[finite])
+        return DecodeResult(
+            events.take(finite),
+            letters,
+            rows=np.flatnonzero(finite),
+            own_ids=None if own_ids is None else own_ids[finite],
+        )
 
     def _labels_fast(self, y_raw: np.ndarray) -> np.ndarray | None:
         cfg = self.config
@@ -297,7 +303,10 @@ class JsonCodec:
                 return None, None  # the slow path names the over-long id
             return np.array(strs, dtype=str), None
         topics, partitions, offsets = cols.topic.tolist(), cols.partition.tolist(), cols.offset.tolist()
-        strs = [str(v) if v is not None else f"{t}:{p}:{o}" for v, t, p, o in zip(raw, topics, partitions, offsets)]
+        strs = [
+            str(v) if v is not None else f"{t}:{p}:{o}"
+            for v, t, p, o in zip(raw, topics, partitions, offsets)
+        ]
         if max(map(len, strs)) > self.config.max_id_chars:
             return None, None
         return np.array(strs, dtype=str), np.array([v is not None for v in raw], dtype=bool)
@@ -341,7 +350,9 @@ class JsonCodec:
             offset=np.array([r.offset for r in good_records], dtype=np.int64),
         )
         own = np.array(own_ids, dtype=bool)
-        return DecodeResult(events, letters, rows=np.array(rows, dtype=np.int64), own_ids=None if own.all() else own)
+        return DecodeResult(
+            events, letters, rows=np.array(rows, dtype=np.int64), own_ids=None if own.all() else own
+        )
 
     def _decode_one(self, rec: RawRecord) -> tuple[list[float], Any, int, str | None]:
         cfg = self.config

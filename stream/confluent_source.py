@@ -92,8 +92,9 @@ class ConfluentKafkaSource:
     failures are dropped while the outage is known (the engine reports it).
     """
 
-    def __init__(self, config: KafkaSourceConfig, *, backoff=None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, config: KafkaSourceConfig, *, backoff=None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self._ck = _require_confluent()
         self._consumer = None
@@ -152,7 +153,9 @@ class ConfluentKafkaSource:
         except self._ck.KafkaException as exc:
             self._probes += 1
             self._next_probe = self._clock() + self.backoff.compute(self._probes)
-            log.debug("broker still unreachable (%s); next probe in %.1fs", exc, self._next_probe - self._clock())
+            log.debug(
+                "broker still unreachable (%s); next probe in %.1fs", exc, self._next_probe - self._clock()
+            )
             return
         self._outage = None
         self._commit_refused = False
@@ -248,8 +251,10 @@ class ConfluentKafkaSource:
             # Raised once per outage (the engine logs it), skipped after.
             if not self._commit_refused:
                 self._commit_refused = True
-                raise BrokerOutageError(f"brokers down ({self._outage.cause}); offsets are not committed to the "
-                                        "group until they are back (the checkpoint has them)")
+                raise BrokerOutageError(
+                    f"brokers down ({self._outage.cause}); offsets are not committed to the "
+                    "group until they are back (the checkpoint has them)"
+                )
             return
         ck = self._ck
         # Asynchronous: a synchronous commit waits for the group coordinator,
@@ -270,8 +275,11 @@ class ConfluentKafkaSource:
             self._commits_failing = False
         elif not self._commits_failing:
             self._commits_failing = True
-            log.warning("could not commit offsets to the consumer group (lag monitoring only; "
-                        "said once until a commit succeeds): %s", err)
+            log.warning(
+                "could not commit offsets to the consumer group (lag monitoring only; "
+                "said once until a commit succeeds): %s",
+                err,
+            )
 
     def lag(self) -> int | None:
         """Records left to read, from the watermarks the last fetches brought (no broker round trip).
@@ -306,7 +314,11 @@ class ConfluentKafkaSource:
             except self._ck.KafkaException:
                 return None
             earliest = self.config.auto_offset_reset == "earliest"
-            start = committed.offset if committed.offset >= 0 else (ck.OFFSET_BEGINNING if earliest else ck.OFFSET_END)
+            start = (
+                committed.offset
+                if committed.offset >= 0
+                else (ck.OFFSET_BEGINNING if earliest else ck.OFFSET_END)
+            )
             self._starts[key] = start
         if start == ck.OFFSET_BEGINNING:
             return low

@@ -219,8 +219,12 @@ class Engine:
         if window:
             self._recent = RecentIds.from_snapshot(recent, window) if recent else RecentIds(window)
         self._ckpt_seq = ckpt.seq
-        log.info("restored checkpoint %d: %d events learned, positions %s",
-                 ckpt.seq, self._stats.events_learned, self._positions)
+        log.info(
+            "restored checkpoint %d: %d events learned, positions %s",
+            ckpt.seq,
+            self._stats.events_learned,
+            self._positions,
+        )
 
     # ------------------------------------------------- RebalanceHandler API
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
@@ -294,7 +298,8 @@ class Engine:
                     and cfg.until_idle_seconds is not None
                     and self._assigned_at is not None
                     and not watch.active
-                    and now - max(last_data, self._assigned_at, watch.ended_at or 0.0) >= cfg.until_idle_seconds
+                    and now - max(last_data, self._assigned_at, watch.ended_at or 0.0)
+                    >= cfg.until_idle_seconds
                 ):
                     try:
                         lag = self.source.lag()
@@ -305,8 +310,11 @@ class Engine:
                         reason = f"idle for {cfg.until_idle_seconds:g}s"
                         break
                     if not said_lagging:
-                        log.info("no record for %gs, but the lag is %s: not idle yet",
-                                 cfg.until_idle_seconds, "unknown" if lag is None else f"{lag:,}")
+                        log.info(
+                            "no record for %gs, but the lag is %s: not idle yet",
+                            cfg.until_idle_seconds,
+                            "unknown" if lag is None else f"{lag:,}",
+                        )
                         said_lagging = True
                 if not len(poll) and getattr(self.source, "exhausted", False):
                     self.end_of_input()
@@ -451,7 +459,8 @@ class Engine:
             rows = decoded.event_rows()
             self._sink.send(
                 DeadLetter(poll.record(rows[i]), f"duplicate id: {events.ids[i]!r} was already taken in")
-                for i in repeats.tolist())
+                for i in repeats.tolist()
+            )
         keep = np.ones(len(events), dtype=bool)
         keep[repeats] = False
         return events.take(keep)
@@ -525,11 +534,21 @@ class Engine:
         self._batches_since_ckpt += 1
         self._dirty = True
         if observer is not None:
-            alarm = self.policy.open_alarm if (
-                self.policy is not None and self.policy.counts["alarms"] > alarms_before) else None
-            observer.after_learn(batch, BatchOutcome(
-                report=report, decision=decision, version=version, alarm=alarm,
-                seconds=time.perf_counter() - started - observed))
+            alarm = (
+                self.policy.open_alarm
+                if (self.policy is not None and self.policy.counts["alarms"] > alarms_before)
+                else None
+            )
+            observer.after_learn(
+                batch,
+                BatchOutcome(
+                    report=report,
+                    decision=decision,
+                    version=version,
+                    alarm=alarm,
+                    seconds=time.perf_counter() - started - observed,
+                ),
+            )
 
     def _adopt(self, adoption: Adoption) -> None:
         """Swap in a reconciled full retrain (already published and validated) before this batch is learned."""

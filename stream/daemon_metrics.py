@@ -36,22 +36,38 @@ class DaemonMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self._learned = Gauge("streamlearn_events_learned", "Events learned (cumulative, restored with checkpoints)",
-                              registry=r)
+        self._learned = Gauge(
+            "streamlearn_events_learned", "Events learned (cumulative, restored with checkpoints)", registry=r
+        )
         self._read = Gauge("streamlearn_events_read", "Records read this run", registry=r)
         self._lag = Gauge("streamlearn_consumer_lag", "Known lag in records (-1: unknown)", registry=r)
-        self._dead = Gauge("streamlearn_dead_letters", "Dead letters by reason kind (cumulative)", ["reason"],
-                           registry=r)
-        self._duplicates = Gauge("streamlearn_duplicate_ids", "Records refused as repeats of a recent id",
-                                 registry=r)
-        self._dl_up = Gauge("streamlearn_dead_letter_destination_up",
-                            "1 while the dead-letter destination accepts letters", registry=r)
-        self._dl_down_for = Gauge("streamlearn_dead_letter_destination_down_seconds",
-                                  "Seconds since the dead-letter destination went down (0 while up)", registry=r)
-        self._spooled = Gauge("streamlearn_dead_letter_spooled", "Dead letters waiting on local disk", registry=r)
-        self._spool_bytes = Gauge("streamlearn_dead_letter_spool_bytes", "Size of the dead-letter spool", registry=r)
-        self._undeliverable = Gauge("streamlearn_dead_letter_undeliverable",
-                                    "Dead letters the destination refused for good (kept locally)", registry=r)
+        self._dead = Gauge(
+            "streamlearn_dead_letters", "Dead letters by reason kind (cumulative)", ["reason"], registry=r
+        )
+        self._duplicates = Gauge(
+            "streamlearn_duplicate_ids", "Records refused as repeats of a recent id", registry=r
+        )
+        self._dl_up = Gauge(
+            "streamlearn_dead_letter_destination_up",
+            "1 while the dead-letter destination accepts letters",
+            registry=r,
+        )
+        self._dl_down_for = Gauge(
+            "streamlearn_dead_letter_destination_down_seconds",
+            "Seconds since the dead-letter destination went down (0 while up)",
+            registry=r,
+        )
+        self._spooled = Gauge(
+            "streamlearn_dead_letter_spooled", "Dead letters waiting on local disk", registry=r
+        )
+        self._spool_bytes = Gauge(
+            "streamlearn_dead_letter_spool_bytes", "Size of the dead-letter spool", registry=r
+        )
+        self._undeliverable = Gauge(
+            "streamlearn_dead_letter_undeliverable",
+            "Dead letters the destination refused for good (kept locally)",
+            registry=r,
+        )
 
     def update(self, stats: RunStats) -> None:
         self._learned.set(stats.events_learned)
@@ -95,8 +111,10 @@ def progress_reporter(quiet: bool, metrics_port: int | None):
     try:
         metrics.serve(metrics_port, host)
     except OSError as exc:
-        raise ConfigError(f"--metrics-port {metrics_port}: cannot listen on {host}:{metrics_port} ({exc.strerror}); "
-                          "pick a free port") from None
+        raise ConfigError(
+            f"--metrics-port {metrics_port}: cannot listen on {host}:{metrics_port} ({exc.strerror}); "
+            "pick a free port"
+        ) from None
 
     def report(stats) -> None:
         if printer is not None:

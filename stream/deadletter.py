@@ -103,8 +103,10 @@ class SinkStatus:
         """One human line, e.g. ``dead-letter destination t.dlq down 12s (...): 40 letters spooled``."""
         parts = []
         if self.down_for_seconds:
-            parts.append(f"dead-letter destination {self.destination} down {self.down_for_seconds:.0f}s"
-                         f" ({self.last_error})")
+            parts.append(
+                f"dead-letter destination {self.destination} down {self.down_for_seconds:.0f}s"
+                f" ({self.last_error})"
+            )
         if self.spooled:
             parts.append(f"{self.spooled:,} letters spooled on disk ({self.spool_bytes / 2**20:.1f} MiB)")
         if self.undeliverable:
@@ -158,8 +160,9 @@ def envelope(letter: DeadLetter, *, max_value_bytes: int | None = None) -> bytes
         "value_size": None if value is None else len(value),
         "value_truncated": kept is not value,
         "value_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
-        "value_text": None if value is None else value[: _TEXT_PREVIEW_CHARS * 4].decode("utf-8", "replace")[
-            :_TEXT_PREVIEW_CHARS],
+        "value_text": None
+        if value is None
+        else value[: _TEXT_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:_TEXT_PREVIEW_CHARS],
         "headers": [[str(name), _b64(val)] for name, val in (rec.headers or ())],
         "dead_lettered_at": int(time.time() * 1000),
     }
@@ -238,8 +241,19 @@ def late_letters(events) -> list[DeadLetter]:
     """
     letters = []
     for i in range(len(events)):
-        doc = {"id": str(events.ids[i]), "ts": int(events.ts[i]), "x": events.X[i].tolist(), "y": events.y[i].item()}
-        rec = RawRecord(str(events.topic[i]), int(events.partition[i]), int(events.offset[i]), int(events.ts[i]),
-                        None, orjson.dumps(doc))
+        doc = {
+            "id": str(events.ids[i]),
+            "ts": int(events.ts[i]),
+            "x": events.X[i].tolist(),
+            "y": events.y[i].item(),
+        }
+        rec = RawRecord(
+            str(events.topic[i]),
+            int(events.partition[i]),
+            int(events.offset[i]),
+            int(events.ts[i]),
+            None,
+            orjson.dumps(doc),
+        )
         letters.append(DeadLetter(rec, "late: event time behind the closed window"))
     return letters

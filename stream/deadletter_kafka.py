@@ -129,8 +129,13 @@ class KafkaDeadLetterSink:
         try:
             # Never block the learning loop for long: a send that cannot get
             # metadata or buffer space fails and its letter is spooled.
-            config = {"acks": "all", "linger_ms": 5, "max_block_ms": 2_000, "bootstrap_timeout_ms": 5_000,
-                      **self.producer_config}
+            config = {
+                "acks": "all",
+                "linger_ms": 5,
+                "max_block_ms": 2_000,
+                "bootstrap_timeout_ms": 5_000,
+                **self.producer_config,
+            }
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **config)
         except Exception as exc:  # noqa: BLE001 -- no broker, bad address: the destination is down
             self._mark_down(exc)
@@ -142,9 +147,14 @@ class KafkaDeadLetterSink:
         first = not self._retry.down
         self._retry.failed(f"{type(exc).__name__}: {exc}")
         if first:
-            log.warning("dead-letter destination (%s*%s) is unavailable: %s; letters are spooled in %s and "
-                        "retried with backoff", self.bootstrap, self.suffix, self._retry.last_error,
-                        self._spool.path)
+            log.warning(
+                "dead-letter destination (%s*%s) is unavailable: %s; letters are spooled in %s and "
+                "retried with backoff",
+                self.bootstrap,
+                self.suffix,
+                self._retry.last_error,
+                self._spool.path,
+            )
 
     def _keep_undeliverable(self, line: bytes, exc: BaseException) -> None:
         with open(self._undeliverable_path, "ab") as f:
@@ -152,8 +162,12 @@ class KafkaDeadLetterSink:
             f.flush()
             os.fsync(f.fileno())
         self._undeliverable += 1
-        log.error("the broker refused a dead letter for good (%s: %s); kept in %s",
-                  type(exc).__name__, exc, self._undeliverable_path)
+        log.error(
+            "the broker refused a dead letter for good (%s: %s); kept in %s",
+            type(exc).__name__,
+            exc,
+            self._undeliverable_path,
+        )
 
     # ------------------------------------------------------------ flushing
     def flush(self) -> None:
@@ -180,7 +194,8 @@ class KafkaDeadLetterSink:
                 f"{self._retry.down_for():.0f}s ({self._retry.last_error}) and its spool {self._spool.path} "
                 f"passed its limit of {self.max_spool_bytes / 2**20:.0f} MiB ({len(self._spool):,} letters): "
                 "learning stopped before the last checkpoint so nothing is lost; bring the destination back, "
-                "or raise STREAMLEARN_DEAD_LETTER_SPOOL_MB, or use --dead-letter file:PATH, then restart")
+                "or raise STREAMLEARN_DEAD_LETTER_SPOOL_MB, or use --dead-letter file:PATH, then restart"
+            )
 
     def _await(self, timeout_s: float) -> tuple[list[bytes], BaseException | None]:
         """Wait up to ``timeout_s`` for the in-flight letters: those not delivered, and the first error.
@@ -200,7 +215,11 @@ class KafkaDeadLetterSink:
         for future, line in in_flight:
             if future.is_done and future.succeeded():
                 continue
-            exc = future.exception if future.is_done else TimeoutError(f"not acknowledged within {timeout_s:g}s")
+            exc = (
+                future.exception
+                if future.is_done
+                else TimeoutError(f"not acknowledged within {timeout_s:g}s")
+            )
             if future.is_done and not _retriable(exc):
                 self._keep_undeliverable(line, exc)
                 continue
@@ -222,7 +241,7 @@ class KafkaDeadLetterSink:
         delivered = 0
         log.info("sending %d spooled dead letters", len(lines))
         while delivered < len(lines):
-            batch = lines[delivered:delivered + chunk]
+            batch = lines[delivered : delivered + chunk]
             if not all(self._send(line) for line in batch):
                 self._in_flight = []  # still in the spool; a late delivery is a duplicate, never a loss
                 break
@@ -294,7 +313,9 @@ def _route(line: bytes, letter: DeadLetter | None, suffix: str) -> tuple[str, by
     return topic + suffix, key, headers
 
 
-def open_dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str, kafka_options: dict | None = None):
+def open_dead_letter_sink(
+    spec: str, bootstrap: str | None, checkpoint_dir: str, kafka_options: dict | None = None
+):
     """The sink ``--dead-letter SPEC`` names: ``kafka``, ``file:PATH`` (``file:`` = in the checkpoint dir) or ``none``.
 
     Raises
@@ -313,9 +334,13 @@ def open_dead_letter_sink(spec: str, bootstrap: str | None, checkpoint_dir: str,
         settings = DeadLetterSettings()
         # The spool sits beside the checkpoints: a restart finds the letters it holds.
         return KafkaDeadLetterSink(
-            settings.bootstrap or bootstrap, os.path.join(checkpoint_dir, "dead-letters.spool.jsonl"),
-            suffix=settings.suffix, max_value_bytes=settings.max_value_kb * 1024,
-            max_spool_bytes=int(settings.spool_mb * 2**20), producer_config=kafka_options)
+            settings.bootstrap or bootstrap,
+            os.path.join(checkpoint_dir, "dead-letters.spool.jsonl"),
+            suffix=settings.suffix,
+            max_value_bytes=settings.max_value_kb * 1024,
+            max_spool_bytes=int(settings.spool_mb * 2**20),
+            producer_config=kafka_options,
+        )
     if spec.startswith("file:"):
         return FileDeadLetterSink(spec[5:] or os.path.join(checkpoint_dir, "dead-letters.jsonl"))
     raise ConfigError(f"--dead-letter {spec!r}: use kafka, file:PATH or none")

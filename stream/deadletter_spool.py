@@ -45,8 +45,11 @@ class DeadLetterSpool:
         self._file = open(self.path, "ab")
         self._size = self._file.tell()
         if self._count:
-            log.warning("dead-letter spool %s holds %d letters from an earlier run: they are sent first",
-                        self.path, self._count)
+            log.warning(
+                "dead-letter spool %s holds %d letters from an earlier run: they are sent first",
+                self.path,
+                self._count,
+            )
 
     def __len__(self) -> int:
         return self._count
@@ -106,7 +109,9 @@ class DeadLetterSpool:
             return
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
-            log.warning("dropping a torn line at the end of the dead-letter spool %s (its record is re-read)",
-                        self.path)
+            log.warning(
+                "dropping a torn line at the end of the dead-letter spool %s (its record is re-read)",
+                self.path,
+            )
             with open(self.path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)

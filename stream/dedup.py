@@ -64,7 +64,9 @@ class RecentIds:
 
     def __init__(self, capacity: int = 1_000_000) -> None:
         if capacity < _GENERATIONS:
-            raise ConfigError(f"the duplicate-id window must hold at least {_GENERATIONS} ids, got {capacity}")
+            raise ConfigError(
+                f"the duplicate-id window must hold at least {_GENERATIONS} ids, got {capacity}"
+            )
         self.capacity = capacity
         self._generation_size = capacity // _GENERATIONS
         self._current: set[int] = set()

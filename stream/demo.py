@@ -111,7 +111,8 @@ def run_demo(cfg: DemoConfig) -> None:
     from serving.settings import ServingSettings
     from stream.cli import _print_summary, open_gate, run_engine
     from stream.embedded import EmbeddedBroker
-    from stream.produce import ensure_topic, produce as produce_stream, synthetic_rows
+    from stream.produce import ensure_topic, synthetic_rows
+    from stream.produce import produce as produce_stream
     from stream.settings import KafkaSettings
 
     run_id = uuid.uuid4().hex[:8]
@@ -146,14 +147,24 @@ def run_demo(cfg: DemoConfig) -> None:
 
         ensure_topic(bootstrap, cfg.topic, 3)
         drift_at = cfg.n_events // 2
-        _say(f"broker {bootstrap}; producing {cfg.n_events:,} {cfg.generator} events with a concept drift at "
-             f"{drift_at:,} to '{cfg.topic}' while the daemon learns")
+        _say(
+            f"broker {bootstrap}; producing {cfg.n_events:,} {cfg.generator} events with a concept drift at "
+            f"{drift_at:,} to '{cfg.topic}' while the daemon learns"
+        )
         errors: list[BaseException] = []
 
         def _produce() -> None:
             try:
-                produce_stream(bootstrap, cfg.topic, cfg.n_events, generator=cfg.generator, drift_at=drift_at,
-                               drift_width=max(1, cfg.n_events // 50), seed=cfg.seed + 42, corrupt_every=997)
+                produce_stream(
+                    bootstrap,
+                    cfg.topic,
+                    cfg.n_events,
+                    generator=cfg.generator,
+                    drift_at=drift_at,
+                    drift_width=max(1, cfg.n_events // 50),
+                    seed=cfg.seed + 42,
+                    corrupt_every=997,
+                )
             except BaseException as exc:  # noqa: BLE001 -- surfaced after the daemon stops
                 errors.append(exc)
 
@@ -173,15 +184,34 @@ def run_demo(cfg: DemoConfig) -> None:
 
         started = time.monotonic()
         summary = run_engine(
-            bootstrap=bootstrap, topics=(cfg.topic,), partitions=(), group=f"streamlearn-demo-{run_id}", files=(),
-            window=cfg.window, checkpoint_dir=checkpoint_dir, checkpoint_every_batches=20,
-            checkpoint_every_seconds=5, keep=3, dead_letter="kafka", late_policy="dead_letter", until_idle=3.0,
-            max_events=None, backend="kafka-python", kafka_extra={},
+            bootstrap=bootstrap,
+            topics=(cfg.topic,),
+            partitions=(),
+            group=f"streamlearn-demo-{run_id}",
+            files=(),
+            window=cfg.window,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every_batches=20,
+            checkpoint_every_seconds=5,
+            keep=3,
+            dead_letter="kafka",
+            late_policy="dead_letter",
+            until_idle=3.0,
+            max_events=None,
+            backend="kafka-python",
+            kafka_extra={},
             kafka_settings=KafkaSettings(session_timeout_ms=6000, heartbeat_interval_ms=500),
-            max_poll_records=5000, ledger=False, quiet=False, learner_factory=cfg.learner_factory,
-            task=cfg.task, n_classes=cfg.n_classes, n_features=cfg.n_features, gate=gate,
+            max_poll_records=5000,
+            ledger=False,
+            quiet=False,
+            learner_factory=cfg.learner_factory,
+            task=cfg.task,
+            n_classes=cfg.n_classes,
+            n_features=cfg.n_features,
+            gate=gate,
             policy=cfg.drift.build(task=cfg.task) if cfg.drift is not None else None,
-            on_progress=ProgressPrinter(extra=serving_now), engine_hook=follow,
+            on_progress=ProgressPrinter(extra=serving_now),
+            engine_hook=follow,
         )
         timeline.stop(engines[0])
         producer.join(timeout=5)
@@ -194,7 +224,10 @@ def run_demo(cfg: DemoConfig) -> None:
         if current is not None:
             app.state.swapper.wait_for_version(current.number, timeout=5)
         sample = next(iter(synthetic_rows(cfg.generator, 1, seed=cfg.seed + 7)))
-        x = [round(float(v), 4) for v in (sample["x"].values() if isinstance(sample["x"], dict) else sample["x"])]
+        x = [
+            round(float(v), 4)
+            for v in (sample["x"].values() if isinstance(sample["x"], dict) else sample["x"])
+        ]
         try:
             answer = httpx.post(f"{server.url}/predict", json={"x": x}, timeout=5).json()
         except httpx.HTTPError as exc:
@@ -206,14 +239,24 @@ def run_demo(cfg: DemoConfig) -> None:
         curve = "  ".join(f"{acc:.2f}@{end // 1000}k" for end, acc in timeline.segments())
         served = slot.model.version.number if slot.model is not None else None
         _say("summary")
-        click.echo(f"  events learned   {summary.events_learned:,} in {elapsed:.1f}s; dead letters "
-                   f"{sum(summary.dead_letters.values()):,} (-> {cfg.topic}.dlq)", err=True)
-        click.echo(f"  accuracy         {curve}   (prequential, per stretch; drift at {drift_at // 1000}k)", err=True)
-        click.echo(f"  model versions   {c['published']} published, {c['validated']} validated, {c['rejected']} "
-                   f"rejected, {rollbacks} rollbacks; the API serves v{served}", err=True)
-        click.echo(f"  API              {server.url}  POST /predict {{\"x\": {x}}} -> {answer}", err=True)
-        click.echo(f"  registry         {registry_target}   (streamlearn serve --registry {registry_target})",
-                   err=True)
+        click.echo(
+            f"  events learned   {summary.events_learned:,} in {elapsed:.1f}s; dead letters "
+            f"{sum(summary.dead_letters.values()):,} (-> {cfg.topic}.dlq)",
+            err=True,
+        )
+        click.echo(
+            f"  accuracy         {curve}   (prequential, per stretch; drift at {drift_at // 1000}k)", err=True
+        )
+        click.echo(
+            f"  model versions   {c['published']} published, {c['validated']} validated, {c['rejected']} "
+            f"rejected, {rollbacks} rollbacks; the API serves v{served}",
+            err=True,
+        )
+        click.echo(f'  API              {server.url}  POST /predict {{"x": {x}}} -> {answer}', err=True)
+        click.echo(
+            f"  registry         {registry_target}   (streamlearn serve --registry {registry_target})",
+            err=True,
+        )
         click.echo(f"  checkpoints      {checkpoint_dir}   (streamlearn inspect {checkpoint_dir})", err=True)
         if cfg.keep_serving:
             _say(f"the API stays up on {server.url}; Ctrl-C to stop")

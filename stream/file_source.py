@@ -20,7 +20,6 @@ Examples
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import os
 from typing import Iterator, Mapping, Sequence
@@ -58,7 +57,9 @@ class FileSource:
         if not paths:
             raise ConfigError("FileSource needs at least one path")
         if start < 0 or (end is not None and end < start):
-            raise ConfigError(f"file row range [{start}, {end}) is empty or negative: rows are numbered from 0")
+            raise ConfigError(
+                f"file row range [{start}, {end}) is empty or negative: rows are numbered from 0"
+            )
         self.paths = [os.fspath(p) for p in paths]
         for p in self.paths:
             if not os.path.isfile(p):

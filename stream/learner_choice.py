@@ -55,7 +55,9 @@ def _parse_plugin(item: str) -> tuple[str, dict]:
     try:
         kwargs = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--avalanche-plugin takes NAME or NAME:{{json kwargs}}, got {item!r} ({exc})") from None
+        raise ConfigError(
+            f"--avalanche-plugin takes NAME or NAME:{{json kwargs}}, got {item!r} ({exc})"
+        ) from None
     if not isinstance(kwargs, dict):
         raise ConfigError(f"--avalanche-plugin kwargs must be a JSON object, got {raw!r}")
     return name.strip(), kwargs
@@ -102,9 +104,15 @@ class LearnerChoice:
     def _plugins(self):
         from learners.plugin_spec import PluginSpec
 
-        return PluginSpec(ewc_strength=self.ewc_strength, ewc_decay=self.ewc_decay, ewc_every=self.ewc_every,
-                          replay=self.replay, replay_capacity=self.replay_capacity, replay_mix=self.replay_mix,
-                          seed=self.seed).build(task=self.task, n_classes=self.n_classes)
+        return PluginSpec(
+            ewc_strength=self.ewc_strength,
+            ewc_decay=self.ewc_decay,
+            ewc_every=self.ewc_every,
+            replay=self.replay,
+            replay_capacity=self.replay_capacity,
+            replay_mix=self.replay_mix,
+            seed=self.seed,
+        ).build(task=self.task, n_classes=self.n_classes)
 
     def _build(self, n_features: int) -> Any:
         kind = self.kind
@@ -115,29 +123,57 @@ class LearnerChoice:
             from learners.river_learner import RiverLearner
 
             if self._plugins() or self.avalanche:
-                raise ConfigError("--ewc-*, --replay and --avalanche apply to torch models, not to river models")
-            return RiverLearner(self.model, n_features=n_features, task=self.task, n_classes=self.n_classes,
-                                model_kwargs=model_kwargs or None)
+                raise ConfigError(
+                    "--ewc-*, --replay and --avalanche apply to torch models, not to river models"
+                )
+            return RiverLearner(
+                self.model,
+                n_features=n_features,
+                task=self.task,
+                n_classes=self.n_classes,
+                model_kwargs=model_kwargs or None,
+            )
         if kind == "avalanche":
             from learners.avalanche_learner import AvalancheLearner
 
             if self._plugins():
-                raise ConfigError("--ewc-* and --replay are streamlearn's own plugins; with --avalanche use its "
-                                  "strategies (EWC, Replay, ...) or --avalanche-plugin")
+                raise ConfigError(
+                    "--ewc-* and --replay are streamlearn's own plugins; with --avalanche use its "
+                    "strategies (EWC, Replay, ...) or --avalanche-plugin"
+                )
             if self.task != "classification":
                 raise ConfigError("Avalanche strategies are for classification (--task classification)")
             return AvalancheLearner(
-                self.avalanche, self.model, n_features=n_features, n_classes=self.n_classes,
+                self.avalanche,
+                self.model,
+                n_features=n_features,
+                n_classes=self.n_classes,
                 strategy_kwargs=parse_options(self.avalanche_options, "--avalanche-option"),
-                plugins=[_parse_plugin(p) for p in self.avalanche_plugins], optimizer=self.optimizer, lr=self.lr,
-                train_epochs=self.steps_per_batch, minibatch_size=self.minibatch_size,
-                model_kwargs=model_kwargs or None, device=self.device, seed=self.seed)
+                plugins=[_parse_plugin(p) for p in self.avalanche_plugins],
+                optimizer=self.optimizer,
+                lr=self.lr,
+                train_epochs=self.steps_per_batch,
+                minibatch_size=self.minibatch_size,
+                model_kwargs=model_kwargs or None,
+                device=self.device,
+                seed=self.seed,
+            )
         from learners.torch_learner import TorchLearner
 
-        return TorchLearner(model=self.model, n_features=n_features, task=self.task, n_classes=self.n_classes,
-                            optimizer=self.optimizer, lr=self.lr, steps_per_batch=self.steps_per_batch,
-                            minibatch_size=self.minibatch_size, device=self.device, seed=self.seed,
-                            model_kwargs=model_kwargs or None, plugins=self._plugins())
+        return TorchLearner(
+            model=self.model,
+            n_features=n_features,
+            task=self.task,
+            n_classes=self.n_classes,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            steps_per_batch=self.steps_per_batch,
+            minibatch_size=self.minibatch_size,
+            device=self.device,
+            seed=self.seed,
+            model_kwargs=model_kwargs or None,
+            plugins=self._plugins(),
+        )
 
     def factory(self) -> Callable[[int], Any]:
         """A builder ``n_features -> learner``; sets torch's CPU thread count (a process-wide setting)."""

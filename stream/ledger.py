@@ -52,7 +52,10 @@ class LearnLedger:
         return {k: v for k, v in self._counts.items() if v > 1}
 
     def snapshot(self) -> dict:
-        return {"ids": list(self._counts), "counts": np.fromiter(self._counts.values(), np.int64, len(self._counts))}
+        return {
+            "ids": list(self._counts),
+            "counts": np.fromiter(self._counts.values(), np.int64, len(self._counts)),
+        }
 
     @classmethod
     def from_snapshot(cls, snap: dict) -> LearnLedger:

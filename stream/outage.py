@@ -81,12 +81,22 @@ class OutageWatch:
     2.0
     """
 
-    def __init__(self, *, retry_backoff: Backoff | None = None, remind_backoff: Backoff | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        retry_backoff: Backoff | None = None,
+        remind_backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         from redis.backoff import EqualJitterBackoff, ExponentialBackoff
 
-        self.retry_backoff = retry_backoff if retry_backoff is not None else EqualJitterBackoff(cap=10.0, base=0.5)
-        self.remind_backoff = remind_backoff if remind_backoff is not None else ExponentialBackoff(cap=600.0, base=30.0)
+        self.retry_backoff = (
+            retry_backoff if retry_backoff is not None else EqualJitterBackoff(cap=10.0, base=0.5)
+        )
+        self.remind_backoff = (
+            remind_backoff if remind_backoff is not None else ExponentialBackoff(cap=600.0, base=30.0)
+        )
         self._clock = clock
         self._sleep = sleep
         self._since: float | None = None
@@ -160,8 +170,10 @@ class OutageWatch:
         self._count += 1
         self._reminders = 0
         self._next_reminder = now + self.remind_backoff.compute(0)
-        log.warning("broker unreachable (%s): learning paused, the last checkpoint is kept; retrying with backoff",
-                    cause)
+        log.warning(
+            "broker unreachable (%s): learning paused, the last checkpoint is kept; retrying with backoff",
+            cause,
+        )
 
     def _going_on(self, cause: str, now: float) -> None:
         self._cause = cause
@@ -175,7 +187,9 @@ class OutageWatch:
         self._total += down
         self._since = None
         self._ended_at = now
-        log.warning("broker reachable again after %.0fs; learning resumes from the checkpointed positions", down)
+        log.warning(
+            "broker reachable again after %.0fs; learning resumes from the checkpointed positions", down
+        )
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now

@@ -101,8 +101,15 @@ class PollColumns:
     # ------------------------------------------------------------ builders
     @classmethod
     def empty(cls) -> PollColumns:
-        return cls([], _EMPTY_STR, np.empty(0, np.int32), np.empty(0, np.int64),
-                   record=_no_record, timestamps=lambda: np.empty(0, np.int64), positions={})
+        return cls(
+            [],
+            _EMPTY_STR,
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+            record=_no_record,
+            timestamps=lambda: np.empty(0, np.int64),
+            positions={},
+        )
 
     @classmethod
     def from_mapping(cls, poll: Mapping[TopicPartition, Sequence[Any]]) -> PollColumns:
@@ -122,7 +129,10 @@ class PollColumns:
         # INVARIANT: a position is one past the last record handed on (the engine's rule).
         positions = {TopicPartition(tp[0], tp[1]): recs[-1].offset + 1 for tp, recs in parts}
         return cls(
-            list(map(_VALUE, records)), topic, partition, offset,
+            list(map(_VALUE, records)),
+            topic,
+            partition,
+            offset,
             record=records.__getitem__,
             timestamps=lambda: np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=n),
             positions=positions,
@@ -147,11 +157,15 @@ class PollColumns:
 
         def record(i: int) -> RawRecord:
             m = messages[i]
-            return RawRecord(m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(),
-                             m.headers() or ())
+            return RawRecord(
+                m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers() or ()
+            )
 
         return cls(
-            list(map(msg_type.value, messages)), topic, partition, offset,
+            list(map(msg_type.value, messages)),
+            topic,
+            partition,
+            offset,
             record=record,
             timestamps=lambda: np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=n),
             positions=_last_positions(distinct, topic, partition, offset),
@@ -179,7 +193,10 @@ class PollColumns:
         partition = np.fromiter((r.partition for r in records), dtype=np.int32, count=n)
         offset = np.fromiter(map(_OFFSET, records), dtype=np.int64, count=n)
         return cls(
-            list(map(_VALUE, records)), topic, partition, offset,
+            list(map(_VALUE, records)),
+            topic,
+            partition,
+            offset,
             record=records.__getitem__,
             timestamps=lambda: np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=n),
             positions=_last_positions(distinct, topic, partition, offset),

@@ -40,8 +40,9 @@ def _generator(name: str, seed: int, variant: int, n_features: int):
     if name == "hyperplane":
         return synth.Hyperplane(seed=seed + variant, n_features=n_features, mag_change=0.0)
     if name == "rbf":
-        return synth.RandomRBFDrift(seed_model=seed + variant, seed_sample=seed, n_classes=2,
-                                    n_features=n_features, change_speed=0.0)
+        return synth.RandomRBFDrift(
+            seed_model=seed + variant, seed_sample=seed, n_classes=2, n_features=n_features, change_speed=0.0
+        )
     raise ConfigError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
 
 
@@ -60,9 +61,16 @@ def synthetic_rows(
     """``n`` rows ``{"id", "ts", "x", "y"}`` (ids ``<id_prefix><i>``); the concept changes at ``drift_at`` if given."""
     stream = _generator(generator, seed, 0, n_features)
     if drift_at is not None:
-        stream = _concept_drift(stream, _generator(generator, seed, 1, n_features), drift_at, max(1, drift_width), seed)
+        stream = _concept_drift(
+            stream, _generator(generator, seed, 1, n_features), drift_at, max(1, drift_width), seed
+        )
     for i, (x, y) in enumerate(itertools.islice(stream, n)):
-        yield {"id": f"{id_prefix}{i}", "ts": start_ts_ms + i * interval_ms, "x": [float(v) for v in x.values()], "y": int(y)}
+        yield {
+            "id": f"{id_prefix}{i}",
+            "ts": start_ts_ms + i * interval_ms,
+            "x": [float(v) for v in x.values()],
+            "y": int(y),
+        }
 
 
 def _concept_drift(old, new, position: int, width: int, seed: int) -> Iterator:
@@ -86,8 +94,9 @@ def _concept_drift(old, new, position: int, width: int, seed: int) -> Iterator:
             return
 
 
-def poisoned_rows(rows: Iterator[dict], kind: str, start: int, count: int, *, factor: float = 1000.0,
-                  n_classes: int = 2) -> Iterator[dict]:
+def poisoned_rows(
+    rows: Iterator[dict], kind: str, start: int, count: int, *, factor: float = 1000.0, n_classes: int = 2
+) -> Iterator[dict]:
     """``rows`` with rows ``[start, start + count)`` corrupted: the bad batch a drift policy must undo.
 
     ``label_flip`` shifts each label to the next class; ``scale`` multiplies
@@ -163,24 +172,41 @@ def produce(
     from kafka import KafkaProducer
 
     ensure_topic(bootstrap, topic, partitions)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024, acks="all",
-                             bootstrap_timeout_ms=10_000)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        acks="all",
+        bootstrap_timeout_ms=10_000,
+    )
     started = time.monotonic()
     sent = 0
     try:
         timing = {} if start_ts_ms is None else {"start_ts_ms": start_ts_ms, "interval_ms": interval_ms}
         if id_prefix is None:
             id_prefix = f"{uuid.uuid4().hex[:8]}-"
-        rows = synthetic_rows(generator, n, seed=seed, drift_at=drift_at, drift_width=drift_width,
-                              n_features=n_features, id_prefix=id_prefix, **timing)
+        rows = synthetic_rows(
+            generator,
+            n,
+            seed=seed,
+            drift_at=drift_at,
+            drift_width=drift_width,
+            n_features=n_features,
+            id_prefix=id_prefix,
+            **timing,
+        )
         if poison is not None:
             rows = poisoned_rows(rows, *poison)
         for i, row in enumerate(rows):
             value = orjson.dumps(row)
             if corrupt_every and i % corrupt_every == corrupt_every - 1:
                 value = value[: len(value) // 2]
-            producer.send(topic, value=value, partition=i % partitions,
-                          timestamp_ms=row["ts"] if start_ts_ms is not None else None)
+            producer.send(
+                topic,
+                value=value,
+                partition=i % partitions,
+                timestamp_ms=row["ts"] if start_ts_ms is not None else None,
+            )
             sent += 1
             if rate and sent % 100 == 0:
                 ahead = sent / rate - (time.monotonic() - started)

@@ -45,7 +45,9 @@ class _Probe:
     def __init__(self, settings: dict[str, Any]) -> None:
         from kafka import KafkaConsumer
 
-        self._consumer = KafkaConsumer(**{**settings, "group_id": None, "max_partition_fetch_bytes": 256 << 10})
+        self._consumer = KafkaConsumer(
+            **{**settings, "group_id": None, "max_partition_fetch_bytes": 256 << 10}
+        )
         self._assigned = None
 
     def _assign(self, tp: TopicPartition):
@@ -69,8 +71,10 @@ class _Probe:
                 return rec if rec.offset < end else None
             if self._consumer.position(ktp) >= end:
                 return None
-        raise BrokerUnavailableError(f"no record arrived from {tp.topic}:{tp.partition} at offset {offset} "
-                                     f"within {_PROBE_TIMEOUT_S:g}s")
+        raise BrokerUnavailableError(
+            f"no record arrived from {tp.topic}:{tp.partition} at offset {offset} "
+            f"within {_PROBE_TIMEOUT_S:g}s"
+        )
 
     def end_offset(self, tp: TopicPartition, begin: int, listed_end: int) -> int:
         """The partition's end as the high watermark of a fetch (``listed_end`` is a lower bound)."""
@@ -132,9 +136,12 @@ class KafkaRangeSource:
         missing = [t for t in topics if not self._consumer.partitions_for_topic(t)]
         if missing:
             self.close()
-            raise TopicNotFoundError(f"topic(s) {', '.join(missing)} not found on {cfg.bootstrap}; fix --topic")
+            raise TopicNotFoundError(
+                f"topic(s) {', '.join(missing)} not found on {cfg.bootstrap}; fix --topic"
+            )
         partitions = sorted(cfg.partitions) or [
-            TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t))]
+            TopicPartition(t, p) for t in topics for p in sorted(self._consumer.partitions_for_topic(t))
+        ]
         self.ranges = self._resolve(partitions, settings)
         positions = handler.on_assigned(partitions)  # a resumed backtest continues where it stopped
         active = []
@@ -148,10 +155,15 @@ class KafkaRangeSource:
         self._consumer.assign([KafkaTP(tp.topic, tp.partition) for tp in active])
         for tp in active:
             self._consumer.seek(KafkaTP(tp.topic, tp.partition), self.ranges[tp][0])
-        log.info("replaying %s records: %s", f"{self.total:,}",
-                 ", ".join(f"{tp.topic}:{tp.partition}[{s},{e})" for tp, (s, e) in self.ranges.items()))
+        log.info(
+            "replaying %s records: %s",
+            f"{self.total:,}",
+            ", ".join(f"{tp.topic}:{tp.partition}[{s},{e})" for tp, (s, e) in self.ranges.items()),
+        )
 
-    def _resolve(self, partitions: list[TopicPartition], settings: dict) -> dict[TopicPartition, tuple[int, int]]:
+    def _resolve(
+        self, partitions: list[TopicPartition], settings: dict
+    ) -> dict[TopicPartition, tuple[int, int]]:
         from kafka import TopicPartition as KafkaTP
 
         ktps = [KafkaTP(tp.topic, tp.partition) for tp in partitions]
@@ -191,13 +203,19 @@ class KafkaRangeSource:
                 hi = mid
             else:
                 lo = rec.offset + 1
-        log.info("%s:%d: the broker's time lookup was off; found offset %d for %d by search",
-                 tp.topic, tp.partition, lo, ts_ms)
+        log.info(
+            "%s:%d: the broker's time lookup was off; found offset %d for %d by search",
+            tp.topic,
+            tp.partition,
+            lo,
+            ts_ms,
+        )
         return lo
 
     @staticmethod
-    def _first_at_or_after(probe: _Probe, tp: TopicPartition, ts_ms: int, candidate: int, begin: int,
-                           end: int) -> bool:
+    def _first_at_or_after(
+        probe: _Probe, tp: TopicPartition, ts_ms: int, candidate: int, begin: int, end: int
+    ) -> bool:
         at = probe.record_at(tp, candidate, end)
         if at is not None and at.timestamp < ts_ms:
             return False
@@ -244,8 +262,9 @@ class KafkaRangeSource:
         from kafka import TopicPartition as KafkaTP
 
         while self._waiting():
-            fetched = self._consumer.poll(timeout_ms=max(0, min(100, int((deadline - time.monotonic()) * 1000))),
-                                          max_records=20_000)
+            fetched = self._consumer.poll(
+                timeout_ms=max(0, min(100, int((deadline - time.monotonic()) * 1000))), max_records=20_000
+            )
             for ktp, recs in fetched.items():
                 tp = TopicPartition(ktp.topic, ktp.partition)
                 if tp in self._complete:

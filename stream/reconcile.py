@@ -46,7 +46,13 @@ from learners.retrain import RetrainResult
 from learners.retrain_data import exact_bound
 from learners.retrain_spec import RetrainSpec
 from serving.versions import AuditEvent, Version
-from stream.errors import BrokerUnavailableError, ConfigError, RegistryError, SchemaMismatchError, StreamlearnError
+from stream.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    RegistryError,
+    SchemaMismatchError,
+    StreamlearnError,
+)
 from stream.poll import PollColumns
 from stream.records import MicroBatch, TopicPartition
 from stream.retrain_job import Launch, RetrainJob
@@ -128,8 +134,14 @@ class Reconciler:
     launched / failed / adopted / rejected.
     """
 
-    def __init__(self, config: ReconcileConfig, spec: RetrainSpec, registry: ModelRegistry, *,
-                 read_spans: SpanReader | None = None) -> None:
+    def __init__(
+        self,
+        config: ReconcileConfig,
+        spec: RetrainSpec,
+        registry: ModelRegistry,
+        *,
+        read_spans: SpanReader | None = None,
+    ) -> None:
         if not spec.registry:
             raise ConfigError("reconciliation needs a model registry (the candidate is published there)")
         self.config = config
@@ -180,7 +192,9 @@ class Reconciler:
         if not self.busy and self._due(engine):
             self._launch(engine)
 
-    def before_learn(self, engine: Engine, batch: MicroBatch, live_pred: np.ndarray | None) -> Adoption | None:
+    def before_learn(
+        self, engine: Engine, batch: MicroBatch, live_pred: np.ndarray | None
+    ) -> Adoption | None:
         """Score the caught-up candidate against the live model on ``batch`` (not learned by either yet)."""
         shadow = self._shadow
         if shadow is None or not len(batch):
@@ -203,14 +217,22 @@ class Reconciler:
         """Stop a running job (the daemon is stopping; a half-done retrain is of no use)."""
         unjudged = self._shadow.result if self._shadow is not None else self._candidate
         if unjudged is not None:
-            self._audit("retrain_unjudged", unjudged.version,
-                        f"the daemon stopped before retrain v{unjudged.version} was caught up and compared; "
-                        f"it stays a candidate", {"ranges": unjudged.ranges})
+            self._audit(
+                "retrain_unjudged",
+                unjudged.version,
+                f"the daemon stopped before retrain v{unjudged.version} was caught up and compared; "
+                f"it stays a candidate",
+                {"ranges": unjudged.ranges},
+            )
             self._shadow = self._candidate = None
         if self._job is not None:
             self._job.stop()
-            self._audit("retrain_failed", None, "the daemon stopped while the retrain ran; the job was stopped",
-                        {"job_dir": str(self._job.dir)})
+            self._audit(
+                "retrain_failed",
+                None,
+                "the daemon stopped while the retrain ran; the job was stopped",
+                {"job_dir": str(self._job.dir)},
+            )
             self._job = None
 
     # ------------------------------------------------------------ launch
@@ -226,7 +248,8 @@ class Reconciler:
     def _launch(self, engine: Engine) -> None:
         cutoff = learned_cutoff(engine.positions, engine.pending())
         why = self._requested or (
-            f"scheduled: {engine.stats.events_learned - self._last_launch_events:,} events since the last retrain")
+            f"scheduled: {engine.stats.events_learned - self._last_launch_events:,} events since the last retrain"
+        )
         self._requested = None
         self._last_launch_events = engine.stats.events_learned
         self._last_launch_at = time.monotonic()
@@ -234,32 +257,56 @@ class Reconciler:
             return
         stamp = time.strftime("%Y%m%d-%H%M%S")
         job_dir = Path(self.config.job_root) / f"{stamp}-{self.counts['launched'] + 1}"
-        spec = replace(self.spec, start=self.config.history, end=exact_bound(cutoff, "earliest").spec,
-                       record_ids=engine.ledger is not None, note=f"daemon retrain ({why})")
-        job = RetrainJob(spec, job_dir, self.config.launch, timeout_s=self.config.timeout_s,
-                         env=self.config.job_env)
+        spec = replace(
+            self.spec,
+            start=self.config.history,
+            end=exact_bound(cutoff, "earliest").spec,
+            record_ids=engine.ledger is not None,
+            note=f"daemon retrain ({why})",
+        )
+        job = RetrainJob(
+            spec, job_dir, self.config.launch, timeout_s=self.config.timeout_s, env=self.config.job_env
+        )
         try:
             job.start()
         except (OSError, StreamlearnError) as exc:
             self.counts["failed"] += 1
-            self._audit("retrain_failed", None, f"could not start the retrain: {exc}", {"job_dir": str(job_dir)})
+            self._audit(
+                "retrain_failed", None, f"could not start the retrain: {exc}", {"job_dir": str(job_dir)}
+            )
             return
         self._job = job
         self.counts["launched"] += 1
-        self._audit("retrain_started", None, why, {"job_dir": str(job_dir), "pid": job.pid,
-                                                   "from": self.config.history,
-                                                   "cutoff": {_key(tp): n for tp, n in cutoff.items()},
-                                                   "processes": self.config.launch.nproc,
-                                                   "nnodes": self.config.launch.nnodes})
+        self._audit(
+            "retrain_started",
+            None,
+            why,
+            {
+                "job_dir": str(job_dir),
+                "pid": job.pid,
+                "from": self.config.history,
+                "cutoff": {_key(tp): n for tp, n in cutoff.items()},
+                "processes": self.config.launch.nproc,
+                "nnodes": self.config.launch.nnodes,
+            },
+        )
         log.info("retrain launched in %s (%s)", job_dir, why)
 
     def _failed(self, job: RetrainJob, outcome) -> None:
         self.counts["failed"] += 1
         self.last_outcome = "failed"
         log.warning("retrain failed, the daemon carries on: %s", outcome.message)
-        self._audit("retrain_failed", None, outcome.message,
-                    {"exit_code": outcome.exit_code, "seconds": outcome.seconds, "log": outcome.log_path,
-                     "job_dir": str(job.dir)})
+        self._audit(
+            "retrain_failed",
+            None,
+            outcome.message,
+            {
+                "exit_code": outcome.exit_code,
+                "seconds": outcome.seconds,
+                "log": outcome.log_path,
+                "job_dir": str(job.dir),
+            },
+        )
 
     # ---------------------------------------------------------- catch up
     def _start_shadow(self, engine: Engine) -> None:
@@ -269,8 +316,11 @@ class Reconciler:
         behind = {tp: n for tp, n in cutoff.items() if positions.get(tp, -1) < n and _started(result, tp)}
         if behind:
             if not self._waiting_logged:
-                log.info("retrain candidate v%s waits until the daemon reads past its cutoff %s",
-                         result.version, behind)
+                log.info(
+                    "retrain candidate v%s waits until the daemon reads past its cutoff %s",
+                    result.version,
+                    behind,
+                )
                 self._waiting_logged = True
             return
         self._waiting_logged = False
@@ -290,32 +340,59 @@ class Reconciler:
             # The live model is untouched; the candidate stays in the registry, unjudged.
             self._candidate = None
             self.counts["failed"] += 1
-            self._audit("retrain_failed", result.version, f"the catch-up could not read Kafka: {exc}",
-                        {"ranges": result.ranges})
+            self._audit(
+                "retrain_failed",
+                result.version,
+                f"the catch-up could not read Kafka: {exc}",
+                {"ranges": result.ranges},
+            )
             return
         reset = getattr(learner, "reset_consolidation", None)
         if reset is not None:
             reset()
         self._shadow = _Shadow(result, learner, ids, ranges, caught)
         self._candidate = None
-        log.info("retrain candidate v%s caught up on %d events in %.2fs; head-to-head over the next %d events",
-                 result.version, caught, time.monotonic() - started, self.config.holdout_events)
+        log.info(
+            "retrain candidate v%s caught up on %d events in %.2fs; head-to-head over the next %d events",
+            result.version,
+            caught,
+            time.monotonic() - started,
+            self.config.holdout_events,
+        )
 
-    def _catch_up(self, engine: Engine, learner, cutoff: dict[TopicPartition, int],
-                  positions: dict[TopicPartition, int], ids: list[str] | None, ranges: dict) -> int:
+    def _catch_up(
+        self,
+        engine: Engine,
+        learner,
+        cutoff: dict[TopicPartition, int],
+        positions: dict[TopicPartition, int],
+        ids: list[str] | None,
+        ranges: dict,
+    ) -> int:
         """Learn every record of ``[cutoff, position)`` not waiting in the window; the number learned."""
         spans = {tp: (cutoff[tp], positions[tp]) for tp in cutoff if positions.get(tp, 0) > cutoff[tp]}
         if not spans:
             return 0
         waiting = engine.pending()
-        skip = set(zip(waiting.topic.tolist(), waiting.partition.tolist(), waiting.offset.tolist())) \
-            if waiting is not None and len(waiting) else set()
+        skip = (
+            set(zip(waiting.topic.tolist(), waiting.partition.tolist(), waiting.offset.tolist()))
+            if waiting is not None and len(waiting)
+            else set()
+        )
         learned = 0
         for poll in self._read_spans(spans):
             events = engine.codec.decode(poll).events  # dead letters were sent when the daemon read them
             if skip and len(events):
-                keep = np.fromiter(((t, p, o) not in skip for t, p, o in zip(
-                    events.topic.tolist(), events.partition.tolist(), events.offset.tolist())), bool, len(events))
+                keep = np.fromiter(
+                    (
+                        (t, p, o) not in skip
+                        for t, p, o in zip(
+                            events.topic.tolist(), events.partition.tolist(), events.offset.tolist()
+                        )
+                    ),
+                    bool,
+                    len(events),
+                )
                 events = events.take(keep)
             if not len(events):
                 continue
@@ -336,22 +413,39 @@ class Reconciler:
         ok = cand >= live - tol if higher else cand <= live + tol
         result = shadow.result
         evidence = {
-            "candidate": result.version, name: cand, f"live_{name}": live, "tolerance": tol,
-            "holdout_events": int(len(y)), "holdout": shadow.holdout, "retrain_ranges": result.ranges,
-            "retrain_events": result.events, "catchup_events": shadow.catchup_events,
-            "retrain_metrics": result.metrics, "processes": result.world_size, "backend": result.backend,
+            "candidate": result.version,
+            name: cand,
+            f"live_{name}": live,
+            "tolerance": tol,
+            "holdout_events": int(len(y)),
+            "holdout": shadow.holdout,
+            "retrain_ranges": result.ranges,
+            "retrain_events": result.events,
+            "catchup_events": shadow.catchup_events,
+            "retrain_metrics": result.metrics,
+            "processes": result.world_size,
+            "backend": result.backend,
         }
         verdict = "no worse" if ok else "worse"
-        reason = (f"retrain v{result.version} caught up on {shadow.catchup_events:,} events: {name} {cand:.4f} vs "
-                  f"live {live:.4f} (tolerance {tol:g}) on the next {len(y):,} events: {verdict}")
+        reason = (
+            f"retrain v{result.version} caught up on {shadow.catchup_events:,} events: {name} {cand:.4f} vs "
+            f"live {live:.4f} (tolerance {tol:g}) on the next {len(y):,} events: {verdict}"
+        )
         if not ok:
             self._reject(result, reason, evidence)
             return None
         try:
-            draft = Version(number=0, parent=result.version, offsets=shadow.ranges, holdout=shadow.holdout,
-                            metrics={name: cand, f"live_{name}": live}, events_learned=int(shadow.learner.n_learned),
-                            schema=dict(self.registry.get(result.version).schema), learner=repr(shadow.learner),
-                            note=f"adopted full retrain v{result.version} + catch-up")
+            draft = Version(
+                number=0,
+                parent=result.version,
+                offsets=shadow.ranges,
+                holdout=shadow.holdout,
+                metrics={name: cand, f"live_{name}": live},
+                events_learned=int(shadow.learner.n_learned),
+                schema=dict(self.registry.get(result.version).schema),
+                learner=repr(shadow.learner),
+                note=f"adopted full retrain v{result.version} + catch-up",
+            )
             version = self.registry.publish(shadow.learner.state_dict(), draft)
             version = self.registry.validate(version.number, reason=reason)
         except RegistryError as exc:
@@ -396,7 +490,10 @@ class KafkaSpanReader:
         from stream.settings import KafkaSettings
         from stream.source import KafkaSourceConfig
 
-        extra = {**KafkaSettings().client_options(), **self.extra}  # security settings live in the environment
+        extra = {
+            **KafkaSettings().client_options(),
+            **self.extra,
+        }  # security settings live in the environment
         config = KafkaSourceConfig(bootstrap=self.bootstrap, partitions=tuple(sorted(spans)), extra=extra)
         return read_spans(config, spans, max_records=self.batch)
 
@@ -410,7 +507,9 @@ def learned_cutoff(positions: dict[TopicPartition, int], pending) -> dict[TopicP
     """
     cutoff = dict(positions)
     if pending is not None and len(pending):
-        for topic, part, off in zip(pending.topic.tolist(), pending.partition.tolist(), pending.offset.tolist()):
+        for topic, part, off in zip(
+            pending.topic.tolist(), pending.partition.tolist(), pending.offset.tolist()
+        ):
             tp = TopicPartition(topic, part)
             if tp in cutoff and off < cutoff[tp]:
                 cutoff[tp] = off
@@ -430,4 +529,3 @@ def _load_ids(result: RetrainResult) -> list[str]:
     if not result.ids_path:
         raise ConfigError("the retrain did not record its event ids, but the daemon keeps a ledger")
     return list(json.loads(Path(result.ids_path).read_text()))
-

@@ -55,20 +55,38 @@ class RetrainChoice:
         from stream.retrain_job import Launch
 
         if not bootstrap or not topics:
-            raise ConfigError("--retrain-* needs a Kafka source (--bootstrap and --topic): a retrain replays the topic")
+            raise ConfigError(
+                "--retrain-* needs a Kafka source (--bootstrap and --topic): a retrain replays the topic"
+            )
         if gate is None:
-            raise ConfigError("--retrain-* needs a model registry (not --registry none): candidates are published there")
+            raise ConfigError(
+                "--retrain-* needs a model registry (not --registry none): candidates are published there"
+            )
         if learner.kind != "torch":
             raise ConfigError(f"--retrain-* trains torch models; {learner.model!r} is a {learner.kind} model")
         registry = gate.registry
         spec = RetrainSpec(
-            bootstrap=bootstrap, topics=tuple(topics), learner=dataclasses.asdict(learner), epochs=self.epochs,
-            batch_size=self.batch_size, shards=self.shards, registry=_registry_url(registry),
-            registry_namespace=getattr(registry, "namespace", "streamlearn"), kafka=kafka_extra)
+            bootstrap=bootstrap,
+            topics=tuple(topics),
+            learner=dataclasses.asdict(learner),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            shards=self.shards,
+            registry=_registry_url(registry),
+            registry_namespace=getattr(registry, "namespace", "streamlearn"),
+            kafka=kafka_extra,
+        )
         config = ReconcileConfig(
-            every_events=self.every_events, every_seconds=self.every_seconds, on_drift=self.on_drift,
-            history=self.history, launch=Launch(nproc=self.nproc), holdout_events=self.holdout_events,
-            tolerance=self.tolerance, timeout_s=self.timeout_s, job_root=os.path.join(checkpoint_dir, "retrain"))
+            every_events=self.every_events,
+            every_seconds=self.every_seconds,
+            on_drift=self.on_drift,
+            history=self.history,
+            launch=Launch(nproc=self.nproc),
+            holdout_events=self.holdout_events,
+            tolerance=self.tolerance,
+            timeout_s=self.timeout_s,
+            job_root=os.path.join(checkpoint_dir, "retrain"),
+        )
         return Reconciler(config, spec, registry)
 
 
@@ -86,29 +104,74 @@ def retrain_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def with_choice(*args, **kwargs):
-        choice = RetrainChoice(**{f.name: kwargs.pop(f"retrain_{f.name}") for f in dataclasses.fields(RetrainChoice)})
+        choice = RetrainChoice(
+            **{f.name: kwargs.pop(f"retrain_{f.name}") for f in dataclasses.fields(RetrainChoice)}
+        )
         return fn(*args, retrain=choice, **kwargs)
 
     decorators = [
-        click.option("--retrain-every-events", "retrain_every_events", type=int, default=None,
-                     help="Run a distributed full retrain after every N learned events (reconciliation)."),
-        click.option("--retrain-every-seconds", "retrain_every_seconds", type=float, default=None,
-                     help="... or every T seconds."),
-        click.option("--retrain-on-drift", "retrain_on_drift", is_flag=True,
-                     help="... and whenever the drift policy asks for one (the world changed)."),
-        click.option("--retrain-from", "retrain_history", default="earliest", show_default=True,
-                     help="Start of every retrain's range (earliest, -7d, ...); it ends where the live model is."),
-        click.option("--retrain-nproc", "retrain_nproc", type=int, default=1, show_default=True,
-                     help="torchrun processes per retrain (gloo on CPU, NCCL on CUDA)."),
+        click.option(
+            "--retrain-every-events",
+            "retrain_every_events",
+            type=int,
+            default=None,
+            help="Run a distributed full retrain after every N learned events (reconciliation).",
+        ),
+        click.option(
+            "--retrain-every-seconds",
+            "retrain_every_seconds",
+            type=float,
+            default=None,
+            help="... or every T seconds.",
+        ),
+        click.option(
+            "--retrain-on-drift",
+            "retrain_on_drift",
+            is_flag=True,
+            help="... and whenever the drift policy asks for one (the world changed).",
+        ),
+        click.option(
+            "--retrain-from",
+            "retrain_history",
+            default="earliest",
+            show_default=True,
+            help="Start of every retrain's range (earliest, -7d, ...); it ends where the live model is.",
+        ),
+        click.option(
+            "--retrain-nproc",
+            "retrain_nproc",
+            type=int,
+            default=1,
+            show_default=True,
+            help="torchrun processes per retrain (gloo on CPU, NCCL on CUDA).",
+        ),
         click.option("--retrain-epochs", "retrain_epochs", type=int, default=3, show_default=True),
         click.option("--retrain-batch-size", "retrain_batch_size", type=int, default=256, show_default=True),
         click.option("--retrain-shards", "retrain_shards", type=int, default=8, show_default=True),
-        click.option("--retrain-holdout-events", "retrain_holdout_events", type=int, default=1000, show_default=True,
-                     help="Events on which the caught-up candidate and the live model are compared."),
-        click.option("--retrain-tolerance", "retrain_tolerance", type=float, default=0.01, show_default=True,
-                     help="The candidate is adopted if no worse than the live model by more than this."),
-        click.option("--retrain-timeout", "retrain_timeout_s", type=float, default=3600.0, show_default=True,
-                     help="Stop (and report) a retrain that runs longer than SECONDS."),
+        click.option(
+            "--retrain-holdout-events",
+            "retrain_holdout_events",
+            type=int,
+            default=1000,
+            show_default=True,
+            help="Events on which the caught-up candidate and the live model are compared.",
+        ),
+        click.option(
+            "--retrain-tolerance",
+            "retrain_tolerance",
+            type=float,
+            default=0.01,
+            show_default=True,
+            help="The candidate is adopted if no worse than the live model by more than this.",
+        ),
+        click.option(
+            "--retrain-timeout",
+            "retrain_timeout_s",
+            type=float,
+            default=3600.0,
+            show_default=True,
+            help="Stop (and report) a retrain that runs longer than SECONDS.",
+        ),
     ]
     for deco in reversed(decorators):
         with_choice = deco(with_choice)

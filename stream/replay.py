@@ -86,8 +86,10 @@ class FeedSource:
         positions = handler.on_assigned(self.partitions)
         if positions:
             # The driver reads one range for every engine; a resumed engine would need its own.
-            raise ConfigError("a backtest starts from scratch, but this configuration's directory holds a "
-                              "checkpoint; use a new --out directory")
+            raise ConfigError(
+                "a backtest starts from scratch, but this configuration's directory holds a "
+                "checkpoint; use a new --out directory"
+            )
 
     def poll(self, timeout_ms: int, max_records: int):
         return {}
@@ -142,8 +144,10 @@ def prepare_out_dir(path: str) -> None:
     """Create ``path`` for a backtest; reuse it only if an earlier backtest made it (then its runs are replaced)."""
     if os.path.isdir(path) and os.listdir(path):
         if not os.path.exists(os.path.join(path, _MARKER)):
-            raise ConfigError(f"--out {path!r} exists and was not made by `streamlearn replay`; choose a new "
-                              "directory (nothing was written)")
+            raise ConfigError(
+                f"--out {path!r} exists and was not made by `streamlearn replay`; choose a new "
+                "directory (nothing was written)"
+            )
         shutil.rmtree(os.path.join(path, "configs"), ignore_errors=True)
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, _MARKER), "w") as f:
@@ -159,10 +163,21 @@ class Backtest:
     with ETA on stderr.
     """
 
-    def __init__(self, source: BoundedSource, configs: Sequence[ReplayConfig], out_dir: str, *, task: str = "classification",
-                 n_classes: int = 2, n_features: int | None = None, max_poll_records: int = 5_000,
-                 progress: bool = True, dead_letters: str | None = "file", command: str | None = None,
-                 source_info: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        source: BoundedSource,
+        configs: Sequence[ReplayConfig],
+        out_dir: str,
+        *,
+        task: str = "classification",
+        n_classes: int = 2,
+        n_features: int | None = None,
+        max_poll_records: int = 5_000,
+        progress: bool = True,
+        dead_letters: str | None = "file",
+        command: str | None = None,
+        source_info: Mapping[str, Any] | None = None,
+    ) -> None:
         if not configs:
             raise ConfigError("a backtest needs at least one configuration")
         names = [c.name for c in configs]
@@ -181,8 +196,10 @@ class Backtest:
         self._timestamps = source.record_timestamps
         for cfg in self.configs:
             if cfg.window.startswith("processing") and not self._timestamps:
-                raise ConfigError(f"configuration {cfg.name!r}: a processing-time window needs record "
-                                  "timestamps, which files do not have; use count:N or event:...")
+                raise ConfigError(
+                    f"configuration {cfg.name!r}: a processing-time window needs record "
+                    "timestamps, which files do not have; use count:N or event:..."
+                )
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
@@ -192,7 +209,9 @@ class Backtest:
         try:
             total = self.source.count_records()
             if total == 0:
-                raise ConfigError(f"the replay range holds no records ({self._describe_ranges()}); check --from/--to")
+                raise ConfigError(
+                    f"the replay range holds no records ({self._describe_ranges()}); check --from/--to"
+                )
             partitions = self.source.partitions()
             lanes = [self._lane(cfg, i, partitions, total) for i, cfg in enumerate(self.configs)]
             for lane in lanes:
@@ -209,9 +228,15 @@ class Backtest:
         from stream.validation import GateConfig, ValidationGate
 
         registry = open_registry(os.path.join(work, "registry"))
-        gate = ValidationGate(registry, GateConfig(every_batches=cfg.gate.every_batches, every_seconds=None,
-                                                   tolerance=cfg.gate.tolerance,
-                                                   holdout_min_events=cfg.gate.holdout_min_events))
+        gate = ValidationGate(
+            registry,
+            GateConfig(
+                every_batches=cfg.gate.every_batches,
+                every_seconds=None,
+                tolerance=cfg.gate.tolerance,
+                holdout_min_events=cfg.gate.holdout_min_events,
+            ),
+        )
         policy = cfg.drift.build(task=self.task)
         metrics = WindowMetrics(self.task, self.n_classes)
         sink = None
@@ -220,15 +245,23 @@ class Backtest:
         lane = _Lane(cfg, metrics, gate)
         lane.engine = Engine(
             source=FeedSource(partitions, lag=lambda: max(0, total - lane.read)),
-            codec=JsonCodec(CodecConfig(task=self.task, n_classes=self.n_classes, n_features=self.n_features)),
+            codec=JsonCodec(
+                CodecConfig(task=self.task, n_classes=self.n_classes, n_features=self.n_features)
+            ),
             window=parse_window(cfg.window, clock=self.clock),
             learner_builder=cfg.learner.factory(),
             store=CheckpointStore(os.path.join(work, "checkpoints"), keep=1),
             dead_letters=sink,
             # Checkpoints only at the end: the final state is kept for `inspect`, mid-run ones would only cost.
-            config=EngineConfig(checkpoint_every_batches=1 << 30, checkpoint_every_seconds=1e12,
-                                max_poll_records=self.max_poll_records),
-            clock=self.clock, gate=gate, policy=policy, observer=metrics,
+            config=EngineConfig(
+                checkpoint_every_batches=1 << 30,
+                checkpoint_every_seconds=1e12,
+                max_poll_records=self.max_poll_records,
+            ),
+            clock=self.clock,
+            gate=gate,
+            policy=policy,
+            observer=metrics,
         )
         return lane
 
@@ -242,13 +275,18 @@ class Backtest:
         try:
             while not source.exhausted:
                 t = time.perf_counter()
-                poll = poll_columns(100, self.max_poll_records) if poll_columns is not None else as_columns(
-                    source.poll(100, self.max_poll_records))
+                poll = (
+                    poll_columns(100, self.max_poll_records)
+                    if poll_columns is not None
+                    else as_columns(source.poll(100, self.max_poll_records))
+                )
                 read_seconds += time.perf_counter() - t
                 if not len(poll):
                     if time.monotonic() - last_data > _STALL_SECONDS:
-                        raise StreamlearnError(f"the replay stalled: no record for {_STALL_SECONDS:g}s after "
-                                               f"{read:,} of {total:,} records (is the broker up?)")
+                        raise StreamlearnError(
+                            f"the replay stalled: no record for {_STALL_SECONDS:g}s after "
+                            f"{read:,} of {total:,} records (is the broker up?)"
+                        )
                     continue
                 last_data = time.monotonic()
                 if self._timestamps:
@@ -265,8 +303,9 @@ class Backtest:
         return read, read_seconds
 
     # --------------------------------------------------------------- result
-    def _result(self, lanes_results: list[dict], read: int, read_seconds: float, total: int,
-                wall: float) -> dict[str, Any]:
+    def _result(
+        self, lanes_results: list[dict], read: int, read_seconds: float, total: int, wall: float
+    ) -> dict[str, Any]:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -284,9 +323,13 @@ class Backtest:
             "task": self.task,
             "seed": self.configs[0].learner.seed,
             "source": {**self.source_info, "partitions": self._ranges(), "records": total},
-            "read": {"records": read, "seconds": read_seconds,
-                     "records_per_second": read / read_seconds if read_seconds > 0 else None,
-                     "dead_letters": dead, "wall_seconds": wall},
+            "read": {
+                "records": read,
+                "seconds": read_seconds,
+                "records_per_second": read / read_seconds if read_seconds > 0 else None,
+                "dead_letters": dead,
+                "wall_seconds": wall,
+            },
             "configs": lanes_results,
         }
 
@@ -342,15 +385,20 @@ class _Lane:
             "file": self.cfg.file,
             "settings": self.cfg.settings(),
             "summary": {
-                "events": summary.events_learned, "batches": summary.batches_learned, **m["overall"],
+                "events": summary.events_learned,
+                "batches": summary.batches_learned,
+                **m["overall"],
                 "events_per_second": summary.events_learned / self.seconds if self.seconds > 0 else None,
                 "engine_seconds": self.seconds,
-                "alarms": drift.get("alarms", 0), "rollbacks": drift.get("rollback", 0),
-                "adapts": drift.get("adapt", 0), "dismissed": drift.get("drift_dismissed", 0),
+                "alarms": drift.get("alarms", 0),
+                "rollbacks": drift.get("rollback", 0),
+                "adapts": drift.get("adapt", 0),
+                "dismissed": drift.get("drift_dismissed", 0),
                 "versions_published": self.gate.counts["published"],
                 "versions_validated": self.gate.counts["validated"],
                 "versions_rejected": self.gate.counts["rejected"],
-                "late": summary.late, "duplicates": summary.duplicates,
+                "late": summary.late,
+                "duplicates": summary.duplicates,
                 "stopped_because": summary.stopped_because,
             },
             "windows": m["windows"],
@@ -363,7 +411,14 @@ class _Lane:
 def _progress_bar(total: int, n_configs: int):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="ev", unit_scale=True, dynamic_ncols=True, file=sys.stderr, mininterval=0.5,
-                desc=f"replay x{n_configs}" if n_configs > 1 else "replay",
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
-                           "{rate_fmt}] {postfix}")
+    return tqdm(
+        total=total,
+        unit="ev",
+        unit_scale=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        mininterval=0.5,
+        desc=f"replay x{n_configs}" if n_configs > 1 else "replay",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+        "{rate_fmt}] {postfix}",
+    )

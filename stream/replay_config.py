@@ -49,11 +49,21 @@ from stream.window import parse_window
 __all__ = ["GateChoice", "ReplayConfig", "load_configs"]
 
 _LEARNER_KEYS = {f.name for f in fields(LearnerChoice)}
-_ALIASES = {"classes": "n_classes", "model_option": "model_options", "avalanche_option": "avalanche_options",
-            "avalanche_plugin": "avalanche_plugins"}
+_ALIASES = {
+    "classes": "n_classes",
+    "model_option": "model_options",
+    "avalanche_option": "avalanche_options",
+    "avalanche_plugin": "avalanche_plugins",
+}
 _TOP_KEYS = {"name", "window", "drift", "validation"}
-_DRIFT_KEYS = {"detectors": "detectors", "detector": "detectors", "feature": "feature_method",
-               "feature_drift": "feature_method", "feature_window": "feature_window", "options": "options"}
+_DRIFT_KEYS = {
+    "detectors": "detectors",
+    "detector": "detectors",
+    "feature": "feature_method",
+    "feature_drift": "feature_method",
+    "feature_window": "feature_window",
+    "options": "options",
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +120,9 @@ class ReplayConfig:
         return cls(**values)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, base: ReplayConfig, file: str | None = None) -> ReplayConfig:
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, base: ReplayConfig, file: str | None = None
+    ) -> ReplayConfig:
         """``base`` with the keys of ``data`` applied (see the module docstring for the keys)."""
         where = f"config {file}" if file else "config"
         if not isinstance(data, Mapping):
@@ -122,8 +134,11 @@ class ReplayConfig:
             if key in _TOP_KEYS:
                 top[key] = value
             elif key in _LEARNER_KEYS:
-                learner[key] = _as_options(value, key) if key.endswith("_options") or key == "avalanche_plugins" \
+                learner[key] = (
+                    _as_options(value, key)
+                    if key.endswith("_options") or key == "avalanche_plugins"
                     else value
+                )
             else:
                 known = ", ".join(sorted(_LEARNER_KEYS | _TOP_KEYS))
                 raise ConfigError(f"{where}: unknown key {raw!r}; known: {known}")
@@ -135,10 +150,14 @@ class ReplayConfig:
             raise ConfigError(f"{where}: {exc}") from None
         name = str(top.get("name") or (os.path.splitext(os.path.basename(file))[0] if file else base.name))
         try:
-            return cls(name=name, learner=choice, window=str(top.get("window", base.window)),
-                       drift=_drift(top.get("drift"), base.drift, where), gate=_gate(top.get("validation"),
-                                                                                     base.gate, where),
-                       file=file)
+            return cls(
+                name=name,
+                learner=choice,
+                window=str(top.get("window", base.window)),
+                drift=_drift(top.get("drift"), base.drift, where),
+                gate=_gate(top.get("validation"), base.gate, where),
+                file=file,
+            )
         except ConfigError as exc:
             if str(exc).startswith(where):
                 raise
@@ -152,9 +171,15 @@ class ReplayConfig:
             value = getattr(self.learner, f.name)
             if value != getattr(defaults, f.name) or f.name in ("model", "lr", "seed"):
                 out[f.name] = list(value) if isinstance(value, tuple) else value
-        out["drift"] = "none" if not self.drift.enabled else {
-            "detectors": list(self.drift.detectors), "feature": self.drift.feature_method,
-            **({"options": list(self.drift.options)} if self.drift.options else {})}
+        out["drift"] = (
+            "none"
+            if not self.drift.enabled
+            else {
+                "detectors": list(self.drift.detectors),
+                "feature": self.drift.feature_method,
+                **({"options": list(self.drift.options)} if self.drift.options else {}),
+            }
+        )
         out["validation"] = asdict(self.gate)
         return out
 
@@ -165,12 +190,16 @@ def _drift(value: Any, base: DriftChoice, where: str) -> DriftChoice:
     if value == "none" or value is False:
         return DriftChoice(detectors=("none",))
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: drift must be a mapping (detectors, feature, feature_window, options) or none")
+        raise ConfigError(
+            f"{where}: drift must be a mapping (detectors, feature, feature_window, options) or none"
+        )
     kwargs: dict[str, Any] = {}
     for raw, v in value.items():
         key = _DRIFT_KEYS.get(_key(raw))
         if key is None:
-            raise ConfigError(f"{where}: unknown drift key {raw!r}; known: {', '.join(sorted(set(_DRIFT_KEYS)))}")
+            raise ConfigError(
+                f"{where}: unknown drift key {raw!r}; known: {', '.join(sorted(set(_DRIFT_KEYS)))}"
+            )
         if key == "detectors":
             v = (v,) if isinstance(v, str) else tuple(v)
         elif key == "options":
@@ -183,7 +212,9 @@ def _gate(value: Any, base: GateChoice, where: str) -> GateChoice:
     if value is None:
         return base
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: validation must be a mapping (every_batches, tolerance, holdout_min_events)")
+        raise ConfigError(
+            f"{where}: validation must be a mapping (every_batches, tolerance, holdout_min_events)"
+        )
     known = {f.name for f in fields(GateChoice)}
     values = {_key(k): v for k, v in value.items()}
     bad = sorted(set(values) - known)

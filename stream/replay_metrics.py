@@ -48,9 +48,20 @@ class WindowMetrics:
     def __init__(self, task: str, n_classes: int) -> None:
         self.task = task
         self.n_classes = n_classes
-        self.columns: dict[str, list] = {k: [] for k in (
-            "end_event", "events", "ts_start", "ts_end", "accuracy", "log_loss", "mae", "rmse",
-            "events_per_second")}
+        self.columns: dict[str, list] = {
+            k: []
+            for k in (
+                "end_event",
+                "events",
+                "ts_start",
+                "ts_end",
+                "accuracy",
+                "log_loss",
+                "mae",
+                "rmse",
+                "events_per_second",
+            )
+        }
         self.markers: list[dict[str, Any]] = []
         self.seen = 0
         self.engine_seconds = 0.0
@@ -134,10 +145,17 @@ class WindowMetrics:
         }
         per_class = None
         if classification:
-            per_class = {"classes": list(range(self.n_classes)), "support": self._support.tolist(),
-                         "accuracy": [float(h / c) if c else None for h, c in zip(self._hits, self._support)]}
-        return {"windows": {k: list(v) for k, v in self.columns.items()}, "per_class": per_class,
-                "markers": list(self.markers), "overall": overall}
+            per_class = {
+                "classes": list(range(self.n_classes)),
+                "support": self._support.tolist(),
+                "accuracy": [float(h / c) if c else None for h, c in zip(self._hits, self._support)],
+            }
+        return {
+            "windows": {k: list(v) for k, v in self.columns.items()},
+            "per_class": per_class,
+            "markers": list(self.markers),
+            "overall": overall,
+        }
 
 
 def _short(value: Any) -> str:

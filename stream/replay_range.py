@@ -76,8 +76,9 @@ def _time_ms(text: str) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def parse_bound(spec: str, *, default: Literal["earliest", "latest"] = "earliest",
-                now_ms: int | None = None) -> RangeBound:
+def parse_bound(
+    spec: str, *, default: Literal["earliest", "latest"] = "earliest", now_ms: int | None = None
+) -> RangeBound:
     """Parse one bound; ``default`` is what unnamed partitions of a per-partition spec get.
 
     Raises
@@ -117,8 +118,14 @@ def parse_bound(spec: str, *, default: Literal["earliest", "latest"] = "earliest
     )
 
 
-def resolve_bound(bound: RangeBound, tp: TopicPartition, *, begin: int, end: int,
-                  offset_for_time: Callable[[TopicPartition, int], int] | None = None) -> int:
+def resolve_bound(
+    bound: RangeBound,
+    tp: TopicPartition,
+    *,
+    begin: int,
+    end: int,
+    offset_for_time: Callable[[TopicPartition, int], int] | None = None,
+) -> int:
     """The offset ``bound`` means in partition ``tp`` whose records span ``[begin, end)``; clamped to it.
 
     ``offset_for_time(tp, ts_ms)`` answers time bounds: the first offset whose
@@ -130,13 +137,17 @@ def resolve_bound(bound: RangeBound, tp: TopicPartition, *, begin: int, end: int
         return end
     if bound.kind == "time":
         if offset_for_time is None:
-            raise ConfigError(f"range bound {bound.spec!r} is a time, but this source has no record timestamps; "
-                              "use row offsets")
+            raise ConfigError(
+                f"range bound {bound.spec!r} is a time, but this source has no record timestamps; "
+                "use row offsets"
+            )
         offset = offset_for_time(tp, int(bound.ts_ms))
     elif bound.offset is not None:
         offset = bound.offset
     else:
-        offset = bound.per_partition.get((tp.topic, tp.partition), bound.per_partition.get(("", tp.partition)))
+        offset = bound.per_partition.get(
+            (tp.topic, tp.partition), bound.per_partition.get(("", tp.partition))
+        )
         if offset is None:
             return begin if bound.default == "earliest" else end
     return min(max(int(offset), begin), end)

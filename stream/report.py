@@ -69,8 +69,9 @@ def write_report(result: dict, out_dir: str | Path) -> ReportFiles:
     json_path.write_bytes(raw)
     plots = {name: path for name, path in write_plots(plain, out).items() if path is not None}
     html_path = out / HTML_NAME
-    html_path.write_text(render_html(plain, {name: path.read_bytes() for name, path in plots.items()}),
-                         encoding="utf-8")
+    html_path.write_text(
+        render_html(plain, {name: path.read_bytes() for name, path in plots.items()}), encoding="utf-8"
+    )
     return ReportFiles(html=html_path, json=json_path, plots=plots)
 
 
@@ -88,8 +89,16 @@ def dumps(result: Any) -> bytes:
     >>> dumps({"x": np.array([1.5, np.nan]), "n": np.int64(3)}).decode().split()
     ['{', '"x":', '[', '1.5,', 'null', '],', '"n":', '3', '}']
     """
-    return orjson.dumps(result, default=_default, option=(
-        orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE))
+    return orjson.dumps(
+        result,
+        default=_default,
+        option=(
+            orjson.OPT_INDENT_2
+            | orjson.OPT_SERIALIZE_NUMPY
+            | orjson.OPT_NON_STR_KEYS
+            | orjson.OPT_APPEND_NEWLINE
+        ),
+    )
 
 
 def _default(obj: Any) -> Any:
@@ -112,23 +121,38 @@ def _default(obj: Any) -> Any:
 def format_table(result: dict) -> str:
     """One aligned row per configuration: the numbers to compare after a replay."""
     regression = result.get("task") == "regression"
-    metrics = (("rmse", "RMSE"), ("mae", "MAE")) if regression else (("accuracy", "accuracy"), ("log_loss", "log loss"))
-    header = ["config", "events", metrics[0][1], metrics[1][1], "events/s", "alarms", "rollbacks", "adapts",
-              "validated/published"]
+    metrics = (
+        (("rmse", "RMSE"), ("mae", "MAE"))
+        if regression
+        else (("accuracy", "accuracy"), ("log_loss", "log loss"))
+    )
+    header = [
+        "config",
+        "events",
+        metrics[0][1],
+        metrics[1][1],
+        "events/s",
+        "alarms",
+        "rollbacks",
+        "adapts",
+        "validated/published",
+    ]
     rows = []
     for config in result.get("configs") or []:
         s = config.get("summary") or {}
-        rows.append([
-            _clip(str(config.get("name", "?")), 32),
-            _fmt(s.get("events"), "{:,.0f}"),
-            _fmt(s.get(metrics[0][0]), "{:.4f}"),
-            _fmt(s.get(metrics[1][0]), "{:.4f}"),
-            _fmt(s.get("events_per_second"), "{:,.0f}"),
-            _fmt(s.get("alarms"), "{:,.0f}"),
-            _fmt(s.get("rollbacks"), "{:,.0f}"),
-            _fmt(s.get("adapts"), "{:,.0f}"),
-            f"{_fmt(s.get('versions_validated'), '{:,.0f}')}/{_fmt(s.get('versions_published'), '{:,.0f}')}",
-        ])
+        rows.append(
+            [
+                _clip(str(config.get("name", "?")), 32),
+                _fmt(s.get("events"), "{:,.0f}"),
+                _fmt(s.get(metrics[0][0]), "{:.4f}"),
+                _fmt(s.get(metrics[1][0]), "{:.4f}"),
+                _fmt(s.get("events_per_second"), "{:,.0f}"),
+                _fmt(s.get("alarms"), "{:,.0f}"),
+                _fmt(s.get("rollbacks"), "{:,.0f}"),
+                _fmt(s.get("adapts"), "{:,.0f}"),
+                f"{_fmt(s.get('versions_validated'), '{:,.0f}')}/{_fmt(s.get('versions_published'), '{:,.0f}')}",
+            ]
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
@@ -177,17 +201,20 @@ _KNOWN_MARKERS = {"alarm", "rollback", "adapt", "drift_dismissed", "validated", 
 
 _CAPTIONS = {
     "metric": "Each line is one configuration's prequential (test-then-train) {what} per window, smoothed "
-              "with a rolling mean; vertical lines mark drift alarms (dashed), rollbacks (solid, R), "
-              "adaptations (dash-dot) and dismissed alarms (dotted), and the ticks along the bottom are "
-              "validated (|) and rejected (x) model versions.",
+    "with a rolling mean; vertical lines mark drift alarms (dashed), rollbacks (solid, R), "
+    "adaptations (dash-dot) and dismissed alarms (dotted), and the ticks along the bottom are "
+    "validated (|) and rejected (x) model versions.",
     "per_class": "Each group is one class (n = its events); a bar is the share of that class the "
-                 "configuration predicted correctly, so a short bar is a class the model neglects.",
+    "configuration predicted correctly, so a short bar is a class the model neglects.",
     "throughput": "Events learned per second of engine time in each window; the dashed line is the rate "
-                  "the reader fetched records at, so engine lines above it mean a live run is bound by "
-                  "reading, not learning.",
+    "the reader fetched records at, so engine lines above it mean a live run is bound by "
+    "reading, not learning.",
 }
-_TITLES = {"metric": "Prequential metric over the stream", "per_class": "Per-class accuracy",
-           "throughput": "Throughput"}
+_TITLES = {
+    "metric": "Prequential metric over the stream",
+    "per_class": "Per-class accuracy",
+    "throughput": "Throughput",
+}
 
 
 def render_html(result: dict, images: dict[str, bytes]) -> str:
@@ -199,8 +226,12 @@ def render_html(result: dict, images: dict[str, bytes]) -> str:
 def _environment() -> jinja2.Environment:
     # Autoescape: configuration names, settings and marker details come from
     # user files and broker data, and end up in the page.
-    return jinja2.Environment(loader=jinja2.PackageLoader("stream", "templates"), autoescape=True,
-                              trim_blocks=True, lstrip_blocks=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("stream", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _context(result: dict, images: dict[str, bytes]) -> dict:
@@ -234,8 +265,11 @@ def _meta(result: dict, source: dict, topics: list[str]) -> list[tuple[str, str]
         ("topics" if kind == "kafka" else "files", ", ".join(topics) or "-"),
         ("range", f"from {_show(source.get('from'), 'earliest')} to {_show(source.get('to'), 'latest')}"),
         ("records in range", _fmt(source.get("records"), "{:,.0f}")),
-        ("read", f"{_fmt(read.get('records'), '{:,.0f}')} records in {_fmt(read.get('seconds'), '{:,.2f}')} s "
-                 f"({_fmt(read.get('records_per_second'), '{:,.0f}')} records/s)"),
+        (
+            "read",
+            f"{_fmt(read.get('records'), '{:,.0f}')} records in {_fmt(read.get('seconds'), '{:,.2f}')} s "
+            f"({_fmt(read.get('records_per_second'), '{:,.0f}')} records/s)",
+        ),
         ("dead letters", _fmt(read.get("dead_letters"), "{:,.0f}")),
         ("task", str(result.get("task") or "?")),
         ("seed", _show(result.get("seed"), "-")),
@@ -249,7 +283,9 @@ def _partitions(partitions: Any) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, span in (partitions or {}).items():
         start, end = (list(span) + [None, None])[:2] if isinstance(span, (list, tuple)) else (None, None)
-        count = _number(end) - _number(start) if _number(start) is not None and _number(end) is not None else None
+        count = (
+            _number(end) - _number(start) if _number(start) is not None and _number(end) is not None else None
+        )
         rows.append((str(name), _fmt(start, "{:.0f}"), _fmt(end, "{:.0f}"), _fmt(count, "{:,.0f}")))
     # "t:10" after "t:9": sort on the partition number, not the text.
     return sorted(rows, key=lambda r: (r[0].rpartition(":")[0], _int_or_text(r[0].rpartition(":")[2])))
@@ -269,14 +305,24 @@ def _summary_table(configs: list[dict], task: str) -> dict:
         best.append(pick(known) if pick is not None and len(known) > 1 and len(set(known)) > 1 else None)
     rows = []
     for i, (config, row) in enumerate(zip(configs, values)):
-        cells = [{"text": "-" if v is None else spec.format(v), "best": v is not None and v == best[j]}
-                 for j, (v, (_, _, spec, _)) in enumerate(zip(row, columns))]
+        cells = [
+            {"text": "-" if v is None else spec.format(v), "best": v is not None and v == best[j]}
+            for j, (v, (_, _, spec, _)) in enumerate(zip(row, columns))
+        ]
         summary = config.get("summary") or {}
-        versions = "/".join(_fmt(summary.get(k), "{:,.0f}") for k in
-                            ("versions_validated", "versions_rejected", "versions_published"))
+        versions = "/".join(
+            _fmt(summary.get(k), "{:,.0f}")
+            for k in ("versions_validated", "versions_rejected", "versions_published")
+        )
         cells.append({"text": versions, "best": False})
-        rows.append({"name": str(config.get("name", "?")), "color": config_color(i), "cells": cells,
-                     "stopped": str(summary.get("stopped_because") or "")})
+        rows.append(
+            {
+                "name": str(config.get("name", "?")),
+                "color": config_color(i),
+                "cells": cells,
+                "stopped": str(summary.get("stopped_because") or ""),
+            }
+        )
     # Versions share one cell, validated/rejected/published: three counts of one thing.
     return {"headers": [header for _, header, _, _ in columns] + ["versions ok/rej/all"], "rows": rows}
 
@@ -288,17 +334,25 @@ def _figures(result: dict, images: dict[str, bytes], task: str) -> list[dict]:
         png = images.get(name)
         reason = None
         if png is None:
-            reason = ("Per-class accuracy applies to classification; this is a regression backtest, so there "
-                      "is no figure here." if name == "per_class" and task == "regression"
-                      else "No configuration recorded per-class counts." if name == "per_class"
-                      else "This figure was not drawn.")
-        figures.append({
-            "name": name,
-            "title": _TITLES[name],
-            "caption": _CAPTIONS[name].format(what=what),
-            "uri": None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-            "reason": reason,
-        })
+            reason = (
+                "Per-class accuracy applies to classification; this is a regression backtest, so there "
+                "is no figure here."
+                if name == "per_class" and task == "regression"
+                else "No configuration recorded per-class counts."
+                if name == "per_class"
+                else "This figure was not drawn."
+            )
+        figures.append(
+            {
+                "name": name,
+                "title": _TITLES[name],
+                "caption": _CAPTIONS[name].format(what=what),
+                "uri": None
+                if png is None
+                else "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                "reason": reason,
+            }
+        )
     return figures
 
 
@@ -358,4 +412,3 @@ def _iso_ms(ts: Any) -> str:
 
 def _show(value: Any, missing: str) -> str:
     return missing if value is None or value == "" else str(value)
-

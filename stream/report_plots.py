@@ -30,8 +30,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter
 
 __all__ = [
-    "PLOTS", "config_color", "smooth", "downsample",
-    "metric_figure", "per_class_figure", "throughput_figure", "write_plots",
+    "PLOTS",
+    "config_color",
+    "smooth",
+    "downsample",
+    "metric_figure",
+    "per_class_figure",
+    "throughput_figure",
+    "write_plots",
 ]
 
 PLOTS = ("metric", "per_class", "throughput")
@@ -176,8 +182,11 @@ def per_class_figure(result: dict) -> Figure | None:
             support.setdefault(_key(cls), []).append(n)
     classes = list(support)
     limit = 40
-    shown = classes if len(classes) <= limit else sorted(
-        classes, key=lambda c: -max(v or 0 for v in support[c]))[:limit]
+    shown = (
+        classes
+        if len(classes) <= limit
+        else sorted(classes, key=lambda c: -max(v or 0 for v in support[c]))[:limit]
+    )
     pos = {cls: j for j, cls in enumerate(shown)}
     fig = Figure(figsize=(_FIGSIZE[0], 4.6), layout="constrained")
     ax = fig.subplots()
@@ -194,8 +203,9 @@ def per_class_figure(result: dict) -> Figure | None:
         if label_bars:
             ax.bar_label(bars, fmt="%.2f", fontsize=7.5, padding=2, color="#333333")
     ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([f"{_text(c)}\nn={_support_text(support[c])}" for c in shown],
-                       fontsize=8 if len(shown) > 12 else 9)
+    ax.set_xticklabels(
+        [f"{_text(c)}\nn={_support_text(support[c])}" for c in shown], fontsize=8 if len(shown) > 12 else 9
+    )
     ax.set_xlim(-0.6, len(shown) - 0.4)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy (recall)")
@@ -205,8 +215,9 @@ def per_class_figure(result: dict) -> Figure | None:
     if len(shown) < len(classes):
         title += f" — the {len(shown)} largest of {len(classes)} classes"
     ax.set_title(title, loc="left", fontsize=11)
-    _legend(fig, [c for _, c in configs], kinds=(), several=False,
-            colors=[config_color(i) for i, _ in configs])
+    _legend(
+        fig, [c for _, c in configs], kinds=(), several=False, colors=[config_color(i) for i, _ in configs]
+    )
     return fig
 
 
@@ -226,7 +237,9 @@ def throughput_figure(result: dict) -> Figure:
     if rate is not None and np.isfinite(rate) and rate > 0:
         ax.axhline(rate, color=_NEUTRAL, ls=(0, (5, 3)), lw=1.1)
         positive.append(np.array([float(rate)]))
-        extra.append((Line2D([], [], color=_NEUTRAL, ls=(0, (5, 3)), lw=1.1), f"reader {rate:,.0f} records/s"))
+        extra.append(
+            (Line2D([], [], color=_NEUTRAL, ls=(0, (5, 3)), lw=1.1), f"reader {rate:,.0f} records/s")
+        )
     values = np.concatenate(positive) if positive else np.zeros(0)
     if len(values) and values.max() > 10 * values.min():
         ax.set_yscale("log")  # an order of magnitude apart: linear would flatten the slow ones
@@ -293,8 +306,11 @@ def _series(config: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _markers_of(config: dict, kinds: Iterable[str]) -> list[dict]:
     kinds = set(kinds)
-    return [m for m in config.get("markers") or []
-            if m.get("kind") in kinds and isinstance(m.get("event"), (int, float))]
+    return [
+        m
+        for m in config.get("markers") or []
+        if m.get("kind") in kinds and isinstance(m.get("event"), (int, float))
+    ]
 
 
 def _kinds_present(configs: Sequence[dict]) -> list[str]:
@@ -302,22 +318,42 @@ def _kinds_present(configs: Sequence[dict]) -> list[str]:
     return [k for k in (*_VERTICAL, *_TICKS) if k in present]
 
 
-def _vertical_markers(ax, config: dict, i: int, several: bool, *, label_rollbacks: bool, n_configs: int) -> None:
+def _vertical_markers(
+    ax, config: dict, i: int, several: bool, *, label_rollbacks: bool, n_configs: int
+) -> None:
     for kind, (color, ls, lw, _) in _VERTICAL.items():
         xs = [m["event"] for m in _markers_of(config, (kind,))]
         if not xs:
             continue
         c = config_color(i) if several else color
         # A line collection per kind: one artist, however many markers.
-        ax.vlines(xs, 0, 1, transform=ax.get_xaxis_transform(), colors=c, linestyles=[ls],
-                  linewidths=lw, alpha=0.85, zorder=1.5)
+        ax.vlines(
+            xs,
+            0,
+            1,
+            transform=ax.get_xaxis_transform(),
+            colors=c,
+            linestyles=[ls],
+            linewidths=lw,
+            alpha=0.85,
+            zorder=1.5,
+        )
         if kind == "rollback" and label_rollbacks and len(xs) <= _MAX_R_LABELS:
             # Staggered per configuration so two configs' labels never overlap.
             y = 0.98 - 0.07 * (i if n_configs > 1 else 0)
             for x in xs:
-                ax.text(x, y, "R", transform=ax.get_xaxis_transform(), color=c, fontsize=8,
-                        fontweight="bold", ha="center", va="top",
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": c, "lw": 0.8})
+                ax.text(
+                    x,
+                    y,
+                    "R",
+                    transform=ax.get_xaxis_transform(),
+                    color=c,
+                    fontsize=8,
+                    fontweight="bold",
+                    ha="center",
+                    va="top",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": c, "lw": 0.8},
+                )
 
 
 def _version_ticks(ax, config: dict, i: int, several: bool) -> None:
@@ -325,8 +361,17 @@ def _version_ticks(ax, config: dict, i: int, several: bool) -> None:
     for kind, (color, marker, size, _) in _TICKS.items():
         xs = [m["event"] for m in _markers_of(config, (kind,))]
         if xs:
-            ax.plot(xs, [row] * len(xs), transform=ax.get_xaxis_transform(), ls="none", marker=marker,
-                    ms=size, mew=1.5, color=config_color(i) if several else color, zorder=3)
+            ax.plot(
+                xs,
+                [row] * len(xs),
+                transform=ax.get_xaxis_transform(),
+                ls="none",
+                marker=marker,
+                ms=size,
+                mew=1.5,
+                color=config_color(i) if several else color,
+                zorder=3,
+            )
 
 
 def _clip_spikes(ax, values: np.ndarray) -> None:
@@ -334,8 +379,14 @@ def _clip_spikes(ax, values: np.ndarray) -> None:
     typical = float(np.percentile(values, 98))
     if typical > 0 and values.max() > 2 * typical:
         ax.set_ylim(min(0.0, float(values.min())), typical * 1.25)
-        ax.annotate("first windows off scale", xy=(0.005, 0.97), xycoords="axes fraction", va="top",
-                    fontsize=8, color="#666666")
+        ax.annotate(
+            "first windows off scale",
+            xy=(0.005, 0.97),
+            xycoords="axes fraction",
+            va="top",
+            fontsize=8,
+            color="#666666",
+        )
 
 
 def _reserve_bottom(ax, fraction: float) -> None:
@@ -345,14 +396,23 @@ def _reserve_bottom(ax, fraction: float) -> None:
     ax.set_ylim(lo - (hi - lo) * fraction / (1 - fraction), hi)
 
 
-def _legend(fig: Figure, configs: Sequence[dict], *, kinds: Sequence[str], several: bool,
-            colors: Sequence[str] | None = None, extra: Sequence[tuple] = ()) -> None:
+def _legend(
+    fig: Figure,
+    configs: Sequence[dict],
+    *,
+    kinds: Sequence[str],
+    several: bool,
+    colors: Sequence[str] | None = None,
+    extra: Sequence[tuple] = (),
+) -> None:
     if not configs and not extra:
         return
     colors = colors or [config_color(i) for i in range(len(configs))]
     # Handles and labels passed explicitly: matplotlib would otherwise drop a
     # configuration whose name starts with "_".
-    lines = [(Line2D([], [], color=c, lw=2.2), _text(cfg.get("name", "?"))) for c, cfg in zip(colors, configs)]
+    lines = [
+        (Line2D([], [], color=c, lw=2.2), _text(cfg.get("name", "?"))) for c, cfg in zip(colors, configs)
+    ]
     marks = []
     for kind in kinds:
         if kind in _VERTICAL:
@@ -360,20 +420,22 @@ def _legend(fig: Figure, configs: Sequence[dict], *, kinds: Sequence[str], sever
             handle = Line2D([], [], color=_NEUTRAL if several else color, ls=ls, lw=max(lw, 1.2))
         else:
             color, marker, size, label = _TICKS[kind]
-            handle = Line2D([], [], color=_NEUTRAL if several else color, ls="none",
-                            marker=marker, ms=size, mew=1.5)
+            handle = Line2D(
+                [], [], color=_NEUTRAL if several else color, ls="none", marker=marker, ms=size, mew=1.5
+            )
         marks.append((handle, label))
     marks.extend(extra)
     ncols = max(1, min(max(len(lines), len(marks)), 7))
     handles, labels = _row_major([*_rows(lines, ncols), *_rows(marks, ncols)], ncols)
-    fig.legend(handles, labels, loc="outside lower center", ncols=ncols,
-               frameon=False, fontsize=9, handlelength=2.6)
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=ncols, frameon=False, fontsize=9, handlelength=2.6
+    )
 
 
 def _rows(items: list[tuple], ncols: int) -> list[list[tuple]]:
     """``items`` cut into rows of ``ncols``, the last padded with blank entries."""
     blank = (Line2D([], [], alpha=0), "")
-    rows = [list(items[i:i + ncols]) for i in range(0, len(items), ncols)]
+    rows = [list(items[i : i + ncols]) for i in range(0, len(items), ncols)]
     if rows:
         rows[-1] += [blank] * (ncols - len(rows[-1]))
     return rows

@@ -52,8 +52,10 @@ class Launch:
         if self.nproc < 1:
             raise ConfigError(f"--nproc must be at least 1, got {self.nproc}")
         if self.nnodes != "1" and not self.rdzv_endpoint:
-            raise ConfigError("several nodes need a rendezvous: pass --rdzv-endpoint HOST:PORT (the same on every "
-                              "node) and --rdzv-id")
+            raise ConfigError(
+                "several nodes need a rendezvous: pass --rdzv-endpoint HOST:PORT (the same on every "
+                "node) and --rdzv-id"
+            )
 
     @property
     def standalone(self) -> bool:
@@ -62,8 +64,18 @@ class Launch:
     def torchrun_args(self) -> list[str]:
         if self.standalone:
             return ["--standalone", "--nnodes", "1", "--nproc-per-node", str(self.nproc)]
-        return ["--nnodes", self.nnodes, "--nproc-per-node", str(self.nproc), "--rdzv-backend", self.rdzv_backend,
-                "--rdzv-endpoint", str(self.rdzv_endpoint), "--rdzv-id", self.rdzv_id or "streamlearn-retrain"]
+        return [
+            "--nnodes",
+            self.nnodes,
+            "--nproc-per-node",
+            str(self.nproc),
+            "--rdzv-backend",
+            self.rdzv_backend,
+            "--rdzv-endpoint",
+            str(self.rdzv_endpoint),
+            "--rdzv-id",
+            self.rdzv_id or "streamlearn-retrain",
+        ]
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,15 @@ class RetrainJob:
         On :meth:`start`, if ``job_dir`` already holds a job.
     """
 
-    def __init__(self, spec: RetrainSpec, job_dir: str | os.PathLike, launch: Launch | None = None, *,
-                 timeout_s: float | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: RetrainSpec,
+        job_dir: str | os.PathLike,
+        launch: Launch | None = None,
+        *,
+        timeout_s: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.dir = Path(job_dir)
         self.spec = replace(spec, out_dir=str(self.dir))
         self.launch = launch or Launch()
@@ -107,8 +126,16 @@ class RetrainJob:
         return self._proc.pid if self._proc is not None else None
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", *self.launch.torchrun_args(),
-                "-m", "learners.retrain", "--spec", str(self.dir / "spec.json")]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            *self.launch.torchrun_args(),
+            "-m",
+            "learners.retrain",
+            "--spec",
+            str(self.dir / "spec.json"),
+        ]
 
     def start(self) -> RetrainJob:
         if (self.dir / "spec.json").exists():
@@ -121,8 +148,14 @@ class RetrainJob:
             env.setdefault("GLOO_SOCKET_IFNAME", "lo")
         env.setdefault("OMP_NUM_THREADS", "1")
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            self._proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         self._started = time.monotonic()
         return self
 
@@ -137,9 +170,13 @@ class RetrainJob:
         if code is None:
             if self.timeout_s is not None and elapsed > self.timeout_s:
                 self.stop()
-                self._outcome = JobOutcome(False, self._proc.returncode, elapsed, str(self.log_path),
-                                           message=f"timed out after {self.timeout_s:g}s and was stopped; "
-                                                   f"log: {self.tail()}")
+                self._outcome = JobOutcome(
+                    False,
+                    self._proc.returncode,
+                    elapsed,
+                    str(self.log_path),
+                    message=f"timed out after {self.timeout_s:g}s and was stopped; log: {self.tail()}",
+                )
                 return self._outcome
             return None
         self._outcome = self._finish(code, elapsed)
@@ -178,9 +215,12 @@ class RetrainJob:
         except OSError:
             return ""
         for line in lines:
-            text = line.split("]:", 1)[1].strip() if line.startswith("[rank") and "]:" in line else line.strip()
+            text = (
+                line.split("]:", 1)[1].strip() if line.startswith("[rank") and "]:" in line else line.strip()
+            )
             if text.startswith("[retrain] error") or (
-                    "Error:" in text and not text.startswith(("torch.distributed.elastic", "raise "))):
+                "Error:" in text and not text.startswith(("torch.distributed.elastic", "raise "))
+            ):
                 return text
         return self.tail()
 
@@ -188,9 +228,23 @@ class RetrainJob:
         result_file = self.dir / "result.json"
         if code == 0 and result_file.exists():
             result = RetrainResult.from_dict(json.loads(result_file.read_text()))
-            return JobOutcome(True, 0, elapsed, str(self.log_path), result=result,
-                              message=f"candidate version {result.version} from {result.events:,} events")
-        why = "exited 0 without a result.json" if code == 0 else (
-            f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
-        return JobOutcome(False, code, elapsed, str(self.log_path),
-                          message=f"retrain {why}: {self.cause()} (log: {self.log_path})")
+            return JobOutcome(
+                True,
+                0,
+                elapsed,
+                str(self.log_path),
+                result=result,
+                message=f"candidate version {result.version} from {result.events:,} events",
+            )
+        why = (
+            "exited 0 without a result.json"
+            if code == 0
+            else (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
+        )
+        return JobOutcome(
+            False,
+            code,
+            elapsed,
+            str(self.log_path),
+            message=f"retrain {why}: {self.cause()} (log: {self.log_path})",
+        )

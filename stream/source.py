@@ -172,7 +172,9 @@ class KafkaSourceConfig:
         if not self.topics and not self.partitions:
             raise ConfigError("name at least one --topic (or --partition TOPIC:N)")
         if self.partitions and self.group_id:
-            raise ConfigError("explicit partitions and a consumer group are exclusive: drop --group or --partition")
+            raise ConfigError(
+                "explicit partitions and a consumer group are exclusive: drop --group or --partition"
+            )
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise ConfigError("auto_offset_reset must be 'earliest' or 'latest'")
 
@@ -219,7 +221,9 @@ class _ListenerMixin:
             self._handler.on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
 
     def on_partitions_assigned(self, assigned) -> None:
-        self._source._seek_to(self._handler.on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned]))
+        self._source._seek_to(
+            self._handler.on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
+        )
 
 
 class KafkaSource:
@@ -292,7 +296,9 @@ class KafkaSource:
             self._consumer.subscribe(list(cfg.topics), listener=_listener(self, handler))
             return
         partitions = list(cfg.partitions) or [
-            TopicPartition(t, p) for t in cfg.topics for p in sorted(self._consumer.partitions_for_topic(t) or ())
+            TopicPartition(t, p)
+            for t in cfg.topics
+            for p in sorted(self._consumer.partitions_for_topic(t) or ())
         ]
         self._consumer.assign([KafkaTP(tp.topic, tp.partition) for tp in partitions])
         positions = handler.on_assigned(partitions)
@@ -382,8 +388,10 @@ class KafkaSource:
             # there. Raised once per gap (the engine logs it), skipped after.
             if not self._commit_refused:
                 self._commit_refused = True
-                raise BrokerOutageError("no broker connection; offsets are not committed to the group until "
-                                        "it is back (the checkpoint has them)")
+                raise BrokerOutageError(
+                    "no broker connection; offsets are not committed to the group until "
+                    "it is back (the checkpoint has them)"
+                )
             return
         assigned = self._consumer.assignment()
         offsets = {
@@ -398,7 +406,8 @@ class KafkaSource:
             self._consumer.commit(offsets, timeout_ms=timeout_ms)
         except KafkaTimeoutError:
             raise BrokerOutageError(
-                f"the group coordinator did not confirm the commit within {timeout_ms} ms") from None
+                f"the group coordinator did not confirm the commit within {timeout_ms} ms"
+            ) from None
 
     def lag(self) -> int | None:
         from kafka.errors import KafkaError
@@ -444,8 +453,10 @@ def connect_error(bootstrap: str, timeout_s: float = 1.0) -> str:
         host = host.strip("[]") or "localhost"
         try:
             with socket.create_connection((host, int(port)), timeout=timeout_s):
-                return (f"{server} accepts TCP connections, but the Kafka client has none open "
-                        "(handshake or broker failing)")
+                return (
+                    f"{server} accepts TCP connections, but the Kafka client has none open "
+                    "(handshake or broker failing)"
+                )
         except (OSError, ValueError) as exc:
             causes.append(f"{server}: {exc}")
     return "; ".join(causes) or f"no bootstrap server in {bootstrap!r}"

@@ -77,7 +77,13 @@ def make_records(
 
 
 def make_batch(
-    n: int, *, n_features: int = 4, start_offset: int = 0, seed: int = 0, topic: str = "test", partition: int = 0,
+    n: int,
+    *,
+    n_features: int = 4,
+    start_offset: int = 0,
+    seed: int = 0,
+    topic: str = "test",
+    partition: int = 0,
     flip_labels: bool = False,
 ) -> MicroBatch:
     """A decoded micro-batch of ``n`` events with the same linearly separable rule as :func:`make_records`.
@@ -95,8 +101,13 @@ def make_batch(
         y = 1 - y
     offsets = np.arange(start_offset, start_offset + n, dtype=np.int64)
     events = Events(
-        X=X, y=y, ts=offsets * 1_000, ids=np.array([f"e{o}" for o in offsets]),
-        topic=np.array([topic] * n), partition=np.full(n, partition, dtype=np.int32), offset=offsets,
+        X=X,
+        y=y,
+        ts=offsets * 1_000,
+        ids=np.array([f"e{o}" for o in offsets]),
+        topic=np.array([topic] * n),
+        partition=np.full(n, partition, dtype=np.int32),
+        offset=offsets,
     )
     return MicroBatch(events=events, seq=0)
 
@@ -108,7 +119,9 @@ class ListSource:
     raises :class:`Abort` on that poll number (0-based) of this instance.
     """
 
-    def __init__(self, records: Sequence[RawRecord], *, batch_size: int = 100, abort_at_poll: int | None = None) -> None:
+    def __init__(
+        self, records: Sequence[RawRecord], *, batch_size: int = 100, abort_at_poll: int | None = None
+    ) -> None:
         self.records = list(records)
         self.batch_size = batch_size
         self.abort_at_poll = abort_at_poll
@@ -120,7 +133,9 @@ class ListSource:
     def open(self, handler: RebalanceHandler) -> None:
         parts = sorted({TopicPartition(r.topic, r.partition) for r in self.records})
         positions = handler.on_assigned(parts)
-        self._queue = [r for r in self.records if r.offset >= positions.get(TopicPartition(r.topic, r.partition), 0)]
+        self._queue = [
+            r for r in self.records if r.offset >= positions.get(TopicPartition(r.topic, r.partition), 0)
+        ]
         self._queue.reverse()  # pop() from the end is O(1)
 
     def poll(self, timeout_ms: int, max_records: int) -> PollBatch:
@@ -158,8 +173,9 @@ class StallingSource(ListSource):
     (5, 0)
     """
 
-    def __init__(self, records: Sequence[RawRecord], *, stall_polls: int, lag_known: bool = True,
-                 batch_size: int = 100) -> None:
+    def __init__(
+        self, records: Sequence[RawRecord], *, stall_polls: int, lag_known: bool = True, batch_size: int = 100
+    ) -> None:
         super().__init__(records, batch_size=batch_size)
         self.stall_polls = stall_polls
         self.lag_known = lag_known
@@ -195,8 +211,15 @@ class OutageSource(ListSource):
     (2, None)
     """
 
-    def __init__(self, records: Sequence[RawRecord], *, down: range, raises: bool = False,
-                 cause: str = "test outage: connection refused", batch_size: int = 100) -> None:
+    def __init__(
+        self,
+        records: Sequence[RawRecord],
+        *,
+        down: range,
+        raises: bool = False,
+        cause: str = "test outage: connection refused",
+        batch_size: int = 100,
+    ) -> None:
         super().__init__(records, batch_size=batch_size)
         self.down = down
         self.raises = raises

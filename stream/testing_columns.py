@@ -80,8 +80,10 @@ class ColumnarListSource(ListSource):
 
     def poll_columns(self, timeout_ms: int, max_records: int) -> PollColumns:
         batch = self.poll(timeout_ms, max_records)  # the abort sentinel and bookkeeping live there
-        records = sorted((r for recs in batch.values() for r in recs),
-                         key=lambda r: self._arrival[(r.topic, r.partition, r.offset)])
+        records = sorted(
+            (r for recs in batch.values() for r in recs),
+            key=lambda r: self._arrival[(r.topic, r.partition, r.offset)],
+        )
         return PollColumns.from_messages(messages_from(records))
 
 

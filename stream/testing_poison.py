@@ -59,8 +59,14 @@ POISON_KINDS: tuple[PoisonKind, ...] = (
     PoisonKind("zero features", _doc(x=[]), "wrong dimension"),
     PoisonKind("NaN literal", _raw('{"id": "bad", "x": [NaN, 1, 2], "y": 0}'), "bad json"),
     PoisonKind("Infinity literal", _raw('{"id": "bad", "x": [Infinity, 1, 2], "y": 0}'), "bad json"),
-    PoisonKind("1e39 (beyond float32)", _raw('{"id": "bad", "x": [1e39, 1, 2], "y": 0}'), "non-finite feature"),
-    PoisonKind("10^40 integer", _raw('{"id": "bad", "x": [' + "1" + "0" * 40 + ', 1, 2], "y": 0}'), "non-finite feature"),
+    PoisonKind(
+        "1e39 (beyond float32)", _raw('{"id": "bad", "x": [1e39, 1, 2], "y": 0}'), "non-finite feature"
+    ),
+    PoisonKind(
+        "10^40 integer",
+        _raw('{"id": "bad", "x": [' + "1" + "0" * 40 + ', 1, 2], "y": 0}'),
+        "non-finite feature",
+    ),
     PoisonKind("string in x", _doc(x=["a", 1, 2]), "bad features"),
     PoisonKind("x as a number", _doc(x=5), "bad features"),
     PoisonKind("x as an object", _doc(x={"a": 1}), "bad features"),
@@ -75,7 +81,9 @@ POISON_KINDS: tuple[PoisonKind, ...] = (
     PoisonKind("1000-character id", _doc(id="i" * 1000), "bad id"),
     PoisonKind("top-level array", _raw("[1, 2, 3]"), "bad json"),
     PoisonKind("top-level string", _raw('"hello"'), "bad json"),
-    PoisonKind("3,000-deep nesting", _raw('{"id": "bad", "x": ' + "[" * 3000 + "]" * 3000 + ', "y": 0}'), "bad json"),
+    PoisonKind(
+        "3,000-deep nesting", _raw('{"id": "bad", "x": ' + "[" * 3000 + "]" * 3000 + ', "y": 0}'), "bad json"
+    ),
     PoisonKind("1.5 MB record", _doc(pad="p" * 1_500_000), "oversize"),
     PoisonKind("5 MB record", _doc(pad="p" * 5_000_000), "oversize"),
 )
@@ -104,8 +112,15 @@ class PoisonStream:
         return [r for r in self.records if r.expected is not None]
 
 
-def poison_stream(n_good: int = 6_000, *, repeats: int = 31, lanes: int = 3, seed: int = 0,
-                  files: bool = False, copies: int = 1) -> PoisonStream:
+def poison_stream(
+    n_good: int = 6_000,
+    *,
+    repeats: int = 31,
+    lanes: int = 3,
+    seed: int = 0,
+    files: bool = False,
+    copies: int = 1,
+) -> PoisonStream:
     """Good records with unique ids, ``copies`` of every poison kind, and ``repeats`` records reusing a good id.
 
     Records are spread over ``lanes`` (send each lane to one partition): a
@@ -124,11 +139,15 @@ def poison_stream(n_good: int = 6_000, *, repeats: int = 31, lanes: int = 3, see
     kinds = [k for k in POISON_KINDS if k.in_files or not files] * copies
     for kind in kinds:
         at = rng.randrange(len(records) + 1)
-        records.insert(at, PoisonRecord(kind.key, kind.value, kind.expected, kind.name, lane=rng.randrange(lanes)))
+        records.insert(
+            at, PoisonRecord(kind.key, kind.value, kind.expected, kind.name, lane=rng.randrange(lanes))
+        )
     for _ in range(repeats):
         original_index = rng.randrange(n_good // 2)
         position = [j for j, r in enumerate(records) if r.kind == "good"][original_index]
         original = records[position]
         at = rng.randrange(position + 1, len(records) + 1)
-        records.insert(at, PoisonRecord(None, original.value, "duplicate id", "repeated id", lane=original.lane))
+        records.insert(
+            at, PoisonRecord(None, original.value, "duplicate id", "repeated id", lane=original.lane)
+        )
     return PoisonStream(records, good_ids)

@@ -60,7 +60,7 @@ def sample_result(
         "streamlearn_version": "0.1.0",
         "created_at": "2026-11-24T10:00:00Z",
         "command": "streamlearn replay --topic clicks --from -2h "
-                   + " ".join(f"--config {name}.yaml" for name in configs),
+        + " ".join(f"--config {name}.yaml" for name in configs),
         "task": task,
         "seed": seed,
         "source": {
@@ -116,8 +116,10 @@ def _config(i, name, task, rng, events, end_event, ts_start) -> dict:
         "events_per_second": _rounded(eps, 1),
     }
     markers = _markers(i, n, change, end_event, ts_start, task)
-    count = {kind: sum(m["kind"] == kind for m in markers)
-             for kind in ("alarm", "rollback", "adapt", "drift_dismissed", "validated", "rejected")}
+    count = {
+        kind: sum(m["kind"] == kind for m in markers)
+        for kind in ("alarm", "rollback", "adapt", "drift_dismissed", "validated", "rejected")
+    }
     total = int(end_event[-1]) if n else 0
     seconds = float(np.sum(events / eps)) if n else 0.0
     summary = {
@@ -126,7 +128,8 @@ def _config(i, name, task, rng, events, end_event, ts_start) -> dict:
         "accuracy": _weighted(accuracy, events),
         "log_loss": _weighted(log_loss, events),
         "mae": _weighted(mae, events),
-        "rmse": None if task == "classification" or not n
+        "rmse": None
+        if task == "classification" or not n
         else round(float(np.sqrt(np.average(np.square(rmse), weights=events))), 4),
         "events_per_second": round(total / seconds, 1) if seconds else None,
         "engine_seconds": round(seconds, 3),
@@ -145,7 +148,9 @@ def _config(i, name, task, rng, events, end_event, ts_start) -> dict:
         per_class = {
             "classes": [0, 1, 2],
             "support": support.tolist(),
-            "accuracy": _rounded(np.clip(summary["accuracy"] + np.array([0.04, -0.02, -0.08]) - 0.01 * i, 0, 1)),
+            "accuracy": _rounded(
+                np.clip(summary["accuracy"] + np.array([0.04, -0.02, -0.08]) - 0.01 * i, 0, 1)
+            ),
         }
     return {
         "name": name,
@@ -167,8 +172,13 @@ def _config(i, name, task, rng, events, end_event, ts_start) -> dict:
 
 def _markers(i, n, change, end_event, ts_start, task) -> list[dict]:
     def at(kind: str, batch: int, detail: str) -> dict:
-        return {"kind": kind, "event": int(end_event[batch]), "batch": batch,
-                "ts": int(ts_start[batch]), "detail": detail}
+        return {
+            "kind": kind,
+            "event": int(end_event[batch]),
+            "batch": batch,
+            "ts": int(ts_start[batch]),
+            "detail": detail,
+        }
 
     if n < 8:
         return []
@@ -206,21 +216,47 @@ def _weighted(values, weights) -> float | None:
 # --------------------------------------------------------------------------- #
 
 
-def screenshot(browser: str, html: str | os.PathLike, png: str | os.PathLike, *, size=(1200, 2400),
-               scratch: str | os.PathLike | None = None) -> np.ndarray:
+def screenshot(
+    browser: str,
+    html: str | os.PathLike,
+    png: str | os.PathLike,
+    *,
+    size=(1200, 2400),
+    scratch: str | os.PathLike | None = None,
+) -> np.ndarray:
     """Render ``html`` in headless Chromium (``browser``), save ``png``; its (height, width, 3) 0..255 pixels."""
     from matplotlib.image import imread
 
     scratch = Path(scratch or Path(png).parent)
-    env = {**os.environ, "HOME": str(scratch), "XDG_CONFIG_HOME": str(scratch / "config"),
-           "XDG_CACHE_HOME": str(scratch / "cache")}
+    env = {
+        **os.environ,
+        "HOME": str(scratch),
+        "XDG_CONFIG_HOME": str(scratch / "config"),
+        "XDG_CACHE_HOME": str(scratch / "cache"),
+    }
     proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage",
-         "--no-first-run", f"--user-data-dir={scratch / 'profile'}", f"--window-size={size[0]},{size[1]}",
-         f"--screenshot={png}", Path(html).resolve().as_uri()],
-        capture_output=True, text=True, timeout=60, env=env)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={scratch / 'profile'}",
+            f"--window-size={size[0]},{size[1]}",
+            f"--screenshot={png}",
+            Path(html).resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     if proc.returncode != 0 or not Path(png).exists():
-        raise RuntimeError(f"chromium could not take the screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"chromium could not take the screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+        )
     return (imread(png)[..., :3] * 255).astype(np.int16)
 
 
@@ -243,7 +279,7 @@ def page_problems(image: np.ndarray, n_configs: int, *, header_rows: int = 300) 
     saturated = (image.max(axis=2) - image.min(axis=2)) > 60
     rows = []
     for i in range(n_configs):
-        rgb = np.array([int(config_color(i)[j:j + 2], 16) for j in (1, 3, 5)])
+        rgb = np.array([int(config_color(i)[j : j + 2], 16) for j in (1, 3, 5)])
         near = (np.abs(image - rgb).max(axis=2) < 40) & saturated
         rows.append(np.flatnonzero(near.any(axis=1)))
     common = rows[0]
@@ -251,5 +287,7 @@ def page_problems(image: np.ndarray, n_configs: int, *, header_rows: int = 300) 
         common = np.intersect1d(common, r)
     common = common[common > header_rows]
     if len(common) < 200:
-        problems.append(f"the configurations' line colours appear on only {len(common)} rows: no figures drawn")
+        problems.append(
+            f"the configurations' line colours appear on only {len(common)} rows: no figures drawn"
+        )
     return problems

@@ -104,8 +104,13 @@ class ValidationGate:
     ``counts`` tracks published / validated / rejected / failed publications.
     """
 
-    def __init__(self, registry: ModelRegistry, config: GateConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        config: GateConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
         self.config = config or GateConfig()
         self._clock = clock
@@ -135,8 +140,9 @@ class ValidationGate:
         every = self.config.every_seconds
         return every is not None and self._clock() - self._last_publish >= every
 
-    def before_learn(self, learner: Learner, batch: MicroBatch, pred: np.ndarray | None,
-                     schema: Mapping[str, Any]) -> Version | None:
+    def before_learn(
+        self, learner: Learner, batch: MicroBatch, pred: np.ndarray | None, schema: Mapping[str, Any]
+    ) -> Version | None:
         """If due and ``batch`` is a big enough holdout, publish ``learner`` and gate it.
 
         ``pred`` is ``learner.predict_batch(batch.X)`` when the engine already
@@ -150,8 +156,11 @@ class ValidationGate:
             return self._publish(learner, batch, pred, schema)
         except RegistryError as exc:
             self.counts["failed"] += 1
-            log.warning("could not publish a model version (learning goes on; next try in %d batches): %s",
-                        self.config.every_batches, exc)
+            log.warning(
+                "could not publish a model version (learning goes on; next try in %d batches): %s",
+                self.config.every_batches,
+                exc,
+            )
             return None
 
     def validated(self, learner: Learner) -> tuple[Learner, Version] | None:
@@ -163,7 +172,9 @@ class ValidationGate:
         try:
             self._sync_baseline(learner)
         except RegistryError as exc:
-            log.warning("could not refresh the validated version from the registry (using the one loaded): %s", exc)
+            log.warning(
+                "could not refresh the validated version from the registry (using the one loaded): %s", exc
+            )
         if self._baseline is None or self._baseline_version is None:
             return None
         return self._baseline, self._baseline_version
@@ -209,14 +220,19 @@ class ValidationGate:
             except SchemaMismatchError as exc:
                 # Another model shape (features, classes, architecture) was validated
                 # before: it cannot score this holdout, so candidates stand on their own.
-                log.warning("validated version %d does not fit this learner, so candidates are judged "
-                            "without a baseline: %s", number, exc)
+                log.warning(
+                    "validated version %d does not fit this learner, so candidates are judged "
+                    "without a baseline: %s",
+                    number,
+                    exc,
+                )
             else:
                 self._baseline, self._baseline_version = baseline, self.registry.get(number)
         self._baseline_generation = generation
 
-    def _publish(self, learner: Learner, batch: MicroBatch, pred: np.ndarray | None,
-                 schema: Mapping[str, Any]) -> Version:
+    def _publish(
+        self, learner: Learner, batch: MicroBatch, pred: np.ndarray | None, schema: Mapping[str, Any]
+    ) -> Version:
         self._sync_baseline(learner)
         for events in self._pending:
             merge_ranges(self._ranges, events)
@@ -233,8 +249,14 @@ class ValidationGate:
         parent = self._baseline_version.number if self._baseline_version is not None else None
         state = learner.state_dict()
         draft = Version(
-            number=0, parent=parent, offsets=self._ranges, holdout=holdout, metrics=metrics,
-            events_learned=int(getattr(learner, "n_learned", 0)), schema=dict(schema), learner=repr(learner),
+            number=0,
+            parent=parent,
+            offsets=self._ranges,
+            holdout=holdout,
+            metrics=metrics,
+            events_learned=int(getattr(learner, "n_learned", 0)),
+            schema=dict(schema),
+            learner=repr(learner),
         )
         version = self.registry.publish(state, draft)
         self.counts["published"] += 1
@@ -244,8 +266,10 @@ class ValidationGate:
             ok, why = True, f"first version: {name} {cand:.4f} on {len(batch)} held-out events"
         else:
             ok = cand >= base - tol if higher else cand <= base + tol
-            why = (f"{name} {cand:.4f} vs validated v{parent} {base:.4f} (tolerance {tol:g}) "
-                   f"on {len(batch)} held-out events: {'no worse' if ok else 'worse'}")
+            why = (
+                f"{name} {cand:.4f} vs validated v{parent} {base:.4f} (tolerance {tol:g}) "
+                f"on {len(batch)} held-out events: {'no worse' if ok else 'worse'}"
+            )
         if ok:
             version = self.registry.validate(version.number, reason=why)
             self.counts["validated"] += 1
@@ -266,8 +290,11 @@ class ValidationGate:
         for events in self._pending:
             merge_ranges(self._ranges, events)
         self._pending.clear()
-        return {"ranges": {k: list(v) for k, v in self._ranges.items()}, "counts": dict(self.counts),
-                "batches_since": self._batches_since}
+        return {
+            "ranges": {k: list(v) for k, v in self._ranges.items()},
+            "counts": dict(self.counts),
+            "batches_since": self._batches_since,
+        }
 
     def restore(self, snapshot: Mapping[str, Any] | None) -> None:
         if not snapshot:

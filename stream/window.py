@@ -220,7 +220,9 @@ class ProcessingTimeWindow:
     clock: Clock = field(default_factory=SystemClock, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "length_ms", _positive_int("ProcessingTimeWindow", "length_ms", self.length_ms))
+        object.__setattr__(
+            self, "length_ms", _positive_int("ProcessingTimeWindow", "length_ms", self.length_ms)
+        )
         _check_clock("ProcessingTimeWindow", self.clock)
 
     def build(self, resume_state: Mapping[str, Any] | None = None) -> ProcessingTimeWindower:
@@ -318,7 +320,9 @@ class EventTimeWindow:
         )
         if self.idle_timeout_ms is not None:
             object.__setattr__(
-                self, "idle_timeout_ms", _positive_int("EventTimeWindow", "idle_timeout_ms", self.idle_timeout_ms)
+                self,
+                "idle_timeout_ms",
+                _positive_int("EventTimeWindow", "idle_timeout_ms", self.idle_timeout_ms),
             )
         if self.clock is not None:
             _check_clock("EventTimeWindow", self.clock)
@@ -582,7 +586,9 @@ class ProcessingTimeWindower(_BaseWindower):
             if self._base_restore(state) is not None:
                 start = state["window_start"]
                 if start is None:
-                    raise CheckpointError("window resume state has a residue but no window_start; it is damaged")
+                    raise CheckpointError(
+                        "window resume state has a residue but no window_start; it is damaged"
+                    )
                 self._start = int(start)
 
     def add(self, events: Events) -> WindowOutput:

@@ -37,7 +37,9 @@ def _duration_ms(text: str, what: str, spec: str) -> int:
     except InvalidOperation:  # pragma: no cover - the regex admits only plain decimals
         raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}") from None
     if value != value.to_integral_value():
-        raise ConfigError(f"{what} {text.strip()!r} in window spec {spec!r} is not a whole number of milliseconds")
+        raise ConfigError(
+            f"{what} {text.strip()!r} in window spec {spec!r} is not a whole number of milliseconds"
+        )
     return int(value)
 
 

@@ -59,8 +59,16 @@ CONTAINER_PREFIX = "streamlearn-test"
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 SERVICE_FIXTURES = frozenset(
-    {"kafka_service", "kafka_bootstrap", "kafka_admin", "make_topic",
-     "kafka_consumer_settings", "redis_service", "redis_url", "secure_redis"}
+    {
+        "kafka_service",
+        "kafka_bootstrap",
+        "kafka_admin",
+        "make_topic",
+        "kafka_consumer_settings",
+        "redis_service",
+        "redis_url",
+        "secure_redis",
+    }
 )
 
 # Group timings that work on both broker flavors. tansu answers the first
@@ -98,20 +106,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _services_required() -> bool:
-    return os.environ.get("STREAMLEARN_REQUIRE_SERVICES", "").strip().lower() in {
-        "1", "true", "yes", "on"}
+    return os.environ.get("STREAMLEARN_REQUIRE_SERVICES", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _services_unavailable(reason: str) -> None:
     """Skip the requesting test, or fail it when CI requires real services."""
     hint = (
-        "Start them with:  eval \"$(bash .ci/services.sh)\"  (installs and "
+        'Start them with:  eval "$(bash .ci/services.sh)"  (installs and '
         "starts Docker, builds the offline images, prints the env vars)."
     )
     if _services_required():
         pytest.fail(
-            f"STREAMLEARN_REQUIRE_SERVICES=1 but the test services are unavailable: "
-            f"{reason}\n{hint}",
+            f"STREAMLEARN_REQUIRE_SERVICES=1 but the test services are unavailable: {reason}\n{hint}",
             pytrace=False,
         )
     pytest.skip(f"integration services unavailable: {reason}. {hint}")
@@ -234,8 +240,11 @@ def _wait_ready(
         wrapped.reload()
         if wrapped.status in {"exited", "dead"}:
             logs = _container_logs(container)
-            exc_type = _PortTaken if "address in use" in logs.lower() or (
-                "address already in use" in logs.lower()) else ServiceStartError
+            exc_type = (
+                _PortTaken
+                if "address in use" in logs.lower() or ("address already in use" in logs.lower())
+                else ServiceStartError
+            )
             raise exc_type(f"{what} container exited during startup; logs:\n{logs}")
         try:
             probe()
@@ -276,19 +285,17 @@ def _start_with_free_port(
 
 def _kafka_flavor(image: str) -> str:
     flavor = os.environ.get("STREAMLEARN_TEST_KAFKA_FLAVOR") or (
-        "tansu" if "tansu" in image.lower() else "apache")
+        "tansu" if "tansu" in image.lower() else "apache"
+    )
     if flavor not in {"tansu", "apache"}:
-        pytest.fail(
-            f"STREAMLEARN_TEST_KAFKA_FLAVOR={flavor!r}: expected 'tansu' or 'apache'",
-            pytrace=False)
+        pytest.fail(f"STREAMLEARN_TEST_KAFKA_FLAVOR={flavor!r}: expected 'tansu' or 'apache'", pytrace=False)
     return flavor
 
 
 def _configure_tansu(container: DockerContainer, port: int) -> DockerContainer:
     url = f"tcp://{LOOPBACK}:{port}"
     # Memory storage (tansu's default): every session starts from an empty broker.
-    return container.with_command(
-        ["broker", "--listener-url", url, "--advertised-listener-url", url])
+    return container.with_command(["broker", "--listener-url", url, "--advertised-listener-url", url])
 
 
 def _configure_apache(container: DockerContainer, port: int) -> DockerContainer:
@@ -298,8 +305,7 @@ def _configure_apache(container: DockerContainer, port: int) -> DockerContainer:
         "KAFKA_NODE_ID": "1",
         "KAFKA_PROCESS_ROLES": "broker,controller",
         "CLUSTER_ID": "c3RyZWFtbGVhcm4tdGVzdA",  # any 22-char base64 id
-        "KAFKA_LISTENERS": (
-            f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}"),
+        "KAFKA_LISTENERS": (f"PLAINTEXT://{LOOPBACK}:{port},CONTROLLER://{LOOPBACK}:{controller_port}"),
         "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{LOOPBACK}:{port}",
         "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
         "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
@@ -322,8 +328,7 @@ def _probe_kafka(bootstrap: str) -> None:
     """One metadata round trip; raises until the broker serves metadata."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=5000)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=2000, request_timeout_ms=5000)
     try:
         admin.list_topics()
     finally:
@@ -362,7 +367,8 @@ def kafka_service(docker_engine: DockerClient) -> Iterator[KafkaService]:
         try:
             container.start()
             return container, _wait_ready(
-                container, lambda: _probe_kafka(f"{LOOPBACK}:{port}"), f"Kafka ({flavor})")
+                container, lambda: _probe_kafka(f"{LOOPBACK}:{port}"), f"Kafka ({flavor})"
+            )
         except BaseException:
             container.stop()
             raise
@@ -391,7 +397,8 @@ def _ensure_image(client: DockerClient, image: str) -> None:
     if os.environ.get("STREAMLEARN_TEST_PULL", "").strip() != "1":
         _services_unavailable(
             f"image {image!r} is not local; `docker pull {image}` or set STREAMLEARN_TEST_PULL=1 "
-            "(with a registry), or point STREAMLEARN_TEST_*_IMAGE at local images")
+            "(with a registry), or point STREAMLEARN_TEST_*_IMAGE at local images"
+        )
     try:
         client.images.pull(image)
         return
@@ -432,14 +439,13 @@ def make_topic(kafka_admin: KafkaAdminClient, unique_name: str) -> Callable[...,
     def make(name: str | None = None, partitions: int = 3) -> str:
         if name is None:
             name = unique_name if not made else f"{unique_name}-{len(made)}"
-        kafka_admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1}})
+        kafka_admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
         kafka_admin.wait_for_topics([name], timeout_ms=30_000)
         (described,) = kafka_admin.describe_topics([name])
         if len(described["partitions"]) != partitions:
             raise RuntimeError(
-                f"topic {name!r} has {len(described['partitions'])} partitions, "
-                f"asked for {partitions}")
+                f"topic {name!r} has {len(described['partitions'])} partitions, asked for {partitions}"
+            )
         made.append(name)
         return name
 
@@ -519,8 +525,13 @@ class RedisService:
         return _container_logs(self._container, tail)
 
 
-def _start_redis(role: str, *, password: str | None = None, volume: tuple[str, str] | None = None,
-                 extra_args: Sequence[str] = ()) -> tuple[DockerContainer, int, float]:
+def _start_redis(
+    role: str,
+    *,
+    password: str | None = None,
+    volume: tuple[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> tuple[DockerContainer, int, float]:
     """Start a Redis container on a free loopback port; wait for PING. Returns (container, port, seconds)."""
 
     def start_once(port: int) -> tuple[DockerContainer, float]:
@@ -587,32 +598,44 @@ def _write_test_tls_files(directory: Path) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamlearn test CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
-                       critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
     (directory / "ca.crt").write_bytes(ca_cert.public_bytes(pem))
     (directory / "server.crt").write_bytes(cert.public_bytes(pem))
-    (directory / "server.key").write_bytes(key.private_bytes(
-        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    (directory / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    )
     for name in ("ca.crt", "server.crt", "server.key"):
         (directory / name).chmod(0o644)  # the container's redis user must read them
 
 
 @pytest.fixture(scope="session")
-def secure_redis(docker_engine: DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
+def secure_redis(
+    docker_engine: DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecureRedis]:
     """Redis with ``requirepass`` on a plain port and TLS on another (for AUTH/TLS-through-URL tests)."""
     _ensure_image(docker_engine, REDIS_IMAGE)
     tls_dir = tmp_path_factory.mktemp("redis-tls")
@@ -621,10 +644,22 @@ def secure_redis(docker_engine: DockerClient, tmp_path_factory: pytest.TempPathF
     tls_port = _free_port()
 
     container, port, _ = _start_redis(
-        "redis-secure", password=password, volume=(str(tls_dir), "/tls"),
-        extra_args=["--tls-port", str(tls_port), "--tls-cert-file", "/tls/server.crt",
-                    "--tls-key-file", "/tls/server.key", "--tls-ca-cert-file", "/tls/ca.crt",
-                    "--tls-auth-clients", "no"])
+        "redis-secure",
+        password=password,
+        volume=(str(tls_dir), "/tls"),
+        extra_args=[
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            "/tls/server.crt",
+            "--tls-key-file",
+            "/tls/server.key",
+            "--tls-ca-cert-file",
+            "/tls/ca.crt",
+            "--tls-auth-clients",
+            "no",
+        ],
+    )
     try:
         yield SecureRedis(password, port, tls_port, str(tls_dir / "ca.crt"))
     finally:
@@ -679,6 +714,8 @@ def chromium() -> str:
     if browser is None:
         reason = "headless Chromium (chromium or chromium-browser on PATH) is needed for the screenshot tests"
         if _services_required():
-            pytest.fail(f"STREAMLEARN_REQUIRE_SERVICES=1 but {reason}; apt-get install chromium", pytrace=False)
+            pytest.fail(
+                f"STREAMLEARN_REQUIRE_SERVICES=1 but {reason}; apt-get install chromium", pytrace=False
+            )
         pytest.skip(reason)
     return browser

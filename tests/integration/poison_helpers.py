@@ -19,8 +19,13 @@ GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **GROUP_ENV, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **GROUP_ENV, **(env or {})},
+    )
 
 
 def produce(bootstrap: str, topic: str, stream) -> dict[tuple[int, int], object]:
@@ -31,8 +36,9 @@ def produce(bootstrap: str, topic: str, stream) -> dict[tuple[int, int], object]
     """
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "message.max.bytes": 16 * 2**20})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "message.max.bytes": 16 * 2**20}
+    )
     placed: dict[tuple[int, int], object] = {}
     errors = []
 
@@ -43,8 +49,13 @@ def produce(bootstrap: str, topic: str, stream) -> dict[tuple[int, int], object]
             placed[(msg.partition(), msg.offset())] = record
 
     for r in stream.records:
-        producer.produce(topic, value=r.value, key=r.key, partition=r.lane,
-                         on_delivery=lambda err, msg, r=r: delivered(err, msg, r))
+        producer.produce(
+            topic,
+            value=r.value,
+            key=r.key,
+            partition=r.lane,
+            on_delivery=lambda err, msg, r=r: delivered(err, msg, r),
+        )
         producer.poll(0)
     assert producer.flush(120) == 0 and not errors, errors[:3]
     assert len(placed) == len(stream.records)
@@ -78,7 +89,9 @@ def check_learned_once(checkpoint_dir, good_ids) -> None:
     ledger = LearnLedger.from_snapshot(ckpt.ledger)
     missing = set(good_ids) - ledger.ids()
     extra = ledger.ids() - set(good_ids)
-    assert not missing and not extra, f"{len(missing)} good ids never learned, {len(extra)} unexpected ids learned"
+    assert not missing and not extra, (
+        f"{len(missing)} good ids never learned, {len(extra)} unexpected ids learned"
+    )
     assert not ledger.duplicated(), f"learned twice: {list(ledger.duplicated())[:5]}"
 
 

@@ -29,8 +29,14 @@ import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import (content_type_conformance, negative_data_rejection, not_a_server_error,
-                                 response_headers_conformance, response_schema_conformance, status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from learners.torch_learner import TorchLearner
 from serving.file_registry import FileRegistry
@@ -75,13 +81,33 @@ def served_api(tmp_path_factory: pytest.TempPathFactory):
         _publish_validated(reg, seed)
     port = _free_port()
     log = root / "serve.log"
-    env = {**os.environ, "STREAMLEARN_SERVING_ADMIN_TOKEN": TOKEN,
-           "STREAMLEARN_SERVING_MAX_BODY_BYTES": str(MAX_BODY_BYTES), "STREAMLEARN_SERVING_POLL_INTERVAL_S": "0.2"}
+    env = {
+        **os.environ,
+        "STREAMLEARN_SERVING_ADMIN_TOKEN": TOKEN,
+        "STREAMLEARN_SERVING_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "STREAMLEARN_SERVING_POLL_INTERVAL_S": "0.2",
+    }
     # stderr to a file, not a pipe: a pipe nobody drains would block the server once full.
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--registry", str(registry),
-                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                                env=env, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "serve",
+                "--registry",
+                str(registry),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -115,8 +141,11 @@ def _rows_fit_the_model(node):
     Negative cases still send other lengths, which must be 4xx.
     """
     if isinstance(node, dict):
-        if node.get("type") == "array" and isinstance(node.get("items"), dict) \
-                and node["items"].get("type") == "number":
+        if (
+            node.get("type") == "array"
+            and isinstance(node.get("items"), dict)
+            and node["items"].get("type") == "number"
+        ):
             node["minItems"] = node["maxItems"] = N_FEATURES
         for value in node.values():
             _rows_fit_the_model(value)
@@ -136,21 +165,32 @@ def api_schema(served_api: ServedAPI):
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 def test_fuzzed_requests_never_get_a_server_error(case, served_api):
     response = case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=CHECKS, timeout=10)
     assert SECRET not in response.text
 
 
 # ----------------------------------------------------------------- explicit cases
-def _predict(client: httpx.Client, content, content_type: str | None = "application/json",
-             path: str = "/predict") -> httpx.Response:
+def _predict(
+    client: httpx.Client, content, content_type: str | None = "application/json", path: str = "/predict"
+) -> httpx.Response:
     headers = {"content-type": content_type} if content_type else {}
     return client.post(path, content=content, headers=headers)
 
@@ -164,7 +204,7 @@ def client(served_api: ServedAPI):
 def test_a_body_over_the_limit_is_413_before_it_is_read(client):
     row = b"0.5," * (MAX_BODY_BYTES // 4)
     for path in ("/predict", "/predict/batch", "/rollback"):
-        declared = _predict(client, b'{"x": [' + row + b'0.5]}', path=path)
+        declared = _predict(client, b'{"x": [' + row + b"0.5]}", path=path)
         assert declared.status_code == 413, declared.text
         assert f"limit of {MAX_BODY_BYTES} bytes" in declared.json()["detail"]
 
@@ -185,22 +225,39 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(client):
 def test_deeply_nested_json_is_a_4xx(client):
     for depth in (3000, 100_000):
         nested = b"[" * depth + b"]" * depth
-        for path, body in (("/predict", b'{"x": ' + nested + b"}"), ("/predict/batch", b'{"rows": ' + nested + b"}"),
-                           ("/rollback", b'{"reason": ' + nested + b"}")):
-            resp = client.post(path, content=body, headers={"content-type": "application/json",
-                                                            "Authorization": f"Bearer {TOKEN}"})
+        for path, body in (
+            ("/predict", b'{"x": ' + nested + b"}"),
+            ("/predict/batch", b'{"rows": ' + nested + b"}"),
+            ("/rollback", b'{"reason": ' + nested + b"}"),
+        ):
+            resp = client.post(
+                path,
+                content=body,
+                headers={"content-type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            )
             assert 400 <= resp.status_code < 500, (path, depth, resp.status_code, resp.text[:200])
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-                                          "application/xml", "application/jsonx", "text/json"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/xml",
+        "application/jsonx",
+        "text/json",
+    ],
+)
 def test_a_body_that_is_not_json_is_415(client, content_type):
     for path in ("/predict", "/predict/batch"):
         resp = _predict(client, b'{"x": [0.5, 0.5, 0.5, 0.5]}', content_type=content_type, path=path)
         assert resp.status_code == 415 and "application/json" in resp.json()["detail"], resp.text
     form = client.post("/predict", data={"x": "0.5"})
     assert form.status_code == 415
-    files = client.post("/predict", files={"x": ("x.json", b'{"x": [0.5, 0.5, 0.5, 0.5]}', "application/json")})
+    files = client.post(
+        "/predict", files={"x": ("x.json", b'{"x": [0.5, 0.5, 0.5, 0.5]}', "application/json")}
+    )
     assert files.status_code == 415
 
 
@@ -210,13 +267,32 @@ def test_values_not_finite_in_float32_are_422_in_single_and_batch_predict(client
     batch = _predict(client, b'{"rows": [[0, 0, 0, 0], [0, -1e39, 0, 0]]}', path="/predict/batch")
     assert batch.status_code == 422 and batch.json()["detail"][0]["loc"][:3] == ["body", "rows", 1]
     for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
-        assert _predict(client, b'{"x": [' + literal + b', 0, 0, 0]}').status_code == 422
+        assert _predict(client, b'{"x": [' + literal + b", 0, 0, 0]}").status_code == 422
 
 
-@pytest.mark.parametrize("version", [
-    "..%2f..%2fsecret.txt", "%2e%2e%2f%2e%2e%2fsecret.txt", "..", "%2e%2e", "1%00", "%00", "1%2f..%2f..",
-    "9" * 5000, "-1", "0", "1e3", "%C2%B9", "%D9%A1", "%F0%9F%98%80", "%25", "%2F", "1;rm", "0x1",
-])
+@pytest.mark.parametrize(
+    "version",
+    [
+        "..%2f..%2fsecret.txt",
+        "%2e%2e%2f%2e%2e%2fsecret.txt",
+        "..",
+        "%2e%2e",
+        "1%00",
+        "%00",
+        "1%2f..%2f..",
+        "9" * 5000,
+        "-1",
+        "0",
+        "1e3",
+        "%C2%B9",
+        "%D9%A1",
+        "%F0%9F%98%80",
+        "%25",
+        "%2F",
+        "1;rm",
+        "0x1",
+    ],
+)
 def test_path_tricks_in_version_ids_are_4xx(client, served_api, version):
     before = sorted(p.name for p in served_api.registry.rglob("*"))
     resp = client.post(f"/models/{version}/promote", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -228,8 +304,13 @@ def test_path_tricks_in_version_ids_are_4xx(client, served_api, version):
 def test_raw_path_traversal_is_404(served_api):
     # httpx normalises "..": send the raw request line to be sure the server never sees a cleaned path.
     host, port = served_api.url.removeprefix("http://").split(":")
-    for target in ("/models/../../secret.txt", "/../secret.txt", "/models/1/../../../secret.txt",
-                   "/%2e%2e/%2e%2e/secret.txt", "/models/1/promote/../../../../etc/passwd"):
+    for target in (
+        "/models/../../secret.txt",
+        "/../secret.txt",
+        "/models/1/../../../secret.txt",
+        "/%2e%2e/%2e%2e/secret.txt",
+        "/models/1/promote/../../../../etc/passwd",
+    ):
         with socket.create_connection((host, int(port)), timeout=5) as sock:
             sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             raw = b""
@@ -247,4 +328,3 @@ def test_non_finite_event_bounds_are_422(client):
     for bound in ("1e308", "-1e308"):
         assert client.get("/events", params={"since": bound}).status_code == 200
         assert client.get("/events", params={"until": bound}).status_code == 200
-

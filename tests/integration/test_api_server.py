@@ -89,8 +89,12 @@ def test_real_server_predicts_validates_and_names_versions(server, redis_registr
         assert client.post("/predict", json={"x": [1.0] * N_FEATURES}).json()["version"] == v.number
         bad = client.post("/predict", json={"x": [1.0]})
         assert bad.status_code == 422 and f"expected {N_FEATURES} features, got 1" in bad.text
-        assert client.post("/predict", content=b'{"x": [NaN,1,1,1]}',
-                           headers={"content-type": "application/json"}).status_code == 422
+        assert (
+            client.post(
+                "/predict", content=b'{"x": [NaN,1,1,1]}', headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
         assert client.get("/models").json()["current"] == v.number
         assert "streamlearn_registry_up 1.0" in client.get("/metrics").text
 
@@ -108,8 +112,10 @@ def test_bad_input_is_a_4xx_with_the_redis_registry(server, redis_registry):
         assert client.get("/events", params={"since": "1e308"}).json()["events"] == []
         assert client.get("/events", params={"until": "-1e308"}).json()["events"] == []
         everything = client.get("/events", params={"since": "-1e308", "until": "1e308"})
-        assert everything.status_code == 200 and [e["kind"] for e in everything.json()["events"]] == \
-            ["validate", "publish"]
+        assert everything.status_code == 200 and [e["kind"] for e in everything.json()["events"]] == [
+            "validate",
+            "publish",
+        ]
         overflow = client.post("/predict", json={"x": [1e39] + [0.0] * (N_FEATURES - 1)})
         assert overflow.status_code == 422 and "finite in float32" in overflow.text
         batch = client.post("/predict/batch", json={"rows": [[0.0] * N_FEATURES, [-1e39] * N_FEATURES]})
@@ -160,7 +166,11 @@ def test_redis_outage_keeps_serving_and_reconnects(server, redis_registry, redis
             redis_service.stop()
             assert wait_until(lambda: client.get("/health").json()["registry"] == "unreachable", timeout=20)
             health = client.get("/health").json()
-            assert health["status"] == "degraded" and health["ready"] is False and health["model_version"] == v1.number
+            assert (
+                health["status"] == "degraded"
+                and health["ready"] is False
+                and health["model_version"] == v1.number
+            )
             assert client.get("/health/ready").status_code == 503
             models = client.get("/models")
             assert models.status_code == 503 and "registry unavailable" in models.json()["detail"]

@@ -97,11 +97,17 @@ def outage_broker(docker_engine):
             except BaseException:
                 container.stop()
                 raise
+
         return once
 
     try:
-        broker, broker_port, _ = _start_with_free_port(start_once(
-            _configure_tansu if flavor == "tansu" else _configure_apache, "kafka-outage", f"Kafka ({flavor})"))
+        broker, broker_port, _ = _start_with_free_port(
+            start_once(
+                _configure_tansu if flavor == "tansu" else _configure_apache,
+                "kafka-outage",
+                f"Kafka ({flavor})",
+            )
+        )
         started.append(broker)
         direct = f"{LOOPBACK}:{broker_port}"
         if flavor == "apache":
@@ -111,10 +117,21 @@ def outage_broker(docker_engine):
 
         def configure_proxy(container, port: int):
             url = f"tcp://{LOOPBACK}:{port}"
-            return container.with_command(["proxy", "--listener-url", url, "--advertised-listener-url", url,
-                                           "--origin-url", f"tcp://{direct}"])
+            return container.with_command(
+                [
+                    "proxy",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--origin-url",
+                    f"tcp://{direct}",
+                ]
+            )
 
-        proxy, proxy_port, _ = _start_with_free_port(start_once(configure_proxy, "kafka-proxy", "tansu proxy"))
+        proxy, proxy_port, _ = _start_with_free_port(
+            start_once(configure_proxy, "kafka-proxy", "tansu proxy")
+        )
         started.append(proxy)
         bootstrap = f"{LOOPBACK}:{proxy_port}"
         yield OutageBroker(bootstrap, direct, *_restartable(proxy, bootstrap, "tansu proxy", 0))
@@ -157,12 +174,41 @@ def test_daemon_survives_a_broker_outage_and_learns_every_event_once(
     _produce(outage_broker.direct, topic, range(N_BEFORE))
 
     ckpt_dir, out_path = tmp_path / "ckpt", tmp_path / "daemon.out"
-    cmd = [sys.executable, "-m", "stream.cli", "run", "--bootstrap", outage_broker.bootstrap, "--topic", topic,
-           "--group", unique_name, "--backend", backend, "--window", "count:300", "--checkpoint-dir", str(ckpt_dir),
-           "--checkpoint-every-batches", "2", "--max-poll-records", "500", "--ledger", "--n-features", "5",
-           "--dead-letter", f"file:{tmp_path / 'dead.jsonl'}", "--until-idle", str(IDLE_S)]
-    env = {**os.environ, "STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000",
-           "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500", "STREAMLEARN_KAFKA_MAX_POLL_INTERVAL_MS": "30000"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "run",
+        "--bootstrap",
+        outage_broker.bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        unique_name,
+        "--backend",
+        backend,
+        "--window",
+        "count:300",
+        "--checkpoint-dir",
+        str(ckpt_dir),
+        "--checkpoint-every-batches",
+        "2",
+        "--max-poll-records",
+        "500",
+        "--ledger",
+        "--n-features",
+        "5",
+        "--dead-letter",
+        f"file:{tmp_path / 'dead.jsonl'}",
+        "--until-idle",
+        str(IDLE_S),
+    ]
+    env = {
+        **os.environ,
+        "STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+        "STREAMLEARN_KAFKA_MAX_POLL_INTERVAL_MS": "30000",
+    }
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

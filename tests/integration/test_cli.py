@@ -16,19 +16,51 @@ GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **GROUP_ENV})
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **GROUP_ENV},
+    )
 
 
-def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(kafka_bootstrap, unique_name, tmp_path,
-                                                               kafka_consumer_settings):
+def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(
+    kafka_bootstrap, unique_name, tmp_path, kafka_consumer_settings
+):
     topic = unique_name
-    produced = cli("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--events", "3000",
-                   "--generator", "sea", "--corrupt-every", "100", "--partitions", "3")
+    produced = cli(
+        "produce",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--events",
+        "3000",
+        "--generator",
+        "sea",
+        "--corrupt-every",
+        "100",
+        "--partitions",
+        "3",
+    )
     assert produced.returncode == 0, produced.stderr
     ckpt = tmp_path / "ckpt"
-    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", unique_name,
-              "--window", "count:200", "--checkpoint-dir", str(ckpt), "--until-idle", "3")
+    ran = cli(
+        "run",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        unique_name,
+        "--window",
+        "count:200",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--until-idle",
+        "3",
+    )
     assert ran.returncode == 0, ran.stderr
     assert "learned 2,970 events" in ran.stderr and "dead letters 30" in ran.stderr
     assert "[streamlearn] learned" in ran.stderr  # live progress lines
@@ -49,8 +81,9 @@ def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(kafka_bootstrap,
     assert "model versions:" in ran.stderr and " validated" in ran.stderr
     assert all(v.schema["n_features"] == 3 for v in versions)
 
-    consumer = KafkaConsumer(f"{topic}.dlq", group_id=f"{unique_name}-dlq", consumer_timeout_ms=10_000,
-                             **kafka_consumer_settings)
+    consumer = KafkaConsumer(
+        f"{topic}.dlq", group_id=f"{unique_name}-dlq", consumer_timeout_ms=10_000, **kafka_consumer_settings
+    )
     try:
         letters = []
         for rec in consumer:
@@ -66,14 +99,23 @@ def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(kafka_bootstrap,
 
 
 def test_missing_topic_is_a_one_line_error_with_exit_code_2(kafka_bootstrap, unique_name, tmp_path):
-    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", f"{unique_name}-nope",
-              "--checkpoint-dir", str(tmp_path))
+    ran = cli(
+        "run",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        f"{unique_name}-nope",
+        "--checkpoint-dir",
+        str(tmp_path),
+    )
     assert ran.returncode == 2
     assert "not found" in ran.stderr and "Traceback" not in ran.stderr
 
 
 def test_unreachable_broker_is_a_one_line_error_with_exit_code_2(tmp_path):
-    ran = cli("run", "--bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t", "--checkpoint-dir", str(tmp_path))
+    ran = cli(
+        "run", "--bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t", "--checkpoint-dir", str(tmp_path)
+    )
     assert ran.returncode == 2
     assert "cannot reach Kafka" in ran.stderr or "no Kafka broker answered" in ran.stderr
     assert "Traceback" not in ran.stderr
@@ -85,32 +127,77 @@ def test_bad_configuration_is_exit_code_2_before_touching_kafka(tmp_path):
         (["--model", "transformer"], "transformer"),
         (["--partition", "no-number"], "TOPIC:N"),
     ]:
-        ran = cli("run", "--bootstrap", f"127.0.0.1:{free_port()}", "--topic", "t",
-                  "--checkpoint-dir", str(tmp_path), *args, timeout=60)
+        ran = cli(
+            "run",
+            "--bootstrap",
+            f"127.0.0.1:{free_port()}",
+            "--topic",
+            "t",
+            "--checkpoint-dir",
+            str(tmp_path),
+            *args,
+            timeout=60,
+        )
         assert ran.returncode == 2, (args, ran.stderr)
         assert message in ran.stderr and "Traceback" not in ran.stderr
 
 
 def test_run_without_any_source_explains_the_options(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "STREAMLEARN_KAFKA_BOOTSTRAP"}
-    ran = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--topic", "t"], capture_output=True,
-                         text=True, env=env, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "run", "--topic", "t"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert ran.returncode == 2 and "--bootstrap" in ran.stderr and "streamlearn demo" in ran.stderr
 
 
 def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
-        kafka_bootstrap, redis_url, unique_name, tmp_path):
+    kafka_bootstrap, redis_url, unique_name, tmp_path
+):
     """The deployed shape: `streamlearn run` -> Redis registry -> `streamlearn serve` (uvicorn subprocess)."""
     import httpx
 
     from serving.registry import open_registry
 
     topic = unique_name
-    assert cli("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--events", "4000",
-               "--generator", "agrawal").returncode == 0
-    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", unique_name,
-              "--window", "count:200", "--checkpoint-dir", str(tmp_path / "ckpt"), "--until-idle", "3",
-              "--registry", redis_url, "--registry-namespace", unique_name, "--publish-every-batches", "4")
+    assert (
+        cli(
+            "produce",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--events",
+            "4000",
+            "--generator",
+            "agrawal",
+        ).returncode
+        == 0
+    )
+    ran = cli(
+        "run",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        unique_name,
+        "--window",
+        "count:200",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--until-idle",
+        "3",
+        "--registry",
+        redis_url,
+        "--registry-namespace",
+        unique_name,
+        "--publish-every-batches",
+        "4",
+    )
     assert ran.returncode == 0, ran.stderr
     registry = open_registry(redis_url, namespace=unique_name)
     current = registry.current()
@@ -119,9 +206,25 @@ def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
 
     port = free_port()
     env = {**os.environ, "STREAMLEARN_SERVING_ADMIN_TOKEN": "adm"}
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--registry", redis_url,
-                             "--registry-namespace", unique_name, "--port", str(port), "--log-level", "warning"],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "serve",
+            "--registry",
+            redis_url,
+            "--registry-namespace",
+            unique_name,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -135,10 +238,15 @@ def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
             time.sleep(0.2)
         resp = httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]})
         assert resp.status_code == 200 and resp.json()["version"] == current.number
-        rolled = httpx.post(f"{url}/rollback", headers={"Authorization": "Bearer adm"}, json={"reason": "cli test"})
+        rolled = httpx.post(
+            f"{url}/rollback", headers={"Authorization": "Bearer adm"}, json={"reason": "cli test"}
+        )
         assert rolled.status_code == 200
-        assert httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]}).json()["version"] \
-            == rolled.json()["served"] < current.number
+        assert (
+            httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]}).json()["version"]
+            == rolled.json()["served"]
+            < current.number
+        )
     finally:
         proc.terminate()
         proc.wait(20)
@@ -146,7 +254,9 @@ def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
 
 
 def test_serve_with_an_unreachable_registry_is_a_one_line_error():
-    ran = cli("serve", "--registry", f"redis://127.0.0.1:{free_port()}/0", "--port", str(free_port()), timeout=60)
+    ran = cli(
+        "serve", "--registry", f"redis://127.0.0.1:{free_port()}/0", "--port", str(free_port()), timeout=60
+    )
     assert ran.returncode == 2 and "unreachable" in ran.stderr and "Traceback" not in ran.stderr
 
 
@@ -154,8 +264,20 @@ def test_unreadable_checkpoints_refuse_to_start_unless_a_fresh_start_is_asked_fo
     data = tmp_path / "rows.jsonl"
     data.write_text("\n".join(json.dumps({"id": i, "x": [i % 7, 1.0], "y": i % 2}) for i in range(300)))
     ckpt = tmp_path / "ck"
-    args = ("run", "--file", str(data), "--checkpoint-dir", str(ckpt), "--until-idle", "0.5", "--window", "count:50",
-            "--registry", "none", "--quiet")
+    args = (
+        "run",
+        "--file",
+        str(data),
+        "--checkpoint-dir",
+        str(ckpt),
+        "--until-idle",
+        "0.5",
+        "--window",
+        "count:50",
+        "--registry",
+        "none",
+        "--quiet",
+    )
     assert cli(*args, timeout=120).returncode == 0
     damaged = sorted(ckpt.glob("ckpt-*.safetensors"))
     assert damaged

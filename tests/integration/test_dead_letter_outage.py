@@ -22,8 +22,25 @@ LANES = 3
 
 
 def _run(bootstrap, topic, group, ckpt, **env):
-    return cli("run", "--bootstrap", bootstrap, "--topic", topic, "--group", group, "--window", "count:500",
-               "--checkpoint-dir", str(ckpt), "--until-idle", "3", "--ledger", "--registry", "none", env=env)
+    return cli(
+        "run",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--window",
+        "count:500",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--until-idle",
+        "3",
+        "--ledger",
+        "--registry",
+        "none",
+        env=env,
+    )
 
 
 def _letters_by_position(topic, positions, settings, group):
@@ -44,14 +61,17 @@ def _nowhere() -> str:
 
 
 def test_a_down_destination_spools_letters_and_the_next_run_sends_them(
-        kafka_bootstrap, make_topic, unique_name, tmp_path, kafka_consumer_settings):
+    kafka_bootstrap, make_topic, unique_name, tmp_path, kafka_consumer_settings
+):
     topic, stream, bad = _poisoned_topic(kafka_bootstrap, make_topic, seed=21)
     ckpt = tmp_path / "ckpt"
 
     down = _run(kafka_bootstrap, topic, unique_name, ckpt, STREAMLEARN_DEAD_LETTER_BOOTSTRAP=_nowhere())
     assert down.returncode == 0, down.stderr[-3000:]
     assert "Traceback" not in down.stderr
-    summary = [line for line in down.stderr.splitlines() if line.startswith("[streamlearn] WARNING dead-letter")]
+    summary = [
+        line for line in down.stderr.splitlines() if line.startswith("[streamlearn] WARNING dead-letter")
+    ]
     assert summary and f"{len(bad)} letters spooled on disk" in summary[-1]  # the exit summary says so
     check_learned_once(ckpt, stream.good_ids)
     assert len(DeadLetterSpool(ckpt / "dead-letters.spool.jsonl")) == len(bad)
@@ -59,17 +79,26 @@ def test_a_down_destination_spools_letters_and_the_next_run_sends_them(
     up = _run(kafka_bootstrap, topic, unique_name, ckpt)
     assert up.returncode == 0, up.stderr[-3000:]
     assert len(DeadLetterSpool(ckpt / "dead-letters.spool.jsonl")) == 0
-    assert _letters_by_position(f"{topic}.dlq", set(bad), kafka_consumer_settings, f"{unique_name}-dlq") == bad
+    assert (
+        _letters_by_position(f"{topic}.dlq", set(bad), kafka_consumer_settings, f"{unique_name}-dlq") == bad
+    )
     check_learned_once(ckpt, stream.good_ids)
 
 
 def test_a_full_spool_is_one_line_and_exit_2_and_a_restart_loses_nothing(
-        kafka_bootstrap, make_topic, unique_name, tmp_path, kafka_consumer_settings):
+    kafka_bootstrap, make_topic, unique_name, tmp_path, kafka_consumer_settings
+):
     topic, stream, bad = _poisoned_topic(kafka_bootstrap, make_topic, seed=22)
     ckpt = tmp_path / "ckpt"
 
-    full = _run(kafka_bootstrap, topic, unique_name, ckpt, STREAMLEARN_DEAD_LETTER_BOOTSTRAP=_nowhere(),
-                STREAMLEARN_DEAD_LETTER_SPOOL_MB="0.02")
+    full = _run(
+        kafka_bootstrap,
+        topic,
+        unique_name,
+        ckpt,
+        STREAMLEARN_DEAD_LETTER_BOOTSTRAP=_nowhere(),
+        STREAMLEARN_DEAD_LETTER_SPOOL_MB="0.02",
+    )
     assert full.returncode == 2, full.stderr[-3000:]
     assert "Traceback" not in full.stderr
     error_lines = [line for line in full.stderr.splitlines() if line.startswith("streamlearn: ")]

@@ -35,14 +35,33 @@ from serving.settings import RegistrySettings, ServingSettings
 from stream.produce import synthetic_rows
 
 WINDOW = 500
-LEARNER_ARGS = ("--model", "mlp", "--lr", "0.005", "--steps-per-batch", "4", "--window", f"count:{WINDOW}",
-                "--ewc-strength", "100", "--replay", "balanced", "--replay-capacity", "1000")
+LEARNER_ARGS = (
+    "--model",
+    "mlp",
+    "--lr",
+    "0.005",
+    "--steps-per-batch",
+    "4",
+    "--window",
+    f"count:{WINDOW}",
+    "--ewc-strength",
+    "100",
+    "--replay",
+    "balanced",
+    "--replay-capacity",
+    "1000",
+)
 GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **GROUP_ENV})
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **GROUP_ENV},
+    )
 
 
 class ServedVersions:
@@ -71,17 +90,39 @@ class ServedVersions:
 
 @pytest.fixture
 def api(redis_url, unique_name):
-    app = create_app(ServingSettings(poll_interval_s=0.2),
-                     registry_settings=RegistrySettings(url=redis_url, namespace=unique_name))
+    app = create_app(
+        ServingSettings(poll_interval_s=0.2),
+        registry_settings=RegistrySettings(url=redis_url, namespace=unique_name),
+    )
     with BackgroundServer(app, port=0) as server:
         yield server.url
 
 
 def _learn(bootstrap: str, topic: str, redis_url: str, namespace: str, tmp_path, *extra: str):
-    ran = cli("run", "--bootstrap", bootstrap, "--topic", topic, "--group", namespace,
-              "--checkpoint-dir", str(tmp_path / "ckpt"), "--until-idle", "3", "--quiet",
-              "--registry", redis_url, "--registry-namespace", namespace, "--publish-every-batches", "5",
-              "--publish-every-seconds", "60", *LEARNER_ARGS, *extra)
+    ran = cli(
+        "run",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        namespace,
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--until-idle",
+        "3",
+        "--quiet",
+        "--registry",
+        redis_url,
+        "--registry-namespace",
+        namespace,
+        "--publish-every-batches",
+        "5",
+        "--publish-every-seconds",
+        "60",
+        *LEARNER_ARGS,
+        *extra,
+    )
     assert ran.returncode == 0, ran.stderr
     return ran
 
@@ -96,18 +137,41 @@ def _clean_accuracy(registry: RedisRegistry, number: int, generator: str) -> flo
     rows = list(synthetic_rows(generator, 2000, seed=99))
     X = np.array([r["x"] for r in rows], dtype=np.float32)
     y = np.array([r["y"] for r in rows])
-    learner = TorchLearner("mlp", n_features=X.shape[1], device="cpu", lr=0.005, steps_per_batch=4, seed=0,
-                           plugins=[EWC(strength=100), ClassBalancedReplay(2, 1000)])
+    learner = TorchLearner(
+        "mlp",
+        n_features=X.shape[1],
+        device="cpu",
+        lr=0.005,
+        steps_per_batch=4,
+        seed=0,
+        plugins=[EWC(strength=100), ClassBalancedReplay(2, 1000)],
+    )
     learner.load_state_dict(registry.load_state(number))
     return float((learner.predict_batch(X) == y).mean())
 
 
 @pytest.mark.parametrize("poison", ["label_flip", "scale"])
-def test_corrupted_batches_are_rolled_back_and_never_served(kafka_bootstrap, redis_url, unique_name, api, tmp_path,
-                                                            poison):
+def test_corrupted_batches_are_rolled_back_and_never_served(
+    kafka_bootstrap, redis_url, unique_name, api, tmp_path, poison
+):
     start = 15_000
-    produced = cli("produce", "--bootstrap", kafka_bootstrap, "--topic", unique_name, "--events", "30000",
-                   "--generator", "agrawal", "--partitions", "1", "--poison", f"{poison}:{start}:1000", "--seed", "1")
+    produced = cli(
+        "produce",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        unique_name,
+        "--events",
+        "30000",
+        "--generator",
+        "agrawal",
+        "--partitions",
+        "1",
+        "--poison",
+        f"{poison}:{start}:1000",
+        "--seed",
+        "1",
+    )
     assert produced.returncode == 0, produced.stderr
     with ServedVersions(api) as served:
         ran = _learn(kafka_bootstrap, unique_name, redis_url, unique_name, tmp_path)
@@ -117,9 +181,15 @@ def test_corrupted_batches_are_rolled_back_and_never_served(kafka_bootstrap, red
     alarms, rollbacks = _events(api, "drift_alarm"), _events(api, "rollback")
     assert rollbacks and not _events(api, "adapt"), ran.stderr
     first = rollbacks[0]["details"]
-    assert first["automatic"] is True and first["snapshot"] - first["live"] >= 0.05 and first["p_snapshot_better"] < 0.01
+    assert (
+        first["automatic"] is True
+        and first["snapshot"] - first["live"] >= 0.05
+        and first["p_snapshot_better"] < 0.01
+    )
     topic_key = f"{unique_name}:0"
-    assert start <= alarms[0]["details"]["window"][topic_key][0] <= start + 3 * WINDOW  # detected within 3 batches
+    assert (
+        start <= alarms[0]["details"]["window"][topic_key][0] <= start + 3 * WINDOW
+    )  # detected within 3 batches
     assert first["window"][topic_key][1] <= start + 6 * WINDOW  # and undone within 3 more
 
     registry = RedisRegistry(redis_url, namespace=unique_name)
@@ -135,8 +205,23 @@ def test_corrupted_batches_are_rolled_back_and_never_served(kafka_bootstrap, red
 
 def test_concept_drift_is_adapted_to_not_rolled_back(kafka_bootstrap, redis_url, unique_name, api, tmp_path):
     drift_at = 15_000
-    produced = cli("produce", "--bootstrap", kafka_bootstrap, "--topic", unique_name, "--events", "30000",
-                   "--generator", "agrawal", "--partitions", "1", "--drift-at", str(drift_at), "--seed", "1")
+    produced = cli(
+        "produce",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        unique_name,
+        "--events",
+        "30000",
+        "--generator",
+        "agrawal",
+        "--partitions",
+        "1",
+        "--drift-at",
+        str(drift_at),
+        "--seed",
+        "1",
+    )
     assert produced.returncode == 0, produced.stderr
     ran = _learn(kafka_bootstrap, unique_name, redis_url, unique_name, tmp_path)
 
@@ -155,10 +240,24 @@ def test_concept_drift_is_adapted_to_not_rolled_back(kafka_bootstrap, redis_url,
 
 
 @pytest.mark.slow
-def test_a_stationary_stream_of_100k_events_raises_no_drift_alarm(kafka_bootstrap, redis_url, unique_name, api,
-                                                                    tmp_path):
-    produced = cli("produce", "--bootstrap", kafka_bootstrap, "--topic", unique_name, "--events", "100000",
-                   "--generator", "sea", "--partitions", "3", "--seed", "3")
+def test_a_stationary_stream_of_100k_events_raises_no_drift_alarm(
+    kafka_bootstrap, redis_url, unique_name, api, tmp_path
+):
+    produced = cli(
+        "produce",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        unique_name,
+        "--events",
+        "100000",
+        "--generator",
+        "sea",
+        "--partitions",
+        "3",
+        "--seed",
+        "3",
+    )
     assert produced.returncode == 0, produced.stderr
     ran = _learn(kafka_bootstrap, unique_name, redis_url, unique_name, tmp_path, "--feature-drift", "ks")
     assert "learned 100,000 events" in ran.stderr, ran.stderr

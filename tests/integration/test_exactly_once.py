@@ -45,20 +45,50 @@ def _produce(bootstrap: str, topic: str, n: int) -> None:
 
 
 def _newest_seq(ckpt_dir: Path) -> int:
-    seqs = [int(m.group(1)) for p in ckpt_dir.glob("ckpt-*.safetensors")
-            if (m := re.match(r"ckpt-(\d+)\.safetensors", p.name))]
+    seqs = [
+        int(m.group(1))
+        for p in ckpt_dir.glob("ckpt-*.safetensors")
+        if (m := re.match(r"ckpt-(\d+)\.safetensors", p.name))
+    ]
     return max(seqs, default=0)
 
 
-def _daemon(bootstrap: str, topic: str, group: str, ckpt_dir: Path, until_idle: float | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "stream.cli", "run", "--bootstrap", bootstrap, "--topic", topic,
-           "--group", group, "--window", "count:300", "--checkpoint-dir", str(ckpt_dir),
-           "--checkpoint-every-batches", "2", "--max-poll-records", "500", "--ledger", "--quiet",
-           "--dead-letter", "none", "--n-features", "5"]
+def _daemon(
+    bootstrap: str, topic: str, group: str, ckpt_dir: Path, until_idle: float | None
+) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "run",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--window",
+        "count:300",
+        "--checkpoint-dir",
+        str(ckpt_dir),
+        "--checkpoint-every-batches",
+        "2",
+        "--max-poll-records",
+        "500",
+        "--ledger",
+        "--quiet",
+        "--dead-letter",
+        "none",
+        "--n-features",
+        "5",
+    ]
     if until_idle is not None:
         cmd += ["--until-idle", str(until_idle)]
-    env = {**os.environ, "STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000",
-           "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+    env = {
+        **os.environ,
+        "STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+    }
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -26,16 +26,33 @@ LANES = 3
 
 
 def test_run_with_the_kafka_dead_letter_topic_learns_every_good_record_once_and_letters_every_bad_one(
-        kafka_bootstrap, make_topic, unique_name, tmp_path, kafka_consumer_settings):
+    kafka_bootstrap, make_topic, unique_name, tmp_path, kafka_consumer_settings
+):
     topic = make_topic(partitions=LANES)
     stream = poison_stream(n_good=6_000, lanes=LANES, seed=11)
     produced = produce(kafka_bootstrap, topic, stream)
     bad = {pos: r for pos, r in produced.items() if r.expected is not None}
 
     ckpt = tmp_path / "ckpt"
-    ran = cli("run", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", unique_name,
-              "--window", "count:500", "--checkpoint-dir", str(ckpt), "--until-idle", "4", "--ledger",
-              "--registry", "none", "--quiet")
+    ran = cli(
+        "run",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        unique_name,
+        "--window",
+        "count:500",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--until-idle",
+        "4",
+        "--ledger",
+        "--registry",
+        "none",
+        "--quiet",
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "Traceback" not in ran.stderr
     assert f"learned {len(stream.good_ids):,} events" in ran.stderr
@@ -57,21 +74,47 @@ def test_run_with_the_kafka_dead_letter_topic_learns_every_good_record_once_and_
         assert dict(rec.headers)["dlq.offset"] == str(pos[1]).encode()
 
     # A restart on the same checkpoint learns nothing again and sends nothing again.
-    again = cli("run", "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", unique_name,
-                "--checkpoint-dir", str(ckpt), "--until-idle", "3", "--ledger", "--registry", "none", "--quiet")
+    again = cli(
+        "run",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        unique_name,
+        "--checkpoint-dir",
+        str(ckpt),
+        "--until-idle",
+        "3",
+        "--ledger",
+        "--registry",
+        "none",
+        "--quiet",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     check_learned_once(ckpt, stream.good_ids)
 
 
 def test_replay_over_the_same_stream_learns_the_good_records_and_letters_the_bad(
-        kafka_bootstrap, make_topic, tmp_path):
+    kafka_bootstrap, make_topic, tmp_path
+):
     topic = make_topic(partitions=LANES)
     stream = poison_stream(n_good=3_000, lanes=LANES, seed=12)
     produced = produce(kafka_bootstrap, topic, stream)
     bad = {pos: r for pos, r in produced.items() if r.expected is not None}
     out = tmp_path / "replay"
-    ran = cli("replay", "--bootstrap", kafka_bootstrap, "--topic", topic, "--out", str(out), "--quiet",
-              "--window", "count:500")
+    ran = cli(
+        "replay",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--out",
+        str(out),
+        "--quiet",
+        "--window",
+        "count:500",
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_bytes())
     (config,) = summary["configs"]
@@ -89,8 +132,19 @@ def test_run_over_a_file_of_the_same_kinds_learns_every_good_line_once(tmp_path)
     path = tmp_path / "poison.jsonl"
     path.write_bytes(b"\n".join(r.value for r in stream.records) + b"\n")
     ckpt = tmp_path / "ckpt"
-    ran = cli("run", "--file", str(path), "--checkpoint-dir", str(ckpt), "--ledger", "--registry", "none",
-              "--quiet", "--window", "count:500")
+    ran = cli(
+        "run",
+        "--file",
+        str(path),
+        "--checkpoint-dir",
+        str(ckpt),
+        "--ledger",
+        "--registry",
+        "none",
+        "--quiet",
+        "--window",
+        "count:500",
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     check_learned_once(ckpt, stream.good_ids)
     letters = [json.loads(line) for line in (ckpt / "dead-letters.jsonl").read_bytes().splitlines()]

@@ -52,8 +52,17 @@ def test_empty_registry(registry):
 
 
 def test_publish_numbers_versions_and_keeps_metadata(registry):
-    a = registry.publish(_state(1), _draft(parent=None, offsets={"t:0": (0, 99)}, metrics={"holdout_accuracy": 0.8},
-                                           events_learned=100, schema={"n_features": 3}, learner="logistic"))
+    a = registry.publish(
+        _state(1),
+        _draft(
+            parent=None,
+            offsets={"t:0": (0, 99)},
+            metrics={"holdout_accuracy": 0.8},
+            events_learned=100,
+            schema={"n_features": 3},
+            learner="logistic",
+        ),
+    )
     b = registry.publish(_state(2), _draft(parent=a.number, offsets={"t:0": (0, 199)}))
     assert (a.number, b.number) == (1, 2)
     assert a.status == b.status == "candidate"
@@ -162,8 +171,12 @@ def test_audit_trail_records_every_transition(registry):
     # Evidence travels with a rollback: the drift policy's details join its audit event.
     registry.promote(b.number)
     registry.rollback(to=a.number, reason="policy", details={"automatic": True, "live": 0.4})
-    assert registry.events(kind="rollback")[0].details == {"automatic": True, "live": 0.4, "from": b.number,
-                                                            "to": a.number}
+    assert registry.events(kind="rollback")[0].details == {
+        "automatic": True,
+        "live": 0.4,
+        "from": b.number,
+        "to": a.number,
+    }
 
 
 @pytest.mark.parametrize("huge", [1e308, float("inf"), 2.0**70, 1.8446744073709552e16])

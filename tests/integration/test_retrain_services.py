@@ -35,28 +35,82 @@ from stream.produce import produce, synthetic_rows
 
 pytestmark = pytest.mark.slow
 
-LEARNER = {"model": "mlp", "model_options": ("hidden=[16]",), "lr": 0.01, "device": "cpu", "seed": 5,
-           "n_features": 10}
+LEARNER = {
+    "model": "mlp",
+    "model_options": ("hidden=[16]",),
+    "lr": 0.01,
+    "device": "cpu",
+    "seed": 5,
+    "n_features": 10,
+}
 WEIGHT_TOLERANCE = 1e-4
 
 
 def cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_two_process_gloo_retrain_matches_a_single_process_one(kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=3)
     produce(kafka_bootstrap, topic, 12_000, generator="hyperplane", seed=11)
-    base = RetrainSpec(bootstrap=kafka_bootstrap, topics=(topic,), end="3500", learner=LEARNER, epochs=2,
-                       batch_size=128, shards=4)
+    base = RetrainSpec(
+        bootstrap=kafka_bootstrap,
+        topics=(topic,),
+        end="3500",
+        learner=LEARNER,
+        epochs=2,
+        batch_size=128,
+        shards=4,
+    )
 
-    single = retrain(RetrainSpec(**{**json.loads(base.to_json()), "registry": str(tmp_path / "one"),
-                                    "out_dir": str(tmp_path / "job-one")}))
-    ran = cli("retrain", "--bootstrap", kafka_bootstrap, "--topic", topic, "--to", "3500", "--nproc", "2",
-              "--model", "mlp", "--model-option", "hidden=[16]", "--lr", "0.01", "--device", "cpu", "--seed", "5",
-              "--n-features", "10", "--epochs", "2", "--batch-size", "128", "--shards", "4",
-              "--registry", str(tmp_path / "two"), "--job-dir", str(tmp_path / "job-two"))
+    single = retrain(
+        RetrainSpec(
+            **{
+                **json.loads(base.to_json()),
+                "registry": str(tmp_path / "one"),
+                "out_dir": str(tmp_path / "job-one"),
+            }
+        )
+    )
+    ran = cli(
+        "retrain",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--to",
+        "3500",
+        "--nproc",
+        "2",
+        "--model",
+        "mlp",
+        "--model-option",
+        "hidden=[16]",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--seed",
+        "5",
+        "--n-features",
+        "10",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--shards",
+        "4",
+        "--registry",
+        str(tmp_path / "two"),
+        "--job-dir",
+        str(tmp_path / "job-two"),
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "2 process(es) (gloo" in ran.stderr
     double = json.loads((tmp_path / "job-two" / "result.json").read_text())
@@ -137,11 +191,44 @@ AFTER_EVENT = 3_000  # records appended once that event is seen: learned after i
 
 
 def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "stream.cli", "-v", "run", "--bootstrap", bootstrap, "--topic", topic,
-           "--window", "count:300", "--checkpoint-dir", str(tmp_path / "ckpt"), "--registry", str(tmp_path / "reg"),
-           "--ledger", "--quiet", "--dead-letter", "none", "--n-features", "10", "--device", "cpu",
-           "--until-idle", "6", "--publish-every-batches", "10", "--retrain-nproc", "2", "--retrain-epochs", "2",
-           "--retrain-shards", "4", "--retrain-batch-size", "128", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "-v",
+        "run",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--window",
+        "count:300",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--registry",
+        str(tmp_path / "reg"),
+        "--ledger",
+        "--quiet",
+        "--dead-letter",
+        "none",
+        "--n-features",
+        "10",
+        "--device",
+        "cpu",
+        "--until-idle",
+        "6",
+        "--publish-every-batches",
+        "10",
+        "--retrain-nproc",
+        "2",
+        "--retrain-epochs",
+        "2",
+        "--retrain-shards",
+        "4",
+        "--retrain-batch-size",
+        "128",
+        *extra,
+    ]
     # stderr goes to a file: a pipe nobody reads while the daemon runs for minutes could fill and block it.
     with open(tmp_path / DAEMON_LOG, "w") as log:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
@@ -154,8 +241,12 @@ def _stream_until(seen: Callable[[], bool], producer: _Producer, daemon: subproc
     this machine is. Returns the seconds waited.
     """
     started = time.monotonic()
-    while (not seen() and daemon.poll() is None and producer.is_alive()
-           and time.monotonic() - started < EVENT_DEADLINE_S):
+    while (
+        not seen()
+        and daemon.poll() is None
+        and producer.is_alive()
+        and time.monotonic() - started < EVENT_DEADLINE_S
+    ):
         time.sleep(0.5)
     producer.stop_after(AFTER_EVENT)
     producer.join(timeout=120)
@@ -173,14 +264,25 @@ def _finish(proc: subprocess.Popen, tmp_path, timeout: float = 240) -> str:
     return Path(tmp_path, DAEMON_LOG).read_text()
 
 
-def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(kafka_bootstrap, make_topic, tmp_path):
+def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(
+    kafka_bootstrap, make_topic, tmp_path
+):
     topic = make_topic(partitions=3)
     # The stream lasts until the adoption is in the audit log: the candidate always meets a live stream for
     # its catch-up and head-to-head, and the adopted model learns the AFTER_EVENT records after the swap.
     producer = _Producer(kafka_bootstrap, topic, 1_500 * EVENT_DEADLINE_S, rate=1_500)
     producer.start()
-    daemon = _daemon(kafka_bootstrap, topic, tmp_path, "--retrain-every-events", "6000",
-                     "--retrain-holdout-events", "1200", "--retrain-tolerance", "1.0")
+    daemon = _daemon(
+        kafka_bootstrap,
+        topic,
+        tmp_path,
+        "--retrain-every-events",
+        "6000",
+        "--retrain-holdout-events",
+        "1200",
+        "--retrain-tolerance",
+        "1.0",
+    )
     registry = FileRegistry(tmp_path / "reg")
     waited = _stream_until(lambda: bool(registry.events(kind="retrain_adopted")), producer, daemon)
     assert producer.error is None and not producer.is_alive()
@@ -190,7 +292,9 @@ def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(kafk
     assert daemon.returncode == 0, err[-3000:]
 
     adopted = registry.events(kind="retrain_adopted")
-    assert adopted, f"no retrain was adopted: {[e.to_dict() for e in registry.events(limit=50)]}\n{err[-3000:]}"
+    assert adopted, (
+        f"no retrain was adopted: {[e.to_dict() for e in registry.events(limit=50)]}\n{err[-3000:]}"
+    )
     first = adopted[-1]  # newest first
     evidence = first.details
     assert evidence["catchup_events"] > 0 and evidence["holdout_events"] >= 1200, evidence
@@ -205,19 +309,30 @@ def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(kafk
     assert info["events_learned"] == n
     twice = {k: v for k, v in counts.items() if v != 1}
     missing = {str(i) for i in range(n)} - set(counts)
-    assert not twice and not missing, f"learned twice: {list(twice)[:10]}, never learned: {sorted(missing)[:10]}"
+    assert not twice and not missing, (
+        f"learned twice: {list(twice)[:10]}, never learned: {sorted(missing)[:10]}"
+    )
 
 
 def test_a_crashing_retrain_is_reported_and_the_daemon_keeps_learning(kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=3)
     producer = _Producer(kafka_bootstrap, topic, 1_500 * EVENT_DEADLINE_S, rate=1_500)
     producer.start()
-    daemon = _daemon(kafka_bootstrap, topic, tmp_path, "--retrain-every-events", "3000",
-                     env={"STREAMLEARN_RETRAIN_FAULT": "1:3"})  # rank 1 raises at its third step
+    daemon = _daemon(
+        kafka_bootstrap,
+        topic,
+        tmp_path,
+        "--retrain-every-events",
+        "3000",
+        env={"STREAMLEARN_RETRAIN_FAULT": "1:3"},
+    )  # rank 1 raises at its third step
     registry = FileRegistry(tmp_path / "reg")
     # The stream lasts until a crash is reported (not merely a job stopped because the stream ended).
-    waited = _stream_until(lambda: any(e.details.get("exit_code") is not None
-                                       for e in registry.events(kind="retrain_failed")), producer, daemon)
+    waited = _stream_until(
+        lambda: any(e.details.get("exit_code") is not None for e in registry.events(kind="retrain_failed")),
+        producer,
+        daemon,
+    )
     assert producer.error is None and not producer.is_alive()
     n = producer.sent
     print(f"crash report seen after {waited:.1f}s; stream of {n:,} records")
@@ -242,12 +357,41 @@ def test_two_launchers_meet_through_the_rendezvous_as_two_nodes(kafka_bootstrap,
     topic = make_topic(partitions=3)
     produce(kafka_bootstrap, topic, 3_000, generator="hyperplane", seed=4)
     port = free_port()
-    node = [sys.executable, "-m", "stream.cli", "retrain", "--bootstrap", kafka_bootstrap, "--topic", topic,
-            "--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test-nodes",
-            "--device", "cpu", "--epochs", "1", "--registry", str(tmp_path / "reg")]
+    node = [
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "retrain",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic",
+        topic,
+        "--nproc",
+        "1",
+        "--nnodes",
+        "2",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "test-nodes",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--registry",
+        str(tmp_path / "reg"),
+    ]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # two hosts would use their real interface
-    nodes = [subprocess.Popen([*node, "--job-dir", str(tmp_path / f"node{i}")], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    nodes = [
+        subprocess.Popen(
+            [*node, "--job-dir", str(tmp_path / f"node{i}")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=240)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], outputs
     results = [json.loads((tmp_path / f"node{i}" / "result.json").read_text()) for i in range(2)]

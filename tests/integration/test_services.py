@@ -32,8 +32,7 @@ def _produce(bootstrap: str, topic: str, values: Iterable[int]) -> dict[int, lis
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
         futures = [
-            producer.send(topic, key=str(v).encode(), value=str(v).encode(),
-                          partition=v % PARTITIONS)
+            producer.send(topic, key=str(v).encode(), value=str(v).encode(), partition=v % PARTITIONS)
             for v in values
         ]
         producer.flush(timeout=30)
@@ -146,8 +145,7 @@ def test_consumer_group_resumes_from_committed_offsets(
     assert sorted(int(r.value) for r in records) == list(second)
     for p, pairs in _by_partition(records).items():
         first_count = len(range(p, len(first), PARTITIONS))
-        assert [offset for offset, _ in pairs] == list(
-            range(first_count, first_count + len(pairs)))
+        assert [offset for offset, _ in pairs] == list(range(first_count, first_count + len(pairs)))
 
 
 # --------------------------------------------------------------------------- #
@@ -190,8 +188,7 @@ def test_redis_publish_subscribe_roundtrip(
 
         message = pubsub.get_message(timeout=5)
         assert message is not None
-        assert (message["type"], message["channel"], message["data"]) == (
-            "message", channel.encode(), b"v42")
+        assert (message["type"], message["channel"], message["data"]) == ("message", channel.encode(), b"v42")
     finally:
         pubsub.close()
 
@@ -199,8 +196,7 @@ def test_redis_publish_subscribe_roundtrip(
 def test_redis_stop_start_restarts_same_server(redis_service: Any, unique_name: str) -> None:
     redis_service.ensure_running()
     url_before = redis_service.url
-    client = redis.Redis.from_url(
-        redis_service.url, socket_connect_timeout=1, socket_timeout=1)
+    client = redis.Redis.from_url(redis_service.url, socket_connect_timeout=1, socket_timeout=1)
     try:
         client.set(f"{unique_name}:k", b"v")
 

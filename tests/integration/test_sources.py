@@ -25,15 +25,22 @@ TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for i in range(n):
-        producer.send(topic, orjson.dumps({"id": f"r{i}", "x": [i % 5, 1.0], "y": i % 2}), partition=i % partitions)
+        producer.send(
+            topic, orjson.dumps({"id": f"r{i}", "x": [i % 5, 1.0], "y": i % 2}), partition=i % partitions
+        )
     producer.flush()
     producer.close()
 
 
 def engine_for(source, ckpt_dir, **config) -> Engine:
-    return Engine(source=source, codec=JsonCodec(CodecConfig(n_features=2)), window=CountWindow(100),
-                  learner_builder=lambda d: TorchLearner(n_features=d), store=CheckpointStore(ckpt_dir),
-                  config=EngineConfig(ledger=True, **config))
+    return Engine(
+        source=source,
+        codec=JsonCodec(CodecConfig(n_features=2)),
+        window=CountWindow(100),
+        learner_builder=lambda d: TorchLearner(n_features=d),
+        store=CheckpointStore(ckpt_dir),
+        config=EngineConfig(ledger=True, **config),
+    )
 
 
 @pytest.mark.parametrize("backend", [KafkaSource, ConfluentKafkaSource])
@@ -42,7 +49,9 @@ def test_group_member_learns_everything_and_commits_the_checkpointed_positions(
 ):
     topic = make_topic(partitions=3)
     produce(kafka_bootstrap, topic, 1500)
-    source = backend(KafkaSourceConfig(bootstrap=kafka_bootstrap, topics=(topic,), group_id=unique_name, **TIMINGS))
+    source = backend(
+        KafkaSourceConfig(bootstrap=kafka_bootstrap, topics=(topic,), group_id=unique_name, **TIMINGS)
+    )
     summary = engine_for(source, tmp_path, until_idle_seconds=2).run()
     assert summary.events_learned == 1500
     assert summary.positions == {TopicPartition(topic, p): 500 for p in range(3)}
@@ -60,7 +69,9 @@ def test_explicit_partitions_resume_from_the_checkpoint_not_the_beginning(
 ):
     topic = make_topic(partitions=2)
     produce(kafka_bootstrap, topic, 600, partitions=2)
-    config = KafkaSourceConfig(bootstrap=kafka_bootstrap, partitions=(TopicPartition(topic, 0), TopicPartition(topic, 1)))
+    config = KafkaSourceConfig(
+        bootstrap=kafka_bootstrap, partitions=(TopicPartition(topic, 0), TopicPartition(topic, 1))
+    )
     first = engine_for(backend(config), tmp_path, max_events=200, max_poll_records=50).run()
     assert 200 <= first.events_learned < 600
     produce(kafka_bootstrap, topic, 0)
@@ -75,7 +86,9 @@ def test_partition_revocation_checkpoints_before_the_partitions_are_released(
 ):
     topic = make_topic(partitions=2)
     produce(kafka_bootstrap, topic, 1000, partitions=2)
-    source = KafkaSource(KafkaSourceConfig(bootstrap=kafka_bootstrap, topics=(topic,), group_id=unique_name, **TIMINGS))
+    source = KafkaSource(
+        KafkaSourceConfig(bootstrap=kafka_bootstrap, topics=(topic,), group_id=unique_name, **TIMINGS)
+    )
     # Checkpoints would otherwise be rare: only the revocation should write one mid-run.
     engine = engine_for(source, tmp_path, checkpoint_every_batches=10_000, checkpoint_every_seconds=3600)
     runner = threading.Thread(target=engine.run, daemon=True)
@@ -87,7 +100,9 @@ def test_partition_revocation_checkpoints_before_the_partitions_are_released(
     assert CheckpointStore(tmp_path).latest() is None, "no periodic checkpoint expected yet"
 
     # A second member joins: the group rebalances and the engine loses a partition.
-    newcomer = KafkaConsumer(topic, group_id=unique_name, **{k: v for k, v in kafka_consumer_settings.items()})
+    newcomer = KafkaConsumer(
+        topic, group_id=unique_name, **{k: v for k, v in kafka_consumer_settings.items()}
+    )
     try:
         deadline = time.monotonic() + 60
         while not newcomer.assignment() and time.monotonic() < deadline:

@@ -97,10 +97,13 @@ def test_bad_rows_are_422_with_a_message(reg, client, body, needle):
 def test_non_finite_values_are_422(reg, client):
     publish(reg)
     assert wait_until(lambda: client.get("/health").json()["ready"])
-    resp = client.post("/predict", content=b'{"x": [NaN, 1.0, 2.0]}', headers={"content-type": "application/json"})
+    resp = client.post(
+        "/predict", content=b'{"x": [NaN, 1.0, 2.0]}', headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 422 and "finite number" in resp.text
-    infinite = client.post("/predict", content=b'{"x": [1e400, 1.0, 2.0]}',
-                           headers={"content-type": "application/json"})
+    infinite = client.post(
+        "/predict", content=b'{"x": [1e400, 1.0, 2.0]}', headers={"content-type": "application/json"}
+    )
     assert infinite.status_code == 422
     batch = client.post("/predict/batch", json={"rows": [[1, 2, 3], [1, 2]]})
     assert batch.status_code == 422 and batch.json()["detail"][0]["loc"] == ["body", "rows", 1]
@@ -110,14 +113,19 @@ def test_values_not_finite_in_float32_are_422_everywhere(reg, client):
     # 1e39 is finite in float64 (JSON allows it) and inf once cast to float32.
     publish(reg, schema={"n_features": 3, "feature_names": ["a", "b", "c"]})
     assert wait_until(lambda: client.get("/health").json()["ready"])
-    for body, path in (({"x": [1e39, 0.0, 0.0]}, "/predict"), ({"x": [0.0, -1e39, 0.0]}, "/predict"),
-                       ({"x": {"a": 0.0, "b": 0.0, "c": 3.5e38}}, "/predict"),
-                       ({"rows": [[0, 0, 0], [0, 0, 1e39]]}, "/predict/batch"),
-                       ({"rows": [{"a": 0.0, "b": 0.0, "c": -1e300}]}, "/predict/batch")):
+    for body, path in (
+        ({"x": [1e39, 0.0, 0.0]}, "/predict"),
+        ({"x": [0.0, -1e39, 0.0]}, "/predict"),
+        ({"x": {"a": 0.0, "b": 0.0, "c": 3.5e38}}, "/predict"),
+        ({"rows": [[0, 0, 0], [0, 0, 1e39]]}, "/predict/batch"),
+        ({"rows": [{"a": 0.0, "b": 0.0, "c": -1e300}]}, "/predict/batch"),
+    ):
         resp = client.post(path, json=body)
         assert resp.status_code == 422, (body, resp.text)
         assert "finite in float32" in resp.json()["detail"][0]["msg"]
-    located = client.post("/predict/batch", json={"rows": [[0, 0, 0], [0, 0, 1e39]]}).json()["detail"][0]["loc"]
+    located = client.post("/predict/batch", json={"rows": [[0, 0, 0], [0, 0, 1e39]]}).json()["detail"][0][
+        "loc"
+    ]
     assert located == ["body", "rows", 1, 2]
     # The largest finite float32 passes validation (this model may still overflow on it: that is another 422).
     largest = client.post("/predict", json={"x": [3.4028234663852886e38, 0.0, 0.0]})
@@ -137,7 +145,9 @@ def test_a_row_the_model_overflows_on_is_422_not_null_probabilities(reg, client)
     assert "null" not in client.post("/predict", json={"x": [0, 0, 0]}).text
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
 def test_predict_bodies_must_be_json(reg, client, content_type):
     publish(reg)
     assert wait_until(lambda: client.get("/health").json()["ready"])
@@ -151,7 +161,9 @@ def test_predict_bodies_must_be_json(reg, client, content_type):
 
 def test_bodies_over_the_limit_are_413_declared_or_streamed(reg):
     publish(reg)
-    app = create_app(ServingSettings(admin_token=TOKEN, max_body_bytes=256, poll_interval_s=0.05), registry=reg)
+    app = create_app(
+        ServingSettings(admin_token=TOKEN, max_body_bytes=256, poll_interval_s=0.05), registry=reg
+    )
     with TestClient(app) as c:
         assert wait_until(lambda: c.get("/health").json()["ready"])
         row = b"[0.5, 0.5, 0.5]"
@@ -160,8 +172,9 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(reg):
         big = b'{"rows": [' + b", ".join([row] * 30) + b"]}"
         declared = c.post("/predict/batch", content=big)
         assert declared.status_code == 413
-        assert declared.json()["detail"].startswith(f"the request body ({len(big)} bytes) is larger than the limit "
-                                                    "of 256 bytes")
+        assert declared.json()["detail"].startswith(
+            f"the request body ({len(big)} bytes) is larger than the limit of 256 bytes"
+        )
         assert declared.headers["connection"] == "close"
 
         def chunks():  # no Content-Length: the middleware counts as the body arrives
@@ -176,7 +189,10 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(reg):
             assert "larger than the limit of 256 bytes" in streamed.json()["detail"]
         text = c.get("/metrics").text
         # Counted either way: a declared length is refused before routing, hence "unmatched".
-        assert 'route="unmatched",status="413"} 1.0' in text and 'route="/predict/batch",status="413"} 1.0' in text
+        assert (
+            'route="unmatched",status="413"} 1.0' in text
+            and 'route="/predict/batch",status="413"} 1.0' in text
+        )
 
 
 def test_non_finite_event_bounds_are_422_and_huge_ones_are_fine(reg, client):
@@ -185,9 +201,11 @@ def test_non_finite_event_bounds_are_422_and_huge_ones_are_fine(reg, client):
         for bound in ("nan", "inf", "-inf", "1e400"):
             resp = client.get("/events", params={name: bound})
             assert resp.status_code == 422, resp.text
-            assert resp.json()["detail"][0] == {"loc": ["query", name], "type": "value_error",
-                                                "msg": f"{name} must be a finite number of epoch seconds, "
-                                                       f"got {float(bound)}"}
+            assert resp.json()["detail"][0] == {
+                "loc": ["query", name],
+                "type": "value_error",
+                "msg": f"{name} must be a finite number of epoch seconds, got {float(bound)}",
+            }
     assert client.get("/events", params={"since": 1e308}).json()["events"] == []
     assert client.get("/events", params={"until": -1e308}).json()["events"] == []
     assert len(client.get("/events", params={"since": -1e308, "until": 1e308}).json()["events"]) == 2
@@ -200,7 +218,9 @@ def test_named_features_and_class_labels(reg, client):
     assert out["prediction"] == "yes"
     missing = client.post("/predict", json={"x": {"a": 1.0, "b": 0.0}})
     assert missing.status_code == 422 and "missing ['c']" in missing.text
-    assert client.post("/predict/batch", json={"rows": [{"a": -2, "b": 0, "c": 0}]}).json()["predictions"] == ["no"]
+    assert client.post("/predict/batch", json={"rows": [{"a": -2, "b": 0, "c": 0}]}).json()[
+        "predictions"
+    ] == ["no"]
 
 
 def test_not_ready_without_a_model(client):
@@ -237,7 +257,10 @@ def test_admin_endpoints_need_the_token(reg, client):
     publish(reg, seed=1)
     assert client.post("/rollback").status_code == 401
     assert client.post("/rollback", headers={"Authorization": "Bearer nope"}).status_code == 403
-    assert client.post(f"/models/{v1.number}/promote", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert (
+        client.post(f"/models/{v1.number}/promote", headers={"Authorization": "Bearer nope"}).status_code
+        == 403
+    )
 
 
 def test_rollback_and_promote_take_effect_at_once(reg, client):
@@ -249,7 +272,10 @@ def test_rollback_and_promote_take_effect_at_once(reg, client):
     # No waiting: the very next prediction uses the rolled-back version.
     assert client.post("/predict", json={"x": [0, 0, 0]}).json()["version"] == v1.number
     event = client.get("/events", params={"kind": "rollback"}).json()["events"][0]
-    assert event["reason"] == "bad batch upstream" and event["details"] == {"from": v2.number, "to": v1.number}
+    assert event["reason"] == "bad batch upstream" and event["details"] == {
+        "from": v2.number,
+        "to": v1.number,
+    }
     promoted = client.post(f"/models/{v2.number}/promote", headers=ADMIN)
     assert promoted.status_code == 200 and promoted.json()["served"] == v2.number
     assert client.post("/models/99/promote", headers=ADMIN).status_code == 404
@@ -289,8 +315,17 @@ def test_metrics_count_requests_by_route(reg, client):
 
 def test_openapi_documents_the_endpoints(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/predict", "/predict/batch", "/models", "/models/current", "/models/{version}/promote",
-                 "/rollback", "/health", "/health/ready", "/events"):
+    for path in (
+        "/predict",
+        "/predict/batch",
+        "/models",
+        "/models/current",
+        "/models/{version}/promote",
+        "/rollback",
+        "/health",
+        "/health/ready",
+        "/events",
+    ):
         assert path in paths
 
 
@@ -323,15 +358,21 @@ def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_versi
     t0 = time.time()
 
     # The drift policy finds v2 corrupted and v1 clearly better: the pointer moves back, the API follows.
-    policy = DriftPolicy(DriftMonitor([ScriptedDetector(fire_at=[1])]), PolicyConfig(warmup_batches=0), registry=reg,
-                         snapshot=ValidationGate(reg).validated)
+    policy = DriftPolicy(
+        DriftMonitor([ScriptedDetector(fire_at=[1])]),
+        PolicyConfig(warmup_batches=0),
+        registry=reg,
+        snapshot=ValidationGate(reg).validated,
+    )
     live = trained(True)
     for i in range(100, 104):
         batch = make_batch(256, n_features=3, start_offset=i * 256)
         if policy.observe(live, batch, live.predict_batch(batch.X)):
             break
     assert reg.pointer()[0] == v1.number
-    assert wait_until(lambda: client.post("/predict", json={"x": [0.5, 0.5, 0.5]}).json()["version"] == v1.number)
+    assert wait_until(
+        lambda: client.post("/predict", json={"x": [0.5, 0.5, 0.5]}).json()["version"] == v1.number
+    )
 
     # An operator promotes v2 by hand and rolls it back by hand: also kind=rollback.
     client.post(f"/models/{v2.number}/promote", headers=ADMIN)
@@ -341,7 +382,9 @@ def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_versi
     assert events[1]["details"]["pointer_moved"] is True and events[1]["details"]["to"] == v1.number
     assert client.get("/models/current").json()["served"]["number"] == v1.number
     # Time filters: nothing before t0 is listed, `until` cuts the newest off, and a reversed range is a 422.
-    only_auto = client.get("/events", params={"kind": "rollback", "since": t0, "until": events[1]["at"]}).json()
+    only_auto = client.get(
+        "/events", params={"kind": "rollback", "since": t0, "until": events[1]["at"]}
+    ).json()
     assert [e["id"] for e in only_auto["events"]] == [events[1]["id"]]
     bad_range = client.get("/events", params={"since": 10, "until": 5})
     assert bad_range.status_code == 422 and "before since" in bad_range.text

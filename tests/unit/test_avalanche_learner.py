@@ -24,15 +24,26 @@ def stream(n_batches: int, size: int = 128, seed: int = 0):
         yield X, (X / [1, 10, 100, 1e3, 1e4] @ W).argmax(axis=1).astype(np.int64)
 
 
-@pytest.mark.parametrize("strategy,kwargs", [
-    ("Naive", {}),
-    ("EWC", {"ewc_lambda": 1.0, "mode": "online", "decay_factor": 0.9}),
-    ("Replay", {"mem_size": 200}),
-    ("LwF", {"alpha": 0.5, "temperature": 2.0}),
-])
+@pytest.mark.parametrize(
+    "strategy,kwargs",
+    [
+        ("Naive", {}),
+        ("EWC", {"ewc_lambda": 1.0, "mode": "online", "decay_factor": 0.9}),
+        ("Replay", {"mem_size": 200}),
+        ("LwF", {"alpha": 0.5, "temperature": 2.0}),
+    ],
+)
 def test_strategies_learn_a_stream_one_experience_per_micro_batch(strategy, kwargs):
-    learner = AvalancheLearner(strategy, "mlp", n_features=5, n_classes=3, device="cpu", lr=0.01,
-                               strategy_kwargs=kwargs, train_epochs=3)
+    learner = AvalancheLearner(
+        strategy,
+        "mlp",
+        n_features=5,
+        n_classes=3,
+        device="cpu",
+        lr=0.01,
+        strategy_kwargs=kwargs,
+        train_epochs=3,
+    )
     data = list(stream(31))
     for X, y in data[:30]:
         report = learner.learn_batch(X, y)
@@ -54,8 +65,9 @@ def test_unknown_strategy_plugin_or_argument_is_a_config_error_that_helps():
 
 
 def test_learning_leaves_the_callers_global_rngs_alone():
-    learner = AvalancheLearner("Replay", "mlp", n_features=5, n_classes=3, device="cpu",
-                               strategy_kwargs={"mem_size": 50})
+    learner = AvalancheLearner(
+        "Replay", "mlp", n_features=5, n_classes=3, device="cpu", strategy_kwargs={"mem_size": 50}
+    )
     torch_state, py_state = torch.get_rng_state(), random.getstate()
     for X, y in stream(3):
         learner.learn_batch(X, y)
@@ -64,8 +76,9 @@ def test_learning_leaves_the_callers_global_rngs_alone():
 
 
 def test_the_api_serves_the_model_inside_an_avalanche_state():
-    learner = AvalancheLearner("EWC", "mlp", n_features=5, n_classes=3, device="cpu",
-                               strategy_kwargs={"ewc_lambda": 1.0})
+    learner = AvalancheLearner(
+        "EWC", "mlp", n_features=5, n_classes=3, device="cpu", strategy_kwargs={"ewc_lambda": 1.0}
+    )
     data = list(stream(4))
     for X, y in data[:3]:
         learner.learn_batch(X, y)
@@ -78,8 +91,9 @@ def test_the_api_serves_the_model_inside_an_avalanche_state():
 
 
 def _replay_state():
-    learner = AvalancheLearner("Replay", "logistic", n_features=5, n_classes=3, device="cpu",
-                               strategy_kwargs={"mem_size": 20})
+    learner = AvalancheLearner(
+        "Replay", "logistic", n_features=5, n_classes=3, device="cpu", strategy_kwargs={"mem_size": 20}
+    )
     for X, y in stream(2):
         learner.learn_batch(X, y)
     state = learner.state_dict()
@@ -87,22 +101,27 @@ def _replay_state():
     return learner, state
 
 
-@pytest.mark.parametrize("name", [
-    "avalanche.training.storage_policy:random.Random",  # an attribute path out of an allowed module
-    "avalanche.training.storage_policy:torch.load",
-    "avalanche.training.storage_policy:ReservoirSamplingBuffer.__init__",
-    "avalanche.training.plugins:ReplayPlugin",  # an Avalanche class, but not one a state rebuilds
-    "avalanche.training.storage_policy.ReservoirSamplingBuffer",  # no ':'
-    "subprocess:Popen",
-    "builtins:eval",
-    42,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "avalanche.training.storage_policy:random.Random",  # an attribute path out of an allowed module
+        "avalanche.training.storage_policy:torch.load",
+        "avalanche.training.storage_policy:ReservoirSamplingBuffer.__init__",
+        "avalanche.training.plugins:ReplayPlugin",  # an Avalanche class, but not one a state rebuilds
+        "avalanche.training.storage_policy.ReservoirSamplingBuffer",  # no ':'
+        "subprocess:Popen",
+        "builtins:eval",
+        42,
+    ],
+)
 def test_a_state_naming_a_class_off_the_allow_list_is_refused(name, monkeypatch):
     learner, state = _replay_state()
     state["plugins"][0]["state"]["storage_policy"]["class"] = name
     imported = []
     real_import = importlib.import_module
-    monkeypatch.setattr(importlib, "import_module", lambda mod, *a: imported.append(mod) or real_import(mod, *a))
+    monkeypatch.setattr(
+        importlib, "import_module", lambda mod, *a: imported.append(mod) or real_import(mod, *a)
+    )
     with pytest.raises(SchemaMismatchError, match="not on the allow-list of Avalanche classes"):
         learner.clone().load_state_dict(state)
     assert imported == [], "a refused name must not import anything"
@@ -142,8 +161,9 @@ def _tensors(node):
 
 
 def test_a_state_of_another_strategy_does_not_load():
-    ewc = AvalancheLearner("EWC", "logistic", n_features=5, n_classes=3, device="cpu",
-                           strategy_kwargs={"ewc_lambda": 1.0})
+    ewc = AvalancheLearner(
+        "EWC", "logistic", n_features=5, n_classes=3, device="cpu", strategy_kwargs={"ewc_lambda": 1.0}
+    )
     naive = AvalancheLearner("Naive", "logistic", n_features=5, n_classes=3, device="cpu")
     with pytest.raises(SchemaMismatchError, match="strategy='EWC'"):
         naive.load_state_dict(ewc.state_dict())

@@ -9,9 +9,7 @@ from bench.forgetting import Settings, build_tasks, run_sequence, summarise
 
 def test_metrics_follow_the_textbook_definitions():
     nan = np.nan
-    R = np.array([[0.9, nan, nan],
-                  [0.5, 0.8, nan],
-                  [0.3, 0.6, 1.0]])
+    R = np.array([[0.9, nan, nan], [0.5, 0.8, nan], [0.3, 0.6, 1.0]])
     avg, forgetting = summarise(R)
     assert np.isclose(avg, (0.3 + 0.6 + 1.0) / 3)
     assert np.isclose(forgetting, ((0.9 - 0.3) + (0.8 - 0.6)) / 2)

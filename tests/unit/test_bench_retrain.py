@@ -8,11 +8,30 @@ import sys
 
 
 def test_the_retrain_bench_prints_its_table(tmp_path):
-    ran = subprocess.run([sys.executable, "-m", "bench.retrain", "--events", "6000", "--epochs", "1",
-                          "--json", str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=600)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.retrain",
+            "--events",
+            "6000",
+            "--epochs",
+            "1",
+            "--json",
+            str(tmp_path / "rows.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
-    for row in ("incremental", "retrain in process", "since the change", "retrain torchrun x1 (gloo",
-                "retrain torchrun x2 (gloo"):
+    for row in (
+        "incremental",
+        "retrain in process",
+        "since the change",
+        "retrain torchrun x1 (gloo",
+        "retrain torchrun x2 (gloo",
+    ):
         assert row in ran.stdout, ran.stdout
     rows = json.loads((tmp_path / "rows.json").read_text())
     # Every model learned the same training range and was scored on the same holdout.

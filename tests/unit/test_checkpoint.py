@@ -14,8 +14,14 @@ TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
 
 def ckpt(seq: int, positions: dict, **kw) -> Checkpoint:
-    return Checkpoint(seq=seq, positions=positions, learner=kw.get("learner"), window={"kind": "count"},
-                      schema={"n_features": 2}, counters={"events_learned": seq * 10})
+    return Checkpoint(
+        seq=seq,
+        positions=positions,
+        learner=kw.get("learner"),
+        window={"kind": "count"},
+        schema={"n_features": 2},
+        counters={"events_learned": seq * 10},
+    )
 
 
 def test_round_trip_keeps_positions_state_and_counters(tmp_path):
@@ -33,8 +39,10 @@ def test_newest_wins_and_only_keep_files_remain(tmp_path):
     store = CheckpointStore(tmp_path, keep=2)
     for seq in range(1, 5):
         store.save(ckpt(seq, {TP0: seq * 100}))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000000000003.safetensors",
-                                                          "ckpt-000000000004.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-000000000003.safetensors",
+        "ckpt-000000000004.safetensors",
+    ]
     assert CheckpointStore(tmp_path).latest().positions[TP0] == 400
 
 
@@ -76,9 +84,12 @@ def test_a_directory_of_only_unreadable_checkpoints_refuses_a_silent_fresh_start
     store = CheckpointStore(tmp_path)
     for seq in (1, 2):
         _damage(store.save(ckpt(seq, {TP0: seq * 100})))
-    with pytest.raises(UnreadableCheckpointError, match=rf"none of the 2 checkpoint file\(s\) in {tmp_path} can be "
-                                                        r"read \(the newest: .*ckpt-000000000002.safetensors.*"
-                                                        r"--on-unreadable-checkpoint fresh"):
+    with pytest.raises(
+        UnreadableCheckpointError,
+        match=rf"none of the 2 checkpoint file\(s\) in {tmp_path} can be "
+        r"read \(the newest: .*ckpt-000000000002.safetensors.*"
+        r"--on-unreadable-checkpoint fresh",
+    ):
         CheckpointStore(tmp_path).latest()
     assert len(list(tmp_path.glob("ckpt-*.safetensors"))) == 2  # refusing changes nothing
 
@@ -90,7 +101,9 @@ def test_a_fresh_start_on_request_sets_the_unreadable_files_aside_and_keeps_its_
     fresh = CheckpointStore(tmp_path, keep=2, on_unreadable="fresh")
     assert fresh.latest() is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "ckpt-000000000005.safetensors.unreadable", "ckpt-000000000006.safetensors.unreadable"]
+        "ckpt-000000000005.safetensors.unreadable",
+        "ckpt-000000000006.safetensors.unreadable",
+    ]
     fresh.save(ckpt(1, {TP0: 10}))  # out of the rotation: the damaged seq 5 and 6 cannot prune it
     assert CheckpointStore(tmp_path).latest().seq == 1
 

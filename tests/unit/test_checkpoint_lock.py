@@ -21,17 +21,25 @@ from stream.window import CountWindow
 
 
 def engine_on(directory, records, n_features: int = 3) -> Engine:
-    return Engine(source=ListSource(records, batch_size=100), codec=JsonCodec(CodecConfig(n_features=n_features)),
-                  window=CountWindow(50), learner_builder=lambda d: TorchLearner(n_features=d),
-                  store=CheckpointStore(directory), config=EngineConfig(until_idle_seconds=0, ledger=True))
+    return Engine(
+        source=ListSource(records, batch_size=100),
+        codec=JsonCodec(CodecConfig(n_features=n_features)),
+        window=CountWindow(50),
+        learner_builder=lambda d: TorchLearner(n_features=d),
+        store=CheckpointStore(directory),
+        config=EngineConfig(until_idle_seconds=0, ledger=True),
+    )
 
 
 def test_a_second_store_on_a_locked_directory_is_refused_with_the_directory_and_pid(tmp_path):
     first = CheckpointStore(tmp_path / "ck")
     first.lock()
     first.lock()  # the holder may lock again (the CLI locks before the engine starts)
-    with pytest.raises(CheckpointLockedError, match=rf"{tmp_path / 'ck'} is in use by pid {os.getpid()} "
-                                                    r"\(this process\).*its own --checkpoint-dir"):
+    with pytest.raises(
+        CheckpointLockedError,
+        match=rf"{tmp_path / 'ck'} is in use by pid {os.getpid()} "
+        r"\(this process\).*its own --checkpoint-dir",
+    ):
         CheckpointStore(tmp_path / "ck").lock()
     first.unlock()
     first.unlock()  # idempotent
@@ -71,9 +79,13 @@ def test_an_engine_that_fails_to_start_releases_the_lock(tmp_path):
 
 def test_the_lock_dies_with_its_process(tmp_path):
     # The holder keeps its store referenced: a collected store closes its lock file, releasing the lock.
-    script = ("import sys, time; from stream.checkpoint import CheckpointStore; store = CheckpointStore(sys.argv[1]); "
-              "store.lock(); print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    script = (
+        "import sys, time; from stream.checkpoint import CheckpointStore; store = CheckpointStore(sys.argv[1]); "
+        "store.lock(); print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(CheckpointLockedError, match=rf"in use by pid {holder.pid}:"):
@@ -94,9 +106,26 @@ def test_a_second_daemon_is_a_one_line_error_with_exit_code_2(tmp_path):
     holder = CheckpointStore(ckpt)
     holder.lock()
     try:
-        ran = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--file", str(data), "--checkpoint-dir",
-                              str(ckpt), "--until-idle", "0.5", "--registry", "none", "--quiet"],
-                             capture_output=True, text=True, timeout=180)
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "run",
+                "--file",
+                str(data),
+                "--checkpoint-dir",
+                str(ckpt),
+                "--until-idle",
+                "0.5",
+                "--registry",
+                "none",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     finally:
         holder.unlock()
     assert ran.returncode == 2, ran.stderr

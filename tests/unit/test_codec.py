@@ -22,10 +22,14 @@ def poll_of(values: list[bytes | None], topic: str = "t", partition: int = 0) ->
 
 def test_decodes_list_features_labels_ids_and_event_time():
     codec = JsonCodec(CodecConfig(n_features=3))
-    out = codec.decode(poll_of([
-        b'{"id": 7, "ts": 123, "x": [1, 2.5, -3], "y": 1}',
-        b'{"x": [0, 0, 0], "y": 0}',
-    ]))
+    out = codec.decode(
+        poll_of(
+            [
+                b'{"id": 7, "ts": 123, "x": [1, 2.5, -3], "y": 1}',
+                b'{"x": [0, 0, 0], "y": 0}',
+            ]
+        )
+    )
     assert out.dead_letters == []
     ev = out.events
     assert ev.X.dtype == np.float32 and ev.X.tolist() == [[1, 2.5, -3], [0, 0, 0]]
@@ -96,8 +100,10 @@ def test_iso_timestamps_are_parsed_as_utc_ms():
     assert out.events.ts.tolist() == [1_704_067_201_000]
 
 
-@pytest.mark.parametrize("kwargs", [{"task": "ranking"}, {"n_features": 0}, {"n_classes": 1},
-                                    {"feature_names": ("a",), "n_features": 2}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"task": "ranking"}, {"n_features": 0}, {"n_classes": 1}, {"feature_names": ("a",), "n_features": 2}],
+)
 def test_bad_config_is_a_config_error(kwargs):
     with pytest.raises(ConfigError):
         CodecConfig(**kwargs)
@@ -115,8 +121,17 @@ _valid = st.builds(
 _record = st.one_of(
     _valid.map(orjson.dumps),
     _valid.map(orjson.dumps),
-    st.sampled_from([b"{", b'{"x": [1, 2], "y": 0}', b'{"x": [1, 2, 3], "y": 3}', b'{"x": [1, 2, 3]}',
-                     b'{"x": [1, 1e39, 2], "y": 1}', b'{"x": [1, "2", 3], "y": 1}', b'{"x": [1, 2, 3], "y": 1.5}']),
+    st.sampled_from(
+        [
+            b"{",
+            b'{"x": [1, 2], "y": 0}',
+            b'{"x": [1, 2, 3], "y": 3}',
+            b'{"x": [1, 2, 3]}',
+            b'{"x": [1, 1e39, 2], "y": 1}',
+            b'{"x": [1, "2", 3], "y": 1}',
+            b'{"x": [1, 2, 3], "y": 1.5}',
+        ]
+    ),
 )
 
 
@@ -160,7 +175,9 @@ def test_fast_path_on_interleaved_columns_agrees_with_slow_path(rows):
     np.testing.assert_array_equal(fast.events.partition, slow.events.partition)
     np.testing.assert_array_equal(fast.events.offset, slow.events.offset)
     assert fast.events.topic.tolist() == slow.events.topic.tolist()
-    assert [(d.record, d.reason) for d in fast.dead_letters] == [(d.record, d.reason) for d in slow.dead_letters]
+    assert [(d.record, d.reason) for d in fast.dead_letters] == [
+        (d.record, d.reason) for d in slow.dead_letters
+    ]
     assert len(fast.events) + len(fast.dead_letters) == len(records)
 
 

@@ -73,8 +73,9 @@ def _parse(args: list[str]) -> tuple[str, dict[str, Any]]:
 
 
 def _service_with_command(subcommand: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    found = [(name, svc) for name, svc in _streamlearn_services().items()
-             if str(svc["command"][0]) == subcommand]
+    found = [
+        (name, svc) for name, svc in _streamlearn_services().items() if str(svc["command"][0]) == subcommand
+    ]
     assert len(found) == 1, f"expected one service running `streamlearn {subcommand}`, found {found}"
     name, svc = found[0]
     return name, svc, _parse(svc["command"])[1]
@@ -89,7 +90,9 @@ def _container_ports(svc: dict[str, Any]) -> set[int]:
                 out.add(int(spec["target"]))
             continue
         parts = str(spec).split("/")[0].split(":")
-        if len(parts) >= 2:  # HOST:CONTAINER or IP:HOST:CONTAINER; a bare port is not published on a fixed one
+        if (
+            len(parts) >= 2
+        ):  # HOST:CONTAINER or IP:HOST:CONTAINER; a bare port is not published on a fixed one
             out.add(int(parts[-1]))
     return out
 
@@ -153,8 +156,10 @@ def _compose_command() -> list[str] | None:
 def test_compose_validates_the_file():
     command = _compose_command()
     if command is None:
-        reason = ("neither `docker compose` nor `docker-compose` is installed; "
-                  "`bash .ci/compose_check.sh` installs Debian's docker-compose")
+        reason = (
+            "neither `docker compose` nor `docker-compose` is installed; "
+            "`bash .ci/compose_check.sh` installs Debian's docker-compose"
+        )
         if _services_required():
             pytest.fail(f"STREAMLEARN_REQUIRE_SERVICES=1 but {reason}", pytrace=False)
         pytest.skip(reason)
@@ -163,8 +168,9 @@ def test_compose_validates_the_file():
     env = {k: v for k, v in os.environ.items() if k != "STREAMLEARN_SERVING_ADMIN_TOKEN"}
     checked = subprocess.run([*base, "config", "-q"], capture_output=True, text=True, timeout=120, env=env)
     assert checked.returncode == 0, f"{' '.join(command)} config rejects {COMPOSE.name}:\n{checked.stderr}"
-    listed = subprocess.run([*base, "config", "--services"], capture_output=True, text=True, timeout=120,
-                            env=env)
+    listed = subprocess.run(
+        [*base, "config", "--services"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert listed.returncode == 0, listed.stderr
     assert set(listed.stdout.split()) == set(_services())
 
@@ -186,8 +192,10 @@ def test_every_streamlearn_service_command_is_a_valid_cli_invocation():
 
 def test_one_image_built_from_the_project_dockerfile():
     built = _streamlearn_services()
-    contexts = {str(svc["build"] if isinstance(svc["build"], str) else svc["build"]["context"])
-                for svc in built.values()}
+    contexts = {
+        str(svc["build"] if isinstance(svc["build"], str) else svc["build"]["context"])
+        for svc in built.values()
+    }
     assert contexts == {"."}
     assert len({svc.get("image") for svc in built.values()}) == 1, "one image, several commands"
     dockerfile = (ROOT / "Dockerfile").read_text()
@@ -220,13 +228,15 @@ def test_services_address_each_other_by_compose_service_names():
             lowered = value.lower()
             assert not any(lb in lowered for lb in LOOPBACK_NAMES), (
                 f"{name}: {setting}={value!r} names loopback, which inside a container is the "
-                "container itself; use a compose service name")
+                "container itself; use a compose service name"
+            )
             for host in _endpoints(setting, value):
                 if setting in BIND_SETTINGS:
                     assert host in {"", "0.0.0.0"} | names, f"{name}: {setting}={value!r}"
                 else:
                     assert host in names, (
-                        f"{name}: {setting}={value!r} names {host!r}, not a service of this compose file")
+                        f"{name}: {setting}={value!r} names {host!r}, not a service of this compose file"
+                    )
 
 
 def test_learner_publishes_to_redis_and_checkpoints_on_a_named_volume():
@@ -236,8 +246,9 @@ def test_learner_publishes_to_redis_and_checkpoints_on_a_named_volume():
     assert ckpt, f"{name}: no checkpoint directory"
     named = set(_compose().get("volumes") or {})
     mounts = [str(v).split(":") for v in svc.get("volumes") or []]
-    assert any(src in named and (ckpt == dst or ckpt.startswith(dst.rstrip("/") + "/"))
-               for src, dst, *_ in mounts), f"{name}: {ckpt} is not on a named volume ({mounts})"
+    assert any(
+        src in named and (ckpt == dst or ckpt.startswith(dst.rstrip("/") + "/")) for src, dst, *_ in mounts
+    ), f"{name}: {ckpt} is not on a named volume ({mounts})"
     conditions = {dep: spec.get("condition") for dep, spec in svc["depends_on"].items()}
     assert conditions.get("kafka") == conditions.get("redis") == "service_healthy"
     assert svc.get("restart") in {"always", "unless-stopped", "on-failure"}

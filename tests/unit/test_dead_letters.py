@@ -82,16 +82,23 @@ class _NoWait:
 
 
 def _letters(n: int) -> list[DeadLetter]:
-    return [DeadLetter(RawRecord("t", 0, i, -1, None if i % 2 else b"k", None), "empty value: tombstone")
-            for i in range(n)]
+    return [
+        DeadLetter(RawRecord("t", 0, i, -1, None if i % 2 else b"k", None), "empty value: tombstone")
+        for i in range(n)
+    ]
 
 
 def test_a_kafka_sink_without_a_broker_spools_reports_and_never_raises_until_its_limit(tmp_path):
     port = free_port()  # nothing listens there
     timer = RetryTimer(_NoWait())
-    sink = KafkaDeadLetterSink(f"127.0.0.1:{port}", tmp_path / "spool.jsonl", retry=timer,
-                               flush_timeout_s=0.2, max_spool_bytes=10_000,
-                               producer_config={"bootstrap_timeout_ms": 300})
+    sink = KafkaDeadLetterSink(
+        f"127.0.0.1:{port}",
+        tmp_path / "spool.jsonl",
+        retry=timer,
+        flush_timeout_s=0.2,
+        max_spool_bytes=10_000,
+        producer_config={"bootstrap_timeout_ms": 300},
+    )
     sink.send(_letters(10))
     sink.flush()
     status = sink.status()
@@ -143,8 +150,9 @@ def test_daemon_metrics_say_when_the_destination_is_down_over_http():
     server = metrics.serve(port)
     try:
         stats = RunStats(events_learned=5, duplicates=2, dead_letters={"bad json": 3})
-        stats.dead_letter_status = SinkStatus("<topic>.dlq", down_for_seconds=12.0, last_error="refused",
-                                              spooled=3, spool_bytes=900)
+        stats.dead_letter_status = SinkStatus(
+            "<topic>.dlq", down_for_seconds=12.0, last_error="refused", spooled=3, spool_bytes=900
+        )
         metrics.update(stats)
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:

@@ -76,8 +76,12 @@ def test_binary_detectors_are_refused_for_regression_and_unknown_names_are_clear
         ErrorDriftDetector("cusum")
     with pytest.raises(ConfigError, match="bad parameter"):
         ErrorDriftDetector("adwin", no_such_parameter=1)
-    assert ErrorDriftDetector("adwin", task="regression").update(np.abs(np.random.default_rng(0).normal(size=50))).level \
+    assert (
+        ErrorDriftDetector("adwin", task="regression")
+        .update(np.abs(np.random.default_rng(0).normal(size=50)))
+        .level
         == "none"
+    )
 
 
 def test_ks_feature_drift_finds_the_shifted_feature_among_many_with_fdr_control():
@@ -98,8 +102,14 @@ def test_psi_feature_drift_uses_its_thresholds():
     rng = np.random.default_rng(7)
     det = FeatureDriftDetector("psi", window=2000)
     assert all(det.update(rng.normal(size=(1000, 3))).level == "none" for _ in range(6))
-    signal = next(s for s in (det.update(rng.normal(size=(1000, 3)) * [1, 1, 3]) for _ in range(3)) if s.level != "none")
-    assert signal.is_drift and signal.evidence["features"][0]["feature"] == "x2" and signal.evidence["max_psi"] > 0.25
+    signal = next(
+        s for s in (det.update(rng.normal(size=(1000, 3)) * [1, 1, 3]) for _ in range(3)) if s.level != "none"
+    )
+    assert (
+        signal.is_drift
+        and signal.evidence["features"][0]["feature"] == "x2"
+        and signal.evidence["max_psi"] > 0.25
+    )
     assert population_stability_index(np.arange(100.0), np.arange(100.0)) == pytest.approx(0.0)
 
 
@@ -110,7 +120,9 @@ def test_feature_detector_resumes_from_its_snapshot():
         det.update(rng.normal(size=(100, 2)))
     back = FeatureDriftDetector("ks", window=200)
     back.restore(loads_state(dumps_state({"s": det.snapshot()}))["s"])
-    for batch in [rng.normal(size=(100, 2)) for _ in range(3)] + [rng.normal(size=(100, 2)) + 2 for _ in range(3)]:
+    for batch in [rng.normal(size=(100, 2)) for _ in range(3)] + [
+        rng.normal(size=(100, 2)) + 2 for _ in range(3)
+    ]:
         a, b = det.update(batch), back.update(batch)
         assert a.level == b.level and a.evidence == b.evidence
 

@@ -33,8 +33,14 @@ BATCH = 500
 
 
 def _learner(d: int) -> TorchLearner:
-    return TorchLearner("mlp", n_features=d, device="cpu", lr=0.005, steps_per_batch=4,
-                        plugins=[EWC(strength=100), ClassBalancedReplay(2, 1000)])
+    return TorchLearner(
+        "mlp",
+        n_features=d,
+        device="cpu",
+        lr=0.005,
+        steps_per_batch=4,
+        plugins=[EWC(strength=100), ClassBalancedReplay(2, 1000)],
+    )
 
 
 def _records(rows) -> list[RawRecord]:
@@ -43,12 +49,20 @@ def _records(rows) -> list[RawRecord]:
 
 def _run(tmp_path, rows, policy=None, *, tolerance=0.01):
     registry = FileRegistry(tmp_path / "registry")
-    gate = ValidationGate(registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100,
-                                               tolerance=tolerance))
+    gate = ValidationGate(
+        registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100, tolerance=tolerance)
+    )
     policy = policy or DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
-    engine = Engine(source=ListSource(_records(rows), batch_size=5000), codec=JsonCodec(CodecConfig()),
-                    window=CountWindow(BATCH), learner_builder=_learner, store=CheckpointStore(tmp_path / "ckpt"),
-                    config=EngineConfig(until_idle_seconds=0), gate=gate, policy=policy)
+    engine = Engine(
+        source=ListSource(_records(rows), batch_size=5000),
+        codec=JsonCodec(CodecConfig()),
+        window=CountWindow(BATCH),
+        learner_builder=_learner,
+        store=CheckpointStore(tmp_path / "ckpt"),
+        config=EngineConfig(until_idle_seconds=0),
+        gate=gate,
+        policy=policy,
+    )
     return engine, engine.run(), registry, policy
 
 
@@ -88,8 +102,11 @@ def test_a_corrupted_burst_is_rolled_back_and_no_corrupted_version_is_validated(
 
 def test_a_concept_change_is_adapted_to_and_a_retrain_requested(tmp_path):
     requests = []
-    policy = DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]), PolicyConfig(plasticity_batches=10),
-                         on_retrain_request=requests.append)
+    policy = DriftPolicy(
+        DriftMonitor([ErrorDriftDetector("adwin")]),
+        PolicyConfig(plasticity_batches=10),
+        on_retrain_request=requests.append,
+    )
     rows = synthetic_rows("agrawal", 40_000, seed=1, drift_at=20_000)
     engine, summary, registry, _ = _run(tmp_path, rows, policy)
 
@@ -98,7 +115,10 @@ def test_a_concept_change_is_adapted_to_and_a_retrain_requested(tmp_path):
     assert 20_000 <= adapt.details["alarm_window"]["t:0"][0] <= 20_000 + 3 * BATCH
     assert adapt.details["reference"] - adapt.details["live"] >= 0.05  # degraded...
     assert adapt.details["snapshot"] - adapt.details["live"] < 0.05  # ...and the snapshot is no cure
-    assert adapt.details["changes"]["ewc_strength"] == [100.0, 10.0] and adapt.details["changes"]["replay_evicted"] > 0
+    assert (
+        adapt.details["changes"]["ewc_strength"] == [100.0, 10.0]
+        and adapt.details["changes"]["replay_evicted"] > 0
+    )
     assert registry.events(kind="retrain_request") and requests and "evidence_window" in requests[0]
     # The relaxation was temporary.
     ewc = engine.learner.plugins[0]
@@ -108,7 +128,9 @@ def test_a_concept_change_is_adapted_to_and_a_retrain_requested(tmp_path):
 
 def test_a_stationary_stream_raises_no_alarm(tmp_path):
     # DDM is left out: at a ~1% error rate it false-alarms (bench/drift.py measures it).
-    policy = DriftChoice(detectors=("adwin", "page_hinkley"), feature_method="ks").build(task="classification")
+    policy = DriftChoice(detectors=("adwin", "page_hinkley"), feature_method="ks").build(
+        task="classification"
+    )
     _, summary, registry, _ = _run(tmp_path, synthetic_rows("sea", 40_000, seed=3), policy)
     assert summary.drift["alarms"] == 0, registry.events(kind="drift_alarm")
     assert not registry.events(kind="rollback") and not registry.events(kind="adapt")
@@ -150,8 +172,12 @@ def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(
     v1 = registry.validate(registry.publish(good.state_dict(), Version(0)).number).number
     v2 = registry.validate(registry.publish(bad.state_dict(), Version(0, parent=v1)).number).number
     gate = ValidationGate(registry)
-    policy = DriftPolicy(DriftMonitor([ScriptedDetector([1])]), PolicyConfig(warmup_batches=0), registry=registry,
-                         snapshot=gate.validated)
+    policy = DriftPolicy(
+        DriftMonitor([ScriptedDetector([1])]),
+        PolicyConfig(warmup_batches=0),
+        registry=registry,
+        snapshot=gate.validated,
+    )
     live = _trained(flip=True)
     decision = None
     for i in range(40, 45):
@@ -162,7 +188,9 @@ def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(
     assert decision is not None and decision.kind == "rollback" and decision.version.number == v1
     assert registry.pointer()[0] == v1 and registry.get(v2).status == "rolled_back"
     event = registry.events(kind="rollback")[0]
-    assert event.details["pointer_moved"] is True and event.details["from"] == v2 and event.details["to"] == v1
+    assert (
+        event.details["pointer_moved"] is True and event.details["from"] == v2 and event.details["to"] == v1
+    )
     assert event.details["older_versions"][str(v1)]["snapshot"] > 0.9
     # The live learner is now v1's model.
     probe = make_batch(200, n_features=4, start_offset=10**6)
@@ -181,8 +209,11 @@ class _FlakyRegistry(FileRegistry):
 def test_audit_events_wait_in_the_outbox_and_survive_a_checkpoint(tmp_path):
     registry = _FlakyRegistry(tmp_path / "registry")
     registry.down = True
-    policy = DriftPolicy(DriftMonitor([ScriptedDetector([2])]), PolicyConfig(warmup_batches=0, evidence_batches=1,
-                                                                     min_evidence_events=1), registry=registry)
+    policy = DriftPolicy(
+        DriftMonitor([ScriptedDetector([2])]),
+        PolicyConfig(warmup_batches=0, evidence_batches=1, min_evidence_events=1),
+        registry=registry,
+    )
     learner = _trained(batches=2)
     for i in range(4):
         b = make_batch(BATCH, n_features=4, start_offset=i * BATCH)
@@ -203,15 +234,29 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
     first = DriftPolicy(DriftMonitor([ScriptedDetector([20])]), cfg)
     registry = FileRegistry(tmp_path / "registry")
     gate = ValidationGate(registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100))
-    engine = Engine(source=ListSource(_records(rows[:14_000]), batch_size=5000), codec=JsonCodec(CodecConfig()),
-                    window=CountWindow(BATCH), learner_builder=_learner, store=CheckpointStore(tmp_path / "ckpt"),
-                    config=EngineConfig(until_idle_seconds=0), gate=gate, policy=first)
+    engine = Engine(
+        source=ListSource(_records(rows[:14_000]), batch_size=5000),
+        codec=JsonCodec(CodecConfig()),
+        window=CountWindow(BATCH),
+        learner_builder=_learner,
+        store=CheckpointStore(tmp_path / "ckpt"),
+        config=EngineConfig(until_idle_seconds=0),
+        gate=gate,
+        policy=first,
+    )
     engine.run()
     assert first.state == "collecting"
     second = DriftPolicy(DriftMonitor([ScriptedDetector([])]), cfg)
-    engine = Engine(source=ListSource(_records(rows), batch_size=5000), codec=JsonCodec(CodecConfig()),
-                    window=CountWindow(BATCH), learner_builder=_learner, store=CheckpointStore(tmp_path / "ckpt"),
-                    config=EngineConfig(until_idle_seconds=0), gate=ValidationGate(registry, gate.config), policy=second)
+    engine = Engine(
+        source=ListSource(_records(rows), batch_size=5000),
+        codec=JsonCodec(CodecConfig()),
+        window=CountWindow(BATCH),
+        learner_builder=_learner,
+        store=CheckpointStore(tmp_path / "ckpt"),
+        config=EngineConfig(until_idle_seconds=0),
+        gate=ValidationGate(registry, gate.config),
+        policy=second,
+    )
     summary = engine.run()
     assert second.counts["alarms"] == 1 and summary.drift["drift_dismissed"] == 1
     dismissed = registry.events(kind="drift_dismissed")[0]

@@ -40,8 +40,17 @@ class CrashingLearner:
         return report
 
 
-def make_engine(records, ckpt_dir, *, window=None, abort_at_poll=None, crash_learn_at=None, crash_after=False,
-                n_features=N_FEATURES, **config):
+def make_engine(
+    records,
+    ckpt_dir,
+    *,
+    window=None,
+    abort_at_poll=None,
+    crash_learn_at=None,
+    crash_after=False,
+    n_features=N_FEATURES,
+    **config,
+):
     def build(d):
         return CrashingLearner(TorchLearner(n_features=d, seed=1, lr=0.1), crash_learn_at, crash_after)
 
@@ -51,8 +60,9 @@ def make_engine(records, ckpt_dir, *, window=None, abort_at_poll=None, crash_lea
         window=window or CountWindow(25),
         learner_builder=build,
         store=CheckpointStore(ckpt_dir),
-        config=EngineConfig(until_idle_seconds=0, ledger=True, checkpoint_every_batches=3,
-                            poll_timeout_ms=0, **config),
+        config=EngineConfig(
+            until_idle_seconds=0, ledger=True, checkpoint_every_batches=3, poll_timeout_ms=0, **config
+        ),
     )
 
 
@@ -85,10 +95,15 @@ def test_learns_every_record_once_and_counts_dead_letters(tmp_path):
 @pytest.mark.parametrize("window", ["count", "event"])
 def test_crash_at_random_points_then_restart_is_exactly_once(tmp_path, seed, window):
     records = make_records(900, n_features=N_FEATURES, partitions=3, seed=seed)
-    factories = {"count": lambda: CountWindow(25),
-                 "event": lambda: EventTimeWindow(length_ms=20_000, allowed_lateness_ms=5_000)}
+    factories = {
+        "count": lambda: CountWindow(25),
+        "event": lambda: EventTimeWindow(length_ms=20_000, allowed_lateness_ms=5_000),
+    }
     summary = run_to_completion_with_crashes(
-        lambda **crash: make_engine(records, tmp_path, window=factories[window](), **crash), random.Random(seed), 5)
+        lambda **crash: make_engine(records, tmp_path, window=factories[window](), **crash),
+        random.Random(seed),
+        5,
+    )
     ledger = CheckpointStore(tmp_path).latest().ledger
     counts = dict(zip(ledger["ids"], np.asarray(ledger["counts"]).tolist()))
     expected = {f"e{i}" for i in range(900)}

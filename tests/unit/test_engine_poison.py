@@ -52,8 +52,11 @@ def test_every_good_record_is_learned_once_and_every_bad_one_dead_lettered_with_
 
     letters = [json.loads(line) for line in (tmp_path / "dlq.jsonl").read_bytes().splitlines()]
     got = {(d["partition"], d["offset"]): d["reason_kind"] for d in letters}
-    expected = {(rec.partition, rec.offset): poison.expected
-                for rec, poison in zip(records, stream.records) if poison.expected is not None}
+    expected = {
+        (rec.partition, rec.offset): poison.expected
+        for rec, poison in zip(records, stream.records)
+        if poison.expected is not None
+    }
     assert got == expected
     by_kind = defaultdict(int)
     for kind in expected.values():

@@ -22,8 +22,9 @@ def task(rng, n: int, which: int):
 
 def accuracy_on_first_task_after_second(plugins, seed: int = 0) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
-    learner = TorchLearner("mlp", n_features=4, device="cpu", lr=0.01, seed=seed, plugins=plugins,
-                           model_kwargs={"hidden": (32,)})
+    learner = TorchLearner(
+        "mlp", n_features=4, device="cpu", lr=0.01, seed=seed, plugins=plugins, model_kwargs={"hidden": (32,)}
+    )
     for _ in range(60):
         learner.learn_batch(*task(rng, 64, 0))
     learner.consolidate()
@@ -38,7 +39,9 @@ def accuracy_on_first_task_after_second(plugins, seed: int = 0) -> tuple[float, 
 def test_ewc_and_replay_forget_far_less_than_plain_sgd(seed):
     naive_a, naive_b = accuracy_on_first_task_after_second([], seed)
     ewc_a, ewc_b = accuracy_on_first_task_after_second([EWC(strength=1000, consolidate_every=None)], seed)
-    replay_a, replay_b = accuracy_on_first_task_after_second([ReservoirReplay(1000, mix=1.0, seed=seed)], seed)
+    replay_a, replay_b = accuracy_on_first_task_after_second(
+        [ReservoirReplay(1000, mix=1.0, seed=seed)], seed
+    )
     assert naive_a < 0.75 and naive_b > 0.95  # plain SGD learned B and forgot A
     assert ewc_a > naive_a + 0.1 and ewc_b > 0.85
     assert replay_a > naive_a + 0.2 and replay_b > 0.95
@@ -72,7 +75,7 @@ def test_ewc_fisher_is_the_mean_squared_per_sample_gradient():
     expected = {k: torch.zeros_like(v) for k, v in model.named_parameters()}
     for i in range(5):
         model.zero_grad()
-        torch.nn.functional.cross_entropy(model(X[i:i + 1]), y[i:i + 1]).backward()
+        torch.nn.functional.cross_entropy(model(X[i : i + 1]), y[i : i + 1]).backward()
         for k, p in model.named_parameters():
             expected[k] += p.grad.pow(2) / 5
     for k in expected:
@@ -84,7 +87,7 @@ def test_reservoir_is_uniform_over_the_stream():
     X = torch.arange(20_000, dtype=torch.float32).reshape(-1, 1)
     y = torch.zeros(20_000, dtype=torch.long)
     for i in range(0, 20_000, 250):
-        replay.after_update(None, X[i:i + 250], y[i:i + 250])
+        replay.after_update(None, X[i : i + 250], y[i : i + 250])
     kept = replay._X[:500, 0]
     assert replay.size == 500 and replay.seen == 20_000
     # Uniform over 0..19999: mean ~10000 (sd of the mean ~260), both halves represented.
@@ -98,7 +101,9 @@ def test_class_balanced_replay_keeps_rare_classes():
     learner = TorchLearner(n_features=2, n_classes=3, device="cpu", plugins=[replay])
     rng = np.random.default_rng(0)
     for _ in range(20):
-        learner.learn_batch(rng.normal(size=(50, 2)).astype(np.float32), rng.choice(3, size=50, p=[0.9, 0.08, 0.02]))
+        learner.learn_batch(
+            rng.normal(size=(50, 2)).astype(np.float32), rng.choice(3, size=50, p=[0.9, 0.08, 0.02])
+        )
     assert torch.bincount(replay._y[:30], minlength=3).tolist() == [10, 10, 10]
     sampled = torch.bincount(replay._y[replay._sample(3000)], minlength=3)
     assert int(sampled.min()) > 850  # each class ~1000: rehearsed as often as the common one
@@ -153,11 +158,16 @@ def test_validated_versions_consolidate_ewc_in_the_engine(tmp_path):
         return TorchLearner(n_features=d, device="cpu", plugins=[ewc])
 
     engine = Engine(
-        source=ListSource(make_records(2000, n_features=4)), codec=JsonCodec(CodecConfig(n_features=4)),
-        window=CountWindow(100), learner_builder=build, store=CheckpointStore(tmp_path / "ckpt"),
+        source=ListSource(make_records(2000, n_features=4)),
+        codec=JsonCodec(CodecConfig(n_features=4)),
+        window=CountWindow(100),
+        learner_builder=build,
+        store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=ValidationGate(FileRegistry(tmp_path / "reg"),
-                            GateConfig(every_batches=4, every_seconds=None, holdout_min_events=10, tolerance=1.0)),
+        gate=ValidationGate(
+            FileRegistry(tmp_path / "reg"),
+            GateConfig(every_batches=4, every_seconds=None, holdout_min_events=10, tolerance=1.0),
+        ),
     )
     engine.run()
     assert engine.gate.counts["validated"] >= 3

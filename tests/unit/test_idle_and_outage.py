@@ -37,8 +37,13 @@ def engine_for(source, tmp_path, *, on_progress=None) -> Engine:
         window=CountWindow(25),
         learner_builder=lambda d: TorchLearner(n_features=d, seed=1),
         store=CheckpointStore(tmp_path / "ckpt"),
-        config=EngineConfig(until_idle_seconds=IDLE_S, ledger=True, poll_timeout_ms=POLL_MS,
-                            checkpoint_every_batches=2, progress_every_seconds=0.0),
+        config=EngineConfig(
+            until_idle_seconds=IDLE_S,
+            ledger=True,
+            poll_timeout_ms=POLL_MS,
+            checkpoint_every_batches=2,
+            progress_every_seconds=0.0,
+        ),
         on_progress=on_progress,
     )
 
@@ -55,8 +60,9 @@ def assert_learned_each_once(engine: Engine, summary) -> None:
 def test_until_idle_does_not_stop_while_records_wait(tmp_path, lag_known):
     # 15 empty polls of 20 ms: the quiet time passes the 50 ms idle period six
     # times over while the lag is 200 (or unknown, as before an assignment).
-    source = StallingSource(make_records(N, n_features=N_FEATURES), stall_polls=15, lag_known=lag_known,
-                            batch_size=37)
+    source = StallingSource(
+        make_records(N, n_features=N_FEATURES), stall_polls=15, lag_known=lag_known, batch_size=37
+    )
     engine = engine_for(source, tmp_path)
     summary = engine.run()
     assert source.polls > 15
@@ -133,7 +139,9 @@ class _FakeTime:
 
 
 def test_a_poll_that_raises_is_retried_after_a_growing_backoff_not_in_a_tight_loop(tmp_path):
-    source = OutageSource(make_records(N, n_features=N_FEATURES), down=range(3, 9), raises=True, batch_size=37)
+    source = OutageSource(
+        make_records(N, n_features=N_FEATURES), down=range(3, 9), raises=True, batch_size=37
+    )
     backoff = _Recorded(ExponentialBackoff(cap=4.0, base=0.5))
     fake = _FakeTime()
     engine = engine_for(source, tmp_path)
@@ -154,8 +162,9 @@ def test_a_stop_request_cuts_a_backoff_wait_short(tmp_path):
         if fake.slept >= 1.0:
             engine.request_stop("SIGTERM (test)")
 
-    summary = engine.run(outage_watch=OutageWatch(retry_backoff=ExponentialBackoff(cap=600, base=60),
-                                                  clock=fake, sleep=sleep))
+    summary = engine.run(
+        outage_watch=OutageWatch(retry_backoff=ExponentialBackoff(cap=600, base=60), clock=fake, sleep=sleep)
+    )
     assert summary.stopped_because == "SIGTERM (test)"
     assert 1.0 <= fake.slept < 1.2  # not the 60 s the backoff asked for
     assert summary.outage.ongoing
@@ -174,7 +183,9 @@ def test_outage_warnings_are_spaced_out_however_long_it_lasts(caplog):
     assert len(messages) == 4, messages
     assert messages[0].startswith("broker unreachable (connection refused)")
     assert messages[1].startswith("broker still unreachable after 30s")
-    assert messages[-1] == "broker reachable again after 200s; learning resumes from the checkpointed positions"
+    assert (
+        messages[-1] == "broker reachable again after 200s; learning resumes from the checkpointed positions"
+    )
     assert watch.summary(now=200.0).seconds == pytest.approx(200.0)
 
 
@@ -209,8 +220,9 @@ class _FakeKafkaConsumer:
 
 
 def _kafka_source(now):
-    source = KafkaSource(KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",), group_id="g"),
-                         clock=lambda: now[0])
+    source = KafkaSource(
+        KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",), group_id="g"), clock=lambda: now[0]
+    )
     source._consumer = consumer = _FakeKafkaConsumer()
     return source, consumer
 
@@ -294,15 +306,20 @@ def test_confluent_source_tracks_all_brokers_down_and_probes_with_backoff():
         def assignment(self):
             return [ck.TopicPartition("t", 0)]
 
-    source = ConfluentKafkaSource(KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",)),
-                                  backoff=ExponentialBackoff(cap=4.0, base=1.0), clock=lambda: now[0])
+    source = ConfluentKafkaSource(
+        KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",)),
+        backoff=ExponentialBackoff(cap=4.0, base=1.0),
+        clock=lambda: now[0],
+    )
     source._consumer = consumer = FakeConsumer()
     source._on_error(_FakeError(ck.KafkaError._TRANSPORT, "127.0.0.1:1/bootstrap: Connection refused"))
     assert source.outage() is None  # one broker's connection failing is not an outage
     source._on_error(_FakeError(ck.KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     assert source.outage().cause == "127.0.0.1:1/bootstrap: Connection refused"
     assert source.lag() is None
-    fail = logging.LogRecord("x", logging.ERROR, "", 0, "%s [%s] %s", ("FAIL", "rdkafka#consumer-1", "refused"), None)
+    fail = logging.LogRecord(
+        "x", logging.ERROR, "", 0, "%s [%s] %s", ("FAIL", "rdkafka#consumer-1", "refused"), None
+    )
     assert not source._log_filter.filter(fail)  # librdkafka's ~20 lines a second are not repeated
     for t in [0.5, 1.0, 2.5, 3.0, 4.5, 6.9, 7.0]:
         now[0] = t

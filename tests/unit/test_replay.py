@@ -27,7 +27,9 @@ from stream.source import KafkaSourceConfig, kafka_python_settings
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +83,26 @@ def test_a_backtest_is_deterministic_for_a_seed(drifting_file, tmp_path):
 
 def test_the_replayed_learner_is_the_one_streamlearn_run_learns(drifting_file, tmp_path):
     """Same window, learner and seed -> the same final weights: replay is the daemon's code path."""
-    ran = cli("run", "--file", str(drifting_file), "--checkpoint-dir", str(tmp_path / "ck"), "--window", "count:250",
-              "--registry", "none", "--drift-detector", "none", "--quiet", "--until-idle", "0.5")
+    ran = cli(
+        "run",
+        "--file",
+        str(drifting_file),
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+        "--window",
+        "count:250",
+        "--registry",
+        "none",
+        "--drift-detector",
+        "none",
+        "--quiet",
+        "--until-idle",
+        "0.5",
+    )
     assert ran.returncode == 0, ran.stderr
-    base = ReplayConfig.base(window="count:250", drift=ReplayConfig.base().drift.__class__(detectors=("none",)))
+    base = ReplayConfig.base(
+        window="count:250", drift=ReplayConfig.base().drift.__class__(detectors=("none",))
+    )
     Backtest(FileSource([drifting_file]), [base], str(tmp_path / "out"), progress=False).run()
     live = CheckpointStore(str(tmp_path / "ck")).latest()
     replayed = CheckpointStore(str(tmp_path / "out" / "configs" / "default" / "checkpoints")).latest()
@@ -96,8 +114,12 @@ def test_the_replayed_learner_is_the_one_streamlearn_run_learns(drifting_file, t
 
 
 def test_an_alarm_is_raised_near_the_change_in_the_file(drifting_file, tmp_path):
-    result = Backtest(FileSource([drifting_file]), [ReplayConfig.base(window="count:250")], str(tmp_path / "o"),
-                      progress=False).run()
+    result = Backtest(
+        FileSource([drifting_file]),
+        [ReplayConfig.base(window="count:250")],
+        str(tmp_path / "o"),
+        progress=False,
+    ).run()
     alarms = [m["event"] for m in result["configs"][0]["markers"] if m["kind"] == "alarm"]
     assert alarms and 6000 < alarms[0] <= 6000 + 3 * 250, alarms
 
@@ -110,7 +132,9 @@ def test_regression_windows_have_mae_and_rmse(tmp_path):
     from stream.learner_choice import LearnerChoice
 
     base = ReplayConfig.base(window="count:200", learner=LearnerChoice(task="regression"))
-    cfg = Backtest(FileSource([path]), [base], str(tmp_path / "o"), task="regression", progress=False).run()["configs"][0]
+    cfg = Backtest(FileSource([path]), [base], str(tmp_path / "o"), task="regression", progress=False).run()[
+        "configs"
+    ][0]
     w = cfg["windows"]
     assert all(v is None for v in w["accuracy"]) and cfg["per_class"] is None
     assert w["rmse"][-1] < w["rmse"][0]  # it learns
@@ -119,7 +143,9 @@ def test_regression_windows_have_mae_and_rmse(tmp_path):
 
 def test_processing_time_windows_need_record_timestamps(drifting_file, tmp_path):
     with pytest.raises(ConfigError, match="processing-time window needs record timestamps"):
-        Backtest(FileSource([drifting_file]), [ReplayConfig.base(window="processing:5s")], str(tmp_path / "o"))
+        Backtest(
+            FileSource([drifting_file]), [ReplayConfig.base(window="processing:5s")], str(tmp_path / "o")
+        )
 
 
 def test_a_directory_not_made_by_replay_is_left_alone(tmp_path):
@@ -146,9 +172,24 @@ def test_cli_replays_a_row_range_of_a_file_and_writes_the_report(drifting_file, 
     (tmp_path / "a.yaml").write_text("name: a\nlr: 0.05\n")
     (tmp_path / "b.yaml").write_text("name: b\nmodel: mlp\nlr: 0.01\nwindow: count:500\n")
     out = tmp_path / "report"
-    ran = cli("replay", "--file", str(drifting_file), "--from", "1000", "--to", "5000", "--config",
-              str(tmp_path / "a.yaml"), "--config", str(tmp_path / "b.yaml"), "--window", "count:250", "--out",
-              str(out), "--quiet")
+    ran = cli(
+        "replay",
+        "--file",
+        str(drifting_file),
+        "--from",
+        "1000",
+        "--to",
+        "5000",
+        "--config",
+        str(tmp_path / "a.yaml"),
+        "--config",
+        str(tmp_path / "b.yaml"),
+        "--window",
+        "count:250",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert ran.returncode == 0, ran.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["read"]["records"] == 4000
@@ -165,8 +206,11 @@ def _rec(p: int, offset: int, ts: int) -> RawRecord:
 
 def test_the_merge_waits_for_every_partition_before_it_emits():
     """Timestamp order across partitions, whatever arrived first; a partition without a buffered head blocks."""
-    src = KafkaRangeSource(KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",)), parse_bound("earliest"),
-                           parse_bound("latest"))
+    src = KafkaRangeSource(
+        KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",)),
+        parse_bound("earliest"),
+        parse_bound("latest"),
+    )
     from collections import deque
 
     p0, p1 = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -176,16 +220,28 @@ def test_the_merge_waits_for_every_partition_before_it_emits():
     src._buffers[p1].extend([_rec(1, 0, 20), _rec(1, 1, 30)])
     src._complete = {p0, p1}
     merged = src._merge(10)
-    assert [(r.partition, r.offset) for r in merged] == [(0, 0), (1, 0), (0, 1), (1, 1)]  # tie at 30: partition order
+    assert [(r.partition, r.offset) for r in merged] == [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (1, 1),
+    ]  # tie at 30: partition order
     assert src.exhausted
     # It reads without a consumer group (tansu does not list groups, so this is checked here, structurally).
     assert kafka_python_settings(src.config)["group_id"] is None
     with pytest.raises(ConfigError, match="without a consumer group"):
-        KafkaRangeSource(KafkaSourceConfig(bootstrap="x:1", topics=("t",), group_id="g"), parse_bound("earliest"),
-                         parse_bound("latest"))
+        KafkaRangeSource(
+            KafkaSourceConfig(bootstrap="x:1", topics=("t",), group_id="g"),
+            parse_bound("earliest"),
+            parse_bound("latest"),
+        )
 
 
 def test_an_empty_range_is_a_clear_error(drifting_file, tmp_path):
     with pytest.raises(ConfigError, match="holds no records"):
-        Backtest(FileSource([drifting_file], start=20_000), [ReplayConfig.base()], str(tmp_path / "o"),
-                 progress=False).run()
+        Backtest(
+            FileSource([drifting_file], start=20_000),
+            [ReplayConfig.base()],
+            str(tmp_path / "o"),
+            progress=False,
+        ).run()

@@ -18,7 +18,9 @@ from stream.report_plots import MAX_POINTS, config_color, metric_figure, smooth
 from stream.testing_report import page_problems, sample_result, screenshot
 
 # An attribute inside a tag that loads from elsewhere (escaped text has no "<").
-EXTERNAL_REF = re.compile(r"""<[^<>]*\b(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+EXTERNAL_REF = re.compile(
+    r"""<[^<>]*\b(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE
+)
 PNG_URI = 'src="data:image/png;base64,'
 
 
@@ -32,6 +34,7 @@ def report(tmp_path_factory):
 def _strict_json(text: str):
     def reject(name):
         raise ValueError(f"{name} is not valid JSON")
+
     return json.loads(text, parse_constant=reject)
 
 
@@ -135,7 +138,8 @@ def test_marker_table_is_truncated_with_a_note(tmp_path):
     extra = MAX_MARKER_ROWS + 50 - len(result["configs"][0]["markers"])
     result["configs"][0]["markers"] += [
         {"kind": "alarm", "event": 100 + i, "batch": None, "ts": None, "detail": f"alarm {i}"}
-        for i in range(extra)]
+        for i in range(extra)
+    ]
 
     html = write_report(result, tmp_path).html.read_text()
 
@@ -168,13 +172,16 @@ def _ragged() -> dict:
     return result
 
 
-@pytest.mark.parametrize("result", [
-    pytest.param(_ragged(), id="empty-and-none-entries"),
-    pytest.param(sample_result(n_windows=30, configs=("solo",)), id="single-config"),
-    pytest.param(sample_result(n_windows=30, configs=tuple("abcdefgh")), id="eight-configs"),
-    pytest.param(sample_result(n_windows=0, configs=("a", "b")), id="no-windows-at-all"),
-    pytest.param(sample_result(n_windows=30, configs=()), id="no-configs"),
-])
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(_ragged(), id="empty-and-none-entries"),
+        pytest.param(sample_result(n_windows=30, configs=("solo",)), id="single-config"),
+        pytest.param(sample_result(n_windows=30, configs=tuple("abcdefgh")), id="eight-configs"),
+        pytest.param(sample_result(n_windows=0, configs=("a", "b")), id="no-windows-at-all"),
+        pytest.param(sample_result(n_windows=30, configs=()), id="no-configs"),
+    ],
+)
 def test_odd_results_still_make_a_report(tmp_path, result):
     files = write_report(result, tmp_path)
     html = files.html.read_text()
@@ -206,14 +213,16 @@ def test_pngs_decode_to_nontrivial_images(report):
         packed = (pixels[:, 0].astype(np.int64) << 16) | (pixels[:, 1].astype(np.int64) << 8) | pixels[:, 2]
         assert len(np.unique(packed)) > 50, name
         # The first configuration's tab10 colour is drawn (a line or a bar).
-        blue = np.array([int(config_color(0)[i:i + 2], 16) for i in (1, 3, 5)])
+        blue = np.array([int(config_color(0)[i : i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(pixels.astype(int) - blue).max(axis=1) < 30).sum() > 200, name
 
 
 def test_long_runs_are_downsampled():
     result = sample_result(n_windows=5 * MAX_POINTS, configs=("a",))
     fig = metric_figure(result)
-    lengths = [len(line.get_xdata()) for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) > 100]
+    lengths = [
+        len(line.get_xdata()) for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) > 100
+    ]
     assert lengths and max(lengths) <= MAX_POINTS + 1
 
 
@@ -263,6 +272,8 @@ def test_report_renders_in_a_browser(report, chromium, tmp_path):
 def test_the_page_check_fails_on_a_page_without_figures(chromium, tmp_path):
     """The browser check above can fail: the same page without its images does not pass it."""
     html = tmp_path / "bare.html"
-    html.write_text("<html><body><h1>Backtest</h1><table><tr><td>a</td><td>0.9</td></tr></table></body></html>")
+    html.write_text(
+        "<html><body><h1>Backtest</h1><table><tr><td>a</td><td>0.9</td></tr></table></body></html>"
+    )
     image = screenshot(chromium, html, tmp_path / "bare.png", size=(1200, 800))
     assert page_problems(image, n_configs=2)

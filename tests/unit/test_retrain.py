@@ -70,8 +70,18 @@ def test_several_nodes_need_a_rendezvous_endpoint():
     with pytest.raises(ConfigError, match="--rdzv-endpoint"):
         Launch(nproc=2, nnodes="2")
     args = Launch(nproc=2, nnodes="2", rdzv_endpoint="10.1.2.3:29400", rdzv_id="job7").torchrun_args()
-    assert args == ["--nnodes", "2", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", "10.1.2.3:29400", "--rdzv-id", "job7"]
+    assert args == [
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "2",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "10.1.2.3:29400",
+        "--rdzv-id",
+        "job7",
+    ]
 
 
 def test_a_failing_job_reports_its_worker_error(tmp_path):
@@ -85,9 +95,15 @@ def test_a_failing_job_reports_its_worker_error(tmp_path):
 def test_the_cutoff_is_the_oldest_event_not_learned():
     from stream.records import Events
 
-    pending = Events(X=np.zeros((2, 1), np.float32), y=np.zeros(2, np.int64), ts=np.zeros(2, np.int64),
-                     ids=np.array(["a", "b"]), topic=np.array(["t", "t"]), partition=np.array([0, 1], np.int32),
-                     offset=np.array([40, 90]))
+    pending = Events(
+        X=np.zeros((2, 1), np.float32),
+        y=np.zeros(2, np.int64),
+        ts=np.zeros(2, np.int64),
+        ids=np.array(["a", "b"]),
+        topic=np.array(["t", "t"]),
+        partition=np.array([0, 1], np.int32),
+        offset=np.array([40, 90]),
+    )
     assert learned_cutoff({TP("t", 0): 50, TP("t", 1): 80}, pending) == {TP("t", 0): 40, TP("t", 1): 80}
 
 
@@ -107,13 +123,26 @@ def _candidate(records, registry, good: bool, tmp_path) -> RetrainResult:
     learner = _learner(3)
     for _ in range(30):
         learner.learn_batch(events.X, events.y if good else 1 - events.y)
-    version = registry.publish(learner.state_dict(), Version(number=0, schema={"n_features": 3},
-                                                            offsets={f"test:{p}": (0, CUT - 1) for p in range(PARTS)}))
+    version = registry.publish(
+        learner.state_dict(),
+        Version(
+            number=0, schema={"n_features": 3}, offsets={f"test:{p}": (0, CUT - 1) for p in range(PARTS)}
+        ),
+    )
     ids = tmp_path / "ids.json"
     ids.write_text(json.dumps(events.ids.tolist()))
-    return RetrainResult(version=version.number, ranges={f"test:{p}": [0, CUT] for p in range(PARTS)},
-                         events=len(events), undecodable=0, metrics={}, world_size=1, backend="none", device="cpu",
-                         seconds={}, ids_path=str(ids))
+    return RetrainResult(
+        version=version.number,
+        ranges={f"test:{p}": [0, CUT] for p in range(PARTS)},
+        events=len(events),
+        undecodable=0,
+        metrics={},
+        world_size=1,
+        backend="none",
+        device="cpu",
+        seconds={},
+        ids_path=str(ids),
+    )
 
 
 def _run(tmp_path, good: bool, tolerance: float):
@@ -124,19 +153,27 @@ def _run(tmp_path, good: bool, tolerance: float):
     def read_spans(spans):  # the catch-up's input, from memory instead of Kafka
         recs = [by_offset[(tp.partition, o)] for tp, (lo, hi) in sorted(spans.items()) for o in range(lo, hi)]
         for i in range(0, len(recs), 250):
-            yield PollColumns.from_records(recs[i:i + 250])
+            yield PollColumns.from_records(recs[i : i + 250])
 
     reconciler = Reconciler(
         ReconcileConfig(holdout_events=600, tolerance=tolerance, job_root=str(tmp_path / "jobs")),
-        RetrainSpec(bootstrap="unused:9092", topics=("test",), registry=str(tmp_path / "reg")), registry,
-        read_spans=read_spans)
+        RetrainSpec(bootstrap="unused:9092", topics=("test",), registry=str(tmp_path / "reg")),
+        registry,
+        read_spans=read_spans,
+    )
     reconciler.offer(_candidate(records, registry, good, tmp_path))
     engine = Engine(
-        source=ListSource(records, batch_size=350), codec=JsonCodec(CodecConfig(n_features=3)),
-        window=CountWindow(300), learner_builder=_learner, store=CheckpointStore(tempfile.mkdtemp()),
+        source=ListSource(records, batch_size=350),
+        codec=JsonCodec(CodecConfig(n_features=3)),
+        window=CountWindow(300),
+        learner_builder=_learner,
+        store=CheckpointStore(tempfile.mkdtemp()),
         config=EngineConfig(until_idle_seconds=0, ledger=True, checkpoint_every_batches=5),
-        gate=ValidationGate(registry, GateConfig(every_batches=4, every_seconds=None, holdout_min_events=100)),
-        reconciler=reconciler)
+        gate=ValidationGate(
+            registry, GateConfig(every_batches=4, every_seconds=None, holdout_min_events=100)
+        ),
+        reconciler=reconciler,
+    )
     summary = engine.run()
     return engine, registry, reconciler, summary
 

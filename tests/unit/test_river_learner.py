@@ -43,11 +43,15 @@ def prequential_accuracy(learner: RiverLearner, X: np.ndarray, y: np.ndarray, ba
 # ------------------------------------------------------------- it learns
 # Measured on SEA(variant=0, seed=1), 5000 rows (river 0.26.1): HAT 0.93,
 # scaled logistic regression 0.97, ARF(5) 0.96; majority class 0.68.
-@pytest.mark.parametrize(("factory", "floor"), [
-    (lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=0), 0.85),
-    (lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), 0.92),
-    (lambda: forest.ARFClassifier(n_models=5, seed=0), 0.88),
-], ids=["hat", "scaled-logreg", "arf"])
+@pytest.mark.parametrize(
+    ("factory", "floor"),
+    [
+        (lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=0), 0.85),
+        (lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), 0.92),
+        (lambda: forest.ARFClassifier(n_models=5, seed=0), 0.88),
+    ],
+    ids=["hat", "scaled-logreg", "arf"],
+)
 def test_prequential_accuracy_on_sea(factory, floor):
     X, y = sea(5000)
     learner = RiverLearner(factory, n_features=3)
@@ -57,8 +61,11 @@ def test_prequential_accuracy_on_sea(factory, floor):
 
 def test_regression_error_falls_and_loss_is_prequential():
     X, y = linear(3000)
-    learner = RiverLearner(lambda: preprocessing.StandardScaler() | linear_model.LinearRegression(),
-                           n_features=3, task="regression")
+    learner = RiverLearner(
+        lambda: preprocessing.StandardScaler() | linear_model.LinearRegression(),
+        n_features=3,
+        task="regression",
+    )
     losses = [learner.learn_batch(X[i : i + 100], y[i : i + 100]).loss for i in range(0, 3000, 100)]
     assert all(isinstance(v, float) for v in losses)
     assert np.mean(losses[-5:]) < 0.05 * np.mean(losses[:2])
@@ -84,7 +91,8 @@ ROUND_TRIP = {
     "gaussian-nb": lambda: naive_bayes.GaussianNB(),
     "scaled-logreg": lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
     "ovr-logreg": lambda: multiclass.OneVsRestClassifier(
-        linear_model.LogisticRegression(initializer=optim.initializers.Normal(sigma=0.1, seed=3))),
+        linear_model.LogisticRegression(initializer=optim.initializers.Normal(sigma=0.1, seed=3))
+    ),
     "linreg": lambda: linear_model.LinearRegression(),
     "hoeffding-tree-regressor": lambda: tree.HoeffdingTreeRegressor(grace_period=50),
     "bayesian-linreg": lambda: linear_model.BayesianLinearRegression(),
@@ -133,31 +141,50 @@ def test_state_preserves_shared_references_and_cycles():
 
 
 def test_state_dict_cannot_save_a_lambda_and_says_where():
-    learner = RiverLearner(lambda: compose.FuncTransformer(lambda x: x) | linear_model.LogisticRegression(),
-                           n_features=3)
+    learner = RiverLearner(
+        lambda: compose.FuncTransformer(lambda x: x) | linear_model.LogisticRegression(), n_features=3
+    )
     with pytest.raises(CheckpointError, match="cannot save river state at Pipeline.steps.*lambda"):
         learner.state_dict()
 
 
 # ------------------------------------------------------- allow-list refusal
 def crafted(tree: str, names: list[str], layouts: list | None = None) -> dict:
-    return {"format": river_state.STATE_FORMAT, "names": names, "layouts": layouts or [], "tensors": [], "tree": tree}
+    return {
+        "format": river_state.STATE_FORMAT,
+        "names": names,
+        "layouts": layouts or [],
+        "tensors": [],
+        "tree": tree,
+    }
 
 
-@pytest.mark.parametrize("name", [
-    "os:system", "builtins:eval", "builtins:exec", "posix:system", "subprocess:Popen", "pickle:loads",
-    "evil_module_that_does_not_exist:run",  # never even imported
-    "river.datasets.base:download_dataset",  # river's I/O packages are excluded
-    "river.checks.common:check_pickling",
-    "river.utils.pandas:importlib",  # a module river imported: not a class/function defined there
-    "river.tree.hoeffding_tree_regressor:deepcopy",  # a stdlib function river imported under its own name
-    "river.tree.base:defaultdict.fromkeys",  # an attribute chain out of an imported class
-    "river.x:<lambda>", "river..x:y", "river.linear_model:LogisticRegression:x",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os:system",
+        "builtins:eval",
+        "builtins:exec",
+        "posix:system",
+        "subprocess:Popen",
+        "pickle:loads",
+        "evil_module_that_does_not_exist:run",  # never even imported
+        "river.datasets.base:download_dataset",  # river's I/O packages are excluded
+        "river.checks.common:check_pickling",
+        "river.utils.pandas:importlib",  # a module river imported: not a class/function defined there
+        "river.tree.hoeffding_tree_regressor:deepcopy",  # a stdlib function river imported under its own name
+        "river.tree.base:defaultdict.fromkeys",  # an attribute chain out of an imported class
+        "river.x:<lambda>",
+        "river..x:y",
+        "river.linear_model:LogisticRegression:x",
+    ],
+)
 def test_decoder_refuses_names_off_the_allow_list_without_importing_them(name, monkeypatch):
     imported = []
     real_import = importlib.import_module
-    monkeypatch.setattr(importlib, "import_module", lambda mod, *a: imported.append(mod) or real_import(mod, *a))
+    monkeypatch.setattr(
+        importlib, "import_module", lambda mod, *a: imported.append(mod) or real_import(mod, *a)
+    )
     with pytest.raises(CheckpointError):
         from_plain(crafted('["g",0]', [name]))
     assert all(m.startswith("river") for m in imported), imported
@@ -168,7 +195,9 @@ def test_decoder_refuses_non_river_instances_and_fake_native_types():
     with pytest.raises(CheckpointError, match="not a river class"):
         from_plain(crafted('["o",0,0,[]]', ["builtins:dict"], [[0, [], []]]))
     with pytest.raises(CheckpointError, match="not a native river type"):
-        from_plain(crafted('["x",0,0,false,["t",[]],null]', ["river.linear_model.log_reg:LogisticRegression"]))
+        from_plain(
+            crafted('["x",0,0,false,["t",[]],null]', ["river.linear_model.log_reg:LogisticRegression"])
+        )
     with pytest.raises(CheckpointError, match="not on the allow-list"):  # a defaultdict factory
         from_plain(crafted('["dd",0,["g",0],[],[]]', ["builtins:eval"]))
     with pytest.raises(CheckpointError, match="unknown node"):
@@ -183,15 +212,19 @@ def test_tampered_learner_state_is_refused_and_leaves_the_learner_unchanged():
     learner.learn_batch(X, y)
     before = learner.predict_proba_batch(X)
     state = learner.state_dict()
-    state["model"]["names"] = ["os:system" if n.startswith("river.tree") else n for n in state["model"]["names"]]
+    state["model"]["names"] = [
+        "os:system" if n.startswith("river.tree") else n for n in state["model"]["names"]
+    ]
     with pytest.raises(CheckpointError, match="os:system"):
         learner.load_state_dict(loads_state(dumps_state(state)))
     np.testing.assert_array_equal(learner.predict_proba_batch(X), before)
 
 
 def test_resolve_global_checks_identity_not_just_the_prefix():
-    assert resolve_global("river.tree.hoeffding_tree_classifier:HoeffdingTreeClassifier") is \
-        tree.HoeffdingTreeClassifier
+    assert (
+        resolve_global("river.tree.hoeffding_tree_classifier:HoeffdingTreeClassifier")
+        is tree.HoeffdingTreeClassifier
+    )
     with pytest.raises(CheckpointError, match="not a class or function defined there"):
         resolve_global("river.tree:HoeffdingTreeClassifier")  # re-exported: stored names are canonical
 
@@ -213,37 +246,71 @@ def test_from_state_rebuilds_a_spec_learner():
     b = RiverLearner.from_state(loads_state(dumps_state(a.state_dict())))
     np.testing.assert_array_equal(a.predict_proba_batch(X), b.predict_proba_batch(X))
     with pytest.raises(ConfigError, match="factory"):
-        RiverLearner.from_state(RiverLearner(lambda: tree.HoeffdingTreeClassifier(), n_features=3).state_dict())
+        RiverLearner.from_state(
+            RiverLearner(lambda: tree.HoeffdingTreeClassifier(), n_features=3).state_dict()
+        )
 
 
 # --------------------------------------------------------- configuration
 def test_spec_strings_resolve_only_river_estimators():
     assert resolve_model_spec("river.linear_model.LogisticRegression") is linear_model.LogisticRegression
-    assert resolve_model_spec("river.tree.HoeffdingAdaptiveTreeClassifier") is tree.HoeffdingAdaptiveTreeClassifier
-    for bad in ["os.system", "builtins.eval", "river", "river.nope.Thing", "river.utils.math.minkowski_distance",
-                "numpy.random.RandomState", "river.linear_model.__class__"]:
+    assert (
+        resolve_model_spec("river.tree.HoeffdingAdaptiveTreeClassifier")
+        is tree.HoeffdingAdaptiveTreeClassifier
+    )
+    for bad in [
+        "os.system",
+        "builtins.eval",
+        "river",
+        "river.nope.Thing",
+        "river.utils.math.minkowski_distance",
+        "numpy.random.RandomState",
+        "river.linear_model.__class__",
+    ]:
         with pytest.raises(ConfigError, match="is not a river estimator"):
             resolve_model_spec(bad)
 
 
-@pytest.mark.parametrize(("args", "kwargs", "match"), [
-    (("os.system",), {"n_features": 2}, "not a river estimator"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "task": "regression"}, "not a river Regressor"),
-    (("river.linear_model.LinearRegression",), {"n_features": 2}, "not a river Classifier"),
-    (("river.linear_model.LogisticRegression",), {"n_features": 2, "n_classes": 3}, "OneVsRestClassifier"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "model_kwargs": {"bogus": 1}}, "do not fit"),
-    ((lambda: tree.HoeffdingTreeClassifier(),), {"n_features": 2, "model_kwargs": {"grace_period": 5}},
-     "only to a spec"),
-    ((tree.HoeffdingTreeClassifier(),), {"n_features": 2}, "not a model instance"),
-    ((lambda: 42,), {"n_features": 2}, "not a river estimator"),
-    ((42,), {"n_features": 2}, "model_factory must be"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 0}, "n_features"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "n_classes": 1}, "n_classes"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "task": "ranking"}, "task"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "feature_names": ["a", "a"]}, "feature_names"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "feature_names": "ab"}, "feature_names"),
-    (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "mini_batch": True}, "learn_many"),
-])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("os.system",), {"n_features": 2}, "not a river estimator"),
+        (
+            ("river.tree.HoeffdingTreeClassifier",),
+            {"n_features": 2, "task": "regression"},
+            "not a river Regressor",
+        ),
+        (("river.linear_model.LinearRegression",), {"n_features": 2}, "not a river Classifier"),
+        (
+            ("river.linear_model.LogisticRegression",),
+            {"n_features": 2, "n_classes": 3},
+            "OneVsRestClassifier",
+        ),
+        (
+            ("river.tree.HoeffdingTreeClassifier",),
+            {"n_features": 2, "model_kwargs": {"bogus": 1}},
+            "do not fit",
+        ),
+        (
+            (lambda: tree.HoeffdingTreeClassifier(),),
+            {"n_features": 2, "model_kwargs": {"grace_period": 5}},
+            "only to a spec",
+        ),
+        ((tree.HoeffdingTreeClassifier(),), {"n_features": 2}, "not a model instance"),
+        ((lambda: 42,), {"n_features": 2}, "not a river estimator"),
+        ((42,), {"n_features": 2}, "model_factory must be"),
+        (("river.tree.HoeffdingTreeClassifier",), {"n_features": 0}, "n_features"),
+        (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "n_classes": 1}, "n_classes"),
+        (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "task": "ranking"}, "task"),
+        (
+            ("river.tree.HoeffdingTreeClassifier",),
+            {"n_features": 2, "feature_names": ["a", "a"]},
+            "feature_names",
+        ),
+        (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "feature_names": "ab"}, "feature_names"),
+        (("river.tree.HoeffdingTreeClassifier",), {"n_features": 2, "mini_batch": True}, "learn_many"),
+    ],
+)
 def test_bad_configuration_is_a_config_error(args, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         RiverLearner(*args, **kwargs)
@@ -259,8 +326,9 @@ def test_clone_calls_the_factory_again_and_refuses_a_shared_model():
 
 # ------------------------------------------------- inputs and predictions
 def test_feature_names_are_the_keys_river_sees():
-    learner = RiverLearner("river.linear_model.LinearRegression", n_features=2, task="regression",
-                           feature_names=["price", "qty"])
+    learner = RiverLearner(
+        "river.linear_model.LinearRegression", n_features=2, task="regression", feature_names=["price", "qty"]
+    )
     learner.learn_batch(np.ones((4, 2), np.float32), np.ones(4, np.float32))
     assert set(learner.model.weights) == {"price", "qty"}
 
@@ -270,7 +338,9 @@ def test_inputs_are_not_mutated_even_when_read_only():
     X_ro, y_ro = X.astype(np.float64), y.astype(np.int32)
     X_ro.flags.writeable = y_ro.flags.writeable = False
     X_copy, y_copy = X_ro.copy(), y_ro.copy()
-    learner = RiverLearner(lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), n_features=3)
+    learner = RiverLearner(
+        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), n_features=3
+    )
     learner.learn_batch(X_ro, y_ro)
     learner.predict_proba_batch(X_ro)
     np.testing.assert_array_equal(X_ro, X_copy)
@@ -286,8 +356,9 @@ def test_bad_inputs_raise_value_errors():
     with pytest.raises(ValueError, match="integer class indices"):
         learner.learn_batch(np.zeros((2, 3), np.float32), np.array([0.0, 1.0]))
     with pytest.raises(ConfigError, match="regression"):
-        RiverLearner("river.linear_model.LinearRegression", n_features=3, task="regression").predict_proba_batch(
-            np.zeros((1, 3), np.float32))
+        RiverLearner(
+            "river.linear_model.LinearRegression", n_features=3, task="regression"
+        ).predict_proba_batch(np.zeros((1, 3), np.float32))
 
 
 def test_predict_proba_is_normalised_with_sane_defaults():
@@ -306,7 +377,9 @@ def test_predict_proba_is_normalised_with_sane_defaults():
 
 def test_binary_models_keyed_by_bool_map_to_class_indices():
     X, y = sea(500)
-    learner = RiverLearner(lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), n_features=3)
+    learner = RiverLearner(
+        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), n_features=3
+    )
     learner.learn_batch(X, y)
     proba = learner.predict_proba_batch(X[:20])
     x0 = dict(zip(("x0", "x1", "x2"), X[0].tolist()))
@@ -325,7 +398,10 @@ def test_mini_batch_path_learns_with_learn_many_or_says_why_not():
         return
     X, y = sea(2000)
     make = lambda: RiverLearner(  # noqa: E731
-        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), n_features=3, mini_batch=None)
+        lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        n_features=3,
+        mini_batch=None,
+    )
     learner = make()
     assert learner.config()["mini_batch"] is True
     assert prequential_accuracy(learner, X, y, batch=200) > 0.9

@@ -43,7 +43,8 @@ def test_constant_features_are_centred_not_blown_up():
 
 def test_learner_feeds_each_arriving_event_once_whatever_the_steps_and_replay():
     plugins = PluginSpec(replay="reservoir", replay_capacity=64, replay_mix=1.0).build(
-        task="classification", n_classes=2)
+        task="classification", n_classes=2
+    )
     learner = TorchLearner(n_features=3, device="cpu", steps_per_batch=4, plugins=plugins)
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -83,7 +84,7 @@ def test_standardisation_is_what_lets_a_linear_learner_use_large_raw_features():
     for standardize in (True, False):
         learner = TorchLearner(n_features=2, device="cpu", lr=0.05, model_kwargs={"standardize": standardize})
         for i in range(0, 3000, 100):
-            learner.learn_batch(X[i:i + 100], y[i:i + 100])
+            learner.learn_batch(X[i : i + 100], y[i : i + 100])
         accs[standardize] = float((learner.predict_batch(X[3000:]) == y[3000:]).mean())
     assert accs[True] > 0.95
     assert accs[True] > accs[False] + 0.1, accs

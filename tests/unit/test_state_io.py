@@ -28,8 +28,9 @@ def assert_same(a, b, path="<root>"):
     assert type(a) is type(b), f"{path}: {type(a).__name__} != {type(b).__name__}"
     if isinstance(a, torch.Tensor):
         assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert torch.equal(a.cpu(), b.cpu()) or (a.is_floating_point() and torch.allclose(
-            a.cpu(), b.cpu(), equal_nan=True, rtol=0, atol=0)), path
+        assert torch.equal(a.cpu(), b.cpu()) or (
+            a.is_floating_point() and torch.allclose(a.cpu(), b.cpu(), equal_nan=True, rtol=0, atol=0)
+        ), path
     elif isinstance(a, (np.ndarray, np.generic)):
         assert a.dtype == b.dtype and np.shape(a) == np.shape(b), path
         assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), path
@@ -55,11 +56,17 @@ def roundtrip(state, **kw):
 # ------------------------------------------------------------- round trips
 def test_nested_plain_data_and_containers_round_trip():
     state = {
-        "a": 1, "b": 2.5, "c": True, "d": None, "e": "text", "big": 2**70,
+        "a": 1,
+        "b": 2.5,
+        "c": True,
+        "d": None,
+        "e": "text",
+        "big": 2**70,
         "nested": {"list": [1, [2, [3, {"x": (4, 5)}]]], "tuple": ("s", None, False)},
         "empty": {"d": {}, "l": [], "t": ()},
         "nonfinite": [float("nan"), float("inf"), -float("inf")],
-        7: "int key", -1: {0: "zero"},
+        7: "int key",
+        -1: {0: "zero"},
     }
     assert_same(state, roundtrip(state))
 
@@ -86,7 +93,13 @@ def test_tensor_dtypes_and_shapes_round_trip(tensor):
 
 def test_non_contiguous_views_and_shared_storage_are_saved():
     base = torch.arange(12.0).reshape(3, 4)
-    state = {"base": base, "t": base.t(), "row": base[1], "again": base, "param": torch.nn.Parameter(base.clone())}
+    state = {
+        "base": base,
+        "t": base.t(),
+        "row": base[1],
+        "again": base,
+        "param": torch.nn.Parameter(base.clone()),
+    }
     back = roundtrip(state)
     assert torch.equal(back["t"], base.t()) and torch.equal(back["row"], base[1])
     assert torch.equal(back["again"], base) and type(back["param"]) is torch.Tensor
@@ -156,8 +169,11 @@ def test_device_argument_places_tensors_but_not_numpy():
 
 def test_tensors_are_named_by_path_and_readable_by_safetensors(tmp_path):
     path = tmp_path / "s.safetensors"
-    save_state_file(path, {"model": {"fc.weight": torch.ones(2, 2)}, "opt": {"state": {0: {"m": torch.zeros(1)}}}},
-                    metadata={"version": "7"})
+    save_state_file(
+        path,
+        {"model": {"fc.weight": torch.ones(2, 2)}, "opt": {"state": {0: {"m": torch.zeros(1)}}}},
+        metadata={"version": "7"},
+    )
     with safe_open(str(path), "pt") as f:
         assert sorted(f.keys()) == ["model/fc.weight", "opt/state/0/m"]
     assert read_metadata(path.read_bytes()) == {"version": "7"}
@@ -171,7 +187,11 @@ def test_colliding_paths_get_distinct_tensor_names():
 # ------------------------------------------------------------------ refusals
 @pytest.mark.parametrize(
     "leaf",
-    [np.array(["a", "b"]), np.array([{"x": 1}], dtype=object), np.array(["2024-01-01"], dtype="datetime64[D]")],
+    [
+        np.array(["a", "b"]),
+        np.array([{"x": 1}], dtype=object),
+        np.array(["2024-01-01"], dtype="datetime64[D]"),
+    ],
 )
 def test_non_numeric_numpy_arrays_are_rejected_with_advice(leaf):
     with pytest.raises(TypeError, match="plain list"):

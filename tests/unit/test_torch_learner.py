@@ -125,8 +125,12 @@ def test_cuda_requested_without_cuda_is_a_config_error():
     with pytest.raises(ConfigError, match="CUDA is not available"):
         TorchLearner(n_features=3, device="cuda")
     assert TorchLearner(n_features=3, device="auto").torch_device.type == "cpu"
-    assert TorchLearner(n_features=3, device="auto", amp=True).learn_batch(
-        np.zeros((2, 3), np.float32), np.array([0, 1])).n_samples == 2  # amp is a no-op on CPU
+    assert (
+        TorchLearner(n_features=3, device="auto", amp=True)
+        .learn_batch(np.zeros((2, 3), np.float32), np.array([0, 1]))
+        .n_samples
+        == 2
+    )  # amp is a no-op on CPU
 
 
 # ---------------------------------------------------------------- state
@@ -235,6 +239,7 @@ def test_learn_path_never_reads_device_values(monkeypatch):
     def trap(name):
         def fail(self, *a, **k):
             raise AssertionError(f"host sync on the learn path: Tensor.{name}")
+
         return fail
 
     for name in ("item", "cpu", "numpy", "tolist", "__float__", "__int__", "__bool__"):
@@ -314,7 +319,7 @@ def test_minibatches_learn_more_from_a_short_stream_than_one_step_per_batch():
     for mb in (None, 25):
         learner = TorchLearner(n_features=4, device="cpu", lr=0.01, minibatch_size=mb)
         for i in range(0, 1000, 250):
-            learner.learn_batch(X[i:i + 250], y[i:i + 250])
+            learner.learn_batch(X[i : i + 250], y[i : i + 250])
         accs[mb] = float((learner.predict_batch(X[1000:]) == y[1000:]).mean())
     assert accs[25] > accs[None] + 0.05, accs
 

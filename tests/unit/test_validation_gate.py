@@ -79,16 +79,18 @@ def test_the_holdout_was_never_learned_and_offsets_accumulate(tmp_path):
     reg = FileRegistry(tmp_path / "reg")
     engine = Engine(
         source=ListSource(make_records(3000, n_features=4, partitions=2), batch_size=250),
-        codec=JsonCodec(CodecConfig(n_features=4)), window=CountWindow(100),
+        codec=JsonCodec(CodecConfig(n_features=4)),
+        window=CountWindow(100),
         learner_builder=lambda d: TorchLearner(n_features=d, device="cpu", lr=0.1),
-        store=CheckpointStore(tmp_path / "ckpt"), config=EngineConfig(until_idle_seconds=0),
+        store=CheckpointStore(tmp_path / "ckpt"),
+        config=EngineConfig(until_idle_seconds=0),
         gate=ValidationGate(reg, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=50)),
     )
     engine.run()
     versions = sorted(reg.history(), key=lambda v: v.number)
     assert len(versions) >= 4
     for v in versions:
-        for key, (lo, hi) in v.holdout.items():
+        for key, (lo, _hi) in v.holdout.items():
             # The holdout lies strictly after everything the version learned.
             assert lo > v.offsets[key][1], (v.number, key)
         assert all(lo == 0 for lo, _ in v.offsets.values())
@@ -118,9 +120,12 @@ def test_an_unreachable_registry_never_stops_learning(tmp_path):
 
     reg = RedisRegistry(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2, retries=0)
     engine = Engine(
-        source=ListSource(make_records(1000, n_features=4)), codec=JsonCodec(CodecConfig(n_features=4)),
-        window=CountWindow(100), learner_builder=lambda d: TorchLearner(n_features=d, device="cpu"),
-        store=CheckpointStore(tmp_path / "ckpt"), config=EngineConfig(until_idle_seconds=0),
+        source=ListSource(make_records(1000, n_features=4)),
+        codec=JsonCodec(CodecConfig(n_features=4)),
+        window=CountWindow(100),
+        learner_builder=lambda d: TorchLearner(n_features=d, device="cpu"),
+        store=CheckpointStore(tmp_path / "ckpt"),
+        config=EngineConfig(until_idle_seconds=0),
         gate=ValidationGate(reg, GateConfig(every_batches=3, every_seconds=None, holdout_min_events=10)),
     )
     assert engine.run().events_learned == 1000
@@ -133,9 +138,12 @@ def test_gate_state_survives_a_restart(tmp_path):
 
     def engine(recs, max_events=None):
         return Engine(
-            source=ListSource(recs, batch_size=200), codec=JsonCodec(CodecConfig(n_features=4)),
-            window=CountWindow(100), learner_builder=lambda d: TorchLearner(n_features=d, device="cpu"),
-            store=CheckpointStore(tmp_path / "ckpt"), config=EngineConfig(until_idle_seconds=0, max_events=max_events),
+            source=ListSource(recs, batch_size=200),
+            codec=JsonCodec(CodecConfig(n_features=4)),
+            window=CountWindow(100),
+            learner_builder=lambda d: TorchLearner(n_features=d, device="cpu"),
+            store=CheckpointStore(tmp_path / "ckpt"),
+            config=EngineConfig(until_idle_seconds=0, max_events=max_events),
             gate=ValidationGate(reg, GateConfig(every_batches=3, every_seconds=None, holdout_min_events=10)),
         )
 

@@ -113,7 +113,9 @@ class Run:
     def record(self, out: WindowOutput) -> None:
         wm = getattr(self.windower, "watermark", None)
         for b in out.batches:
-            self.batches.append((b.seq, b.window_start, b.window_end, tuple(ids(b.events)), self.clock.now_ms(), wm))
+            self.batches.append(
+                (b.seq, b.window_start, b.window_end, tuple(ids(b.events)), self.clock.now_ms(), wm)
+            )
         self.late.extend(ids(out.late))
 
     def step(self, op: Op) -> None:
@@ -159,7 +161,13 @@ class Run:
     def outcome(self) -> tuple:
         """Everything observable, for comparing two runs."""
         emitted = [b[:4] for b in self.batches]
-        return emitted, self.late, ids(self.windower.pending()), self.windower.late_count, self.windower.batches_emitted
+        return (
+            emitted,
+            self.late,
+            ids(self.windower.pending()),
+            self.windower.late_count,
+            self.windower.batches_emitted,
+        )
 
 
 def assert_conserved(run: Run, after_flush: bool = False) -> None:
@@ -250,7 +258,11 @@ def event_case(draw, with_time_ops: bool = True):
     jitter = draw(st.lists(st.integers(-40, 20), min_size=n, max_size=n))
     # Partitions may run at different event times (one far behind the others).
     skew = draw(st.lists(st.sampled_from([0, 0, 30, 200]), min_size=3, max_size=3))
-    ts = (np.cumsum(base) + np.array(jitter, dtype=np.int64) + np.array(skew)[partitions]).tolist() if n else []
+    ts = (
+        (np.cumsum(base) + np.array(jitter, dtype=np.int64) + np.array(skew)[partitions]).tolist()
+        if n
+        else []
+    )
     length = draw(st.sampled_from([1, 5, 10, 25]))
     lateness = draw(st.sampled_from([0, 3, 10, 30]))
     idle = draw(st.sampled_from([None, 50])) if with_time_ops else None
@@ -268,7 +280,9 @@ def event_case(draw, with_time_ops: bool = True):
 
 
 def event_config(length: int, lateness: int, idle: int | None) -> Callable[[Clock], WindowConfig]:
-    return lambda clock: EventTimeWindow(length, allowed_lateness_ms=lateness, idle_timeout_ms=idle, clock=clock)
+    return lambda clock: EventTimeWindow(
+        length, allowed_lateness_ms=lateness, idle_timeout_ms=idle, clock=clock
+    )
 
 
 # ------------------------------------------------------------ count windows
@@ -447,7 +461,9 @@ def test_event_time_watermark_lateness_and_late_routing():
     windower = EventTimeWindow(10, allowed_lateness_ms=5).build()
     windower.add(stream.take(slice(0, 3)))
     out = windower.add(stream.take(slice(3, 6)))
-    assert [(b.window_start, b.window_end, ids(b.events)) for b in out.batches] == [(0, 10, ["0:0", "0:3", "0:5"])]
+    assert [(b.window_start, b.window_end, ids(b.events)) for b in out.batches] == [
+        (0, 10, ["0:0", "0:3", "0:5"])
+    ]
     assert out.late is None and windower.closed_until == 10
     out = windower.add(stream.take(slice(6, 8)))  # [0, 10) closed at the end of the last call
     assert ids(out.late) == ["0:7"] and windower.late_count == 1
@@ -547,7 +563,9 @@ def quiet_partition_run(idle: int | None) -> tuple[EventTimeWindower, ManualCloc
     """Partitions 0 and 1 start together; then only partition 0 sends, one event per 20 ms."""
     clock = ManualClock()
     windower = EventTimeWindow(10, idle_timeout_ms=idle, clock=clock).build()
-    stream = make_events([0, 1] + [0] * 19 + [1, 1, 0], [0, 0] + [10 * k for k in range(1, 20)] + [5, 192, 260])
+    stream = make_events(
+        [0, 1] + [0] * 19 + [1, 1, 0], [0, 0] + [10 * k for k in range(1, 20)] + [5, 192, 260]
+    )
     emitted = [(clock.now_ms(), b.window_start) for b in windower.add(stream.take(slice(0, 2))).batches]
     for k in range(1, 20):
         clock.advance(20)
@@ -734,7 +752,7 @@ def check_event_after_op(length: int, lateness: int, idle: int | None):
 def assert_event_batches_valid(run: Run, length: int) -> None:
     pos = positions(run.stream)
     starts = []
-    for seq, start, end, batch_ids, _, watermark in run.batches:
+    for _seq, start, end, batch_ids, _, watermark in run.batches:
         assert end == start + length and start % length == 0
         ts = run.stream.ts[[pos[i] for i in batch_ids]]
         # INVARIANT: no event outside its batch's window.
@@ -844,7 +862,11 @@ def assert_partition_offsets_increase_per_window(stream: Events, learned: list[s
 # ----------------------------------------------------- snapshots and restore
 @pytest.mark.parametrize(
     "config",
-    [CountWindow(4), ProcessingTimeWindow(10, clock=ManualClock()), EventTimeWindow(10, idle_timeout_ms=5, clock=ManualClock())],
+    [
+        CountWindow(4),
+        ProcessingTimeWindow(10, clock=ManualClock()),
+        EventTimeWindow(10, idle_timeout_ms=5, clock=ManualClock()),
+    ],
     ids=["count", "processing", "event"],
 )
 def test_snapshot_is_plain_and_round_trips(config):
