@@ -68,7 +68,7 @@ from drift.detectors import DriftMonitor, Signal
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
 from learners.base import Learner
 from serving.versions import AuditEvent, Version, json_plain
-from stream.errors import ConfigError, RegistryError
+from stream.errors import ConfigError, RegistryError, SchemaMismatchError
 from stream.records import MicroBatch
 from stream.validation import merge_ranges
 
@@ -347,7 +347,17 @@ class DriftPolicy:
                 if version.number >= snap[1].number or version.status != "validated":
                     continue
                 older = learner.clone()
-                older.load_state_dict(self.registry.load_state(version.number))
+                try:
+                    older.load_state_dict(self.registry.load_state(version.number))
+                except SchemaMismatchError as exc:
+                    # Another model shape was validated before (the registry is shared with
+                    # an earlier run): it cannot score these batches, so it is no option.
+                    log.warning(
+                        "validated version %d does not fit this learner; not compared: %s",
+                        version.number,
+                        exc,
+                    )
+                    continue
                 self._older[version.number] = (older, version)
         except (RegistryError, ConfigError) as exc:
             log.warning("older validated versions are not compared (%s)", exc)

@@ -197,6 +197,33 @@ def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(
     assert np.array_equal(live.predict_batch(probe.X), good.predict_batch(probe.X))
 
 
+def test_an_older_validated_version_of_another_shape_is_skipped_not_fatal(tmp_path, caplog):
+    """A registry shared with an earlier run (another model shape validated first) must not crash the alarm."""
+    from serving.versions import Version
+
+    registry = FileRegistry(tmp_path / "registry")
+    other_shape = TorchLearner("logistic", n_features=7, device="cpu")
+    v1 = registry.validate(registry.publish(other_shape.state_dict(), Version(0)).number).number
+    bad = _trained(flip=True)
+    v2 = registry.validate(registry.publish(bad.state_dict(), Version(0, parent=v1)).number).number
+    gate = ValidationGate(registry)
+    policy = DriftPolicy(
+        DriftMonitor([ScriptedDetector([1])]),
+        PolicyConfig(warmup_batches=0),
+        registry=registry,
+        snapshot=gate.validated,
+    )
+    live = _trained(flip=True)
+    with caplog.at_level("WARNING", logger="drift.policy"):
+        for i in range(40, 50):
+            batch = make_batch(BATCH, n_features=4, start_offset=i * BATCH)
+            policy.observe(live, batch, live.predict_batch(batch.X))
+    assert policy.counts["alarms"] == 1
+    assert f"validated version {v1} does not fit this learner" in caplog.text
+    # The alarm compared the current version only; the misfit is never a rollback target.
+    assert registry.pointer()[0] == v2 and registry.get(v1).status == "validated"
+
+
 class _FlakyRegistry(FileRegistry):
     down = False
 
