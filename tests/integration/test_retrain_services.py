@@ -5,11 +5,16 @@
   predictions on the range. Only the order of floating-point sums differs.
 - A daemon with ``--retrain-every-events`` adopts a retrain while records keep
   arriving, and its ledger proves every event learned exactly once across
-  the swap (retrain range + catch-up + head-to-head + after). The stream
-  lasts until the adoption is in the audit log, however long the retrain
-  takes on this machine.
+  the swap (retrain range + catch-up + head-to-head + after).
 - A retrain whose worker crashes is reported (``retrain_failed``) and the
   daemon learns on to the end of the stream.
+
+The daemon tests wait on events, never on a clock: the stream lasts until the
+audit event the test is about is in the registry, however long the retrain
+takes on this machine; the daemon runs without ``--until-idle`` (a pause of
+the stream -- a starved producer, a busy broker -- must not stop it before the
+candidate is judged) and is stopped with SIGTERM once its checkpoint shows the
+whole stream learned.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import pytest
 from learners.retrain import retrain
 from learners.retrain_spec import RetrainSpec
 from serving.file_registry import FileRegistry
+from stream.checkpoint import CheckpointStore
 from stream.produce import produce, synthetic_rows
 
 pytestmark = pytest.mark.slow
@@ -148,20 +154,19 @@ def _rows(n: int, seed: int):
 class _Producer(threading.Thread):
     """Appends the hyperplane stream (ids 0, 1, 2, ...) round-robin over 3 partitions at a fixed rate.
 
-    It ends after ``n`` records, or earlier where :meth:`stop_after` says;
-    ``sent`` is the stream's length once the thread is joined.
+    It runs until :meth:`stop_after` ends it; ``sent`` is the stream's length once the thread is joined.
     """
 
-    def __init__(self, bootstrap: str, topic: str, n: int, rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, rate: float) -> None:
         super().__init__(daemon=True)
-        self.bootstrap, self.topic, self.n, self.rate = bootstrap, topic, n, rate
+        self.bootstrap, self.topic, self.rate = bootstrap, topic, rate
         self.sent = 0
         self.error: BaseException | None = None
-        self._stop_at = n
+        self._stop_at: int | None = None
 
-    def stop_after(self, more: int) -> None:
-        """End the stream ``more`` records after those sent so far."""
-        self._stop_at = min(self._stop_at, self.sent + more)
+    def stop_after(self, more: int, multiple: int = 1) -> None:
+        """End the stream at least ``more`` records after those sent so far, at a multiple of ``multiple``."""
+        self._stop_at = -(-(self.sent + more) // multiple) * multiple
 
     def run(self) -> None:
         from kafka import KafkaProducer
@@ -170,8 +175,8 @@ class _Producer(threading.Thread):
             producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
             try:
                 started = time.monotonic()
-                for i, row in enumerate(synthetic_rows("hyperplane", self.n, seed=21)):
-                    if i >= self._stop_at:
+                for i, row in enumerate(synthetic_rows("hyperplane", 10**12, seed=21)):
+                    if self._stop_at is not None and i >= self._stop_at:
                         break
                     producer.send(self.topic, value=orjson.dumps(row), partition=i % 3)
                     self.sent = i + 1
@@ -185,12 +190,16 @@ class _Producer(threading.Thread):
 
 
 DAEMON_LOG = "daemon.log"
-#: How long a stream may wait for the audit event its test needs (a retrain takes about 10-30 s on 2 cores).
-EVENT_DEADLINE_S = 300
+WINDOW = 300
+#: How long a test waits for the audit event it needs (a retrain takes about 10-30 s on 2 cores), and then
+#: for the daemon to learn the rest of the stream. Generous: reaching them is a failure, not a shorter test.
+EVENT_DEADLINE_S = 600
+LEARNED_DEADLINE_S = 600
 AFTER_EVENT = 3_000  # records appended once that event is seen: learned after it
 
 
 def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    # No --until-idle: the test stops the daemon (SIGTERM) when it has learned the whole stream.
     cmd = [
         sys.executable,
         "-m",
@@ -202,7 +211,7 @@ def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None 
         "--topic",
         topic,
         "--window",
-        "count:300",
+        f"count:{WINDOW}",
         "--checkpoint-dir",
         str(tmp_path / "ckpt"),
         "--registry",
@@ -215,8 +224,6 @@ def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None 
         "10",
         "--device",
         "cpu",
-        "--until-idle",
-        "6",
         "--publish-every-batches",
         "10",
         "--retrain-nproc",
@@ -234,34 +241,77 @@ def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None 
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, **(env or {})})
 
 
-def _stream_until(seen: Callable[[], bool], producer: _Producer, daemon: subprocess.Popen) -> float:
-    """Keep the stream going until ``seen()`` (or the deadline), then end it AFTER_EVENT records later.
+def _log(tmp_path) -> str:
+    return Path(tmp_path, DAEMON_LOG).read_text()[-3000:]
 
-    The daemon goes idle only after the event the test is about, however slow
-    this machine is. Returns the seconds waited.
+
+def _learned(tmp_path) -> int:
+    """Events learned per the daemon's newest checkpoint (written atomically; read without its lock)."""
+    ckpt = CheckpointStore(tmp_path / "ckpt").latest() if (tmp_path / "ckpt").exists() else None
+    return ckpt.counters["events_learned"] if ckpt is not None else 0
+
+
+def _wait_for(what: str, seen: Callable[[], bool], producer: _Producer, daemon: subprocess.Popen, tmp_path):
+    """Keep the stream going until ``seen()``; fail if the daemon or the producer stops first, or at the deadline.
+
+    Returns the seconds waited.
     """
     started = time.monotonic()
-    while (
-        not seen()
-        and daemon.poll() is None
-        and producer.is_alive()
-        and time.monotonic() - started < EVENT_DEADLINE_S
-    ):
+    while not seen():
+        if daemon.poll() is not None:
+            pytest.fail(f"the daemon exited (rc {daemon.returncode}) before {what}:\n{_log(tmp_path)}")
+        if not producer.is_alive():
+            pytest.fail(f"the producer stopped before {what}: {producer.error!r}")
+        if time.monotonic() - started > EVENT_DEADLINE_S:
+            pytest.fail(f"no {what} within {EVENT_DEADLINE_S}s:\n{_log(tmp_path)}")
         time.sleep(0.5)
-    producer.stop_after(AFTER_EVENT)
-    producer.join(timeout=120)
     return time.monotonic() - started
 
 
-def _finish(proc: subprocess.Popen, tmp_path, timeout: float = 240) -> str:
-    """Wait for the daemon to stop by itself; its stderr."""
+def _end_stream(producer: _Producer) -> int:
+    """End the stream AFTER_EVENT records from now, at a window boundary; its length.
+
+    A whole number of count windows: every record is learned without the end-of-input flush that only an
+    idle stop performs (a SIGTERM checkpoints the open window's residue, unlearned).
+    """
+    producer.stop_after(AFTER_EVENT, multiple=WINDOW)
+    producer.join(timeout=LEARNED_DEADLINE_S)
+    assert not producer.is_alive(), "the producer did not finish the stream"
+    assert producer.error is None, producer.error
+    return producer.sent
+
+
+def _stop_when_learned(daemon: subprocess.Popen, n: int, tmp_path) -> str:
+    """Wait until the daemon's checkpoint shows all ``n`` events learned, SIGTERM it, check a clean exit; its log."""
+    deadline = time.monotonic() + LEARNED_DEADLINE_S
+    while _learned(tmp_path) < n:
+        if daemon.poll() is not None:
+            pytest.fail(
+                f"the daemon exited (rc {daemon.returncode}) before learning {n:,}:\n{_log(tmp_path)}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"{_learned(tmp_path):,} of {n:,} learned after {LEARNED_DEADLINE_S}s:\n{_log(tmp_path)}"
+            )
+        time.sleep(0.5)
+    daemon.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=timeout)
+        daemon.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        pytest.fail(f"the daemon did not stop by itself: {Path(tmp_path, DAEMON_LOG).read_text()[-3000:]}")
-    return Path(tmp_path, DAEMON_LOG).read_text()
+        pytest.fail(f"the daemon did not stop on SIGTERM:\n{_log(tmp_path)}")
+    err = Path(tmp_path, DAEMON_LOG).read_text()
+    assert daemon.returncode == 0, err[-3000:]
+    assert "stopped (received SIGTERM)" in err, err[-3000:]
+    return err
+
+
+def _cleanup(producer: _Producer, daemon: subprocess.Popen) -> None:
+    """After a failure: end the stream and the daemon (no-ops after a pass)."""
+    producer.stop_after(0)
+    producer.join(timeout=30)
+    if daemon.poll() is None:
+        daemon.kill()
+        daemon.wait()
 
 
 def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(
@@ -270,7 +320,7 @@ def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(
     topic = make_topic(partitions=3)
     # The stream lasts until the adoption is in the audit log: the candidate always meets a live stream for
     # its catch-up and head-to-head, and the adopted model learns the AFTER_EVENT records after the swap.
-    producer = _Producer(kafka_bootstrap, topic, 1_500 * EVENT_DEADLINE_S, rate=1_500)
+    producer = _Producer(kafka_bootstrap, topic, rate=1_500)
     producer.start()
     daemon = _daemon(
         kafka_bootstrap,
@@ -284,12 +334,19 @@ def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(
         "1.0",
     )
     registry = FileRegistry(tmp_path / "reg")
-    waited = _stream_until(lambda: bool(registry.events(kind="retrain_adopted")), producer, daemon)
-    assert producer.error is None and not producer.is_alive()
-    n = producer.sent
-    print(f"adoption seen after {waited:.1f}s; stream of {n:,} records")
-    err = _finish(daemon, tmp_path)
-    assert daemon.returncode == 0, err[-3000:]
+    try:
+        waited = _wait_for(
+            "retrain_adopted",
+            lambda: bool(registry.events(kind="retrain_adopted")),
+            producer,
+            daemon,
+            tmp_path,
+        )
+        n = _end_stream(producer)
+        print(f"adoption seen after {waited:.1f}s; stream of {n:,} records")
+        err = _stop_when_learned(daemon, n, tmp_path)
+    finally:
+        _cleanup(producer, daemon)
 
     adopted = registry.events(kind="retrain_adopted")
     assert adopted, (
@@ -316,7 +373,7 @@ def test_an_adopted_retrain_learns_every_event_exactly_once_across_the_swap(
 
 def test_a_crashing_retrain_is_reported_and_the_daemon_keeps_learning(kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=3)
-    producer = _Producer(kafka_bootstrap, topic, 1_500 * EVENT_DEADLINE_S, rate=1_500)
+    producer = _Producer(kafka_bootstrap, topic, rate=1_500)
     producer.start()
     daemon = _daemon(
         kafka_bootstrap,
@@ -327,17 +384,22 @@ def test_a_crashing_retrain_is_reported_and_the_daemon_keeps_learning(kafka_boot
         env={"STREAMLEARN_RETRAIN_FAULT": "1:3"},
     )  # rank 1 raises at its third step
     registry = FileRegistry(tmp_path / "reg")
-    # The stream lasts until a crash is reported (not merely a job stopped because the stream ended).
-    waited = _stream_until(
-        lambda: any(e.details.get("exit_code") is not None for e in registry.events(kind="retrain_failed")),
-        producer,
-        daemon,
-    )
-    assert producer.error is None and not producer.is_alive()
-    n = producer.sent
-    print(f"crash report seen after {waited:.1f}s; stream of {n:,} records")
-    err = _finish(daemon, tmp_path)
-    assert daemon.returncode == 0, err[-3000:]
+    try:
+        # The stream lasts until a crash is reported (not merely a job stopped because the daemon stopped).
+        waited = _wait_for(
+            "crash report",
+            lambda: any(
+                e.details.get("exit_code") is not None for e in registry.events(kind="retrain_failed")
+            ),
+            producer,
+            daemon,
+            tmp_path,
+        )
+        n = _end_stream(producer)
+        print(f"crash report seen after {waited:.1f}s; stream of {n:,} records")
+        err = _stop_when_learned(daemon, n, tmp_path)
+    finally:
+        _cleanup(producer, daemon)
     failed = registry.events(kind="retrain_failed")
     assert failed, err[-3000:]
     crashes = [e for e in failed if e.details.get("exit_code") is not None]
