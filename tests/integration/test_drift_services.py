@@ -52,9 +52,15 @@ LEARNER_ARGS = (
     "1000",
 )
 GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+#: Versions are published by batch count only. A clock-driven publication would land at a batch that
+#: depends on this machine's speed -- and with it the snapshot the drift policy compares the live model with.
+NEVER_BY_TIME_S = "1e9"
+#: Generous deadlines for events: a run to its end, the API serving the registry's last version.
+DEADLINE_S = 900
+SERVED_DEADLINE_S = 120
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "stream.cli", *args],
         capture_output=True,
@@ -65,19 +71,36 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 class ServedVersions:
-    """Polls ``GET /models/current`` and records every version the API served."""
+    """Polls ``GET /models/current`` and records every version the API served.
+
+    A request that fails or times out (a busy machine) is retried: the poller never stops before the test
+    says so, so a version it should have seen is not missed silently.
+    """
 
     def __init__(self, url: str) -> None:
         self.url, self.seen, self._stop = url, set(), threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as client:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
             while not self._stop.is_set():
-                served = client.get("/models/current").json().get("served")
+                try:
+                    served = client.get("/models/current").json().get("served")
+                except httpx.HTTPError:
+                    served = None
                 if served:
                     self.seen.add(served["number"])
                 time.sleep(0.02)
+
+    def wait_for(self, number: int) -> None:
+        """Until the poller has seen the API serve version ``number`` (the registry's last swap)."""
+        deadline = time.monotonic() + SERVED_DEADLINE_S
+        while number not in self.seen:
+            assert self._thread.is_alive(), "the poller stopped"
+            assert time.monotonic() < deadline, (
+                f"the API did not serve v{number} within {SERVED_DEADLINE_S}s; seen {sorted(self.seen)}"
+            )
+            time.sleep(0.05)
 
     def __enter__(self) -> ServedVersions:
         self._thread.start()
@@ -85,7 +108,7 @@ class ServedVersions:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=60)  # after its request in flight: `seen` no longer changes
 
 
 @pytest.fixture
@@ -119,7 +142,7 @@ def _learn(bootstrap: str, topic: str, redis_url: str, namespace: str, tmp_path,
         "--publish-every-batches",
         "5",
         "--publish-every-seconds",
-        "60",
+        NEVER_BY_TIME_S,
         *LEARNER_ARGS,
         *extra,
     )
@@ -127,8 +150,18 @@ def _learn(bootstrap: str, topic: str, redis_url: str, namespace: str, tmp_path,
     return ran
 
 
+def _current(redis_url: str, namespace: str) -> int:
+    registry = RedisRegistry(redis_url, namespace=namespace)
+    try:
+        current = registry.current()
+    finally:
+        registry.close()
+    assert current is not None, "the run validated no version"
+    return current.number
+
+
 def _events(url: str, kind: str) -> list[dict]:
-    resp = httpx.get(f"{url}/events", params={"kind": kind, "limit": 1000}, timeout=5)
+    resp = httpx.get(f"{url}/events", params={"kind": kind, "limit": 1000}, timeout=30)
     assert resp.status_code == 200, resp.text
     return list(reversed(resp.json()["events"]))  # oldest first
 
@@ -175,7 +208,7 @@ def test_corrupted_batches_are_rolled_back_and_never_served(
     assert produced.returncode == 0, produced.stderr
     with ServedVersions(api) as served:
         ran = _learn(kafka_bootstrap, unique_name, redis_url, unique_name, tmp_path)
-        time.sleep(0.5)  # the API's last swap
+        served.wait_for(_current(redis_url, unique_name))  # the API's last swap, seen by the poller
     assert "rollback(s)" in ran.stderr
 
     alarms, rollbacks = _events(api, "drift_alarm"), _events(api, "rollback")
@@ -233,10 +266,10 @@ def test_concept_drift_is_adapted_to_not_rolled_back(kafka_bootstrap, redis_url,
     assert _events(api, "retrain_request")
     # Filtering by time: nothing of this run is older than its first alarm minus a minute...
     since = _events(api, "drift_alarm")[0]["at"]
-    resp = httpx.get(f"{api}/events", params={"since": since, "kind": "adapt"}, timeout=5).json()["events"]
+    resp = httpx.get(f"{api}/events", params={"since": since, "kind": "adapt"}, timeout=30).json()["events"]
     assert [e["id"] for e in resp] == [e["id"] for e in reversed(adapts)]
     # ...and a kind nobody wrote lists nothing.
-    assert httpx.get(f"{api}/events", params={"kind": "no-such-kind"}, timeout=5).json()["events"] == []
+    assert httpx.get(f"{api}/events", params={"kind": "no-such-kind"}, timeout=30).json()["events"] == []
 
 
 @pytest.mark.slow
