@@ -24,6 +24,10 @@ from serving.settings import RegistrySettings, ServingSettings
 from serving.versions import Version
 
 N_FEATURES = 4
+#: Generous deadlines: a request on a busy machine, the API following the registry. Reaching one is a
+#: failure, never a shorter test.
+HTTP_TIMEOUT_S = 60.0
+EVENT_DEADLINE_S = 60.0
 
 
 def publish_validated(reg, seed: int) -> Version:
@@ -34,7 +38,7 @@ def publish_validated(reg, seed: int) -> Version:
     return reg.validate(v.number, reason="test")
 
 
-def wait_until(predicate, timeout=15.0, every=0.05) -> bool:
+def wait_until(predicate, timeout=EVENT_DEADLINE_S, every=0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -51,7 +55,7 @@ class ClientLog:
 
 def hammer(url: str, stop: threading.Event, log: ClientLog) -> None:
     """One client on one keep-alive connection, predicting until told to stop."""
-    with httpx.Client(base_url=url, timeout=5.0) as client:
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S) as client:
         while not stop.is_set():
             try:
                 resp = client.post("/predict", json={"x": [0.5] * N_FEATURES})
@@ -82,7 +86,7 @@ def server(redis_url, unique_name):
 
 
 def test_real_server_predicts_validates_and_names_versions(server, redis_registry):
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT_S) as client:
         assert client.get("/health/ready").status_code == 503
         v = publish_validated(redis_registry, seed=1)
         assert wait_until(lambda: client.get("/health/ready").status_code == 200)
@@ -102,7 +106,7 @@ def test_real_server_predicts_validates_and_names_versions(server, redis_registr
 def test_bad_input_is_a_4xx_with_the_redis_registry(server, redis_registry):
     """Non-finite or absurd /events bounds, float32-overflowing features and big bodies: never a 5xx."""
     v = publish_validated(redis_registry, seed=5)
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT_S) as client:
         assert wait_until(lambda: client.get("/health").json()["model_version"] == v.number)
         for name in ("since", "until"):
             for bound in ("nan", "inf", "-inf", "1e400"):
@@ -127,7 +131,7 @@ def test_bad_input_is_a_4xx_with_the_redis_registry(server, redis_registry):
 
 def test_hot_swap_under_load_never_fails_and_never_goes_back(server, redis_registry):
     first = publish_validated(redis_registry, seed=0)
-    with httpx.Client(base_url=server.url) as probe:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT_S) as probe:
         assert wait_until(lambda: probe.get("/health").json()["model_version"] == first.number)
     stop = threading.Event()
     logs = [ClientLog() for _ in range(6)]
@@ -135,12 +139,13 @@ def test_hot_swap_under_load_never_fails_and_never_goes_back(server, redis_regis
     for t in clients:
         t.start()
     published = [publish_validated(redis_registry, seed=i).number for i in range(1, 51)]
-    with httpx.Client(base_url=server.url) as probe:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT_S) as probe:
         assert wait_until(lambda: probe.get("/health").json()["model_version"] == published[-1])
-    time.sleep(0.3)  # let every client see the last version
+    # Every client has been answered by the last version (or the checks below say which did not).
+    wait_until(lambda: all(log.versions and log.versions[-1] == published[-1] for log in logs))
     stop.set()
     for t in clients:
-        t.join(10)
+        t.join(HTTP_TIMEOUT_S)
 
     assert sum(len(log.failures) for log in logs) == 0, [log.failures[:3] for log in logs]
     for i, log in enumerate(logs):
@@ -156,7 +161,7 @@ def test_hot_swap_under_load_never_fails_and_never_goes_back(server, redis_regis
 
 def test_redis_outage_keeps_serving_and_reconnects(server, redis_registry, redis_service):
     v1 = publish_validated(redis_registry, seed=3)
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT_S) as client:
         assert wait_until(lambda: client.get("/health").json()["model_version"] == v1.number)
         stop = threading.Event()
         log = ClientLog()
@@ -164,7 +169,7 @@ def test_redis_outage_keeps_serving_and_reconnects(server, redis_registry, redis
         worker.start()
         try:
             redis_service.stop()
-            assert wait_until(lambda: client.get("/health").json()["registry"] == "unreachable", timeout=20)
+            assert wait_until(lambda: client.get("/health").json()["registry"] == "unreachable")
             health = client.get("/health").json()
             assert (
                 health["status"] == "degraded"
@@ -175,23 +180,24 @@ def test_redis_outage_keeps_serving_and_reconnects(server, redis_registry, redis
             models = client.get("/models")
             assert models.status_code == 503 and "registry unavailable" in models.json()["detail"]
             served_during_outage = len(log.versions)
-            time.sleep(1.0)
-            assert len(log.versions) > served_during_outage, "predictions stopped during the outage"
+            assert wait_until(lambda: len(log.versions) > served_during_outage), (
+                "predictions stopped during the outage"
+            )
         finally:
             redis_service.start()
-        assert wait_until(lambda: client.get("/health").json()["registry"] == "ok", timeout=30)
+        assert wait_until(lambda: client.get("/health").json()["registry"] == "ok")
         # The restarted Redis has no persistence: it is empty. The API keeps its
         # model until a new version is validated, then follows it.
         assert client.get("/health").json()["model_version"] == v1.number
         fresh = RedisRegistry(redis_service.url, namespace=redis_registry.namespace)
         try:
             v_new = publish_validated(fresh, seed=4)
-            assert wait_until(lambda: client.get("/models/current").json()["in_sync"], timeout=20)
+            assert wait_until(lambda: client.get("/models/current").json()["in_sync"])
             served = client.get("/models/current").json()["served"]
             assert served["number"] == v_new.number and served["created_at"] == v_new.created_at
         finally:
             fresh.close()
         stop.set()
-        worker.join(10)
+        worker.join(HTTP_TIMEOUT_S)
     assert log.failures == [], log.failures[:5]
     assert set(log.versions) <= {v1.number, v_new.number}
