@@ -13,6 +13,8 @@ from kafka import KafkaConsumer
 from stream.embedded import free_port
 
 GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+#: Generous deadlines for events (dead letters read back, a server ready): reaching one is a failure.
+DEADLINE_S = 180
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -81,15 +83,18 @@ def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(
     assert "model versions:" in ran.stderr and " validated" in ran.stderr
     assert all(v.schema["n_features"] == 3 for v in versions)
 
+    # Read until the 30 letters are in, however long the group join takes (not until a quiet spell).
     consumer = KafkaConsumer(
-        f"{topic}.dlq", group_id=f"{unique_name}-dlq", consumer_timeout_ms=10_000, **kafka_consumer_settings
+        f"{topic}.dlq", group_id=f"{unique_name}-dlq", consumer_timeout_ms=3_000, **kafka_consumer_settings
     )
     try:
         letters = []
-        for rec in consumer:
-            letters.append(rec)
-            if len(letters) == 30:
-                break
+        deadline = time.monotonic() + DEADLINE_S
+        while len(letters) < 30 and time.monotonic() < deadline:
+            for rec in consumer:
+                letters.append(rec)
+                if len(letters) == 30:
+                    break
     finally:
         consumer.close()
     assert len(letters) == 30
@@ -227,26 +232,27 @@ def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
             try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, f"serve not ready after {DEADLINE_S}s"
             time.sleep(0.2)
-        resp = httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]})
+        resp = httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]}, timeout=60)
         assert resp.status_code == 200 and resp.json()["version"] == current.number
         rolled = httpx.post(
-            f"{url}/rollback", headers={"Authorization": "Bearer adm"}, json={"reason": "cli test"}
+            f"{url}/rollback",
+            headers={"Authorization": "Bearer adm"},
+            json={"reason": "cli test"},
+            timeout=60,
         )
         assert rolled.status_code == 200
-        assert (
-            httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]}).json()["version"]
-            == rolled.json()["served"]
-            < current.number
-        )
+        after = httpx.post(f"{url}/predict", json={"x": [0.0] * current.schema["n_features"]}, timeout=60)
+        assert after.json()["version"] == rolled.json()["served"] < current.number
     finally:
         proc.terminate()
         proc.wait(20)
