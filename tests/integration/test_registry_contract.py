@@ -18,6 +18,8 @@ from serving.registry import ModelRegistry, open_registry
 from serving.versions import AuditEvent, Version
 from stream.errors import ConfigError, RegistryError, RegistryUnavailableError, VersionNotFoundError
 
+EVENT_DEADLINE_S = 60  # for a watcher thread to see a pointer move (a poll every 0.2 s)
+
 
 @pytest.fixture(params=["file", "redis"])
 def registry(request, tmp_path, unique_name) -> ModelRegistry:
@@ -215,13 +217,13 @@ def test_subscribe_yields_each_pointer_move(registry):
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    assert ready.wait(5)
+    assert ready.wait(EVENT_DEADLINE_S)
     registry.validate(a.number)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + EVENT_DEADLINE_S  # generous: the loop ends on the second pointer
     while len(seen) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     stop.set()
-    thread.join(5)
+    thread.join(EVENT_DEADLINE_S)
     assert seen[0] == (None, 0)
     assert seen[1][0] == a.number
 

@@ -155,7 +155,7 @@ def test_consumer_group_resumes_from_committed_offsets(
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=10, socket_timeout=10)
     yield client
     client.close()
 
@@ -168,6 +168,16 @@ def test_redis_set_get_roundtrip(redis_client: redis.Redis, unique_name: str) ->
     assert redis_client.get(f"{unique_name}:missing") is None
 
 
+def _next_message(pubsub, deadline_s: float = 60.0) -> dict | None:
+    """The next pub/sub message, waiting up to a generous deadline (``get_message`` alone waits once)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1.0)
+        if message is not None:
+            return message
+    return None
+
+
 def test_redis_publish_subscribe_roundtrip(
     redis_client: redis.Redis, redis_url: str, unique_name: str
 ) -> None:
@@ -177,7 +187,7 @@ def test_redis_publish_subscribe_roundtrip(
         pubsub.subscribe(channel)
         # Publish only after the server confirmed the subscription, else the
         # message can be lost (pub/sub has no backlog).
-        confirm = pubsub.get_message(timeout=5)
+        confirm = _next_message(pubsub)
         assert confirm is not None and confirm["type"] == "subscribe"
 
         publisher = redis.Redis.from_url(redis_url)
@@ -186,7 +196,7 @@ def test_redis_publish_subscribe_roundtrip(
         finally:
             publisher.close()
 
-        message = pubsub.get_message(timeout=5)
+        message = _next_message(pubsub)
         assert message is not None
         assert (message["type"], message["channel"], message["data"]) == ("message", channel.encode(), b"v42")
     finally:
@@ -196,7 +206,8 @@ def test_redis_publish_subscribe_roundtrip(
 def test_redis_stop_start_restarts_same_server(redis_service: Any, unique_name: str) -> None:
     redis_service.ensure_running()
     url_before = redis_service.url
-    client = redis.Redis.from_url(redis_service.url, socket_connect_timeout=1, socket_timeout=1)
+    # Generous timeouts: a stopped server refuses at once (host network), a busy one may answer late.
+    client = redis.Redis.from_url(redis_service.url, socket_connect_timeout=10, socket_timeout=10)
     try:
         client.set(f"{unique_name}:k", b"v")
 
