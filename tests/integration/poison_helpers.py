@@ -62,7 +62,9 @@ def produce(bootstrap: str, topic: str, stream) -> dict[tuple[int, int], object]
     return placed
 
 
-def read_dead_letters(topic: str, positions: set, settings: dict, group: str, deadline_s: float = 90) -> list:
+def read_dead_letters(
+    topic: str, positions: set, settings: dict, group: str, deadline_s: float = 300
+) -> list:
     """Every letter on ``topic`` until each source ``(partition, offset)`` in ``positions`` was seen.
 
     Dead letters are at-least-once, so a position may come more than once:

@@ -20,6 +20,7 @@ from stream.source import KafkaSource, KafkaSourceConfig
 from stream.window import CountWindow
 
 TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+DEADLINE_S = 180  # generous, for events: everything learned, a rebalance done
 
 
 def produce(bootstrap: str, topic: str, n: int, partitions: int = 3) -> None:
@@ -93,7 +94,7 @@ def test_partition_revocation_checkpoints_before_the_partitions_are_released(
     engine = engine_for(source, tmp_path, checkpoint_every_batches=10_000, checkpoint_every_seconds=3600)
     runner = threading.Thread(target=engine.run, daemon=True)
     runner.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + DEADLINE_S
     while engine.stats.events_learned < 1000 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.stats.events_learned == 1000
@@ -104,7 +105,7 @@ def test_partition_revocation_checkpoints_before_the_partitions_are_released(
         topic, group_id=unique_name, **{k: v for k, v in kafka_consumer_settings.items()}
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + DEADLINE_S
         while not newcomer.assignment() and time.monotonic() < deadline:
             newcomer.poll(timeout_ms=200)
         assert newcomer.assignment(), "the newcomer never got a partition"
