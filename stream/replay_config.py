@@ -35,6 +35,7 @@ stream.errors.ConfigError: config: unknown key 'learning_rate'; known: avalanche
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -140,8 +141,7 @@ class ReplayConfig:
                     else value
                 )
             else:
-                known = ", ".join(sorted(_LEARNER_KEYS | _TOP_KEYS))
-                raise ConfigError(f"{where}: unknown key {raw!r}; known: {known}")
+                raise _unknown(where, "key", raw, _LEARNER_KEYS | _TOP_KEYS)
         try:
             choice = replace(base.learner, **learner) if learner else base.learner
         except ConfigError as exc:
@@ -197,9 +197,7 @@ def _drift(value: Any, base: DriftChoice, where: str) -> DriftChoice:
     for raw, v in value.items():
         key = _DRIFT_KEYS.get(_key(raw))
         if key is None:
-            raise ConfigError(
-                f"{where}: unknown drift key {raw!r}; known: {', '.join(sorted(set(_DRIFT_KEYS)))}"
-            )
+            raise _unknown(where, "drift key", raw, _DRIFT_KEYS)
         if key == "detectors":
             v = (v,) if isinstance(v, str) else tuple(v)
         elif key == "options":
@@ -219,8 +217,20 @@ def _gate(value: Any, base: GateChoice, where: str) -> GateChoice:
     values = {_key(k): v for k, v in value.items()}
     bad = sorted(set(values) - known)
     if bad:
-        raise ConfigError(f"{where}: unknown validation key {bad[0]!r}; known: {', '.join(sorted(known))}")
+        raise _unknown(where, "validation key", bad[0], known)
     return replace(base, **values)
+
+
+def _unknown(where: str, what: str, raw: Any, known) -> ConfigError:
+    """The error for an unknown key: the closest known one when a typo is likely, and all of them.
+
+    >>> str(_unknown("config a.yaml", "key", "windw", {"window", "lr"}))
+    "config a.yaml: unknown key 'windw' (did you mean 'window'?); known: lr, window"
+    """
+    known = sorted(set(known))
+    close = difflib.get_close_matches(_key(str(raw)), known, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown {what} {raw!r}{guess}; known: {', '.join(known)}")
 
 
 def load_configs(paths: list[str], base: ReplayConfig) -> list[ReplayConfig]:
