@@ -2,9 +2,22 @@
 
 Each file is one partition of the pseudo-topic ``file:<name>``; a record's
 offset is its 0-based data-row index, so checkpoints and resume work exactly
-as with Kafka. CSV rows are turned into the JSON record shape the codec reads:
-the ``label``/``id``/``ts`` columns by name, every other column a feature in
-header order.
+as with Kafka. The format follows the file's suffix:
+
+``.csv``
+    The first row is a header naming the columns. The label column
+    (``label_column``, default ``y``; ``--label-column`` on the CLI) holds the
+    label; optional ``id`` and ``ts`` columns hold the event id and event time;
+    every other column is a numeric feature, in header order. A header without
+    the label column or without a feature column is a :class:`ConfigError`; a
+    row whose width differs from the header's is dead-lettered.
+``.jsonl`` (any other suffix)
+    One JSON object per line, in the record shape the codec reads:
+    ``{"x": [numbers], "<label_column>": label, "id": ..., "ts": ...}``
+    (``id`` and ``ts`` optional); blank lines are skipped.
+
+CSV rows are turned into that JSON shape, so the codec reads both alike; it
+must be configured with ``y_field=label_column``.
 
 Examples
 --------
@@ -67,6 +80,9 @@ class FileSource:
         self.label_column = label_column
         self.id_column = id_column
         self.ts_column = ts_column
+        for p in self.paths:
+            if p.endswith(".csv"):
+                self._check_header(p)
         self.start, self.end = start, end
         self._iters: dict[TopicPartition, Iterator[RawRecord]] = {}
         self._done: set[TopicPartition] = set()
@@ -113,9 +129,30 @@ class FileSource:
                 yield RawRecord(tp.topic, tp.partition, offset, -1, None, line)
                 offset += 1
 
+    def _check_header(self, path: str) -> None:
+        """Raise ConfigError unless the CSV's header names the label column and at least one feature."""
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+        if not header:
+            raise ConfigError(
+                f"{path}: the CSV file is empty; its first row must be a header naming the columns"
+            )
+        columns = ", ".join(header)
+        if self.label_column not in header:
+            raise ConfigError(
+                f"{path}: no label column {self.label_column!r} in the CSV header (columns: {columns}); "
+                "name the label column with --label-column NAME"
+            )
+        if not set(header) - {self.label_column, self.id_column, self.ts_column}:
+            raise ConfigError(
+                f"{path}: no feature column in the CSV header (columns: {columns}); every column but "
+                f"the label {self.label_column!r}, {self.id_column!r} and {self.ts_column!r} is a "
+                "numeric feature"
+            )
+
     def _read_csv(self, tp: TopicPartition, path: str) -> Iterator[RawRecord]:
         special = {self.label_column, self.id_column, self.ts_column}
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -124,7 +161,11 @@ class FileSource:
             col = {name: i for i, name in enumerate(header)}
             for offset, row in enumerate(reader):
                 doc = {"x": [_number(row[i]) for i in features]} if len(row) == len(header) else {"x": row}
-                for name, key in ((self.label_column, "y"), (self.id_column, "id"), (self.ts_column, "ts")):
+                for name, key in (
+                    (self.label_column, self.label_column),
+                    (self.id_column, "id"),
+                    (self.ts_column, "ts"),
+                ):
                     if name in col and len(row) == len(header):
                         doc[key] = _number(row[col[name]])
                 yield RawRecord(tp.topic, tp.partition, offset, -1, None, orjson.dumps(doc))

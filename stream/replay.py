@@ -160,7 +160,8 @@ class Backtest:
     ``source`` is a :class:`~stream.range_source.KafkaRangeSource` or a
     :class:`~stream.file_source.FileSource`; ``source_info`` is what the
     report shows about it (topics, specs). ``progress`` draws a progress bar
-    with ETA on stderr.
+    with ETA on stderr. ``label_field`` is the records' label field (a file
+    source's ``label_column``).
     """
 
     def __init__(
@@ -174,6 +175,7 @@ class Backtest:
         n_features: int | None = None,
         max_poll_records: int = 5_000,
         progress: bool = True,
+        label_field: str = "y",
         dead_letters: str | None = "file",
         command: str | None = None,
         source_info: Mapping[str, Any] | None = None,
@@ -189,6 +191,7 @@ class Backtest:
         self.task, self.n_classes, self.n_features = task, n_classes, n_features
         self.max_poll_records = max_poll_records
         self.progress = progress
+        self.label_field = label_field
         self.dead_letters = dead_letters
         self.command = command
         self.source_info = dict(source_info or {})
@@ -246,7 +249,12 @@ class Backtest:
         lane.engine = Engine(
             source=FeedSource(partitions, lag=lambda: max(0, total - lane.read)),
             codec=JsonCodec(
-                CodecConfig(task=self.task, n_classes=self.n_classes, n_features=self.n_features)
+                CodecConfig(
+                    task=self.task,
+                    n_classes=self.n_classes,
+                    n_features=self.n_features,
+                    y_field=self.label_field,
+                )
             ),
             window=parse_window(cfg.window, clock=self.clock),
             learner_builder=cfg.learner.factory(),
