@@ -28,6 +28,10 @@ class TopicNotFoundError(StreamlearnError, LookupError):
     """A topic named in the configuration does not exist on the broker."""
 
 
+class RetrainFailedError(StreamlearnError):
+    """A full retrain job stopped because a worker met a user error (its message says which)."""
+
+
 class CheckpointError(StreamlearnError):
     """A checkpoint could not be written, or the one on disk is unreadable."""
 

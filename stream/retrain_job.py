@@ -34,7 +34,7 @@ from learners.retrain import RetrainResult
 from learners.retrain_spec import RetrainSpec
 from stream.errors import ConfigError
 
-__all__ = ["JobOutcome", "Launch", "RetrainJob"]
+__all__ = ["JobOutcome", "Launch", "RetrainJob", "worker_line"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,12 @@ class Launch:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a retrain job ended: ``result`` when it succeeded, else the exit code and the log's tail."""
+    """How a retrain job ended: ``result`` when it succeeded, else the exit code and the log's tail.
+
+    ``worker_error`` is set when a worker stopped on a StreamlearnError (a
+    mistake its message explains, e.g. ``on rank 0: no decodable record ...``)
+    rather than crashing.
+    """
 
     ok: bool
     exit_code: int | None
@@ -88,6 +93,16 @@ class JobOutcome:
     log_path: str
     result: RetrainResult | None = None
     message: str = ""
+    worker_error: str = ""
+
+
+def worker_line(line: str) -> str:
+    """A log line without the ``[rankN]:`` prefix torchrun may give it, stripped.
+
+    >>> worker_line("[rank1]: [retrain] error on rank 1: boom")
+    '[retrain] error on rank 1: boom'
+    """
+    return line.split("]:", 1)[1].strip() if line.startswith("[rank") and "]:" in line else line.strip()
 
 
 class RetrainJob:
@@ -215,9 +230,7 @@ class RetrainJob:
         except OSError:
             return ""
         for line in lines:
-            text = (
-                line.split("]:", 1)[1].strip() if line.startswith("[rank") and "]:" in line else line.strip()
-            )
+            text = worker_line(line)
             if text.startswith("[retrain] error") or (
                 "Error:" in text and not text.startswith(("torch.distributed.elastic", "raise "))
             ):
@@ -241,10 +254,14 @@ class RetrainJob:
             if code == 0
             else (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
         )
+        cause = self.cause()
         return JobOutcome(
             False,
             code,
             elapsed,
             str(self.log_path),
-            message=f"retrain {why}: {self.cause()} (log: {self.log_path})",
+            message=f"retrain {why}: {cause} (log: {self.log_path})",
+            worker_error=cause.removeprefix("[retrain] error ")
+            if cause.startswith("[retrain] error")
+            else "",
         )

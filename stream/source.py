@@ -437,6 +437,24 @@ class KafkaSource:
             self._consumer = None
 
 
+def first_reachable(bootstrap: str, timeout_s: float = 1.0) -> tuple[str | None, list[str]]:
+    """The first bootstrap server that accepts a TCP connection (or None), and why each one before it did not.
+
+    >>> first_reachable("127.0.0.1:1")  # doctest: +ELLIPSIS
+    (None, ['127.0.0.1:1: ...'])
+    """
+    causes = []
+    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        host = host.strip("[]") or "localhost"
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return server, causes
+        except (OSError, ValueError) as exc:
+            causes.append(f"{server}: {exc}")
+    return None, causes or [f"no bootstrap server in {bootstrap!r}"]
+
+
 def connect_error(bootstrap: str, timeout_s: float = 1.0) -> str:
     """Why the bootstrap servers cannot be reached: one TCP connection attempt to each, until one succeeds.
 
@@ -447,16 +465,10 @@ def connect_error(bootstrap: str, timeout_s: float = 1.0) -> str:
     >>> connect_error("127.0.0.1:1")  # doctest: +ELLIPSIS
     '127.0.0.1:1: ...'
     """
-    causes = []
-    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
-        host, _, port = server.rpartition(":")
-        host = host.strip("[]") or "localhost"
-        try:
-            with socket.create_connection((host, int(port)), timeout=timeout_s):
-                return (
-                    f"{server} accepts TCP connections, but the Kafka client has none open "
-                    "(handshake or broker failing)"
-                )
-        except (OSError, ValueError) as exc:
-            causes.append(f"{server}: {exc}")
-    return "; ".join(causes) or f"no bootstrap server in {bootstrap!r}"
+    server, causes = first_reachable(bootstrap, timeout_s)
+    if server is not None:
+        return (
+            f"{server} accepts TCP connections, but the Kafka client has none open "
+            "(handshake or broker failing)"
+        )
+    return "; ".join(causes)
