@@ -3,6 +3,7 @@
 Every user-facing failure (unreachable broker, missing topic, bad config)
 prints one line ``streamlearn: error: ...`` and exits with code 2; tracebacks
 are for bugs only (set ``STREAMLEARN_DEBUG=1`` to see them for errors too).
+How, and the checks that run before a command starts: :mod:`stream.cli_errors`.
 """
 
 from __future__ import annotations
@@ -10,45 +11,27 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import os
-import sys
 import time
 from typing import Callable
 
 import click
 
-from stream.errors import ConfigError, StreamlearnError
+from stream.cli_errors import (
+    OneLineGroup,
+    check_label_column,
+    require_broker,
+    require_registry,
+    user_errors,
+    why_nothing_learned,
+)
+from stream.errors import ConfigError
 from stream.learner_choice import LearnerChoice, parse_options
 from stream.reconcile_options import retrain_options
 
-EXIT_USAGE = 2
 
-
-def _fail(message: str) -> None:
-    click.echo(f"streamlearn: error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn StreamlearnError (and Kafka's connection errors) into one line + exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from kafka.errors import KafkaConnectionError, KafkaTimeoutError
-
-        try:
-            return fn(*args, **kwargs)
-        except StreamlearnError as exc:
-            if os.environ.get("STREAMLEARN_DEBUG"):
-                raise
-            _fail(str(exc))
-        except (KafkaTimeoutError, KafkaConnectionError) as exc:
-            _fail(f"cannot reach Kafka ({exc}): check --bootstrap and that the broker is up")
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.version_option(package_name="streamlearn")
 def main(verbose: int) -> None:
@@ -338,6 +321,7 @@ def open_gate(registry, namespace, every_batches, every_seconds, tolerance, hold
     if target == "none":
         return None
     reg = open_registry(target, namespace=namespace or settings.namespace, keep_states=settings.keep_states)
+    require_registry(reg)
     return ValidationGate(
         reg,
         GateConfig(
@@ -365,6 +349,12 @@ def open_gate(registry, namespace, every_batches, every_seconds, tolerance, hold
     multiple=True,
     type=click.Path(dir_okay=False),
     help="Learn from JSONL/CSV files instead of Kafka (repeatable).",
+)
+@click.option(
+    "--label-column",
+    default="y",
+    show_default=True,
+    help="With --file: the CSV column (or JSONL field) that holds the label.",
 )
 @click.option(
     "--window",
@@ -442,6 +432,7 @@ def run(
     partitions,
     group,
     files,
+    label_column,
     window,
     checkpoint_dir,
     checkpoint_every_batches,
@@ -481,6 +472,16 @@ def run(
             "no Kafka to read from: pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP), "
             "use --file for local data, or try `streamlearn demo` for an embedded broker"
         )
+    from stream.source import parse_partitions
+    from stream.window import parse_window
+
+    # Configuration first: a typo is reported as such, before anything is opened or reached.
+    parse_window(window)
+    parse_partitions(partitions)
+    if files:
+        check_label_column(label_column)
+    elif label_column != "y":
+        raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
     gate = open_gate(
         registry,
         registry_namespace,
@@ -499,12 +500,16 @@ def run(
         kafka_extra=parse_options(kafka_options, "--kafka-option"),
         checkpoint_dir=checkpoint_dir,
     )
+    learner_factory, policy = learner.factory(), drift.build(task=learner.task)
+    if not files:
+        require_broker(bootstrap)  # in seconds, where each Kafka client would wait out its own timeout
     summary = run_engine(
         bootstrap=None if files else bootstrap,
         topics=topics,
         partitions=partitions,
         group=group,
         files=files,
+        label_column=label_column,
         window=window,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every_batches=checkpoint_every_batches or ckpt.every_batches,
@@ -524,15 +529,15 @@ def run(
         ledger=ledger,
         quiet=quiet,
         on_progress=progress_reporter(quiet, metrics_port),
-        learner_factory=learner.factory(),
+        learner_factory=learner_factory,
         task=learner.task,
         n_classes=learner.n_classes,
         n_features=learner.n_features,
         gate=gate,
-        policy=drift.build(task=learner.task),
+        policy=policy,
         reconciler=reconciler,
     )
-    _print_summary(summary, gate, reconciler)
+    _print_summary(summary, gate, reconciler, label_column=label_column if files else None)
 
 
 def run_engine(
@@ -570,11 +575,13 @@ def run_engine(
     on_unreadable_checkpoint="refuse",
     dedup_window=1_000_000,
     duplicate_policy="dead_letter",
+    label_column="y",
 ):
     """Wire source, codec, window, learner, checkpoint store, gate and drift policy together and run the engine.
 
     ``engine_hook(engine)`` is called before the run (the demo keeps a handle to stop it).
-    ``on_unreadable_checkpoint`` is the store's ``on_unreadable`` policy.
+    ``on_unreadable_checkpoint`` is the store's ``on_unreadable`` policy; ``label_column``
+    names the label of ``files``.
     """
     from stream.checkpoint import CheckpointStore
     from stream.codec import CodecConfig, JsonCodec
@@ -585,11 +592,13 @@ def run_engine(
     from stream.window import parse_window
 
     window_config = parse_window(window)
-    codec = JsonCodec(CodecConfig(task=task, n_classes=n_classes, n_features=n_features))
+    codec = JsonCodec(
+        CodecConfig(task=task, n_classes=n_classes, n_features=n_features, y_field=label_column)
+    )
     if files:
         from stream.file_source import FileSource
 
-        source = FileSource(list(files))
+        source = FileSource(list(files), label_column=label_column)
     else:
         source_config = KafkaSourceConfig(
             bootstrap=bootstrap,
@@ -654,7 +663,8 @@ def run_engine(
     return engine.run()
 
 
-def _print_summary(summary, gate=None, reconciler=None) -> None:
+def _print_summary(summary, gate=None, reconciler=None, label_column=None) -> None:
+    """The end-of-run lines; ``label_column`` (file input) names the label when nothing was learned."""
     acc = f"{summary.accuracy:.3f}" if summary.accuracy is not None else "n/a"
     click.echo(
         f"[streamlearn] stopped ({summary.stopped_because}): learned {summary.events_learned:,} events in "
@@ -663,6 +673,8 @@ def _print_summary(summary, gate=None, reconciler=None) -> None:
         f"duplicate ids {summary.duplicates:,}, {summary.elapsed_seconds:.1f}s",
         err=True,
     )
+    if summary.events_learned == 0 and (why := why_nothing_learned(summary.dead_letters, label_column)):
+        click.echo(f"[streamlearn] {why}", err=True)
     status = summary.dead_letter_status
     if status is not None and not status.healthy:
         click.echo(f"[streamlearn] WARNING {status.describe()}: a restart sends them first", err=True)
@@ -753,6 +765,7 @@ def produce(
     bootstrap = bootstrap or KafkaSettings().bootstrap
     if not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP)")
+    require_broker(bootstrap)
     started = time.monotonic()
     sent = produce_stream(
         bootstrap,
@@ -819,114 +832,6 @@ def broker(port):
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-
-
-# -------------------------------------------------------------------- serve
-@main.command()
-@click.option(
-    "--registry",
-    default=None,
-    help="Directory or redis://HOST:6379/0 URL [env STREAMLEARN_REGISTRY_URL; default .streamlearn/registry].",
-)
-@click.option(
-    "--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE]."
-)
-@click.option("--host", default=None, help="Bind address [env STREAMLEARN_SERVING_HOST; default 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port [env STREAMLEARN_SERVING_PORT; default 8000].")
-@click.option(
-    "--max-batch-rows", type=int, default=None, help="Largest /predict/batch request (default 1024)."
-)
-@click.option(
-    "--max-body-bytes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Largest request body in bytes; larger is 413 before parsing [default 1 MiB].",
-)
-@click.option(
-    "--poll-interval",
-    type=float,
-    default=None,
-    help="Fallback poll of the registry when notifications are missed (default 1s).",
-)
-@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
-@click.option("--log-level", default="info", show_default=True)
-@user_errors
-def serve(
-    registry,
-    registry_namespace,
-    host,
-    port,
-    max_batch_rows,
-    max_body_bytes,
-    poll_interval,
-    workers,
-    log_level,
-):
-    """Serve the latest validated model over HTTP, hot-swapping to new versions.
-
-    The admin endpoints (promote, rollback) need STREAMLEARN_SERVING_ADMIN_TOKEN
-    in the environment; it is never a flag, so it stays out of `ps` output.
-    """
-    import torch
-    import uvicorn
-
-    from serving.app import create_app
-    from serving.registry import open_registry
-    from serving.settings import RegistrySettings, ServingSettings
-
-    overrides = {
-        k: v
-        for k, v in {
-            "host": host,
-            "port": port,
-            "max_batch_rows": max_batch_rows,
-            "max_body_bytes": max_body_bytes,
-            "poll_interval_s": poll_interval,
-        }.items()
-        if v is not None
-    }
-    settings = ServingSettings(**overrides)
-    reg_overrides = {
-        k: v for k, v in {"url": registry, "namespace": registry_namespace}.items() if v is not None
-    }
-    reg_settings = RegistrySettings(**reg_overrides)
-    # Fail fast on a bad URL or an unreachable Redis, with one line, before uvicorn starts.
-    probe = open_registry(reg_settings.url, namespace=reg_settings.namespace)
-    try:
-        probe.ping()
-        current = probe.current()
-    finally:
-        probe.close()
-    torch.set_num_threads(1)  # one request at a time per worker; more threads only add contention
-    click.echo(
-        f"[streamlearn] serving {reg_settings.url} on http://{settings.host}:{settings.port} "
-        f"(current version: {current.number if current else 'none yet'}; docs at /docs)",
-        err=True,
-    )
-    if workers > 1:
-        # Each worker builds its own app from the environment.
-        for key, value in {
-            **{f"STREAMLEARN_SERVING_{k.upper()}": v for k, v in overrides.items()},
-            **{f"STREAMLEARN_REGISTRY_{k.upper()}": v for k, v in reg_overrides.items()},
-        }.items():
-            os.environ[key] = str(value)
-        uvicorn.run(
-            "serving.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level=log_level,
-            access_log=False,
-        )
-    else:
-        uvicorn.run(
-            create_app(settings, registry_settings=reg_settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=log_level,
-            access_log=False,
-        )
 
 
 # -------------------------------------------------------------------- demo
@@ -1015,10 +920,11 @@ def demo(
     )
 
 
-# The inspect, replay and retrain commands live in their own modules; importing them registers them on `main`.
+# The inspect, replay, retrain and serve commands live in their own modules; importing them registers them on `main`.
 from stream import cli_inspect as _cli_inspect  # noqa: E402,F401
 from stream import cli_replay as _cli_replay  # noqa: E402,F401
 from stream import cli_retrain as _cli_retrain  # noqa: E402,F401
+from stream import cli_serve as _cli_serve  # noqa: E402,F401
 
 if __name__ == "__main__":
     # `python -m stream.cli`: the commands registered from other modules are on

@@ -8,7 +8,8 @@ import time
 
 import click
 
-from stream.cli import main, user_errors
+from stream.cli import main
+from stream.cli_errors import user_errors
 from stream.errors import ConfigError
 
 
@@ -24,11 +25,12 @@ def inspect(checkpoint_dir, as_json, with_ids):
     from stream.checkpoint import CheckpointStore
     from stream.ledger import LearnLedger
 
+    hint = "pass the --checkpoint-dir of a `streamlearn run` (default .streamlearn/checkpoints)"
     if not os.path.isdir(checkpoint_dir):
-        raise ConfigError(f"{checkpoint_dir!r} is not a directory")
+        raise ConfigError(f"checkpoint directory {checkpoint_dir!r} does not exist; {hint}")
     ckpt = CheckpointStore(checkpoint_dir).latest()
     if ckpt is None:
-        raise ConfigError(f"no checkpoint in {checkpoint_dir!r}")
+        raise ConfigError(f"no checkpoint in {checkpoint_dir!r} (no ckpt-*.safetensors file); {hint}")
     counters = ckpt.counters
     residue = ckpt.window.get("pending") or {}
     info = {

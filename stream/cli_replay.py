@@ -15,7 +15,8 @@ import time
 
 import click
 
-from stream.cli import drift_options, learner_options, main, user_errors
+from stream.cli import drift_options, learner_options, main
+from stream.cli_errors import check_label_column, require_broker, require_topics, user_errors
 from stream.errors import ConfigError
 
 
@@ -31,6 +32,12 @@ from stream.errors import ConfigError
     multiple=True,
     type=click.Path(dir_okay=False),
     help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given).",
+)
+@click.option(
+    "--label-column",
+    default="y",
+    show_default=True,
+    help="With --file: the CSV column (or JSONL field) that holds the label.",
 )
 @click.option(
     "--from",
@@ -82,6 +89,7 @@ def replay(
     topics,
     partitions,
     files,
+    label_column,
     range_from,
     range_to,
     config_files,
@@ -122,6 +130,10 @@ def replay(
         raise ConfigError("name what to replay: --topic T (with --bootstrap) or --file PATH")
     if not files and not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP) to replay a topic")
+    if files:
+        check_label_column(label_column)
+    elif label_column != "y":
+        raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
     base = ReplayConfig.base(
         learner=learner,
         window=window,
@@ -145,7 +157,7 @@ def replay(
     out_dir = out_dir or os.path.join(".streamlearn", f"replay-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if files:
         source, info = (
-            _file_source(files, start, end),
+            _file_source(files, start, end, label_column),
             {"kind": "file", "bootstrap": None, "topics": [os.path.basename(f) for f in files]},
         )
     else:
@@ -173,6 +185,7 @@ def replay(
         n_features=n_features,
         max_poll_records=max_poll_records,
         progress=not quiet,
+        label_field=label_column,
         command=shlex.join(["streamlearn", *sys.argv[1:]]),
         source_info=info,
     )
@@ -217,7 +230,7 @@ def _replay_logging(path: str):
         handler.close()
 
 
-def _file_source(files, start, end):
+def _file_source(files, start, end, label_column):
     from stream.file_source import FileSource
 
     for bound, flag in ((start, "--from"), (end, "--to")):
@@ -226,7 +239,12 @@ def _file_source(files, start, end):
                 f"{flag} {bound.spec!r}: files are replayed by row number (e.g. --from 1000 "
                 "--to 5000); times need a topic"
             )
-    return FileSource(list(files), start=start.offset or 0, end=end.offset if end.kind == "offset" else None)
+    return FileSource(
+        list(files),
+        label_column=label_column,
+        start=start.offset or 0,
+        end=end.offset if end.kind == "offset" else None,
+    )
 
 
 def _kafka_source(bootstrap, topics, partitions, kafka, start, end):
@@ -240,4 +258,7 @@ def _kafka_source(bootstrap, topics, partitions, kafka, start, end):
         client_id=kafka.client_id,
         extra=kafka.client_options(),
     )
+    # Checked here, before the banner and the report directory, so a mistake is the only line printed.
+    require_broker(bootstrap)
+    require_topics(config)
     return KafkaRangeSource(config, start, end)

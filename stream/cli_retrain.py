@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
 import click
 
-from stream.cli import learner_options, main, user_errors
-from stream.errors import ConfigError
+from stream.cli import learner_options, main
+from stream.cli_errors import fail, require_broker, require_registry, require_topics, user_errors
+from stream.errors import ConfigError, RetrainFailedError
 
 
 @main.command()
@@ -142,6 +142,7 @@ def retrain(
         kafka=parse_options(kafka_options, "--kafka-option"),
     )
     launch = Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
+    _preflight(spec, launch)
     job_dir = job_dir or os.path.join(".streamlearn", "retrain", time.strftime("%Y%m%d-%H%M%S"))
     job = RetrainJob(spec, job_dir, launch, timeout_s=timeout_s).start()
     click.echo(
@@ -150,8 +151,9 @@ def retrain(
     )
     outcome = _follow(job)
     if not outcome.ok:
-        click.echo(f"streamlearn: error: {outcome.message}", err=True)
-        sys.exit(1)
+        if outcome.worker_error:  # a worker's StreamlearnError: a mistake it explains, not a crash
+            raise RetrainFailedError(f"the retrain failed {outcome.worker_error} (log: {job.log_path})")
+        fail(outcome.message, code=1)
     r = outcome.result
     where = f"registry version {r.version} (candidate)" if r.version is not None else r.state_path
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in r.metrics.items())
@@ -162,9 +164,53 @@ def retrain(
     )
 
 
+def _preflight(spec, launch) -> None:
+    """What the workers would find wrong at their start, found here: one line instead of torchrun's report.
+
+    Configuration first, then the broker, the topics and the registry.
+
+    Raises
+    ------
+    ConfigError, BrokerUnavailableError, TopicNotFoundError, RegistryUnavailableError
+    """
+    from serving.registry import open_registry
+    from stream.replay_range import parse_bound
+    from stream.settings import KafkaSettings
+    from stream.source import KafkaSourceConfig
+
+    parse_bound(spec.start)
+    parse_bound(spec.end, default="latest")
+    if launch.standalone and launch.nproc > spec.shards:
+        raise ConfigError(
+            f"--nproc {launch.nproc} but only {spec.shards} shards: raise --shards to at least the number "
+            "of processes (the shards, not the processes, fix the result)"
+        )
+    require_broker(spec.bootstrap)
+    require_topics(
+        KafkaSourceConfig(
+            bootstrap=spec.bootstrap,
+            topics=spec.topics,
+            extra={**KafkaSettings().client_options(), **spec.kafka},
+        )
+    )
+    if spec.registry:
+        registry = open_registry(spec.registry, namespace=spec.registry_namespace)
+        try:
+            require_registry(registry)
+        finally:
+            registry.close()
+
+
 def _follow(job):
-    """Echo the job's log as it grows until the job ends; its outcome."""
+    """Echo the workers' progress lines as the log grows until the job ends; its outcome.
+
+    Only ``[retrain]`` lines are shown: torchrun's own reports, warnings and
+    the workers' tracebacks stay in the log, which the error line names.
+    """
+    from stream.retrain_job import worker_line
+
     shown = 0
+    partial = b""
     while True:
         outcome = job.poll()
         try:
@@ -173,9 +219,14 @@ def _follow(job):
                 chunk = f.read()
         except OSError:
             chunk = b""
-        if chunk:
-            shown += len(chunk)
-            click.echo(chunk.decode(errors="replace"), nl=False, err=True)
+        shown += len(chunk)
+        *lines, partial = (partial + chunk).split(b"\n")
+        if outcome is not None:
+            lines.append(partial)
+        for raw in lines:
+            line = worker_line(raw.decode(errors="replace"))
+            if line.startswith("[retrain]") and not line.startswith("[retrain] error"):
+                click.echo(line, err=True)
         if outcome is not None:
             return outcome
         time.sleep(0.3)
