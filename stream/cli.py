@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import sys
 import time
 from typing import Callable
 
@@ -20,6 +21,7 @@ from stream.cli_errors import (
     OneLineGroup,
     check_label_column,
     require_broker,
+    require_free_port,
     require_registry,
     user_errors,
     why_nothing_learned,
@@ -301,7 +303,7 @@ def drift_options(fn: Callable) -> Callable:
             multiple=True,
             metavar="KEY=VALUE",
             help="Drift policy setting, e.g. warmup_batches=20, evidence_batches=3, rollback_margin=0.05, "
-            "cooldown_batches=10, ewc_factor=0.1, replay_refresh=0.5 (see README).",
+            "cooldown_batches=10, ewc_factor=0.1, replay_refresh=0.5 (see docs/drift.md).",
         ),
     ]
     fn_with_options = user_errors(with_choice)
@@ -822,11 +824,21 @@ def _parse_poison(spec: str | None) -> tuple[str, int, int] | None:
 @click.option("--port", type=int, default=9092, show_default=True)
 @user_errors
 def broker(port):
-    """Run the embedded in-memory Kafka-protocol broker (tansu) on 127.0.0.1 until Ctrl-C."""
+    """Run the embedded in-memory Kafka-protocol broker (tansu) on 127.0.0.1 until Ctrl-C or SIGTERM."""
+    import signal
+
     from stream.embedded import EmbeddedBroker
 
+    # Checked first: on a taken port tansu exits at once while whatever listens there
+    # would answer the readiness probe, and "broker on :9092" would be a lie.
+    require_free_port("127.0.0.1", port, option="--port")
+    # SIGTERM (kill, a service manager) must stop tansu too, not orphan it holding the port:
+    # raising unwinds through the context manager, which stops the child.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with EmbeddedBroker(port=port) as b:
-        click.echo(f"[streamlearn] embedded broker on {b.bootstrap} (in memory; Ctrl-C to stop)", err=True)
+        click.echo(
+            f"[streamlearn] embedded broker on {b.bootstrap} (in memory; Ctrl-C or SIGTERM to stop)", err=True
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -843,7 +855,7 @@ def broker(port):
     type=int,
     default=400_000,
     show_default=True,
-    help="Stream length; the default takes about 40 s on a 2-core machine.",
+    help="Stream length; the default takes about a minute on a 2-core machine.",
 )
 @click.option(
     "--generator",

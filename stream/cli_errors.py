@@ -162,8 +162,10 @@ def require_registry_dir(target: str) -> None:
         )
 
 
-def require_free_port(host: str, port: int) -> None:
-    """Check that ``host:port`` can be listened on, as uvicorn will (SO_REUSEADDR, then bind).
+def require_free_port(host: str, port: int, option: str = "--port (or STREAMLEARN_SERVING_PORT)") -> None:
+    """Check that ``host:port`` can be listened on, as uvicorn and tansu will (SO_REUSEADDR, then bind).
+
+    ``option`` names how the user picks another port, for the message.
 
     Raises
     ------
@@ -179,7 +181,7 @@ def require_free_port(host: str, port: int) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
                     f"port {port} on {host} is already in use: stop what listens there or pick another "
-                    "with --port (or STREAMLEARN_SERVING_PORT)"
+                    f"with {option}"
                 ) from None
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host and --port"

@@ -98,6 +98,12 @@ class EmbeddedBroker:
         )
         try:
             wait_for_kafka(self.bootstrap, timeout_s)
+            if self._proc.poll() is not None:
+                # Something else answered on the port: tansu itself could not bind it.
+                raise BrokerUnavailableError(
+                    f"the embedded broker exited (code {self._proc.returncode}): is port {self.port} "
+                    "already in use?"
+                )
         except BrokerUnavailableError:
             self.stop()
             raise

