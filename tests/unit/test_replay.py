@@ -1,20 +1,19 @@
-"""Backtests from files (no broker): one read for every configuration, the daemon's own learning, determinism.
+"""Backtests from files (no broker), in process: one read for every configuration, determinism, alarms.
 
 The Kafka side (ranges, timestamp merge, change points) is in
-tests/integration/test_replay_services.py.
+tests/integration/test_replay_services.py; the CLI subprocesses (``streamlearn run``
+learns what replay learns, ``streamlearn replay`` writes its report) in
+tests/e2e/test_replay_cli.py.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import orjson
 import pytest
 
-from stream.checkpoint import CheckpointStore
 from stream.errors import ConfigError
 from stream.file_source import FileSource
 from stream.produce import synthetic_rows
@@ -24,12 +23,6 @@ from stream.replay import Backtest, prepare_out_dir
 from stream.replay_config import ReplayConfig, load_configs
 from stream.replay_range import parse_bound
 from stream.source import KafkaSourceConfig, kafka_python_settings
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=300
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,38 +72,6 @@ def test_a_backtest_is_deterministic_for_a_seed(drifting_file, tmp_path):
     for key in ("accuracy", "log_loss", "end_event"):
         assert first["configs"][0]["windows"][key] == second["configs"][0]["windows"][key]
     assert first["configs"][0]["markers"] == second["configs"][0]["markers"]
-
-
-def test_the_replayed_learner_is_the_one_streamlearn_run_learns(drifting_file, tmp_path):
-    """Same window, learner and seed -> the same final weights: replay is the daemon's code path."""
-    ran = cli(
-        "run",
-        "--file",
-        str(drifting_file),
-        "--checkpoint-dir",
-        str(tmp_path / "ck"),
-        "--window",
-        "count:250",
-        "--registry",
-        "none",
-        "--drift-detector",
-        "none",
-        "--quiet",
-        "--until-idle",
-        "0.5",
-    )
-    assert ran.returncode == 0, ran.stderr
-    base = ReplayConfig.base(
-        window="count:250", drift=ReplayConfig.base().drift.__class__(detectors=("none",))
-    )
-    Backtest(FileSource([drifting_file]), [base], str(tmp_path / "out"), progress=False).run()
-    live = CheckpointStore(str(tmp_path / "ck")).latest()
-    replayed = CheckpointStore(str(tmp_path / "out" / "configs" / "default" / "checkpoints")).latest()
-    assert live.counters["events_learned"] == replayed.counters["events_learned"] == 10_000
-    live_model, replayed_model = live.learner["model"], replayed.learner["model"]
-    assert "linear.weight" in live_model
-    for key, tensor in live_model.items():
-        np.testing.assert_array_equal(tensor.numpy(), replayed_model[key].numpy(), err_msg=key)
 
 
 def test_an_alarm_is_raised_near_the_change_in_the_file(drifting_file, tmp_path):
@@ -166,38 +127,6 @@ def test_configuration_files_fail_with_the_file_and_the_known_keys(tmp_path):
         _configs("model: no-such-model\n", tmp_path=tmp_path)
     same = _configs("name: x\n", "name: x\nlr: 0.2\n", tmp_path=tmp_path)
     assert [c.name for c in same] == ["x", "x-2"]
-
-
-def test_cli_replays_a_row_range_of_a_file_and_writes_the_report(drifting_file, tmp_path):
-    (tmp_path / "a.yaml").write_text("name: a\nlr: 0.05\n")
-    (tmp_path / "b.yaml").write_text("name: b\nmodel: mlp\nlr: 0.01\nwindow: count:500\n")
-    out = tmp_path / "report"
-    ran = cli(
-        "replay",
-        "--file",
-        str(drifting_file),
-        "--from",
-        "1000",
-        "--to",
-        "5000",
-        "--config",
-        str(tmp_path / "a.yaml"),
-        "--config",
-        str(tmp_path / "b.yaml"),
-        "--window",
-        "count:250",
-        "--out",
-        str(out),
-        "--quiet",
-    )
-    assert ran.returncode == 0, ran.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["read"]["records"] == 4000
-    assert {c["name"]: c["summary"]["batches"] for c in summary["configs"]} == {"a": 16, "b": 8}
-    assert (out / "report.html").stat().st_size > 10_000 and (out / "metric.png").exists()
-    assert "a " in ran.stdout and "b " in ran.stdout  # the comparison table
-    refused = cli("replay", "--file", str(drifting_file), "--from", "-2h", "--out", str(tmp_path / "r2"))
-    assert refused.returncode == 2 and "files are replayed by row number" in refused.stderr
 
 
 def _rec(p: int, offset: int, ts: int) -> RawRecord:

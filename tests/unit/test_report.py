@@ -1,7 +1,7 @@
 """The replay report: summary.json, the PNG figures, the self-contained HTML, the terminal table.
 
-The last test renders the page in headless Chromium and checks the screenshot
-is a page with figures on it, not a blank or broken one.
+Rendering the page in headless Chromium (a browser subprocess) is
+tests/e2e/test_report_browser.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from matplotlib.image import imread
 
 from stream.report import MAX_MARKER_ROWS, format_table, load_result, write_report
 from stream.report_plots import MAX_POINTS, config_color, metric_figure, smooth
-from stream.testing_report import page_problems, sample_result, screenshot
+from stream.testing_report import sample_result
 
 # An attribute inside a tag that loads from elsewhere (escaped text has no "<").
 EXTERNAL_REF = re.compile(
@@ -255,25 +255,3 @@ def test_format_table_regression_columns():
     header, *rows = format_table(result).splitlines()
     assert "RMSE" in header and "MAE" in header and "accuracy" not in header
     assert f"{result['configs'][1]['summary']['rmse']:.4f}" in rows[1]
-
-
-# --------------------------------------------------------------------------- #
-# What a reader sees: the page rendered by a real browser
-# --------------------------------------------------------------------------- #
-
-
-def test_report_renders_in_a_browser(report, chromium, tmp_path):
-    _, files = report
-    image = screenshot(chromium, files.html, tmp_path / "shot.png", size=(1200, 2400))
-    assert image.shape[:2] == (2400, 1200)
-    assert page_problems(image, n_configs=2) == []
-
-
-def test_the_page_check_fails_on_a_page_without_figures(chromium, tmp_path):
-    """The browser check above can fail: the same page without its images does not pass it."""
-    html = tmp_path / "bare.html"
-    html.write_text(
-        "<html><body><h1>Backtest</h1><table><tr><td>a</td><td>0.9</td></tr></table></body></html>"
-    )
-    image = screenshot(chromium, html, tmp_path / "bare.png", size=(1200, 800))
-    assert page_problems(image, n_configs=2)
