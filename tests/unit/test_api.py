@@ -284,7 +284,8 @@ def test_rollback_and_promote_take_effect_at_once(reg, client):
 
 
 def test_admin_disabled_without_a_configured_token(reg):
-    app = create_app(ServingSettings(), registry=reg)
+    # A short poll interval only makes the hot-swap thread stop at once when the client closes.
+    app = create_app(ServingSettings(poll_interval_s=0.05), registry=reg)
     with TestClient(app) as c:
         resp = c.post("/rollback", headers=ADMIN)
         assert resp.status_code == 403 and "STREAMLEARN_SERVING_ADMIN_TOKEN" in resp.json()["detail"]
@@ -332,7 +333,7 @@ def test_openapi_documents_the_endpoints(client):
 def test_an_empty_admin_token_disables_admin(reg, monkeypatch):
     monkeypatch.setenv("STREAMLEARN_SERVING_ADMIN_TOKEN", "")
     assert ServingSettings().admin_token is None
-    app = create_app(ServingSettings(), registry=reg)
+    app = create_app(ServingSettings(poll_interval_s=0.05), registry=reg)
     with TestClient(app) as c:
         assert c.post("/rollback", headers={"Authorization": "Bearer "}).status_code in (401, 403)
 
