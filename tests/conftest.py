@@ -44,6 +44,14 @@ import pytest
 # Must be set before testcontainers reads its configuration on import.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
+# One CPU thread for torch's (OpenMP) and numpy's (OpenBLAS) kernels, in this process and every
+# CLI subprocess or torchrun worker a test starts: the daemon learns on one thread already
+# (--torch-threads defaults to 1), and the tests' models are far too small to gain from more.
+# On a shared 2-core machine, two spinning OpenMP threads per process made the tests up to 4x
+# slower (tests/unit/test_drift_policy.py: 37 s with one thread, 115-240 s with two, under load).
+# Set before anything imports torch or numpy; an explicit OMP_NUM_THREADS wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 if TYPE_CHECKING:
     from docker import DockerClient
     from kafka import KafkaAdminClient
