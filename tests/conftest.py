@@ -1,4 +1,41 @@
-"""Shared pytest fixtures: real services (Kafka-protocol broker, Redis) and helpers.
+"""Test tiers, and the shared fixtures: real services (Kafka-protocol broker, Redis) and helpers.
+
+Tiers
+-----
+
+Every test belongs to exactly one tier: its directory, marked by the
+collection hook below (markers registered in pyproject.toml).
+
+``unit`` -- tests/unit, plus every doctest of stream, learners, drift, serving and bench
+    In process: no subprocesses, brokers, browsers or containers. A unit test
+    (or its fixture) that starts a process fails and says so. The inner loop::
+
+        pytest -m unit                 # ~1,000 tests with the doctests, about a minute
+
+``e2e`` -- tests/e2e
+    The CLI as subprocesses, the embedded broker, headless Chromium, torchrun
+    workers, ``docker compose config``; and the heavy statistical scenarios
+    (the drift policy over 40,000-event streams). The doctest of
+    stream/embedded.py starts the embedded broker, so it is e2e too::
+
+        pytest -m e2e
+
+``integration`` -- tests/integration
+    Real Kafka-protocol broker and Redis containers (Docker); skipped without
+    an engine unless ``STREAMLEARN_REQUIRE_SERVICES=1``::
+
+        pytest -m integration
+
+``pytest`` with no arguments (pyproject.toml's testpaths: tests/ and the
+packages, ``--doctest-modules`` in addopts) runs all three tiers and each
+doctest once; so does ``bash tests/run_all.sh``, the README's command, after
+installing everything and starting the services. ``pytest -m "not integration"``
+is everything that needs no Docker. A test file outside the three directories,
+or a service fixture outside tests/integration, stops the collection with a
+message; tests/unit/test_tiers.py checks the policy itself.
+
+Services
+--------
 
 Integration tests run against real containers started through testcontainers,
 one broker and one Redis per test session, with *host networking* on
@@ -30,6 +67,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -65,7 +103,10 @@ STARTUP_TIMEOUT_S = 60.0
 # session can remove the ones a killed session left behind (Ryuk is off).
 CONTAINER_PREFIX = "streamlearn-test"
 
-INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+TESTS_DIR = Path(__file__).resolve().parent
+#: The test tiers, each a marker (registered in pyproject.toml) and a directory under tests/.
+TIERS = ("unit", "e2e", "integration")
+TIER_DIRS = {tier: TESTS_DIR / tier for tier in TIERS}
 SERVICE_FIXTURES = frozenset(
     {
         "kafka_service",
@@ -100,17 +141,132 @@ class _PortTaken(ServiceStartError):
 
 
 # --------------------------------------------------------------------------- #
-# Policy: mark, skip or fail
+# Tiers: unit, e2e, integration
 # --------------------------------------------------------------------------- #
 
+#: Doctests that start a process (the module example of stream/embedded.py starts the embedded
+#: broker): tier ``e2e``. Every other doctest is ``unit``.
+E2E_DOCTESTS = frozenset({"stream.embedded"})
 
+#: Programs that libraries run to look at the machine (ctypes.util.find_library, platform,
+#: matplotlib's font cache, version lookups); a unit test may trigger these, not start others.
+PROBE_PROGRAMS = frozenset(
+    {"ldconfig", "file", "fc-list", "git", "hg", "uname", "gcc", "cc", "ld", "objdump"}
+)
+_SPAWN_EVENTS = frozenset(
+    {"subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn", "os.system", "os.fork", "os.forkpty"}
+)
+
+
+def tier_of(item: pytest.Item) -> str | None:
+    """The tier of a collected test: its directory under tests/; for a doctest ``unit``, or ``e2e``
+    for those in :data:`E2E_DOCTESTS`.
+
+    ``None`` for anything else (a test file outside the three tier directories).
+    """
+    if isinstance(item, pytest.DoctestItem):
+        return "e2e" if item.name in E2E_DOCTESTS else "unit"
+    path = item.path.resolve()
+    for tier, directory in TIER_DIRS.items():
+        if directory in path.parents:
+            return tier
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by these markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests under tests/integration, or using a service fixture, ``integration``."""
+    """Mark every test with its tier (see the module docstring); refuse tests that fit none.
+
+    A test outside tests/unit, tests/e2e and tests/integration would silently
+    drop out of every ``-m`` tier, and a service fixture outside
+    tests/integration would start containers in a unit or e2e run: both stop
+    the collection with a message saying where the test belongs.
+    """
+    misplaced = []
     for item in items:
-        in_dir = INTEGRATION_DIR in item.path.resolve().parents
-        uses_service = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        if in_dir or uses_service:
-            item.add_marker(pytest.mark.integration)
+        tier = tier_of(item)
+        if tier is None:
+            misplaced.append(f"{item.nodeid}: not under tests/{{{','.join(TIERS)}}}/")
+            continue
+        services = sorted(SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        if services and tier != "integration":
+            misplaced.append(f"{item.nodeid}: uses {', '.join(services)}; it belongs in tests/integration/")
+        item.add_marker(getattr(pytest.mark, tier))
+    if misplaced:
+        raise pytest.UsageError(
+            "tests outside their tier (see tests/conftest.py's docstring):\n  " + "\n  ".join(misplaced)
+        )
+
+
+class _SpawnWatch:
+    """Records the processes started while a unit test sets up and runs (a ``sys`` audit hook)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.started: list[str] = []
+
+    def record(self, event: str, args: tuple[Any, ...]) -> None:
+        program = _program(event, args)
+        if Path(program).name not in PROBE_PROGRAMS:
+            self.started.append(f"{event}: {program}")
+
+
+def _program(event: str, args: tuple[Any, ...]) -> str:
+    if event in {"os.fork", "os.forkpty"}:
+        return "(a forked copy of the test process)"
+    if event == "os.system":
+        return str(args[0]).split(" ", 1)[0]
+    if event == "os.spawn":  # (mode, path, args, env)
+        return str(args[1])
+    return os.fsdecode(args[0]) if args and args[0] is not None else repr(args[1:2])
+
+
+_spawn_watch = _SpawnWatch()
+
+
+def _audit(event: str, args: tuple[Any, ...], events: frozenset[str] = _SPAWN_EVENTS) -> None:
+    # Called for every audit event of the process (millions a run): a plain function, cheapest test first.
+    if event in events and _spawn_watch.active:
+        _spawn_watch.record(event, args)
+
+
+sys.addaudithook(_audit)  # cannot be removed; ~0.3 us per audit event, about 1 s of a unit run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _unit_runs_in_process(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _unit_runs_in_process(item))
+
+
+def _unit_runs_in_process(item: pytest.Item) -> Iterator[None]:
+    """Fail a ``unit`` test (or its fixtures) that starts a process: it belongs in tests/e2e."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    outer = _spawn_watch.active, _spawn_watch.started  # restored: the tier test drives this itself
+    _spawn_watch.active, _spawn_watch.started = True, []
+    try:
+        result = yield
+    finally:
+        started = _spawn_watch.started
+        _spawn_watch.active, _spawn_watch.started = outer
+    if started:
+        pytest.fail(
+            "a unit test runs in process, but this one started "
+            + ", ".join(dict.fromkeys(started))
+            + ": move it to tests/e2e (see tests/conftest.py's docstring)",
+            pytrace=False,
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- #
+# Services: skip or fail
+# --------------------------------------------------------------------------- #
 
 
 def _services_required() -> bool:

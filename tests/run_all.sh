@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh machine: installs (pip + apt), real services, pytest.
 #
-#   bash tests/run_all.sh            # everything: unit, doctests, integration, exactly-once
+#   bash tests/run_all.sh            # everything: unit (with doctests), e2e, integration, exactly-once
 #   bash tests/run_all.sh -k codec   # extra arguments go to pytest
 #
 # The report test renders HTML in Debian's headless chromium (installed here).
@@ -38,7 +38,9 @@ bash .ci/compose_check.sh
 
 echo "== pytest" >&2
 set +e
-"$PYTHON" -m pytest tests stream learners drift serving --doctest-modules -p no:cacheprovider "$@"
+# No paths: pyproject.toml's testpaths (tests/ and the packages) and addopts (--doctest-modules)
+# collect every tier -- unit, e2e, integration -- and each doctest once.
+"$PYTHON" -m pytest -p no:cacheprovider "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
