@@ -19,12 +19,16 @@ from stream.errors import CheckpointLockedError
 
 def test_the_lock_dies_with_its_process(tmp_path):
     # The holder keeps its store referenced: a collected store closes its lock file, releasing the lock.
+    # It holds until killed (blocked on its stdin), not for a fixed time a slow machine could outlast.
     script = (
-        "import sys, time; from stream.checkpoint import CheckpointStore; store = CheckpointStore(sys.argv[1]); "
-        "store.lock(); print('locked', flush=True); time.sleep(60)"
+        "import sys; from stream.checkpoint import CheckpointStore; store = CheckpointStore(sys.argv[1]); "
+        "store.lock(); print('locked', flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
