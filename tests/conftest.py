@@ -31,8 +31,9 @@ packages, ``--doctest-modules`` in addopts) runs all three tiers and each
 doctest once; so does ``bash tests/run_all.sh``, the README's command, after
 installing everything and starting the services. ``pytest -m "not integration"``
 is everything that needs no Docker. A test file outside the three directories,
-or a service fixture outside tests/integration, stops the collection with a
-message; tests/unit/test_tiers.py checks the policy itself.
+a service fixture outside tests/integration, or a tier marker contradicting the
+directory stops the collection with a message; tests/unit/test_tiers.py checks
+the policy itself.
 
 Services
 --------
@@ -178,9 +179,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark every test with its tier (see the module docstring); refuse tests that fit none.
 
     A test outside tests/unit, tests/e2e and tests/integration would silently
-    drop out of every ``-m`` tier, and a service fixture outside
-    tests/integration would start containers in a unit or e2e run: both stop
-    the collection with a message saying where the test belongs.
+    drop out of every ``-m`` tier, a service fixture outside tests/integration
+    would start containers in a unit or e2e run, and a tier marker other than
+    the directory's would put a test in two tiers: each stops the collection
+    with a message saying where the test belongs.
     """
     misplaced = []
     for item in items:
@@ -191,6 +193,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         services = sorted(SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
         if services and tier != "integration":
             misplaced.append(f"{item.nodeid}: uses {', '.join(services)}; it belongs in tests/integration/")
+        # An explicit tier marker may repeat the directory's (``pytestmark = pytest.mark.e2e``), not contradict it.
+        declared = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS} - {tier})
+        if declared:
+            misplaced.append(f"{item.nodeid}: marked {', '.join(declared)} but in tests/{tier}/")
         item.add_marker(getattr(pytest.mark, tier))
     if misplaced:
         raise pytest.UsageError(

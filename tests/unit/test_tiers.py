@@ -12,6 +12,7 @@ import fnmatch
 import importlib
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,14 +36,19 @@ def conftest(pytestconfig):
 class StandIn:
     """Just what the collection hook reads of a test item."""
 
-    def __init__(self, relative: str, fixturenames: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, relative: str, fixturenames: tuple[str, ...] = (), marks: tuple[str, ...] = ()
+    ) -> None:
         self.path = ROOT / relative
         self.nodeid = f"{relative}::test_x"
         self.fixturenames = fixturenames
-        self.markers: list[str] = []
+        self.markers: list[str] = list(marks)
 
     def add_marker(self, marker) -> None:
         self.markers.append(marker.name)
+
+    def iter_markers(self):
+        return (SimpleNamespace(name=name) for name in self.markers)  # the hook reads the names
 
     def get_closest_marker(self, name):
         return name if name in self.markers else None
@@ -74,8 +80,15 @@ def test_the_tiers_are_registered_and_a_plain_run_collects_tests_and_doctests(py
 def test_the_hook_marks_each_test_by_its_directory(conftest):
     items = [StandIn(f"tests/{tier}/sub/test_a.py") for tier in TIERS]
     items.append(StandIn("tests/integration/test_b.py", ("redis_url",)))
+    items.append(StandIn("tests/e2e/test_c.py", marks=("e2e", "slow")))  # a module's pytestmark
     conftest.pytest_collection_modifyitems(None, items)
-    assert [item.markers for item in items] == [["unit"], ["e2e"], ["integration"], ["integration"]]
+    assert [item.markers for item in items] == [
+        ["unit"],
+        ["e2e"],
+        ["integration"],
+        ["integration"],
+        ["e2e", "slow", "e2e"],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -88,6 +101,8 @@ def test_the_hook_marks_each_test_by_its_directory(conftest):
             "uses kafka_bootstrap; it belongs in tests/integration/",
         ),
         (StandIn("tests/e2e/test_d.py", ("redis_url",)), "uses redis_url; it belongs in tests/integration/"),
+        (StandIn("tests/e2e/test_e.py", marks=("unit",)), "marked unit but in tests/e2e/"),
+        (StandIn("tests/unit/test_f.py", marks=("unit", "e2e")), "marked e2e but in tests/unit/"),
     ],
 )
 def test_the_hook_refuses_a_test_outside_its_tier(conftest, item, complaint):
@@ -141,14 +156,17 @@ def test_a_unit_test_that_starts_a_process_fails_and_names_it(conftest):
 
 
 def test_every_test_in_this_run_has_exactly_one_tier(request):
-    """Whatever was selected (``-m unit``, a whole run, one file): one tier marker each, the right one."""
+    """Whatever was selected (``-m unit``, a whole run, one file): one tier each, the right one.
+
+    A module may repeat its directory's marker (``pytestmark = pytest.mark.e2e``).
+    """
     seen = set()
     for item in request.session.items:
-        tiers = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
+        tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
         if isinstance(item, pytest.DoctestItem):
             expected = "e2e" if item.name == "stream.embedded" else "unit"
         else:
             expected = item.path.resolve().relative_to(TESTS).parts[0]
-        assert tiers == [expected], item.nodeid
+        assert tiers == {expected}, item.nodeid
         seen.add(expected)
     assert "unit" in seen
