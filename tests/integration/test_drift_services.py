@@ -286,8 +286,12 @@ def test_a_stationary_stream_of_100k_events_raises_no_drift_alarm(
         "100000",
         "--generator",
         "sea",
+        # One partition: the daemon then sees the stream in the order it was produced. With
+        # several, how fetches interleave them changes every batch from run to run, and an
+        # error detector at delta 0.002 over 200 batches then false-alarms now and then -- a
+        # dismissed alarm, but not the "no alarm" this test pins.
         "--partitions",
-        "3",
+        "1",
         "--seed",
         "3",
     )
