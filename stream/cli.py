@@ -20,6 +20,7 @@ import click
 from stream.cli_errors import (
     OneLineGroup,
     check_label_column,
+    label_column_option,
     require_broker,
     require_free_port,
     require_registry,
@@ -352,12 +353,7 @@ def open_gate(registry, namespace, every_batches, every_seconds, tolerance, hold
     type=click.Path(dir_okay=False),
     help="Learn from JSONL/CSV files instead of Kafka (repeatable).",
 )
-@click.option(
-    "--label-column",
-    default="y",
-    show_default=True,
-    help="With --file: the CSV column (or JSONL field) that holds the label.",
-)
+@label_column_option
 @click.option(
     "--window",
     default="count:1000",
@@ -480,10 +476,7 @@ def run(
     # Configuration first: a typo is reported as such, before anything is opened or reached.
     parse_window(window)
     parse_partitions(partitions)
-    if files:
-        check_label_column(label_column)
-    elif label_column != "y":
-        raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
+    check_label_column(label_column, files)
     gate = open_gate(
         registry,
         registry_namespace,

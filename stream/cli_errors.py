@@ -188,14 +188,27 @@ def require_free_port(host: str, port: int, option: str = "--port (or STREAMLEAR
             ) from None
 
 
-def check_label_column(name: str) -> None:
-    """``--label-column`` must name a column of its own, not the features, id or event time.
+#: ``--label-column`` for the commands that read files (run, replay); checked by :func:`check_label_column`.
+label_column_option = click.option(
+    "--label-column",
+    default="y",
+    show_default=True,
+    help="With --file: the CSV column (or JSONL field) that holds the label.",
+)
+
+
+def check_label_column(name: str, files: tuple[str, ...]) -> None:
+    """``--label-column`` names a column of --file input, and not the features, id or event time.
 
     Raises
     ------
     ConfigError
-        ``name`` is empty or one of ``x``, ``id``, ``ts``.
+        ``name`` is empty or one of ``x``, ``id``, ``ts``, or is set without ``--file``.
     """
+    if not files:
+        if name != "y":
+            raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
+        return
     if not name or name in ("x", "id", "ts"):
         raise ConfigError(
             f"--label-column {name!r}: name the label's own column; 'x', 'id' and 'ts' hold the "

@@ -16,7 +16,13 @@ import time
 import click
 
 from stream.cli import drift_options, learner_options, main
-from stream.cli_errors import check_label_column, require_broker, require_topics, user_errors
+from stream.cli_errors import (
+    check_label_column,
+    label_column_option,
+    require_broker,
+    require_topics,
+    user_errors,
+)
 from stream.errors import ConfigError
 
 
@@ -33,12 +39,7 @@ from stream.errors import ConfigError
     type=click.Path(dir_okay=False),
     help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given).",
 )
-@click.option(
-    "--label-column",
-    default="y",
-    show_default=True,
-    help="With --file: the CSV column (or JSONL field) that holds the label.",
-)
+@label_column_option
 @click.option(
     "--from",
     "range_from",
@@ -130,10 +131,7 @@ def replay(
         raise ConfigError("name what to replay: --topic T (with --bootstrap) or --file PATH")
     if not files and not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP) to replay a topic")
-    if files:
-        check_label_column(label_column)
-    elif label_column != "y":
-        raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
+    check_label_column(label_column, files)
     base = ReplayConfig.base(
         learner=learner,
         window=window,
