@@ -104,9 +104,9 @@ class Settings:
 
 
 def make_learner(name: str, seed: int, s: Settings, ewc: float):
-    from learners.avalanche_learner import AvalancheLearner
-    from learners.plugin_spec import PluginSpec
-    from learners.torch_learner import TorchLearner
+    from learners.avalanche_adapter.learner import AvalancheLearner
+    from learners.neural.learner import TorchLearner
+    from learners.neural.plugins import PluginSpec
 
     common = dict(
         n_features=64, n_classes=10, lr=s.lr, device="cpu", seed=seed, model_kwargs={"hidden": (128,)}

@@ -6,25 +6,25 @@ rows as prebuilt dicts), so only learning and prediction are timed, never data
 generation. Each learner sees the stream once, prequentially (test, then
 train):
 
-* **ours** (``learners.torch_learner.TorchLearner``, CPU): per micro-batch of
+* **ours** (``learners.neural.learner.TorchLearner``, CPU): per micro-batch of
   ``--batch`` rows, ``predict_batch`` then ``learn_batch`` (see
   :data:`OURS_CONFIG`): ``logistic`` (lr 0.05) and ``mlp`` (lr 0.01) with one
   Adam step per micro-batch, plain and with ``PluginSpec(ewc_strength=10,
   ewc_every=10, replay="reservoir")``; and ``ours-mlp-8steps`` (8 steps per
   micro-batch, lr 0.02), the accuracy end of the speed/accuracy trade-off.
   Raw features go in: the zoo models standardise their inputs online
-  (:mod:`learners.standardize`; Agrawal's raw salaries reach ~150k).
+  (:mod:`learners.neural.standardize`; Agrawal's raw salaries reach ~150k).
 * **river** per-sample baselines: ``predict_one`` then ``learn_one`` per row on
   dicts -- ``StandardScaler | LogisticRegression`` (one-vs-rest for
   multi-class streams; river's LogisticRegression is binary),
   ``HoeffdingAdaptiveTreeClassifier``, ``ARFClassifier(n_models=10)``.
-* **adapter**: ``learners.river_learner.RiverLearner`` wrapping the same HAT,
+* **adapter**: ``learners.river_adapter.learner.RiverLearner`` wrapping the same HAT,
   fed numpy micro-batches like ours (rows -> dicts inside the adapter, timed),
   to show the adapter costs ~nothing over the bare river loop. Its accuracy is
   batch-prequential (the whole micro-batch is predicted before any of it is
   learned), so it can sit below the per-row river loop on short streams; only
   its rows/s is the point of the row.
-* **avalanche** (``learners.avalanche_learner.AvalancheLearner``): Avalanche's
+* **avalanche** (``learners.avalanche_adapter.learner.AvalancheLearner``): Avalanche's
   ``Naive`` and ``Replay(mem_size=2000)`` strategies training the same MLP
   with the same lr on the same micro-batches, one Avalanche experience per
   micro-batch -- how Avalanche runs inside ``streamlearn run``. Same work as
@@ -33,7 +33,7 @@ train):
 
 Streams (seeded, deterministic): river's Agrawal (classification function 0 ->
 1 at mid-stream via ``ConceptDriftStream``, through
-``stream.produce.synthetic_rows``; its categorical attributes -- elevel, car,
+``stream.sources.produce.synthetic_rows``; its categorical attributes -- elevel, car,
 zipcode -- are integer codes in river and are used as numbers), SEA (variant
 0 -> 1 at mid-stream, same helper), Hyperplane (``mag_change=0.001``, 10
 features, 5% noise), RandomRBFDrift (``change_speed=0.001``, 10 features, 50
@@ -136,7 +136,7 @@ def make_stream(name: str, n: int, seed: int) -> Stream:
     from river.datasets import synth
 
     if name in ("agrawal", "sea"):
-        from stream.produce import synthetic_rows
+        from stream.sources.produce import synthetic_rows
 
         rows = list(synthetic_rows(name, n, seed=seed, drift_at=n // 2, drift_width=max(1, n // 100)))
         X = np.asarray([r["x"] for r in rows], dtype=np.float32)
@@ -184,8 +184,8 @@ def prequential(learner, s: Stream, batch: int) -> tuple[float, float]:
 
 
 def run_ours(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
-    from learners.plugin_spec import PluginSpec
-    from learners.torch_learner import TorchLearner
+    from learners.neural.learner import TorchLearner
+    from learners.neural.plugins import PluginSpec
 
     model, lr, steps, continual = OURS_CONFIG[name]
     plugins = []
@@ -207,7 +207,7 @@ def run_ours(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]
 
 
 def run_avalanche(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
-    from learners.avalanche_learner import AvalancheLearner
+    from learners.avalanche_adapter.learner import AvalancheLearner
 
     strategy, kwargs = {"avalanche-naive": ("Naive", {}), "avalanche-replay": ("Replay", {"mem_size": 2000})}[
         name
@@ -252,7 +252,7 @@ def run_river(name: str, s: Stream, dicts: list[dict], seed: int) -> tuple[float
 
 
 def run_adapter(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]:
-    from learners.river_learner import RiverLearner
+    from learners.river_adapter.learner import RiverLearner
 
     learner = RiverLearner(
         lambda: river_model(name, s.n_classes, seed),

@@ -39,14 +39,14 @@ import tempfile
 import time
 import uuid
 
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.poll import as_columns
-from stream.produce import produce
-from stream.records import TopicPartition
-from stream.source import KafkaSource, KafkaSourceConfig, kafka_python_settings
-from stream.window import CountWindow
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.poll import as_columns
+from stream.core.records import TopicPartition
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.loop import Engine, EngineConfig
+from stream.sources.kafka import KafkaSource, KafkaSourceConfig, kafka_python_settings
+from stream.sources.produce import produce
+from stream.window.windows import CountWindow
 
 N_FEATURES = 10
 PARTITIONS = 3
@@ -61,7 +61,7 @@ def source_config(bootstrap: str, topic: str) -> KafkaSourceConfig:
 
 def make_source(backend: str, config: KafkaSourceConfig):
     if backend == "confluent":
-        from stream.confluent_source import ConfluentKafkaSource
+        from stream.sources.confluent import ConfluentKafkaSource
 
         return ConfluentKafkaSource(config)
     return KafkaSource(config)
@@ -89,7 +89,7 @@ def raw_kafka_python(config: KafkaSourceConfig, n: int, max_records: int, poll_t
 def raw_confluent(config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_ms: int) -> float:
     import confluent_kafka as ck
 
-    from stream.confluent_source import confluent_conf
+    from stream.sources.confluent import confluent_conf
 
     started = time.perf_counter()
     consumer = ck.Consumer(confluent_conf(config))
@@ -150,7 +150,7 @@ def pipeline(
     model: str,
     window: int,
 ) -> float:
-    from learners.torch_learner import TorchLearner
+    from learners.neural.learner import TorchLearner
 
     with tempfile.TemporaryDirectory() as ckpt_dir:
         started = time.perf_counter()
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from learners.torch_learner import TorchLearner
+    from learners.neural.learner import TorchLearner
 
     torch.set_num_threads(args.torch_threads)
     # Warm-up outside the timings: the first optimizer import pulls in
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        from stream.embedded import EmbeddedBroker
+        from stream.sources.embedded_broker import EmbeddedBroker
 
         broker = EmbeddedBroker().start()
         bootstrap = broker.bootstrap

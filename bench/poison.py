@@ -24,10 +24,10 @@ from collections import Counter
 
 from kafka import KafkaConsumer
 
-from stream.checkpoint import CheckpointStore
-from stream.embedded import EmbeddedBroker
-from stream.ledger import LearnLedger
-from stream.testing_poison import POISON_KINDS, poison_stream
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.ledger import LearnLedger
+from stream.sources.embedded_broker import EmbeddedBroker
+from stream.testing.poison import POISON_KINDS, poison_stream
 
 LANES = 3
 

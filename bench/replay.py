@@ -5,7 +5,7 @@ On the embedded broker (or ``--bootstrap``), one topic of synthetic events
 
 - **raw**: kafka-python assigned to every partition, polling to the end (the
   ceiling for any Kafka reader on this client);
-- **range read**: :class:`~stream.range_source.KafkaRangeSource` alone -- the
+- **range read**: :class:`~stream.sources.range.KafkaRangeSource` alone -- the
   same client plus the timestamp merge across partitions;
 - **replay x1**: ``Backtest`` with one configuration (logistic, count:500,
   ADWIN drift policy, validation gate), i.e. read + decode + window + score +
@@ -28,7 +28,7 @@ import argparse
 import tempfile
 import time
 
-from stream.produce import produce, synthetic_rows
+from stream.sources.produce import produce, synthetic_rows
 
 T0 = 1_700_000_000_000
 
@@ -56,9 +56,10 @@ def raw_rate(bootstrap: str, topic: str, n: int) -> float:
 
 
 def range_rate(bootstrap: str, topic: str) -> float:
-    from stream.range_source import KafkaRangeSource
-    from stream.replay_range import parse_bound
-    from stream.source import KafkaSourceConfig, NoPositions
+    from stream.sources.base import NoPositions
+    from stream.sources.bounds import parse_bound
+    from stream.sources.kafka import KafkaSourceConfig
+    from stream.sources.range import KafkaRangeSource
 
     src = KafkaRangeSource(
         KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)),
@@ -76,10 +77,10 @@ def range_rate(bootstrap: str, topic: str) -> float:
 
 
 def replay_rate(bootstrap: str, topic: str, configs) -> tuple[float, dict]:
-    from stream.range_source import KafkaRangeSource
-    from stream.replay import Backtest
-    from stream.replay_range import parse_bound
-    from stream.source import KafkaSourceConfig
+    from stream.replay.driver import Backtest
+    from stream.sources.bounds import parse_bound
+    from stream.sources.kafka import KafkaSourceConfig
+    from stream.sources.range import KafkaRangeSource
 
     src = KafkaRangeSource(
         KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)),
@@ -111,9 +112,9 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=None, help="Use this Kafka instead of the embedded broker.")
     args = parser.parse_args()
 
-    from stream.embedded import EmbeddedBroker
-    from stream.learner_choice import LearnerChoice
-    from stream.replay_config import ReplayConfig
+    from learners.choice import LearnerChoice
+    from stream.replay.config import ReplayConfig
+    from stream.sources.embedded_broker import EmbeddedBroker
 
     n = args.events
     broker = None if args.bootstrap else EmbeddedBroker().__enter__()

@@ -8,7 +8,7 @@ training range:
 - **incremental**: ``streamlearn replay``'s engine (count:500 windows, one
   step per window, ADWIN drift policy, validation gate) -- the model the
   daemon would have; its prequential accuracy is test-then-train;
-- **retrain, in process**: :func:`learners.retrain.retrain`, a world of one
+- **retrain, in process**: :func:`stream.reconcile.worker.retrain`, a world of one
   (no torchrun, no process group), on the whole training range and on the
   part since the concept change (what ``--retrain-from`` chooses);
 - **retrain, torchrun xN (gloo)**: ``streamlearn retrain``'s job with N
@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from stream.produce import produce
+from stream.sources.produce import produce
 
 T0 = 1_700_000_000_000
 MODEL = {"model": "mlp", "model_options": ("hidden=[32]",), "lr": 0.01, "seed": 1, "n_features": 10}
@@ -45,10 +45,10 @@ def holdout_accuracy(learner, X: np.ndarray, y: np.ndarray) -> float:
 
 
 def read_range(bootstrap: str, topic: str, start: dict, end: dict):
-    from learners.retrain_data import read_shard
-    from learners.retrain_shards import plan_shards
-    from stream.codec import CodecConfig, JsonCodec
-    from stream.source import KafkaSourceConfig
+    from stream.codec.json_codec import CodecConfig, JsonCodec
+    from stream.reconcile.shards import plan_shards
+    from stream.reconcile.worker_data import read_shard
+    from stream.sources.kafka import KafkaSourceConfig
 
     (shard,) = plan_shards({tp: (start[tp], end[tp]) for tp in start}, 1)
     data = read_shard(
@@ -58,12 +58,12 @@ def read_range(bootstrap: str, topic: str, start: dict, end: dict):
 
 
 def incremental(bootstrap: str, topic: str, cutoff_spec: str, choice) -> tuple[float, float, object]:
-    from stream.checkpoint import CheckpointStore
-    from stream.range_source import KafkaRangeSource
-    from stream.replay import Backtest
-    from stream.replay_config import ReplayConfig
-    from stream.replay_range import parse_bound
-    from stream.source import KafkaSourceConfig
+    from stream.engine.checkpoint import CheckpointStore
+    from stream.replay.config import ReplayConfig
+    from stream.replay.driver import Backtest
+    from stream.sources.bounds import parse_bound
+    from stream.sources.kafka import KafkaSourceConfig
+    from stream.sources.range import KafkaRangeSource
 
     src = KafkaRangeSource(
         KafkaSourceConfig(bootstrap=bootstrap, topics=(topic,)),
@@ -83,7 +83,7 @@ def incremental(bootstrap: str, topic: str, cutoff_spec: str, choice) -> tuple[f
 
 
 def load_candidate(registry_dir: str, version: int, choice):
-    from serving.file_registry import FileRegistry
+    from serving.registry.file_backend import FileRegistry
 
     learner = choice.factory()(10)
     learner.load_state_dict(FileRegistry(registry_dir).load_state(version))
@@ -91,7 +91,7 @@ def load_candidate(registry_dir: str, version: int, choice):
 
 
 def torchrun_job(spec, nproc: int, work: str, choice) -> tuple[float, dict, object]:
-    from stream.retrain_job import Launch, RetrainJob
+    from stream.reconcile.job import Launch, RetrainJob
 
     job = RetrainJob(
         dataclasses.replace(spec, registry=os.path.join(work, "registry")),
@@ -120,11 +120,11 @@ def main() -> None:
 
     import torch
 
-    from learners.retrain import retrain
-    from learners.retrain_spec import RetrainSpec
-    from stream.embedded import EmbeddedBroker
-    from stream.learner_choice import LearnerChoice
-    from stream.records import TopicPartition
+    from learners.choice import LearnerChoice
+    from stream.core.records import TopicPartition
+    from stream.reconcile.spec import RetrainSpec
+    from stream.reconcile.worker import retrain
+    from stream.sources.embedded_broker import EmbeddedBroker
 
     torch.set_num_threads(1)
     n = args.events

@@ -293,7 +293,7 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="bench-publisher", daemon=True)
 
     def _run(self) -> None:
-        from serving.versions import Version
+        from serving.registry.versions import Version
 
         try:
             while not self._stop.wait(self.interval):
@@ -319,10 +319,10 @@ class Publisher:
 # ---------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict[str, list[dict]]:
     """Start both servers, warm them up, then measure every scenario ``args.rounds`` times."""
+    from learners.neural.learner import TorchLearner
     from learners.state_io import dumps_state
-    from learners.torch_learner import TorchLearner
-    from serving.file_registry import FileRegistry
-    from serving.versions import Version
+    from serving.registry.file_backend import FileRegistry
+    from serving.registry.versions import Version
 
     schema = {"n_features": args.n_features, "task": "classification", "n_classes": 2}
     blobs = [

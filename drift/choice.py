@@ -15,8 +15,8 @@ from typing import Sequence
 
 from drift.detectors import ERROR_DETECTORS, DriftMonitor, ErrorDriftDetector, FeatureDriftDetector
 from drift.policy import DriftPolicy, PolicyConfig
-from stream.errors import ConfigError
-from stream.learner_choice import parse_options
+from learners.choice import parse_options
+from stream.core.errors import ConfigError
 
 __all__ = ["DriftChoice"]
 

@@ -16,7 +16,7 @@ Two kinds, one interface (``update(...) -> Signal``, ``reset()``,
   re-references after a drift, so one shift is one alarm.
 
 :class:`DriftMonitor` feeds a batch to all of them and reports the strongest
-signal. Detector state round-trips through :mod:`learners.river_state`
+signal. Detector state round-trips through :mod:`learners.river_adapter.state`
 (pickle-free), so it is part of the engine's checkpoint.
 
 Examples
@@ -41,8 +41,8 @@ from river import drift as river_drift
 from river.drift import binary as river_binary
 from scipy import stats
 
-from learners.river_state import from_plain, to_plain
-from stream.errors import ConfigError
+from learners.river_adapter.state import from_plain, to_plain
+from stream.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

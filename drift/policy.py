@@ -43,8 +43,8 @@ Examples
 --------
 >>> import tempfile
 >>> from drift.detectors import DriftMonitor, ErrorDriftDetector
->>> from learners.torch_learner import TorchLearner
->>> from stream.testing import make_batch
+>>> from learners.neural.learner import TorchLearner
+>>> from stream.testing.doubles import make_batch
 >>> policy = DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
 >>> learner = TorchLearner(n_features=3, device="cpu")
 >>> batch = make_batch(200, n_features=3)
@@ -67,10 +67,10 @@ import numpy as np
 from drift.detectors import DriftMonitor, Signal
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
 from learners.base import Learner
-from serving.versions import AuditEvent, Version, json_plain
-from stream.errors import ConfigError, RegistryError, SchemaMismatchError
-from stream.records import MicroBatch
-from stream.validation import merge_ranges
+from serving.registry.versions import AuditEvent, Version, json_plain
+from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
+from stream.core.records import MicroBatch
+from stream.engine.gate import merge_ranges
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class DriftPolicy:
         ``None`` keeps decisions in the log only.
     snapshot
         ``learner -> (validated learner, its Version) | None``; normally
-        :meth:`stream.validation.ValidationGate.validated`. Without one the
+        :meth:`stream.engine.gate.ValidationGate.validated`. Without one the
         policy can adapt or dismiss, never roll back.
     on_retrain_request
         Called with the ``retrain_request`` audit event's details when the

@@ -45,7 +45,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from stream.errors import CheckpointError
+from stream.core.errors import CheckpointError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -361,7 +361,7 @@ def loads_state(data: bytes, device: str | torch.device | None = None) -> dict:
     >>> loads_state(b"not a state")
     Traceback (most recent call last):
     ...
-    stream.errors.CheckpointError: state blob is truncated (header length exceeds the data)
+    stream.core.errors.CheckpointError: state blob is truncated (header length exceeds the data)
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")

@@ -16,7 +16,7 @@ collection hook below (markers registered in pyproject.toml).
     The CLI as subprocesses, the embedded broker, headless Chromium, torchrun
     workers, ``docker compose config``; and the heavy statistical scenarios
     (the drift policy over 40,000-event streams). The doctest of
-    stream/embedded.py starts the embedded broker, so it is e2e too::
+    stream/sources/embedded_broker.py starts the embedded broker, so it is e2e too::
 
         pytest -m e2e
 
@@ -145,9 +145,9 @@ class _PortTaken(ServiceStartError):
 # Tiers: unit, e2e, integration
 # --------------------------------------------------------------------------- #
 
-#: Doctests that start a process (the module example of stream/embedded.py starts the embedded
+#: Doctests that start a process (the module example of stream/sources/embedded_broker.py starts the embedded
 #: broker): tier ``e2e``. Every other doctest is ``unit``.
-E2E_DOCTESTS = frozenset({"stream.embedded"})
+E2E_DOCTESTS = frozenset({"stream.sources.embedded_broker"})
 
 #: Programs that libraries run to look at the machine (ctypes.util.find_library, platform,
 #: matplotlib's font cache, version lookups); a unit test may trigger these, not start others.

@@ -13,15 +13,15 @@ import sys
 
 import pytest
 
-from stream.checkpoint import LOCK_NAME, CheckpointStore
-from stream.errors import CheckpointLockedError
+from stream.core.errors import CheckpointLockedError
+from stream.engine.checkpoint import LOCK_NAME, CheckpointStore
 
 
 def test_the_lock_dies_with_its_process(tmp_path):
     # The holder keeps its store referenced: a collected store closes its lock file, releasing the lock.
     # It holds until killed (blocked on its stdin), not for a fixed time a slow machine could outlast.
     script = (
-        "import sys; from stream.checkpoint import CheckpointStore; store = CheckpointStore(sys.argv[1]); "
+        "import sys; from stream.engine.checkpoint import CheckpointStore; store = CheckpointStore(sys.argv[1]); "
         "store.lock(); print('locked', flush=True); sys.stdin.read()"
     )
     holder = subprocess.Popen(

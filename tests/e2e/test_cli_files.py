@@ -49,7 +49,7 @@ def test_learning_from_files_with_a_dead_letter_file(tmp_path):
 
 
 def test_ewc_and_replay_from_the_command_line_live_in_the_checkpoint(tmp_path):
-    from stream.checkpoint import CheckpointStore
+    from stream.engine.checkpoint import CheckpointStore
 
     data = two_feature_rows(tmp_path, 900, label=lambda i: i % 3)
     ran = cli(
@@ -110,7 +110,7 @@ def test_a_bad_plugin_combination_is_a_one_line_error(tmp_path):
 
 def learn_into_registry(tmp_path, *learner_args: str):
     """``streamlearn run`` over the two-feature rows with ``learner_args``, publishing every 3 batches; its registry."""
-    from serving.file_registry import FileRegistry
+    from serving.registry.file_backend import FileRegistry
 
     ran = cli(
         "run",
@@ -137,7 +137,7 @@ def assert_serves_the_rule(reg, version: int | None = None) -> None:
     """The API on ``reg`` answers the two-feature rule (label 1 when x0 % 7 > 3), from ``version`` if given."""
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
+    from serving.api.app import create_app
     from serving.settings import ServingSettings
 
     with TestClient(create_app(ServingSettings(), registry=reg)) as client:
@@ -179,7 +179,7 @@ def test_river_models_take_no_torch_plugins(tmp_path):
 
 
 def test_an_avalanche_strategy_learns_from_the_command_line_and_is_served(tmp_path):
-    from stream.checkpoint import CheckpointStore
+    from stream.engine.checkpoint import CheckpointStore
 
     reg = learn_into_registry(
         tmp_path,

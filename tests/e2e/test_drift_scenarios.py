@@ -18,18 +18,18 @@ import pytest
 
 from drift.detectors import DriftMonitor, ErrorDriftDetector
 from drift.policy import DriftPolicy, PolicyConfig
-from learners.ewc import EWC
-from learners.replay import ClassBalancedReplay
-from learners.torch_learner import TorchLearner
-from serving.file_registry import FileRegistry
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.produce import poisoned_rows, synthetic_rows
-from stream.records import RawRecord
-from stream.testing import ListSource
-from stream.validation import GateConfig, ValidationGate
-from stream.window import CountWindow
+from learners.neural.ewc import EWC
+from learners.neural.learner import TorchLearner
+from learners.neural.rehearsal import ClassBalancedReplay
+from serving.registry.file_backend import FileRegistry
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.records import RawRecord
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.gate import GateConfig, ValidationGate
+from stream.engine.loop import Engine, EngineConfig
+from stream.sources.produce import poisoned_rows, synthetic_rows
+from stream.testing.doubles import ListSource
+from stream.window.windows import CountWindow
 
 BATCH = 500
 

@@ -14,11 +14,11 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.checkpoint import CheckpointStore
-from stream.file_source import FileSource
-from stream.produce import synthetic_rows
-from stream.replay import Backtest
-from stream.replay_config import ReplayConfig
+from stream.engine.checkpoint import CheckpointStore
+from stream.replay.config import ReplayConfig
+from stream.replay.driver import Backtest
+from stream.sources.files import FileSource
+from stream.sources.produce import synthetic_rows
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

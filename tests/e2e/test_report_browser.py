@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.report import write_report
-from stream.testing_report import page_problems, sample_result, screenshot
+from stream.replay.report import write_report
+from stream.testing.report import page_problems, sample_result, screenshot
 
 
 @pytest.fixture(scope="module")

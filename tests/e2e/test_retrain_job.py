@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from learners.retrain_spec import RetrainSpec
-from stream.retrain_job import Launch, RetrainJob
+from stream.reconcile.job import Launch, RetrainJob
+from stream.reconcile.spec import RetrainSpec
 
 
 def test_a_failing_job_reports_its_worker_error(tmp_path):

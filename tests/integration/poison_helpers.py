@@ -12,8 +12,8 @@ import time
 
 from kafka import KafkaConsumer
 
-from stream.checkpoint import CheckpointStore
-from stream.ledger import LearnLedger
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.ledger import LearnLedger
 
 GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 

@@ -38,9 +38,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from learners.torch_learner import TorchLearner
-from serving.file_registry import FileRegistry
-from serving.versions import Version
+from learners.neural.learner import TorchLearner
+from serving.registry.file_backend import FileRegistry
+from serving.registry.versions import Version
 
 N_FEATURES = 4
 TOKEN = "fuzz-admin-token"

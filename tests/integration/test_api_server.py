@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
-from learners.torch_learner import TorchLearner
-from serving.app import create_app
-from serving.redis_registry import RedisRegistry
-from serving.server import BackgroundServer
+from learners.neural.learner import TorchLearner
+from serving.api.app import create_app
+from serving.api.server import BackgroundServer
+from serving.registry.redis_backend import RedisRegistry
+from serving.registry.versions import Version
 from serving.settings import RegistrySettings, ServingSettings
-from serving.versions import Version
 
 N_FEATURES = 4
 #: Generous deadlines: a request on a busy machine, the API following the registry. Reaching one is a

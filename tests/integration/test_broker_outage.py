@@ -54,8 +54,8 @@ from conftest import (
 )
 from kafka import KafkaAdminClient, KafkaProducer
 
-from stream.checkpoint import CheckpointStore
-from stream.ledger import LearnLedger
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.ledger import LearnLedger
 
 N_BEFORE = 30_000  # produced before the daemon starts; the outage hits while it learns these
 N_AFTER = 10_000  # produced once the broker is back

@@ -10,7 +10,7 @@ import time
 
 from kafka import KafkaConsumer
 
-from stream.embedded import free_port
+from stream.sources.embedded_broker import free_port
 
 GROUP_ENV = {"STREAMLEARN_KAFKA_SESSION_TIMEOUT_MS": "6000", "STREAMLEARN_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 #: Generous deadlines for events (dead letters read back, a server ready): reaching one is a failure.
@@ -75,7 +75,7 @@ def test_produce_run_inspect_with_dead_letters_on_the_dlq_topic(
     assert 0.5 < info["prequential_accuracy"] <= 1.0
 
     # The run published model versions to the (per-test) default registry.
-    from serving.registry import open_registry
+    from serving.registry.factory import open_registry
 
     registry = open_registry(os.environ["STREAMLEARN_REGISTRY_URL"])
     versions = registry.history()
@@ -165,7 +165,7 @@ def test_run_publishes_to_redis_and_serve_answers_with_the_validated_version(
     """The deployed shape: `streamlearn run` -> Redis registry -> `streamlearn serve` (uvicorn subprocess)."""
     import httpx
 
-    from serving.registry import open_registry
+    from serving.registry.factory import open_registry
 
     topic = unique_name
     assert (

@@ -14,9 +14,9 @@ import json
 
 from poison_helpers import check_learned_once, cli, produce, read_dead_letters
 
-from stream.deadletter_spool import DeadLetterSpool
-from stream.embedded import free_port
-from stream.testing_poison import poison_stream
+from stream.sources.deadletter_spool import DeadLetterSpool
+from stream.sources.embedded_broker import free_port
+from stream.testing.poison import poison_stream
 
 LANES = 3
 

@@ -25,14 +25,14 @@ import httpx
 import numpy as np
 import pytest
 
-from learners.ewc import EWC
-from learners.replay import ClassBalancedReplay
-from learners.torch_learner import TorchLearner
-from serving.app import create_app
-from serving.redis_registry import RedisRegistry
-from serving.server import BackgroundServer
+from learners.neural.ewc import EWC
+from learners.neural.learner import TorchLearner
+from learners.neural.rehearsal import ClassBalancedReplay
+from serving.api.app import create_app
+from serving.api.server import BackgroundServer
+from serving.registry.redis_backend import RedisRegistry
 from serving.settings import RegistrySettings, ServingSettings
-from stream.produce import synthetic_rows
+from stream.sources.produce import synthetic_rows
 
 WINDOW = 500
 LEARNER_ARGS = (

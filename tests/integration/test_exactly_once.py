@@ -25,8 +25,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from stream.checkpoint import CheckpointStore
-from stream.ledger import LearnLedger
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.ledger import LearnLedger
 
 N_EVENTS = 50_000
 MIN_KILLS = 5

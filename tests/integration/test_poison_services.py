@@ -1,6 +1,6 @@
 """A bad record never stops learning, on the real broker, with the default ``<topic>.dlq`` destination.
 
-One poison stream (``stream.testing_poison``: every bad-record kind in one
+One poison stream (``stream.testing.poison``: every bad-record kind in one
 table, good records with unique ids, records repeating a good id) goes
 through ``streamlearn run`` with Kafka dead letters, through ``streamlearn
 replay``, and through ``run --file``. Each time: the process exits 0 on its
@@ -20,7 +20,7 @@ from poison_helpers import (
     read_dead_letters,
 )
 
-from stream.testing_poison import poison_stream
+from stream.testing.poison import poison_stream
 
 LANES = 3
 

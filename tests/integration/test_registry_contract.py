@@ -12,11 +12,12 @@ import time
 import pytest
 import torch
 
-from serving.file_registry import FileRegistry
-from serving.redis_registry import RedisRegistry
-from serving.registry import ModelRegistry, open_registry
-from serving.versions import AuditEvent, Version
-from stream.errors import ConfigError, RegistryError, RegistryUnavailableError, VersionNotFoundError
+from serving.registry.base import ModelRegistry
+from serving.registry.factory import open_registry
+from serving.registry.file_backend import FileRegistry
+from serving.registry.redis_backend import RedisRegistry
+from serving.registry.versions import AuditEvent, Version
+from stream.core.errors import ConfigError, RegistryError, RegistryUnavailableError, VersionNotFoundError
 
 EVENT_DEADLINE_S = 60  # for a watcher thread to see a pointer move (a poll every 0.2 s)
 
@@ -239,7 +240,7 @@ def test_open_registry_picks_the_backend(tmp_path):
 
 
 def test_unreachable_redis_is_a_clear_error():
-    from stream.embedded import free_port
+    from stream.sources.embedded_broker import free_port
 
     reg = RedisRegistry(f"redis://:secret@127.0.0.1:{free_port()}/0", socket_timeout=0.5, retries=1)
     with pytest.raises(RegistryUnavailableError, match="unreachable") as info:

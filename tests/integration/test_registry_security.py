@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from serving.registry import open_registry
-from serving.versions import Version
-from stream.errors import RegistryUnavailableError
+from serving.registry.factory import open_registry
+from serving.registry.versions import Version
+from stream.core.errors import RegistryUnavailableError
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["auth", "auth+tls"])

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stream.produce import produce
-from stream.testing_report import page_problems, screenshot
+from stream.sources.produce import produce
+from stream.testing.report import page_problems, screenshot
 
 T0 = 1_790_000_000_000  # 2026-09-21T13:33:20Z
 WINDOW = 500

@@ -33,11 +33,11 @@ import numpy as np
 import orjson
 import pytest
 
-from learners.retrain import retrain
-from learners.retrain_spec import RetrainSpec
-from serving.file_registry import FileRegistry
-from stream.checkpoint import CheckpointStore
-from stream.produce import produce, synthetic_rows
+from serving.registry.file_backend import FileRegistry
+from stream.engine.checkpoint import CheckpointStore
+from stream.reconcile.spec import RetrainSpec
+from stream.reconcile.worker import retrain
+from stream.sources.produce import produce, synthetic_rows
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +135,7 @@ def test_two_process_gloo_retrain_matches_a_single_process_one(kafka_bootstrap, 
     assert version.status == "candidate" and version.offsets == {f"{topic}:{p}": (0, 3499) for p in range(3)}
     assert "full retrain" in version.note and version.events_learned == 10_500
     # A retrained model is a real model: it beats chance clearly on data it did not see.
-    from stream.learner_choice import LearnerChoice
+    from learners.choice import LearnerChoice
 
     model = LearnerChoice(**{**LEARNER, "model_options": ("hidden=[16]",)}).factory()(10)
     model.load_state_dict(b)
@@ -146,7 +146,7 @@ def test_two_process_gloo_retrain_matches_a_single_process_one(kafka_bootstrap, 
 
 
 def _rows(n: int, seed: int):
-    from stream.produce import synthetic_rows
+    from stream.sources.produce import synthetic_rows
 
     return synthetic_rows("hyperplane", n, seed=seed)
 
@@ -414,7 +414,7 @@ def test_a_crashing_retrain_is_reported_and_the_daemon_keeps_learning(kafka_boot
 
 def test_two_launchers_meet_through_the_rendezvous_as_two_nodes(kafka_bootstrap, make_topic, tmp_path):
     """The README's multi-node command, with both "nodes" on this machine (the c10d store on 127.0.0.1)."""
-    from stream.embedded import free_port
+    from stream.sources.embedded_broker import free_port
 
     topic = make_topic(partitions=3)
     produce(kafka_bootstrap, topic, 3_000, generator="hyperplane", seed=4)

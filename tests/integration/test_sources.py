@@ -10,14 +10,14 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
 
-from learners.torch_learner import TorchLearner
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.confluent_source import ConfluentKafkaSource
-from stream.daemon import Engine, EngineConfig
-from stream.records import TopicPartition
-from stream.source import KafkaSource, KafkaSourceConfig
-from stream.window import CountWindow
+from learners.neural.learner import TorchLearner
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.records import TopicPartition
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.loop import Engine, EngineConfig
+from stream.sources.confluent import ConfluentKafkaSource
+from stream.sources.kafka import KafkaSource, KafkaSourceConfig
+from stream.window.windows import CountWindow
 
 TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 DEADLINE_S = 180  # generous, for events: everything learned, a rebalance done

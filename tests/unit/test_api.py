@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from learners.torch_learner import TorchLearner
-from serving.app import create_app
-from serving.file_registry import FileRegistry
+from learners.neural.learner import TorchLearner
+from serving.api.app import create_app
+from serving.registry.file_backend import FileRegistry
+from serving.registry.versions import Version
 from serving.settings import ServingSettings
-from serving.versions import Version
 
 TOKEN = "t0ken"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -342,8 +342,8 @@ def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_versi
     from drift.detectors import DriftMonitor
     from drift.policy import DriftPolicy, PolicyConfig
     from drift.testing import ScriptedDetector
-    from stream.testing import make_batch
-    from stream.validation import ValidationGate
+    from stream.engine.gate import ValidationGate
+    from stream.testing.doubles import make_batch
 
     def trained(flip):
         learner = TorchLearner(n_features=3, device="cpu", lr=0.2)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from learners.avalanche_learner import AvalancheLearner, torch_learner_state
+from learners.avalanche_adapter.learner import AvalancheLearner, torch_learner_state
 from learners.state_io import dumps_state, loads_state
-from serving.model import ServedModel
-from serving.versions import Version
-from stream.errors import ConfigError, SchemaMismatchError
+from serving.api.model import ServedModel
+from serving.registry.versions import Version
+from stream.core.errors import ConfigError, SchemaMismatchError
 
 
 def stream(n_batches: int, size: int = 128, seed: int = 0):

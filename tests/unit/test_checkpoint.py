@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from stream.checkpoint import Checkpoint, CheckpointStore
-from stream.errors import ConfigError, OffsetRegressionError, UnreadableCheckpointError
-from stream.records import TopicPartition
+from stream.core.errors import ConfigError, OffsetRegressionError, UnreadableCheckpointError
+from stream.core.records import TopicPartition
+from stream.engine.checkpoint import Checkpoint, CheckpointStore
 
 TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
 

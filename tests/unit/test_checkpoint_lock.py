@@ -10,14 +10,14 @@ import os
 
 import pytest
 
-from learners.torch_learner import TorchLearner
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.errors import CheckpointLockedError, SchemaMismatchError
-from stream.poll import as_columns
-from stream.testing import ListSource, make_records
-from stream.window import CountWindow
+from learners.neural.learner import TorchLearner
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.errors import CheckpointLockedError, SchemaMismatchError
+from stream.core.poll import as_columns
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.loop import Engine, EngineConfig
+from stream.testing.doubles import ListSource, make_records
+from stream.window.windows import CountWindow
 
 
 def engine_on(directory, records, n_features: int = 3) -> Engine:
@@ -55,7 +55,7 @@ def test_a_second_engine_on_one_directory_fails_and_the_first_learns_everything(
     first.start()
     with pytest.raises(CheckpointLockedError, match="in use by pid"):
         engine_on(tmp_path, records).run()
-    # The first engine goes on, driven step by step as stream.replay drives its engines.
+    # The first engine goes on, driven step by step as stream.replay.driver drives its engines.
     while first.source.lag():
         first.feed(as_columns(first.source.poll(0, 100)))
     first.end_of_input()

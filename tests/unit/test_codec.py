@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.codec import CodecConfig, JsonCodec
-from stream.errors import ConfigError
-from stream.records import RawRecord, TopicPartition
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.errors import ConfigError
+from stream.core.records import RawRecord, TopicPartition
 
 
 def poll_of(values: list[bytes | None], topic: str = "t", partition: int = 0) -> dict:
@@ -157,8 +157,8 @@ def test_fast_path_agrees_with_slow_path(values):
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(_record, st.integers(0, 2)), min_size=1, max_size=30))
 def test_fast_path_on_interleaved_columns_agrees_with_slow_path(rows):
-    from stream.poll import PollColumns
-    from stream.testing_columns import messages_from
+    from stream.core.poll import PollColumns
+    from stream.testing.columns import messages_from
 
     next_offset = [0, 0, 0]
     records = []

@@ -19,7 +19,7 @@ import click
 import pytest
 import yaml
 
-from stream.cli import main
+from stream.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

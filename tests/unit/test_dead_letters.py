@@ -9,14 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from stream.codec import CodecConfig, JsonCodec
-from stream.deadletter import DeadLetter, FileDeadLetterSink, envelope
-from stream.deadletter_kafka import DeadLetterUnavailableError, KafkaDeadLetterSink
-from stream.deadletter_spool import DeadLetterSpool
-from stream.embedded import free_port
-from stream.records import RawRecord, TopicPartition
-from stream.retry import RetryTimer
-from stream.testing_poison import N_FEATURES, POISON_KINDS
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.deadletter import DeadLetter, FileDeadLetterSink, envelope
+from stream.core.records import RawRecord, TopicPartition
+from stream.core.retry import RetryTimer
+from stream.sources.deadletter_kafka import DeadLetterUnavailableError, KafkaDeadLetterSink
+from stream.sources.deadletter_spool import DeadLetterSpool
+from stream.sources.embedded_broker import free_port
+from stream.testing.poison import N_FEATURES, POISON_KINDS
 
 
 @pytest.mark.parametrize("kind", POISON_KINDS, ids=lambda k: k.name)
@@ -114,7 +114,7 @@ def test_a_kafka_sink_without_a_broker_spools_reports_and_never_raises_until_its
 
 
 def test_recent_ids_refuse_repeats_across_generations_and_restores():
-    from stream.dedup import RecentIds
+    from stream.engine.dedup import RecentIds
 
     recent = RecentIds(capacity=100)
     first = np.array([f"id-{i}" for i in range(95)])
@@ -130,7 +130,7 @@ def test_recent_ids_refuse_repeats_across_generations_and_restores():
 
 
 def test_hash_ids_is_stable_and_ignores_padding():
-    from stream.dedup import hash_ids
+    from stream.engine.dedup import hash_ids
 
     a = hash_ids(np.array(["a", "bb", "ccc"]))
     b = hash_ids(np.array(["ccc", "a", "bb", "a" * 40]))
@@ -141,9 +141,9 @@ def test_hash_ids_is_stable_and_ignores_padding():
 def test_daemon_metrics_say_when_the_destination_is_down_over_http():
     import urllib.request
 
-    from stream.daemon_metrics import DaemonMetrics
-    from stream.deadletter import SinkStatus
-    from stream.progress import RunStats
+    from stream.core.deadletter import SinkStatus
+    from stream.engine.metrics_endpoint import DaemonMetrics
+    from stream.engine.progress import RunStats
 
     metrics = DaemonMetrics()
     port = free_port()
@@ -166,8 +166,8 @@ def test_daemon_metrics_say_when_the_destination_is_down_over_http():
 def test_a_metrics_port_in_use_is_a_config_error():
     import socket
 
-    from stream.daemon_metrics import progress_reporter
-    from stream.errors import ConfigError
+    from stream.core.errors import ConfigError
+    from stream.engine.metrics_endpoint import progress_reporter
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,6 +1,6 @@
 """The demo's accuracy-over-time summary: stretches of about equal size, no noisy stub at the end."""
 
-from stream.demo import AccuracyTimeline
+from stream.cli.demo import AccuracyTimeline
 
 
 def test_stretches_cover_the_stream_and_a_short_tail_joins_the_last_one():

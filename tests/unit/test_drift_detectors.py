@@ -7,7 +7,7 @@ import pytest
 
 from drift.detectors import DriftMonitor, ErrorDriftDetector, FeatureDriftDetector, population_stability_index
 from learners.state_io import dumps_state, loads_state
-from stream.errors import ConfigError
+from stream.core.errors import ConfigError
 
 QUIET_ON_STATIONARY = ("adwin", "page_hinkley", "ddm", "kswin")
 

@@ -17,19 +17,19 @@ from drift.choice import DriftChoice
 from drift.detectors import DriftMonitor, ErrorDriftDetector
 from drift.policy import DriftPolicy, PolicyConfig
 from drift.testing import ScriptedDetector
-from learners.ewc import EWC
-from learners.replay import ClassBalancedReplay
-from learners.torch_learner import TorchLearner
-from serving.file_registry import FileRegistry
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.errors import ConfigError, RegistryUnavailableError
-from stream.produce import synthetic_rows
-from stream.records import RawRecord
-from stream.testing import ListSource, make_batch
-from stream.validation import GateConfig, ValidationGate
-from stream.window import CountWindow
+from learners.neural.ewc import EWC
+from learners.neural.learner import TorchLearner
+from learners.neural.rehearsal import ClassBalancedReplay
+from serving.registry.file_backend import FileRegistry
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.errors import ConfigError, RegistryUnavailableError
+from stream.core.records import RawRecord
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.gate import GateConfig, ValidationGate
+from stream.engine.loop import Engine, EngineConfig
+from stream.sources.produce import synthetic_rows
+from stream.testing.doubles import ListSource, make_batch
+from stream.window.windows import CountWindow
 
 BATCH = 500
 
@@ -107,7 +107,7 @@ def _trained(seed=0, flip=False, batches=20):
 
 
 def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(tmp_path):
-    from serving.versions import Version
+    from serving.registry.versions import Version
 
     registry = FileRegistry(tmp_path / "registry")
     good, bad = _trained(), _trained(flip=True)
@@ -141,7 +141,7 @@ def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(
 
 def test_an_older_validated_version_of_another_shape_is_skipped_not_fatal(tmp_path, caplog):
     """A registry shared with an earlier run (another model shape validated first) must not crash the alarm."""
-    from serving.versions import Version
+    from serving.registry.versions import Version
 
     registry = FileRegistry(tmp_path / "registry")
     other_shape = TorchLearner("logistic", n_features=7, device="cpu")

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 import learners.state_io as state_io
-from learners.torch_learner import TorchLearner
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.deadletter import FileDeadLetterSink
-from stream.errors import SchemaMismatchError
-from stream.records import TopicPartition
-from stream.testing import Abort, ListSource, make_records
-from stream.window import CountWindow, EventTimeWindow
+from learners.neural.learner import TorchLearner
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.deadletter import FileDeadLetterSink
+from stream.core.errors import SchemaMismatchError
+from stream.core.records import TopicPartition
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.loop import Engine, EngineConfig
+from stream.testing.doubles import Abort, ListSource, make_records
+from stream.window.windows import CountWindow, EventTimeWindow
 
 N_FEATURES = 4
 
@@ -187,7 +187,7 @@ def test_late_events_are_dead_lettered_with_their_content(tmp_path):
 def test_columnar_source_with_crashes_is_exactly_once_and_counts_dead_letters_once(tmp_path, seed):
     # The path ConfluentKafkaSource takes: polls come as PollColumns, interleaved
     # across partitions, and a RawRecord is built only for a dead letter.
-    from stream.testing_columns import ColumnarListSource
+    from stream.testing.columns import ColumnarListSource
 
     records = make_records(900, n_features=N_FEATURES, partitions=3, seed=seed, bad_every=97)
     column_polls = []

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 
-from learners.torch_learner import TorchLearner
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.deadletter import FileDeadLetterSink
-from stream.records import RawRecord
-from stream.testing import ListSource
-from stream.testing_poison import N_FEATURES, poison_stream
-from stream.window import CountWindow
+from learners.neural.learner import TorchLearner
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.deadletter import FileDeadLetterSink
+from stream.core.records import RawRecord
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.loop import Engine, EngineConfig
+from stream.testing.doubles import ListSource
+from stream.testing.poison import N_FEATURES, poison_stream
+from stream.window.windows import CountWindow
 
 
 def _as_raw(stream, lanes: int = 3) -> list[RawRecord]:
@@ -43,7 +43,7 @@ def test_every_good_record_is_learned_once_and_every_bad_one_dead_lettered_with_
     summary = _engine(records, tmp_path).run()
 
     ledger = CheckpointStore(tmp_path / "ckpt").latest()
-    from stream.ledger import LearnLedger
+    from stream.engine.ledger import LearnLedger
 
     learned = LearnLedger.from_snapshot(ledger.ledger)
     assert learned.ids() == set(stream.good_ids) and not learned.duplicated()

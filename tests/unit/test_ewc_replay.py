@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from learners.ewc import EWC
-from learners.replay import ClassBalancedReplay, ReservoirReplay
-from learners.torch_learner import TorchLearner
-from stream.errors import ConfigError
+from learners.neural.ewc import EWC
+from learners.neural.learner import TorchLearner
+from learners.neural.rehearsal import ClassBalancedReplay, ReservoirReplay
+from stream.core.errors import ConfigError
 
 
 def task(rng, n: int, which: int):
@@ -66,7 +66,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_with_distance():
 
 
 def test_ewc_fisher_is_the_mean_squared_per_sample_gradient():
-    from learners.ewc import _empirical_fisher
+    from learners.neural.ewc import _empirical_fisher
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -142,13 +142,13 @@ def test_class_balanced_replay_refuses_regression():
 
 
 def test_validated_versions_consolidate_ewc_in_the_engine(tmp_path):
-    from serving.file_registry import FileRegistry
-    from stream.checkpoint import CheckpointStore
-    from stream.codec import CodecConfig, JsonCodec
-    from stream.daemon import Engine, EngineConfig
-    from stream.testing import ListSource, make_records
-    from stream.validation import GateConfig, ValidationGate
-    from stream.window import CountWindow
+    from serving.registry.file_backend import FileRegistry
+    from stream.codec.json_codec import CodecConfig, JsonCodec
+    from stream.engine.checkpoint import CheckpointStore
+    from stream.engine.gate import GateConfig, ValidationGate
+    from stream.engine.loop import Engine, EngineConfig
+    from stream.testing.doubles import ListSource, make_records
+    from stream.window.windows import CountWindow
 
     plugins: list[EWC] = []
 

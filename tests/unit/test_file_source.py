@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream.errors import ConfigError
-from stream.file_source import FileSource
-from stream.records import TopicPartition
+from stream.core.errors import ConfigError
+from stream.core.records import TopicPartition
+from stream.sources.files import FileSource
 
 
 class Resume:

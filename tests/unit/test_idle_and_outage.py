@@ -1,6 +1,6 @@
 """``--until-idle`` counts the known lag, and a broker outage is neither idleness nor a crash.
 
-The engine runs on the shipped test doubles (:mod:`stream.testing`): a source
+The engine runs on the shipped test doubles (:mod:`stream.testing.doubles`): a source
 that stalls while records wait, and one whose broker goes away for some polls.
 The Kafka sources' own outage bookkeeping is checked against fake clients.
 """
@@ -13,16 +13,17 @@ import logging
 import pytest
 from redis.backoff import ExponentialBackoff
 
-from learners.torch_learner import TorchLearner
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.errors import BrokerOutageError
-from stream.outage import OutageWatch
-from stream.progress import ProgressPrinter, RunStats
-from stream.source import KafkaSource, KafkaSourceConfig, Outage
-from stream.testing import ListSource, OutageSource, StallingSource, make_records
-from stream.window import CountWindow
+from learners.neural.learner import TorchLearner
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.errors import BrokerOutageError
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.loop import Engine, EngineConfig
+from stream.engine.progress import ProgressPrinter, RunStats
+from stream.sources.base import Outage
+from stream.sources.kafka import KafkaSource, KafkaSourceConfig
+from stream.sources.outage import OutageWatch
+from stream.testing.doubles import ListSource, OutageSource, StallingSource, make_records
+from stream.window.windows import CountWindow
 
 N = 200
 N_FEATURES = 3
@@ -94,7 +95,7 @@ def test_a_reported_outage_is_not_idleness_and_learning_resumes_exactly_once(tmp
     source = OutageSource(make_records(N, n_features=N_FEATURES), down=range(3, 23), batch_size=37)
     notes = []
     engine = engine_for(source, tmp_path, on_progress=lambda stats: notes.append(stats.outage))
-    with caplog.at_level(logging.WARNING, logger="stream.daemon"):
+    with caplog.at_level(logging.WARNING, logger="stream.engine.loop"):
         summary = engine.run()
     assert source.polls > 22, "stopped during the outage"
     assert_learned_each_once(engine, summary)
@@ -174,7 +175,7 @@ def test_a_stop_request_cuts_a_backoff_wait_short(tmp_path):
 def test_outage_warnings_are_spaced_out_however_long_it_lasts(caplog):
     watch = OutageWatch()
     outage = Outage(since=0.0, cause="connection refused")
-    with caplog.at_level(logging.WARNING, logger="stream.daemon"):
+    with caplog.at_level(logging.WARNING, logger="stream.engine.loop"):
         for tick in range(2_000):  # 200 s of 100 ms loop turns
             watch.observe(outage, now=tick / 10)
         watch.observe(None, now=200.0)
@@ -243,7 +244,7 @@ def test_kafka_source_lag_is_unknown_before_assignment_and_while_disconnected():
 def test_kafka_source_declares_an_outage_after_the_grace_and_ends_it_on_reconnect():
     from kafka import TopicPartition as KafkaTP
 
-    from stream.records import TopicPartition
+    from stream.core.records import TopicPartition
 
     now = [100.0]
     source, consumer = _kafka_source(now)
@@ -287,7 +288,7 @@ class _FakeError:
 
 def test_confluent_source_tracks_all_brokers_down_and_probes_with_backoff():
     ck = pytest.importorskip("confluent_kafka")
-    from stream.confluent_source import ConfluentKafkaSource
+    from stream.sources.confluent import ConfluentKafkaSource
 
     now = [0.0]
     probes = []

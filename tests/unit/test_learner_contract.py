@@ -16,13 +16,13 @@ import pytest
 import torch
 from river import linear_model, multiclass, optim, preprocessing, tree
 
-from learners.avalanche_learner import AvalancheLearner
+from learners.avalanche_adapter.learner import AvalancheLearner
 from learners.base import Learner, LearnReport
-from learners.ewc import EWC
-from learners.replay import ClassBalancedReplay, ReservoirReplay
-from learners.river_learner import RiverLearner
+from learners.neural.ewc import EWC
+from learners.neural.learner import TorchLearner
+from learners.neural.rehearsal import ClassBalancedReplay, ReservoirReplay
+from learners.river_adapter.learner import RiverLearner
 from learners.state_io import dumps_state, loads_state
-from learners.torch_learner import TorchLearner
 
 N_FEATURES = 6
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.errors import BrokerUnavailableError
-from stream.poll import PollColumns, as_columns
-from stream.records import RawRecord, TopicPartition
-from stream.testing_columns import FakeMessage, messages_from
+from stream.core.errors import BrokerUnavailableError
+from stream.core.poll import PollColumns, as_columns
+from stream.core.records import RawRecord, TopicPartition
+from stream.testing.columns import FakeMessage, messages_from
 
 
 def rec(topic: str, partition: int, offset: int, value: bytes | None = b"{}") -> RawRecord:
@@ -85,8 +85,8 @@ class _Consumer:
 
 def test_confluent_source_drops_partition_eof_and_raises_on_real_errors():
     ck = pytest.importorskip("confluent_kafka")
-    from stream.confluent_source import ConfluentKafkaSource
-    from stream.source import KafkaSourceConfig
+    from stream.sources.confluent import ConfluentKafkaSource
+    from stream.sources.kafka import KafkaSourceConfig
 
     source = ConfluentKafkaSource(KafkaSourceConfig(bootstrap="127.0.0.1:1", topics=("t",)))
     eof = FakeMessage(rec("t", 0, 2), error=ck.KafkaError(ck.KafkaError._PARTITION_EOF))

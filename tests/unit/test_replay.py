@@ -14,15 +14,15 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.errors import ConfigError
-from stream.file_source import FileSource
-from stream.produce import synthetic_rows
-from stream.range_source import KafkaRangeSource
-from stream.records import RawRecord, TopicPartition
-from stream.replay import Backtest, prepare_out_dir
-from stream.replay_config import ReplayConfig, load_configs
-from stream.replay_range import parse_bound
-from stream.source import KafkaSourceConfig, kafka_python_settings
+from stream.core.errors import ConfigError
+from stream.core.records import RawRecord, TopicPartition
+from stream.replay.config import ReplayConfig, load_configs
+from stream.replay.driver import Backtest, prepare_out_dir
+from stream.sources.bounds import parse_bound
+from stream.sources.files import FileSource
+from stream.sources.kafka import KafkaSourceConfig, kafka_python_settings
+from stream.sources.produce import synthetic_rows
+from stream.sources.range import KafkaRangeSource
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_regression_windows_have_mae_and_rmse(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1200, 3))
     path.write_text("\n".join(json.dumps({"x": x.tolist(), "y": float(x @ [1.0, -2.0, 0.5])}) for x in X))
-    from stream.learner_choice import LearnerChoice
+    from learners.choice import LearnerChoice
 
     base = ReplayConfig.base(window="count:200", learner=LearnerChoice(task="regression"))
     cfg = Backtest(FileSource([path]), [base], str(tmp_path / "o"), task="regression", progress=False).run()[

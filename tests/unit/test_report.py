@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from stream.report import MAX_MARKER_ROWS, format_table, load_result, write_report
-from stream.report_plots import MAX_POINTS, config_color, metric_figure, smooth
-from stream.testing_report import sample_result
+from stream.replay.plots import MAX_POINTS, config_color, metric_figure, smooth
+from stream.replay.report import MAX_MARKER_ROWS, format_table, load_result, write_report
+from stream.testing.report import sample_result
 
 # An attribute inside a tag that loads from elsewhere (escaped text has no "<").
 EXTERNAL_REF = re.compile(

@@ -1,9 +1,9 @@
 """Full retrain pieces and reconciliation without a broker (the real-broker tests are tests/integration/test_retrain_services.py).
 
-The reconciliation tests run a real :class:`~stream.daemon.Engine` over the
-shipped :class:`~stream.testing.ListSource` with a file registry; the
+The reconciliation tests run a real :class:`~stream.engine.loop.Engine` over the
+shipped :class:`~stream.testing.doubles.ListSource` with a file registry; the
 "retrain" candidate is a learner trained on the first offsets of each
-partition, offered as a :class:`~learners.retrain.RetrainResult`, and the
+partition, offered as a :class:`~stream.reconcile.worker.RetrainResult`, and the
 catch-up reads the same records from memory instead of Kafka. A job run as
 torchrun worker processes is tests/e2e/test_retrain_job.py.
 """
@@ -16,23 +16,23 @@ import tempfile
 import numpy as np
 import pytest
 
-from learners.retrain import RetrainResult, _rows_per_step
-from learners.retrain_shards import owned, plan_shards
-from learners.retrain_spec import RetrainSpec
-from learners.torch_learner import TorchLearner
-from serving.file_registry import FileRegistry
-from serving.versions import Version
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.errors import ConfigError
-from stream.poll import PollColumns
-from stream.reconcile import ReconcileConfig, Reconciler, learned_cutoff
-from stream.records import TopicPartition
-from stream.retrain_job import Launch
-from stream.testing import ListSource, make_records
-from stream.validation import GateConfig, ValidationGate
-from stream.window import CountWindow
+from learners.neural.learner import TorchLearner
+from serving.registry.file_backend import FileRegistry
+from serving.registry.versions import Version
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.errors import ConfigError
+from stream.core.poll import PollColumns
+from stream.core.records import TopicPartition
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.gate import GateConfig, ValidationGate
+from stream.engine.loop import Engine, EngineConfig
+from stream.reconcile.job import Launch
+from stream.reconcile.reconciler import ReconcileConfig, Reconciler, learned_cutoff
+from stream.reconcile.shards import owned, plan_shards
+from stream.reconcile.spec import RetrainSpec
+from stream.reconcile.worker import RetrainResult, _rows_per_step
+from stream.testing.doubles import ListSource, make_records
+from stream.window.windows import CountWindow
 
 TP = TopicPartition
 
@@ -86,7 +86,7 @@ def test_several_nodes_need_a_rendezvous_endpoint():
 
 
 def test_the_cutoff_is_the_oldest_event_not_learned():
-    from stream.records import Events
+    from stream.core.records import Events
 
     pending = Events(
         X=np.zeros((2, 1), np.float32),

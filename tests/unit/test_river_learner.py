@@ -13,11 +13,11 @@ import pytest
 import torch
 from river import compose, datasets, forest, linear_model, multiclass, naive_bayes, optim, preprocessing, tree
 
-from learners import river_state
-from learners.river_learner import RiverLearner, resolve_model_spec
-from learners.river_state import from_plain, resolve_global, to_plain
+from learners.river_adapter import state as river_state
+from learners.river_adapter.learner import RiverLearner, resolve_model_spec
+from learners.river_adapter.state import from_plain, resolve_global, to_plain
 from learners.state_io import dumps_state, loads_state
-from stream.errors import CheckpointError, ConfigError, SchemaMismatchError
+from stream.core.errors import CheckpointError, ConfigError, SchemaMismatchError
 
 
 def sea(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learners.plugin_spec import PluginSpec
-from learners.standardize import InputStandardizer
-from learners.torch_learner import TorchLearner
-from serving.model import inference_module
+from learners.neural.learner import TorchLearner
+from learners.neural.plugins import PluginSpec
+from learners.neural.standardize import InputStandardizer
+from serving.api.model import inference_module
 
 
 @settings(max_examples=40, deadline=None)
@@ -92,7 +92,7 @@ def test_standardisation_is_what_lets_a_linear_learner_use_large_raw_features():
 
 @pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_standardize_flag_must_be_a_bool(bad):
-    from stream.errors import ConfigError
+    from stream.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="standardize must be true or false"):
         TorchLearner(n_features=2, device="cpu", model_kwargs={"standardize": bad})

@@ -20,7 +20,7 @@ from learners.state_io import (
     read_metadata,
     save_state_file,
 )
-from stream.errors import CheckpointError
+from stream.core.errors import CheckpointError
 
 
 def assert_same(a, b, path="<root>"):

@@ -117,7 +117,7 @@ def test_the_e2e_doctests_exist_and_start_what_they_say(conftest):
     for name in conftest.E2E_DOCTESTS:
         module = importlib.import_module(name)
         assert ">>>" in (module.__doc__ or ""), name
-    assert "EmbeddedBroker(" in importlib.import_module("stream.embedded").__doc__
+    assert "EmbeddedBroker(" in importlib.import_module("stream.sources.embedded_broker").__doc__
 
 
 def _drive(conftest, item, *events):
@@ -164,7 +164,7 @@ def test_every_test_in_this_run_has_exactly_one_tier(request):
     for item in request.session.items:
         tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
         if isinstance(item, pytest.DoctestItem):
-            expected = "e2e" if item.name == "stream.embedded" else "unit"
+            expected = "e2e" if item.name == "stream.sources.embedded_broker" else "unit"
         else:
             expected = item.path.resolve().relative_to(TESTS).parts[0]
         assert tiers == {expected}, item.nodeid

@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from learners.models import MODELS, ModelFactory, build_model, model_factory
+from learners.neural.learner import BasePlugin, TorchLearner, UpdatePlugin
+from learners.neural.models import MODELS, ModelFactory, build_model, model_factory
 from learners.state_io import dumps_state, loads_state
-from learners.torch_learner import BasePlugin, TorchLearner, UpdatePlugin
-from stream.errors import ConfigError, SchemaMismatchError
+from stream.core.errors import ConfigError, SchemaMismatchError
 
 
 def separable(n: int, d: int = 10, seed: int = 0, n_classes: int = 2):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learners.torch_learner import TorchLearner
-from serving.file_registry import FileRegistry
-from serving.redis_registry import RedisRegistry
-from serving.versions import Version
-from stream.checkpoint import CheckpointStore
-from stream.codec import CodecConfig, JsonCodec
-from stream.daemon import Engine, EngineConfig
-from stream.errors import ConfigError
-from stream.testing import ListSource, make_batch, make_records
-from stream.validation import GateConfig, ValidationGate
-from stream.window import CountWindow
+from learners.neural.learner import TorchLearner
+from serving.registry.file_backend import FileRegistry
+from serving.registry.redis_backend import RedisRegistry
+from serving.registry.versions import Version
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.errors import ConfigError
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.gate import GateConfig, ValidationGate
+from stream.engine.loop import Engine, EngineConfig
+from stream.testing.doubles import ListSource, make_batch, make_records
+from stream.window.windows import CountWindow
 
 SCHEMA = {"n_features": 4, "task": "classification", "n_classes": 2}
 
@@ -116,7 +116,7 @@ def test_gate_follows_an_external_rollback(tmp_path):
 
 
 def test_an_unreachable_registry_never_stops_learning(tmp_path):
-    from stream.embedded import free_port
+    from stream.sources.embedded_broker import free_port
 
     reg = RedisRegistry(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.2, retries=0)
     engine = Engine(

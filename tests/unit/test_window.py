@@ -1,4 +1,4 @@
-"""Tests for stream.window: examples, config validation, parsing and property tests
+"""Tests for stream.window.windows: examples, config validation, parsing and property tests
 of the windowing invariants (no loss / no duplicate, order, resume equivalence,
 per-partition event-time watermarks and lateness, idleness, processing-time
 closing)."""
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.clock import Clock, ManualClock, SystemClock
-from stream.errors import CheckpointError, ConfigError, SchemaMismatchError
-from stream.records import Events
-from stream.window import (
+from stream.core.clock import Clock, ManualClock, SystemClock
+from stream.core.errors import CheckpointError, ConfigError, SchemaMismatchError
+from stream.core.records import Events
+from stream.window.windows import (
     CountWindow,
     EventTimeWindow,
     EventTimeWindower,

@@ -1,0 +1,183 @@
+"""Which learner ``streamlearn run`` and ``demo`` build: the configuration behind the learner options.
+
+A frozen, validated description (STYLE 4) of every learner option -- model,
+optimizer, continual-learning plugins, a river estimator or an Avalanche
+strategy -- that builds a fresh learner for a feature dimension. The engine
+needs a builder per dimension because the dimension may be locked only by the
+first valid record.
+
+Examples
+--------
+>>> choice = LearnerChoice(model="mlp", model_options=("hidden=[32]",), minibatch_size=64, ewc_strength=10.0)
+>>> learner = choice.factory()(8)
+>>> type(learner).__name__, learner.minibatch_size, [type(p).__name__ for p in learner.plugins]
+('TorchLearner', 64, ['EWC'])
+>>> LearnerChoice(model="river.linear_model.LogisticRegression").factory()(3).n_features
+3
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from stream.core.errors import ConfigError
+
+__all__ = ["LearnerChoice", "parse_options"]
+
+
+def parse_options(items: tuple[str, ...] | list[str], what: str) -> dict[str, Any]:
+    """``("hidden=[64,32]", "dropout=0.1", "mode=online")`` -> a dict; values are JSON, else strings.
+
+    Examples
+    --------
+    >>> parse_options(("hidden=[64, 32]", "standardize=false", "mode=online"), "--model-option")
+    {'hidden': [64, 32], 'standardize': False, 'mode': 'online'}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} takes KEY=VALUE (VALUE as JSON or a bare string), got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _parse_plugin(item: str) -> tuple[str, dict]:
+    name, sep, raw = item.partition(":")
+    if not sep:
+        return name.strip(), {}
+    try:
+        kwargs = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--avalanche-plugin takes NAME or NAME:{{json kwargs}}, got {item!r} ({exc})"
+        ) from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"--avalanche-plugin kwargs must be a JSON object, got {raw!r}")
+    return name.strip(), kwargs
+
+
+@dataclass(frozen=True)
+class LearnerChoice:
+    """Every learner option of the CLI, validated by building a tiny learner on construction."""
+
+    model: str = "logistic"
+    model_options: tuple[str, ...] = ()
+    optimizer: str = "adam"
+    lr: float = 0.05
+    steps_per_batch: int = 1
+    minibatch_size: int | None = None
+    task: str = "classification"
+    n_classes: int = 2
+    n_features: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    torch_threads: int = 1
+    ewc_strength: float = 0.0
+    ewc_decay: float = 0.9
+    ewc_every: int = 50
+    replay: str = "none"
+    replay_capacity: int = 2000
+    replay_mix: float = 1.0
+    avalanche: str | None = None
+    avalanche_options: tuple[str, ...] = ()
+    avalanche_plugins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.torch_threads < 1:
+            raise ConfigError("--torch-threads must be at least 1")
+        self._build(2)  # fail fast on a bad model/optimizer/strategy, before touching Kafka
+
+    @property
+    def kind(self) -> str:
+        """``torch``, ``river`` or ``avalanche``."""
+        if self.model.startswith("river."):
+            return "river"
+        return "avalanche" if self.avalanche else "torch"
+
+    def _plugins(self):
+        from learners.neural.plugins import PluginSpec
+
+        return PluginSpec(
+            ewc_strength=self.ewc_strength,
+            ewc_decay=self.ewc_decay,
+            ewc_every=self.ewc_every,
+            replay=self.replay,
+            replay_capacity=self.replay_capacity,
+            replay_mix=self.replay_mix,
+            seed=self.seed,
+        ).build(task=self.task, n_classes=self.n_classes)
+
+    def _build(self, n_features: int) -> Any:
+        kind = self.kind
+        model_kwargs = parse_options(self.model_options, "--model-option")
+        if kind != "avalanche" and (self.avalanche_options or self.avalanche_plugins):
+            raise ConfigError("--avalanche-option/--avalanche-plugin need --avalanche STRATEGY")
+        if kind == "river":
+            from learners.river_adapter.learner import RiverLearner
+
+            if self._plugins() or self.avalanche:
+                raise ConfigError(
+                    "--ewc-*, --replay and --avalanche apply to torch models, not to river models"
+                )
+            return RiverLearner(
+                self.model,
+                n_features=n_features,
+                task=self.task,
+                n_classes=self.n_classes,
+                model_kwargs=model_kwargs or None,
+            )
+        if kind == "avalanche":
+            from learners.avalanche_adapter.learner import AvalancheLearner
+
+            if self._plugins():
+                raise ConfigError(
+                    "--ewc-* and --replay are streamlearn's own plugins; with --avalanche use its "
+                    "strategies (EWC, Replay, ...) or --avalanche-plugin"
+                )
+            if self.task != "classification":
+                raise ConfigError("Avalanche strategies are for classification (--task classification)")
+            return AvalancheLearner(
+                self.avalanche,
+                self.model,
+                n_features=n_features,
+                n_classes=self.n_classes,
+                strategy_kwargs=parse_options(self.avalanche_options, "--avalanche-option"),
+                plugins=[_parse_plugin(p) for p in self.avalanche_plugins],
+                optimizer=self.optimizer,
+                lr=self.lr,
+                train_epochs=self.steps_per_batch,
+                minibatch_size=self.minibatch_size,
+                model_kwargs=model_kwargs or None,
+                device=self.device,
+                seed=self.seed,
+            )
+        from learners.neural.learner import TorchLearner
+
+        return TorchLearner(
+            model=self.model,
+            n_features=n_features,
+            task=self.task,
+            n_classes=self.n_classes,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            steps_per_batch=self.steps_per_batch,
+            minibatch_size=self.minibatch_size,
+            device=self.device,
+            seed=self.seed,
+            model_kwargs=model_kwargs or None,
+            plugins=self._plugins(),
+        )
+
+    def factory(self) -> Callable[[int], Any]:
+        """A builder ``n_features -> learner``; sets torch's CPU thread count (a process-wide setting)."""
+        import torch
+
+        torch.set_num_threads(self.torch_threads)
+        return self._build

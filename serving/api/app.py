@@ -1,0 +1,589 @@
+"""The prediction API: serves the latest validated model and swaps to new ones without a failed request.
+
+Build it with :func:`create_app`; ``streamlearn serve`` runs it under uvicorn,
+and ``uvicorn --factory serving.api.app:app_from_env`` does the same from
+environment settings (``STREAMLEARN_SERVING_*``, ``STREAMLEARN_REGISTRY_*``).
+
+The lifespan opens the registry, loads its current version onto
+``app.state.slot`` and starts the :class:`~serving.api.hot_swap.HotSwapper`.
+Prediction handlers read the slot ONCE per request and answer with the
+version they used, so a swap in the middle of a request is invisible to it.
+They are ``async def`` on purpose: a forward pass of a tabular model takes
+tens of microseconds, less than a hop to the thread pool would.
+
+Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /models``,
+``GET /models/current``, ``POST /models/{version}/promote`` and
+``POST /rollback`` (bearer admin token), ``GET /events``, ``GET /health``
+(liveness, always 200), ``GET /health/ready`` (200 only with the registry
+reachable and a model loaded, else 503), ``GET /metrics`` (Prometheus).
+
+Bad input is a 4xx, never a 500: a body over ``max_body_bytes`` is 413 before
+it is parsed (:mod:`serving.api.body_limit`), a predict body that is not JSON is
+415, a feature value that is not finite in float32 -- or a row the model's
+arithmetic overflows on -- is 422, and so are non-finite ``/events`` bounds.
+
+Examples
+--------
+>>> import tempfile
+>>> from fastapi.testclient import TestClient
+>>> app = create_app(ServingSettings(), registry_settings=RegistrySettings(url=tempfile.mkdtemp()))
+>>> with TestClient(app) as client:
+...     client.get("/health").json()["ready"], client.post("/predict", json={"x": [1.0]}).status_code
+(False, 503)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Annotated, Any, Sequence
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from serving.api.body_limit import BodySizeLimitMiddleware
+from serving.api.hot_swap import HotSwapper, ModelSlot, same_version
+from serving.api.metrics import MetricsMiddleware, ServingMetrics
+from serving.api.model import ServedModel
+from serving.api.schemas import (
+    FLOAT32_MAX,
+    BatchPrediction,
+    BatchPredictRequest,
+    Prediction,
+    PredictRequest,
+    PromoteRequest,
+    RollbackRequest,
+)
+from serving.registry.base import ModelRegistry
+from serving.registry.factory import open_registry
+from serving.settings import RegistrySettings, ServingSettings
+from stream.core.errors import RegistryError, RegistryUnavailableError, VersionNotFoundError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "app_from_env"]
+
+
+# ----------------------------------------------------------------- dependencies
+# Dependencies are async on purpose: FastAPI runs a sync one in its thread
+# pool, and that hop cost a third of a /predict request (measured, bench/serving.py).
+async def get_settings(request: Request) -> ServingSettings:
+    return request.app.state.settings
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+_bearer = HTTPBearer(auto_error=False, description="The admin token (STREAMLEARN_SERVING_ADMIN_TOKEN).")
+
+
+async def require_admin(
+    settings: Annotated[ServingSettings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if settings.admin_token is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="admin endpoints are disabled: set STREAMLEARN_SERVING_ADMIN_TOKEN",
+        )
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="send 'Authorization: Bearer <admin token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(
+        credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wrong admin token")
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+AdminDep = Depends(require_admin)
+
+
+# ---------------------------------------------------------------- JSON bodies
+_FLOAT32_MSG = (
+    f"Input should be a number finite in float32 (between -{FLOAT32_MAX:.8g} and {FLOAT32_MAX:.8g}): "
+    "the model computes in float32, where this value is infinite"
+)
+
+
+#: pydantic's names for the two shapes of a row (list | dict), which it puts in an error's loc.
+_ROW_SHAPES = ("list[constrained-float]", "dict[str,constrained-float]")
+
+
+def _body_errors(errors: list[dict]) -> list[dict]:
+    """pydantic's errors for a body in the client's terms: ``loc`` from ``"body"``, one row shape, plain words.
+
+    A row may be a list or a dict, so pydantic reports a failure under each
+    shape; "should be a valid array" from the shape the client did not use is
+    noise when the other one says what is really wrong, and the shape names
+    are not part of the client's document.
+    """
+    inside = {
+        tuple(e["loc"][:i]) for e in errors for i, part in enumerate(e["loc"][:-1]) if part in _ROW_SHAPES
+    }
+    out = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        if (
+            loc
+            and loc[-1] in _ROW_SHAPES
+            and err["type"] in ("list_type", "dict_type")
+            and loc[:-1] in inside
+        ):
+            continue
+        err = {**err, "loc": ("body", *(part for part in loc if part not in _ROW_SHAPES))}
+        bound = (err.get("ctx") or {}).get("le", (err.get("ctx") or {}).get("ge"))
+        if (
+            err["type"] in ("less_than_equal", "greater_than_equal")
+            and bound is not None
+            and abs(bound) == FLOAT32_MAX
+        ):
+            # pydantic's own message prints the bound as a 39-digit integer; say what is wrong instead.
+            err["msg"] = _FLOAT32_MSG
+        out.append(err)
+    return out
+
+
+def _parse(schema: type[BaseModel], raw: bytes) -> Any:
+    """Validate a JSON body against ``schema``; 422 in FastAPI's error format otherwise."""
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            _body_errors(exc.errors(include_input=False, include_url=False))
+        ) from None
+
+
+async def _json_body(request: Request) -> bytes:
+    """The raw body of a predict request, or 415 if it says it is not JSON.
+
+    The predict handlers parse their bytes themselves, so without this check
+    a ``text/plain`` or form body that happens to hold JSON would be accepted.
+    No Content-Type at all is taken as JSON, as FastAPI does for its own bodies.
+    """
+    content_type = request.headers.get("content-type")
+    if content_type is not None:
+        media = content_type.partition(";")[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"send the body as JSON with 'Content-Type: application/json', not {media[:100]!r}",
+            )
+    return await request.body()
+
+
+def _json(payload: dict) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _body_doc(schema: type[BaseModel]) -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema.model_json_schema()}},
+        }
+    }
+
+
+_ERROR_TEXT = {
+    400: "the body cannot be decoded as JSON (not UTF-8, or nested too deep)",
+    401: "no admin token was sent",
+    403: "wrong admin token, or the admin endpoints are disabled",
+    404: "no such model version",
+    409: "the registry refused the transition (no weights any more, nothing to roll back to)",
+    413: "the body is larger than max_body_bytes (or /predict/batch has more rows than max_batch_rows)",
+    415: "the body is not JSON",
+    422: "the rows do not fit the model, or a feature value is not finite in float32",
+    503: "no validated model yet, or the registry is unreachable",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict]:
+    """The error answers of an endpoint, for /openapi.json: every one is ``{"detail": ...}``.
+
+    Documented so that clients -- and the API fuzz test, which fails on an
+    undocumented status -- know them. FastAPI documents 422 itself for
+    endpoints with parameters; predict handlers, which parse their own body, list it here.
+    """
+    doc = {"content": {"application/json": {"schema": {"type": "object", "required": ["detail"]}}}}
+    return {code: {"description": _ERROR_TEXT[code], **doc} for code in codes}
+
+
+def _served(request: Request) -> ServedModel:
+    """The served model, read ONCE: this request uses it throughout, whatever swaps meanwhile."""
+    model = request.app.state.slot.model
+    if model is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="no validated model yet: the daemon publishes one after its first validation window",
+            headers={"Retry-After": "1"},
+        )
+    return model
+
+
+# ---------------------------------------------------------------------- inputs
+def _unprocessable(loc: Sequence[Any], message: str) -> HTTPException:
+    # Same shape as FastAPI's own validation errors, so clients parse one format.
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        detail=[{"loc": list(loc), "msg": message, "type": "value_error"}],
+    )
+
+
+def rows_to_matrix(
+    rows: Sequence[list[float] | dict[str, float]], model: ServedModel, loc: Sequence[Any]
+) -> np.ndarray:
+    """Turn request rows into an (n, n_features) float32 matrix, or raise 422 saying what was expected."""
+    d = model.n_features
+    names = model.feature_names
+    if rows and isinstance(rows[0], list):
+        try:
+            X = np.asarray(rows, dtype=np.float32)  # the common case, in one C call
+        except (ValueError, TypeError):
+            X = None  # ragged or mixed rows: the loop below says which row is wrong
+        if X is not None and X.shape == (len(rows), d):
+            return X
+    X = np.empty((len(rows), d), np.float32)
+    for i, row in enumerate(rows):
+        where = [*loc, i] if len(rows) > 1 or loc[-1] == "rows" else list(loc)
+        if isinstance(row, dict):
+            if names is None:
+                raise _unprocessable(
+                    where,
+                    f"this model (version {model.version.number}) has unnamed features: "
+                    f"send x as a list of {d} numbers",
+                )
+            missing = [n for n in names if n not in row]
+            extra = sorted(set(row) - set(names))
+            if missing or extra:
+                raise _unprocessable(
+                    where, f"expected the {d} features {names}; missing {missing}, unknown {extra}"
+                )
+            X[i] = [row[n] for n in names]
+        else:
+            if len(row) != d:
+                raise _unprocessable(
+                    where, f"expected {d} features, got {len(row)} (model version {model.version.number})"
+                )
+            X[i] = row
+    return X
+
+
+def _check_finite(values: np.ndarray, loc: Sequence[Any], version: int) -> None:
+    """422 if the model's output is not finite (inf/NaN), naming the first row it happened on.
+
+    Inputs are all finite in float32, but a model's arithmetic can still
+    overflow on huge ones; answering 200 with ``null`` probabilities would
+    hand the client a prediction that means nothing.
+    """
+    flat = values.ravel()
+    # A Python loop over a short row: a numpy ufunc here added ~13 us to a
+    # ~100 us single-row /predict (measured in-process); batches take numpy.
+    all_finite = all(map(math.isfinite, flat.tolist())) if flat.size <= 64 else bool(np.isfinite(flat).all())
+    if all_finite:
+        return
+    finite = np.isfinite(values).reshape(len(values), -1)
+    row = int(np.flatnonzero(~finite.all(axis=1))[0])
+    where = [*loc, row] if loc[-1] == "rows" else list(loc)
+    raise _unprocessable(
+        where,
+        f"model version {version} overflows on this row (its output is not finite): "
+        "the feature values are too large for it; send them on the scale it was trained on",
+    )
+
+
+# -------------------------------------------------------------------------- app
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    registry: ModelRegistry | None = None,
+    registry_settings: RegistrySettings | None = None,
+) -> FastAPI:
+    """The API. Pass ``registry`` to share one you own (it is not closed on shutdown)."""
+    settings = settings or ServingSettings()
+    registry_settings = registry_settings or RegistrySettings()
+    metrics = ServingMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = registry is None
+        reg = (
+            registry
+            if registry is not None
+            else open_registry(
+                registry_settings.url,
+                namespace=registry_settings.namespace,
+                keep_states=registry_settings.keep_states,
+            )
+        )
+        slot = ModelSlot()
+
+        def on_swap(model: ServedModel) -> None:
+            metrics.swaps.inc()
+            metrics.model_version.set(model.version.number)
+
+        swapper = HotSwapper(
+            reg,
+            slot,
+            poll_interval=settings.poll_interval_s,
+            device=settings.device,
+            on_swap=on_swap,
+            on_registry_state=lambda up: metrics.registry_up.set(1 if up else 0),
+            on_load_failure=lambda n, exc: metrics.load_failures.inc(),
+        )
+        app.state.settings, app.state.registry, app.state.slot, app.state.swapper = (
+            settings,
+            reg,
+            slot,
+            swapper,
+        )
+        try:
+            swapper.sync_now()
+        except RegistryError as exc:
+            # Start anyway: liveness is fine, readiness says why, the swapper retries.
+            log.warning("starting without a model: %s", exc)
+        swapper.start()
+        try:
+            yield
+        finally:
+            swapper.stop()
+            if owned:
+                reg.close()
+
+    app = FastAPI(
+        title="streamlearn prediction API",
+        version="1",
+        summary="Serves the latest validated model version and hot-swaps to new ones.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    # Added first so it sits inside the metrics middleware: a 413 is still counted.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each offending "input": that breaks on NaN
+        # (not JSON) and would echo whole 1000-row bodies. loc + msg say enough.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(VersionNotFoundError)
+    async def _not_found(_: Request, exc: VersionNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(RegistryUnavailableError)
+    async def _unavailable(_: Request, exc: RegistryUnavailableError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"model registry unavailable: {exc}"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(RegistryError)
+    async def _conflict(_: Request, exc: RegistryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+    # --------------------------------------------------------------- predict
+    # The predict handlers read and validate their body themselves (pydantic's
+    # Rust JSON parser, straight from the bytes) and answer with orjson bytes,
+    # instead of going through FastAPI's dependency solver, json.loads and
+    # response-model validation: ~25% of a single-row request (bench/serving.py).
+    # The schemas still document them in /docs.
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        tags=["predict"],
+        openapi_extra=_body_doc(PredictRequest),
+        responses=_responses(413, 415, 422, 503),
+    )
+    async def predict(request: Request) -> Response:
+        """Predict one row; the answer names the model version that produced it."""
+        body = _parse(PredictRequest, await _json_body(request))
+        model = _served(request)
+        X = rows_to_matrix([body.x], model, ("body", "x"))
+        labels, proba = model.predict(X)
+        _check_finite(labels if proba is None else proba, ("body", "x"), model.version.number)
+        metrics.predicted_rows.inc()
+        return _json(
+            {
+                "version": model.version.number,
+                "prediction": model.label(int(labels[0])) if proba is not None else float(labels[0]),
+                "probabilities": proba[0].tolist() if proba is not None else None,
+            }
+        )
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchPrediction,
+        tags=["predict"],
+        openapi_extra=_body_doc(BatchPredictRequest),
+        responses=_responses(413, 415, 422, 503),
+    )
+    async def predict_batch(request: Request) -> Response:
+        """Predict up to ``max_batch_rows`` rows with one model version."""
+        body = _parse(BatchPredictRequest, await _json_body(request))
+        model = _served(request)
+        n = len(body.rows)
+        if n > settings.max_batch_rows:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                detail=f"{n} rows is more than the maximum of {settings.max_batch_rows} per "
+                "request; split the batch",
+            )
+        if n == 0:
+            return _json({"version": model.version.number, "predictions": [], "probabilities": None})
+        X = rows_to_matrix(body.rows, model, ("body", "rows"))
+        labels, proba = model.predict(X)
+        _check_finite(labels if proba is None else proba, ("body", "rows"), model.version.number)
+        metrics.predicted_rows.inc(n)
+        if proba is None:
+            return _json(
+                {
+                    "version": model.version.number,
+                    "predictions": labels.astype(float).tolist(),
+                    "probabilities": None,
+                }
+            )
+        classes = model.classes
+        preds = [classes[i] for i in labels] if classes else labels.tolist()
+        return _json({"version": model.version.number, "predictions": preds, "probabilities": proba.tolist()})
+
+    # ---------------------------------------------------------------- models
+    @app.get("/models", tags=["models"], responses=_responses(503))
+    def list_models(reg: RegistryDep, request: Request, limit: int = Query(50, ge=1, le=1000)) -> dict:
+        """Versions, newest first, with the registry's current and this server's served version."""
+        current, _ = reg.pointer()
+        served = request.app.state.slot.model
+        return {
+            "current": current,
+            "served": served.version.number if served else None,
+            "versions": [v.to_dict() for v in reg.history(limit=limit)],
+        }
+
+    @app.get("/models/current", tags=["models"])
+    def current_model(request: Request) -> dict:
+        """The version this server answers with, and whether it is the registry's current one."""
+        served = request.app.state.slot.model
+        try:
+            current = request.app.state.registry.current()
+            registry_state = "ok"
+        except RegistryUnavailableError:
+            current, registry_state = None, "unreachable"
+        # By identity, not number: an emptied-and-refilled registry reuses numbers.
+        return {
+            "served": served.version.to_dict() if served else None,
+            "registry_current": current.number if current else None,
+            "registry": registry_state,
+            "in_sync": served is not None and current is not None and same_version(served, current),
+        }
+
+    @app.post(
+        "/models/{version}/promote",
+        tags=["admin"],
+        dependencies=[AdminDep],
+        responses=_responses(400, 401, 403, 404, 409, 413, 503),
+    )
+    def promote(version: int, reg: RegistryDep, request: Request, body: PromoteRequest | None = None) -> dict:
+        """Serve this version from now on (it becomes validated); effective on this server at once."""
+        promoted = reg.promote(version, reason=(body or PromoteRequest()).reason)
+        request.app.state.swapper.sync_now()
+        return {"promoted": promoted.to_dict(), "served": request.app.state.slot.model.version.number}
+
+    @app.post(
+        "/rollback",
+        tags=["admin"],
+        dependencies=[AdminDep],
+        responses=_responses(400, 401, 403, 404, 409, 413, 503),
+    )
+    def rollback(reg: RegistryDep, request: Request, body: RollbackRequest | None = None) -> dict:
+        """Go back to an earlier validated version (default: the previous one); effective at once."""
+        body = body or RollbackRequest()
+        target = reg.rollback(to=body.to, reason=body.reason)
+        request.app.state.swapper.sync_now()
+        return {"rolled_back_to": target.to_dict(), "served": request.app.state.slot.model.version.number}
+
+    @app.get("/events", tags=["models"], responses=_responses(503))
+    def events(
+        reg: RegistryDep,
+        kind: str | None = Query(
+            None,
+            description="publish, validate, reject, promote, rollback, "
+            "drift_alarm, adapt, drift_dismissed, retrain_request, "
+            "retrain_started, retrain_adopted, retrain_rejected, "
+            "retrain_failed, retrain_unjudged",
+        ),
+        since: float | None = Query(None, description="epoch seconds, inclusive"),
+        until: float | None = Query(None, description="epoch seconds, inclusive"),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> dict:
+        """The registry's audit trail, newest first: version lifecycle and drift decisions.
+
+        Manual rollbacks (``POST /rollback``) and the drift policy's automatic
+        ones are both ``kind=rollback``; ``details.automatic`` tells them apart.
+        """
+        for name, bound in (("since", since), ("until", until)):
+            # float() parses "nan" and "inf"; no time is either, and a NaN
+            # bound would silently compare false against every event.
+            if bound is not None and not math.isfinite(bound):
+                raise _unprocessable(
+                    ("query", name), f"{name} must be a finite number of epoch seconds, got {bound}"
+                )
+        if since is not None and until is not None and until < since:
+            raise _unprocessable(("query", "until"), f"until ({until}) is before since ({since})")
+        return {"events": [e.to_dict() for e in reg.events(kind=kind, since=since, limit=limit, until=until)]}
+
+    # ---------------------------------------------------------------- health
+    def _health(request: Request) -> dict:
+        swapper: HotSwapper = request.app.state.swapper
+        model = request.app.state.slot.model
+        registry_up = swapper.registry_up
+        ready = registry_up and model is not None
+        return {
+            "status": "ok" if ready else ("degraded" if model is not None else "not_ready"),
+            "live": True,
+            "ready": ready,
+            "registry": "ok" if registry_up else "unreachable",
+            "model_version": model.version.number if model else None,
+            "swaps": request.app.state.slot.swaps,
+            "last_error": swapper.last_error,
+        }
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> dict:
+        """Liveness (always 200 while the process answers) with the readiness facts in the body."""
+        return _health(request)
+
+    @app.get("/health/ready", tags=["health"], responses={503: {"description": "not ready"}})
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: 200 only with the registry reachable and a model loaded."""
+        body = _health(request)
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus() -> Response:
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    return app
+
+
+@lru_cache(maxsize=1)
+def app_from_env() -> FastAPI:
+    """The app from environment settings (``uvicorn --factory serving.api.app:app_from_env``)."""
+    return create_app(ServingSettings(), registry_settings=RegistrySettings())

@@ -1,0 +1,87 @@
+"""What an engine is told (:class:`EngineConfig`) and what one run of it did (:class:`RunSummary`).
+
+Plain, frozen data kept apart from the loop in :mod:`stream.engine.loop`, which
+re-exports both names.
+
+Examples
+--------
+>>> EngineConfig(checkpoint_every_batches=0)
+Traceback (most recent call last):
+...
+stream.core.errors.ConfigError: checkpoint_every_batches must be at least 1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from stream.core.deadletter import SinkStatus
+from stream.core.errors import ConfigError
+from stream.core.records import TopicPartition
+from stream.sources.outage import OutageSummary
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the loop paces itself and when it stops.
+
+    ``until_idle_seconds``: stop once no record has arrived for this long and
+    the source's lag is known to be 0 -- never during a broker outage (the
+    window residue is learned first, then checkpointed). ``max_events``:
+    stop after learning at least this many events. ``late_policy``: what
+    happens to events that arrive after their event-time window closed.
+    """
+
+    checkpoint_every_batches: int = 20
+    checkpoint_every_seconds: float = 5.0
+    poll_timeout_ms: int = 100
+    max_poll_records: int = 5_000
+    until_idle_seconds: float | None = None
+    max_events: int | None = None
+    prequential: bool = True
+    late_policy: Literal["drop", "dead_letter"] = "dead_letter"
+    ledger: bool = False
+    #: How many recently taken-in event ids to remember, so a repeated id is
+    #: never learned twice (0: off). Only ids the records carry count.
+    dedup_window: int = 1_000_000
+    duplicate_policy: Literal["drop", "dead_letter"] = "dead_letter"
+    progress_every_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every_batches < 1:
+            raise ConfigError("checkpoint_every_batches must be at least 1")
+        if self.checkpoint_every_seconds <= 0:
+            raise ConfigError("checkpoint_every_seconds must be positive")
+        if self.late_policy not in ("drop", "dead_letter"):
+            raise ConfigError("late_policy must be 'drop' or 'dead_letter'")
+        if self.duplicate_policy not in ("drop", "dead_letter"):
+            raise ConfigError("duplicate_policy must be 'drop' or 'dead_letter'")
+        if self.dedup_window < 0:
+            raise ConfigError("dedup_window must be 0 (off) or a number of ids")
+        if self.max_poll_records < 1 or self.poll_timeout_ms < 0:
+            raise ConfigError("max_poll_records must be >= 1 and poll_timeout_ms >= 0")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one :meth:`Engine.run` did (cumulative counters include restored ones)."""
+
+    events_learned: int
+    batches_learned: int
+    events_read_this_run: int
+    dead_letters: dict[str, int]
+    late: int
+    checkpoints_this_run: int
+    accuracy: float | None
+    elapsed_seconds: float
+    stopped_because: str
+    positions: dict[TopicPartition, int]
+    #: The drift policy's counters (alarms, decisions by kind), ``None`` without a policy.
+    drift: dict | None = None
+    #: Events refused as repeats of a recently taken-in id.
+    duplicates: int = 0
+    #: The dead-letter destination at the end (``None`` with ``--dead-letter none``).
+    dead_letter_status: SinkStatus | None = None
+    #: The run's broker outages (``None`` if the broker never went away), set by :meth:`Engine.run`.
+    outage: OutageSummary | None = None

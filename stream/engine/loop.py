@@ -1,0 +1,635 @@
+"""The engine loop: poll -> decode -> window -> predict, then learn -> checkpoint.
+
+One :class:`Engine` drives one learner from one source. Each micro-batch is
+first scored (prequential, test-then-train) and then learned. Every
+``checkpoint_every_batches`` batches or ``checkpoint_every_seconds`` seconds
+the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
+
+1. flush the dead-letter sink, so no record's only copy is in a buffer;
+2. write the checkpoint -- learner, window residue, positions, counters,
+   ledger -- atomically (the commit point);
+3. commit the positions to the consumer group (monitoring only; a failure is
+   logged, never fatal, because the checkpoint already holds the truth).
+
+On start it restores the newest checkpoint and the source seeks to its
+positions, so a crash at any instant neither loses nor double-learns an event.
+An optional :class:`~stream.reconcile.reconciler.Reconciler` runs full retrains beside
+the loop and may swap in a caught-up retrain at a batch boundary
+(:meth:`Engine._adopt`).
+A stop request (SIGTERM/SIGINT) finishes the current batch, checkpoints,
+commits and closes. Partition revocation checkpoints before the release.
+
+A broker outage neither stops nor crashes the loop. The Kafka clients
+reconnect by themselves; the source reports the outage (``outage()``) and the
+loop keeps polling -- each poll still waits its timeout -- so learning simply
+resumes from the positions it holds when the broker answers again: nothing is
+lost or learned twice, and the last checkpoint stays the truth meanwhile (the
+group commit is skipped). A poll that raises
+:class:`~stream.core.errors.BrokerOutageError` is retried after a computed backoff.
+:class:`~stream.sources.outage.OutageWatch` warns once with the cause, then at
+widening intervals, puts ``broker unreachable for 12s, retrying`` on the
+progress line and the outage into the :class:`RunSummary`.
+
+``until_idle_seconds`` stops the loop only when no record arrived for that
+long, counted from the latest of the last record, the last assignment and
+the end of the last outage, *and* no outage is in progress *and* the source's
+lag is known to be 0. An unknown lag (before the group assigned partitions, or
+while the broker is out of reach) is not 0: the loop waits, and the progress
+line shows ``lag ?``. An outage is never taken for an idle topic.
+
+Examples
+--------
+>>> import tempfile
+>>> from stream.testing.doubles import ListSource, make_records
+>>> from stream.window.windows import CountWindow
+>>> from learners.neural.learner import TorchLearner
+>>> engine = Engine(
+...     source=ListSource(make_records(200, n_features=3)),
+...     codec=JsonCodec(CodecConfig(n_features=3)),
+...     window=CountWindow(50),
+...     learner_builder=lambda d: TorchLearner(n_features=d),
+...     store=CheckpointStore(tempfile.mkdtemp()),
+...     config=EngineConfig(until_idle_seconds=0),
+... )
+>>> engine.run().events_learned
+200
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import numpy as np
+
+from learners.base import Learner
+from stream.codec.json_codec import CodecConfig, DecodeResult, JsonCodec
+from stream.core.clock import Clock, SystemClock
+from stream.core.deadletter import CountingSink, DeadLetter, DeadLetterSink, late_letters
+from stream.core.errors import BrokerOutageError, SchemaMismatchError
+from stream.core.poll import PollColumns, as_columns
+from stream.core.records import Events, MicroBatch, TopicPartition
+from stream.engine.checkpoint import Checkpoint, CheckpointStore
+from stream.engine.config import EngineConfig, RunSummary
+from stream.engine.dedup import RecentIds, repeated
+from stream.engine.gate import ValidationGate
+from stream.engine.ledger import LearnLedger
+from stream.engine.observer import BatchObserver, BatchOutcome
+from stream.engine.progress import RunStats
+from stream.sources.base import Source
+from stream.sources.outage import OutageWatch
+from stream.window.windows import WindowOutput
+
+if TYPE_CHECKING:
+    from drift.policy import DriftPolicy
+    from stream.reconcile.reconciler import Adoption, Reconciler
+
+log = logging.getLogger(__name__)
+
+LearnerBuilder = Callable[[int], Learner]
+
+
+class Engine:
+    """Runs prequential learning over a source; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        source: Source,
+        codec: JsonCodec,
+        window,
+        learner_builder: LearnerBuilder,
+        store: CheckpointStore,
+        dead_letters: DeadLetterSink | None = None,
+        config: EngineConfig | None = None,
+        clock: Clock | None = None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        gate: ValidationGate | None = None,
+        policy: DriftPolicy | None = None,
+        observer: BatchObserver | None = None,
+        reconciler: Reconciler | None = None,
+    ) -> None:
+        self.source = source
+        self.codec = codec
+        self.window_config = window
+        self.learner_builder = learner_builder
+        self.store = store
+        self.config = config or EngineConfig()
+        self.clock = clock or SystemClock()
+        self.on_progress = on_progress
+        self.gate = gate
+        self.policy = policy
+        self.observer = observer
+        self.reconciler = reconciler
+        if reconciler is not None and policy is not None and policy.on_retrain_request is None:
+            policy.on_retrain_request = reconciler.request
+        if policy is not None and gate is not None:
+            # The policy's snapshot is the gate's validated version, and its
+            # audit trail goes to the registry the gate publishes to.
+            if policy.snapshot_provider is None:
+                policy.snapshot_provider = gate.validated
+            if policy.registry is None:
+                policy.registry = gate.registry
+        self._sink = CountingSink(dead_letters)
+        self._learner: Learner | None = None
+        self._windower = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._stats = RunStats()
+        self._ledger: LearnLedger | None = None
+        self._recent: RecentIds | None = None
+        self._ckpt_seq = 0
+        self._batches_since_ckpt = 0
+        self._dirty = False
+        self._stop_reason: str | None = None
+        self._assigned_at: float | None = None
+        self._closed = False
+        self._started = time.monotonic()
+        self._at_start = (0, 0)
+        self._last_ckpt = time.monotonic()
+
+    # --------------------------------------------------------------- access
+    @property
+    def learner(self) -> Learner | None:
+        return self._learner
+
+    @property
+    def stats(self) -> RunStats:
+        return self._stats
+
+    @property
+    def ledger(self) -> LearnLedger | None:
+        return self._ledger
+
+    @property
+    def positions(self) -> dict[TopicPartition, int]:
+        """Per partition, the next offset to read (a copy)."""
+        return dict(self._positions)
+
+    def pending(self) -> Events | None:
+        """Events read but not learned yet: the open window's residue."""
+        return self._windower.pending() if self._windower is not None else None
+
+    def new_learner(self, n_features: int) -> Learner:
+        """A fresh learner as this engine builds them (the reconciler loads a retrain into one)."""
+        return self.learner_builder(n_features)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_reason is not None
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to finish its current batch, checkpoint and return (signal-safe)."""
+        self._stop_reason = reason
+
+    # -------------------------------------------------------------- restore
+    def _restore(self) -> None:
+        ckpt = self.store.latest()
+        window = self.config.dedup_window
+        if ckpt is None:
+            self._windower = self.window_config.build()
+            self._ledger = LearnLedger() if self.config.ledger else None
+            self._recent = RecentIds(window) if window else None
+            return
+        configured = self.codec.n_features
+        restored = ckpt.schema.get("n_features")
+        if configured is not None and restored is not None and configured != restored:
+            raise SchemaMismatchError(
+                f"checkpoint in {self.store.directory} was made with {restored} features, "
+                f"but {configured} are configured; use a new --checkpoint-dir or fix --n-features"
+            )
+        if restored is not None:
+            self.codec = JsonCodec(self.codec.config, locked_dimension=restored)
+        self._positions = dict(ckpt.positions)
+        self._stats = RunStats.from_counters(ckpt.counters)
+        self._sink.counts.update(ckpt.counters.get("dead_letters", {}))
+        self._windower = self.window_config.build(resume_state=ckpt.window)
+        if ckpt.learner is not None:
+            self._learner = self.learner_builder(restored)
+            self._learner.load_state_dict(ckpt.learner)
+        if self.config.ledger:
+            self._ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
+        if self.gate is not None:
+            self.gate.restore(ckpt.components.get("gate"))
+        if self.policy is not None:
+            self.policy.restore(ckpt.components.get("drift"))
+        recent = ckpt.components.get("dedup")
+        if window:
+            self._recent = RecentIds.from_snapshot(recent, window) if recent else RecentIds(window)
+        self._ckpt_seq = ckpt.seq
+        log.info(
+            "restored checkpoint %d: %d events learned, positions %s",
+            ckpt.seq,
+            self._stats.events_learned,
+            self._positions,
+        )
+
+    # ------------------------------------------------- RebalanceHandler API
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        self._assigned_at = time.monotonic()
+        return {tp: self._positions[tp] for tp in partitions if tp in self._positions}
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        # Called from inside source.poll(), i.e. between batches: state is consistent.
+        # Not while closing: a normal stop checkpointed already, and a failing
+        # one must not write state its error may have left half-done.
+        if self._dirty and not self._closed:
+            self.checkpoint()
+
+    # ---------------------------------------------------------------- loop
+    def run(self, *, outage_watch: OutageWatch | None = None) -> RunSummary:
+        """Run until idle, the end of a bounded source, ``max_events`` or a stop request; checkpoint on the way out.
+
+        Parameters
+        ----------
+        outage_watch : OutageWatch, optional
+            Reports broker outages and spaces the retries of a poll that
+            raised (tests inject backoffs and a sleep); a default one otherwise.
+
+        Returns
+        -------
+        RunSummary
+            With ``outage`` set when the broker went away during the run.
+
+        Notes
+        -----
+        Idle needs a lag known to be 0 and no outage (see the module docstring).
+        """
+        cfg = self.config
+        watch = outage_watch if outage_watch is not None else OutageWatch()
+        source_outage = getattr(self.source, "outage", None)
+        self.start()
+        last_data = last_report = time.monotonic()
+        said_lagging = False
+        reason = "stop requested"
+
+        def report(now: float) -> None:
+            nonlocal last_report
+            if self.on_progress is not None and now - last_report >= cfg.progress_every_seconds:
+                self._stats.outage = watch.note(now)
+                self._report()
+                last_report = now
+
+        try:
+            next_poll = self._poller()
+            while self._stop_reason is None:
+                try:
+                    poll = next_poll()
+                except BrokerOutageError as exc:
+                    # The source cannot poll at all: the checkpoint stays as it
+                    # is; poll again after a computed backoff, not at once.
+                    delay = watch.poll_failed(str(exc), now=time.monotonic())
+                    watch.wait(delay, stop=lambda: self._stop_reason is not None)
+                    report(time.monotonic())
+                    continue
+                now = time.monotonic()
+                watch.observe(source_outage() if source_outage is not None else None, now)
+                if len(poll):
+                    last_data = now
+                    said_lagging = False
+                self.feed(poll)
+                # An outage is not idleness, and neither is a slow group join:
+                # the quiet time counts from the latest of the last record, the
+                # last assignment and the end of the last outage.
+                if (
+                    not len(poll)
+                    and cfg.until_idle_seconds is not None
+                    and self._assigned_at is not None
+                    and not watch.active
+                    and now - max(last_data, self._assigned_at, watch.ended_at or 0.0)
+                    >= cfg.until_idle_seconds
+                ):
+                    try:
+                        lag = self.source.lag()
+                    except Exception:  # noqa: BLE001 -- a lag that cannot be read is unknown
+                        lag = None
+                    if lag == 0:
+                        self.end_of_input()
+                        reason = f"idle for {cfg.until_idle_seconds:g}s"
+                        break
+                    if not said_lagging:
+                        log.info(
+                            "no record for %gs, but the lag is %s: not idle yet",
+                            cfg.until_idle_seconds,
+                            "unknown" if lag is None else f"{lag:,}",
+                        )
+                        said_lagging = True
+                if not len(poll) and getattr(self.source, "exhausted", False):
+                    self.end_of_input()
+                    reason = "end of input"
+                    break
+                if cfg.max_events is not None and self._stats.events_learned >= cfg.max_events:
+                    reason = f"learned {self._stats.events_learned} >= max_events"
+                    break
+                report(now)
+            else:
+                reason = self._stop_reason
+        except BaseException:
+            self.close()
+            raise
+        self._stats.outage = watch.note()
+        return replace(self.finish(reason), outage=watch.summary())
+
+    # The loop in steps: run() is start, feed per poll, end_of_input, finish.
+    # A driver that reads once for several engines (stream.replay.driver) calls
+    # them itself, so every engine takes exactly the path run() takes.
+    def start(self) -> None:
+        """Lock the checkpoint directory, restore its newest checkpoint and open the source (it seeks there).
+
+        Raises
+        ------
+        CheckpointLockedError
+            Another engine already uses the checkpoint directory.
+        UnreadableCheckpointError
+            Every checkpoint there is unreadable and the store refuses a fresh start.
+        """
+        self._started = time.monotonic()
+        # One writer per directory, held until close(): two engines would each
+        # checkpoint the part of the stream they read and one would lose the other's.
+        self.store.lock()
+        try:
+            self._restore()
+            self.source.open(self)
+        except BaseException:
+            self.store.unlock()  # run() closes only an engine that started
+            raise
+        self._at_start = (self._stats.events_read, self._stats.checkpoints)
+        self._last_ckpt = time.monotonic()
+
+    def feed(self, poll: PollColumns) -> None:
+        """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
+        if self.reconciler is not None:
+            self.reconciler.at_boundary(self)  # between batches: the only time a retrain may be caught up
+        if len(poll):
+            self._handle(self._ingest(poll))
+        self._handle(self._windower.tick(self.clock.now_ms()))
+        now = time.monotonic()
+        if self._dirty and (
+            self._batches_since_ckpt >= self.config.checkpoint_every_batches
+            or now - self._last_ckpt >= self.config.checkpoint_every_seconds
+        ):
+            self.checkpoint()
+            self._last_ckpt = now
+
+    def end_of_input(self) -> None:
+        """No more records will come: learn the window residue (it is checkpointed by :meth:`finish`)."""
+        self._learn_all(self._windower.flush())
+
+    def finish(self, reason: str) -> RunSummary:
+        """Make the last batches durable, report, close the source; the run's summary."""
+        try:
+            if self._dirty:
+                self.checkpoint()
+            if self.on_progress is not None:
+                self._report()
+        finally:
+            self.close()
+        read_at_start, ckpts_at_start = self._at_start
+        return RunSummary(
+            events_learned=self._stats.events_learned,
+            batches_learned=self._stats.batches_learned,
+            events_read_this_run=self._stats.events_read - read_at_start,
+            dead_letters=dict(self._sink.counts),
+            late=self._stats.late,
+            checkpoints_this_run=self._stats.checkpoints - ckpts_at_start,
+            accuracy=self._stats.accuracy,
+            elapsed_seconds=time.monotonic() - self._started,
+            stopped_because=reason,
+            positions=dict(self._positions),
+            drift=dict(self.policy.counts) if self.policy is not None else None,
+            duplicates=self._stats.duplicates,
+            dead_letter_status=self._sink.status(),
+        )
+
+    def close(self) -> None:
+        """Close the source and the dead-letter sink, then unlock the checkpoint directory (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.reconciler is not None:
+                self.reconciler.close()
+            self.source.close()
+        finally:
+            try:
+                self._sink.close()
+            finally:
+                self.store.unlock()  # last: the final checkpoint and dead letters are written
+
+    def _poller(self) -> Callable[[], PollColumns]:
+        """The loop's next-poll function: columns straight from the source when it offers them.
+
+        Polling stays on this thread on purpose. A prefetch thread (poll k+1
+        while poll k is decoded) was measured and dropped: kafka-python parses
+        records in Python inside poll(), so the two threads only traded the GIL
+        -- and starved the client's own network thread -- for a 25% loss;
+        librdkafka already prefetches on its own threads. Rebalance callbacks
+        also run inside poll(), and this way they run between batches, on the
+        thread that owns the engine state.
+        """
+        cfg = self.config
+        source = self.source
+        poll_columns = getattr(source, "poll_columns", None)
+        if poll_columns is not None:
+            return lambda: poll_columns(cfg.poll_timeout_ms, cfg.max_poll_records)
+        return lambda: as_columns(source.poll(cfg.poll_timeout_ms, cfg.max_poll_records))
+
+    def _ingest(self, poll: PollColumns) -> WindowOutput:
+        decoded = self.codec.decode(poll)
+        self._sink.send(decoded.dead_letters)
+        events = decoded.events
+        if self._recent is not None and len(events):
+            events = self._without_repeats(decoded, poll)
+        # INVARIANT: positions only move forward, one past the last record handed on.
+        self._positions.update(poll.next_positions())
+        self._stats.events_read += len(poll)
+        self._dirty = True
+        return self._windower.add(events)
+
+    def _without_repeats(self, decoded: DecodeResult, poll: PollColumns) -> Events:
+        """The decoded events minus those whose own id was taken in recently (or earlier in this poll)."""
+        events = decoded.events
+        repeats = repeated(self._recent, events.ids, decoded.own_ids)
+        if not len(repeats):
+            return events
+        self._stats.duplicates += len(repeats)
+        if self.config.duplicate_policy == "dead_letter":
+            rows = decoded.event_rows()
+            self._sink.send(
+                DeadLetter(poll.record(rows[i]), f"duplicate id: {events.ids[i]!r} was already taken in")
+                for i in repeats.tolist()
+            )
+        keep = np.ones(len(events), dtype=bool)
+        keep[repeats] = False
+        return events.take(keep)
+
+    def _handle(self, out: WindowOutput) -> None:
+        if out.late is not None and len(out.late):
+            self._stats.late += len(out.late)
+            if self.config.late_policy == "dead_letter":
+                self._sink.send(late_letters(out.late))
+            self._dirty = True
+        self._learn_all(out.batches)
+
+    def _learn_all(self, batches: list[MicroBatch]) -> None:
+        for batch in batches:
+            if len(batch):
+                self._learn(batch)
+
+    def _learn(self, batch: MicroBatch) -> None:
+        started = time.perf_counter()
+        observer = self.observer
+        observed = 0.0  # the observer's own time is not the engine's
+        X, y = batch.X, batch.y
+        if self._learner is None:
+            self._learner = self.learner_builder(X.shape[1])
+        pred = None
+        if self.config.prequential:
+            # Test, then train: the score is on data the model has not learned yet.
+            pred = self._learner.predict_batch(X)
+            if np.issubdtype(y.dtype, np.integer):
+                self._stats.observe_predictions(correct=int((pred == y).sum()), total=len(y))
+            else:
+                err = pred.astype(np.float64) - y
+                self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
+        if observer is not None:
+            t = time.perf_counter()
+            observer.before_learn(batch, pred, self._learner)
+            observed += time.perf_counter() - t
+        decision = None
+        alarms_before = self.policy.counts["alarms"] if self.policy is not None else 0
+        if self.policy is not None:
+            if pred is None:
+                pred = self._learner.predict_batch(X)
+            decision = self.policy.observe(self._learner, batch, pred)
+            if decision is not None:
+                if decision.kind == "rollback" and self.gate is not None and decision.version is not None:
+                    self.gate.rolled_back(decision.version)
+                pred = None  # the learner may have changed
+                # A decision changes the learner: make it durable at the next loop turn.
+                self._batches_since_ckpt = self.config.checkpoint_every_batches
+        held = decision is not None or (self.policy is not None and self.policy.holds_validation)
+        version = None
+        if self.reconciler is not None and decision is None:
+            adoption = self.reconciler.before_learn(self, batch, pred)
+            if adoption is not None:
+                self._adopt(adoption)
+                version, held, pred = adoption.version, True, None
+        if self.gate is not None and not held and self.gate.due():
+            # Before learning: this batch is the candidate's unseen holdout.
+            version = self.gate.before_learn(self._learner, batch, pred, self._schema())
+            consolidate = getattr(self._learner, "consolidate", None)
+            if version is not None and version.status == "validated" and consolidate is not None:
+                consolidate()  # EWC anchors on the state that just proved itself
+        report = self._learner.learn_batch(X, y)
+        self._stats.events_learned += report.n_samples
+        self._stats.batches_learned += 1
+        self._stats.last_loss = report.loss
+        if self._ledger is not None:
+            self._ledger.record(batch.events.ids)
+        if self.gate is not None:
+            self.gate.after_learn(batch)
+        self._batches_since_ckpt += 1
+        self._dirty = True
+        if observer is not None:
+            alarm = (
+                self.policy.open_alarm
+                if (self.policy is not None and self.policy.counts["alarms"] > alarms_before)
+                else None
+            )
+            observer.after_learn(
+                batch,
+                BatchOutcome(
+                    report=report,
+                    decision=decision,
+                    version=version,
+                    alarm=alarm,
+                    seconds=time.perf_counter() - started - observed,
+                ),
+            )
+
+    def _adopt(self, adoption: Adoption) -> None:
+        """Swap in a reconciled full retrain (already published and validated) before this batch is learned."""
+        self._learner = adoption.learner
+        if self._ledger is not None and adoption.learned_ids is not None:
+            # The ledger describes the model: now the adopted one's learned ids.
+            self._ledger = LearnLedger()
+            self._ledger.record(np.asarray(adoption.learned_ids))
+        if self.gate is not None:
+            self.gate.adopted(adoption.version, adoption.learner)
+        self._batches_since_ckpt = self.config.checkpoint_every_batches  # durable at the next loop turn
+
+    # ----------------------------------------------------------- checkpoint
+    def checkpoint(self) -> None:
+        """The commit step (see the module docstring for its three ordered steps)."""
+        self._sink.flush()
+        self._ckpt_seq += 1
+        self._stats.dead_letters = dict(self._sink.counts)
+        self.store.save(
+            Checkpoint(
+                seq=self._ckpt_seq,
+                positions=dict(self._positions),
+                learner=self._learner.state_dict() if self._learner is not None else None,
+                window=self._windower.snapshot(),
+                schema=self._schema(),
+                counters=self._stats.counters(),
+                ledger=self._ledger.snapshot() if self._ledger is not None else None,
+                components=self._components(),
+            )
+        )
+        self._stats.checkpoints += 1
+        self._batches_since_ckpt = 0
+        self._dirty = False
+        try:
+            self.source.commit(self._positions)
+        except Exception as exc:  # noqa: BLE001 -- monitoring only; the checkpoint is the truth
+            log.warning("could not commit offsets to the consumer group (lag monitoring only): %s", exc)
+
+    def _components(self) -> dict:
+        components = {}
+        if self.gate is not None:
+            components["gate"] = self.gate.snapshot()
+        if self.policy is not None:
+            components["drift"] = self.policy.snapshot()
+        if self._recent is not None:
+            components["dedup"] = self._recent.snapshot()
+        return components
+
+    def _schema(self) -> dict:
+        """What a prediction needs to know about the input (stored in checkpoints and versions)."""
+        return {"n_features": self.codec.n_features, **_codec_schema(self.codec.config)}
+
+    def _report(self) -> None:
+        stats = self._stats
+        stats.dead_letters = dict(self._sink.counts)
+        stats.dead_letter_status = self._sink.status()
+        try:
+            stats.lag = self.source.lag()
+        except Exception:  # noqa: BLE001 -- lag is informational
+            stats.lag = None
+        if stats.last_loss is not None and not isinstance(stats.last_loss, float):
+            stats.last_loss = float(stats.last_loss)  # the one host sync, at report time only
+        self.on_progress(stats)
+
+
+def _codec_schema(cfg: CodecConfig) -> dict:
+    return {
+        "task": cfg.task,
+        "n_classes": cfg.n_classes,
+        "feature_names": list(cfg.feature_names) if cfg.feature_names is not None else None,
+        "classes": list(cfg.classes) if cfg.classes is not None else None,
+    }
+
+
+def install_stop_signals(engine: Engine) -> None:
+    """SIGTERM/SIGINT ask the engine to stop cleanly; a second SIGINT interrupts at once."""
+
+    def _handler(signum, _frame):
+        if signum == signal.SIGINT and engine.stop_requested:
+            raise KeyboardInterrupt
+        engine.request_stop(f"received {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)

@@ -1,0 +1,117 @@
+"""Parse the CLI's window specs (``count:1000``, ``event:10s,lateness=2s``) into window configs.
+
+:func:`parse_window` is re-exported by :mod:`stream.window.windows`, where the configs
+it builds live; import it from either.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+from stream.core.clock import Clock, SystemClock
+from stream.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stream.window.windows import WindowConfig
+
+__all__ = ["parse_window"]
+
+_FORMS = (
+    "accepted window specs: 'count:N' or 'N' (a batch every N events), "
+    "'processing:DUR', 'event:DUR[,lateness=DUR][,idle=DUR]', where DUR is a number "
+    "with a unit ms, s or m (e.g. 'count:1000', 'processing:5s', 'event:10s,lateness=2s,idle=5s')"
+)
+_COUNT = re.compile(r"[0-9]+")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m)")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000}
+
+
+def _duration_ms(text: str, what: str, spec: str) -> int:
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}")
+    try:
+        value = Decimal(match[1]) * _UNIT_MS[match[2]]
+    except InvalidOperation:  # pragma: no cover - the regex admits only plain decimals
+        raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}") from None
+    if value != value.to_integral_value():
+        raise ConfigError(
+            f"{what} {text.strip()!r} in window spec {spec!r} is not a whole number of milliseconds"
+        )
+    return int(value)
+
+
+def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
+    """Parse a CLI window spec into a window config.
+
+    Parameters
+    ----------
+    spec : str
+        ``count:N`` or ``N``; ``processing:DUR``; ``event:DUR`` optionally
+        followed by ``,lateness=DUR`` and/or ``,idle=DUR``. ``DUR`` is a number
+        with a unit ``ms``, ``s`` or ``m`` (``1.5s`` is 1500 ms).
+    clock : Clock or None
+        Processing-time clock for processing windows (default
+        :class:`~stream.core.clock.SystemClock`) and for the event-time idle timeout.
+
+    Returns
+    -------
+    CountWindow, ProcessingTimeWindow or EventTimeWindow
+
+    Raises
+    ------
+    ConfigError
+        If the spec is malformed or a value is out of range; the message lists
+        the accepted forms.
+
+    Examples
+    --------
+    >>> parse_window("1000")
+    CountWindow(size=1000)
+    >>> parse_window("processing:5s").length_ms
+    5000
+    >>> parse_window("event:10s,lateness=2s,idle=1m")
+    EventTimeWindow(length_ms=10000, allowed_lateness_ms=2000, idle_timeout_ms=60000, clock=None)
+    """
+    # Imported here, not at the top: stream.window.windows imports this module to
+    # re-export parse_window, so a top-level import would be circular.
+    from stream.window.windows import CountWindow, EventTimeWindow, ProcessingTimeWindow
+
+    if not isinstance(spec, str):
+        raise ConfigError(f"a window spec must be a string, got {type(spec).__name__}; {_FORMS}")
+    text = spec.strip()
+    kind, colon, rest = text.partition(":")
+    if not colon:
+        if _COUNT.fullmatch(text):
+            return CountWindow(int(text))
+        raise ConfigError(f"bad window spec {spec!r}; {_FORMS}")
+    kind = kind.strip().lower()
+    head, *options = [part.strip() for part in rest.split(",")]
+    if kind == "count":
+        if options or not _COUNT.fullmatch(head):
+            raise ConfigError(f"bad count window spec {spec!r}; {_FORMS}")
+        return CountWindow(int(head))
+    if kind == "processing":
+        if options:
+            raise ConfigError(f"processing windows take no options, got {spec!r}; {_FORMS}")
+        return ProcessingTimeWindow(_duration_ms(head, "length", spec), clock=clock or SystemClock())
+    if kind == "event":
+        length = _duration_ms(head, "length", spec)
+        values: dict[str, int] = {}
+        for option in options:
+            key, eq, value = option.partition("=")
+            key = key.strip().lower()
+            if not eq or key not in ("lateness", "idle"):
+                raise ConfigError(f"unknown option {option!r} in window spec {spec!r}; {_FORMS}")
+            if key in values:
+                raise ConfigError(f"option {key!r} given twice in window spec {spec!r}")
+            values[key] = _duration_ms(value, key, spec)
+        return EventTimeWindow(
+            length,
+            allowed_lateness_ms=values.get("lateness", 0),
+            idle_timeout_ms=values.get("idle"),
+            clock=clock,
+        )
+    raise ConfigError(f"unknown window kind {kind!r} in {spec!r}; {_FORMS}")
