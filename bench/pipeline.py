@@ -46,7 +46,7 @@ from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.sources.kafka import KafkaSource, KafkaSourceConfig, kafka_python_settings
 from stream.sources.produce import produce
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 N_FEATURES = 10
 PARTITIONS = 3

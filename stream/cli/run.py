@@ -154,7 +154,7 @@ def run(
             "use --file for local data, or try `streamlearn demo` for an embedded broker"
         )
     from stream.sources.base import parse_partitions
-    from stream.window.windows import parse_window
+    from stream.window.spec import parse_window
 
     # Configuration first: a typo is reported as such, before anything is opened or reached.
     parse_window(window)
@@ -268,7 +268,7 @@ def run_engine(
     from stream.sources.base import parse_partitions
     from stream.sources.deadletter_kafka import open_dead_letter_sink
     from stream.sources.kafka import KafkaSourceConfig
-    from stream.window.windows import parse_window
+    from stream.window.spec import parse_window
 
     window_config = parse_window(window)
     codec = JsonCodec(

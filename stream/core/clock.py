@@ -1,7 +1,7 @@
 """Processing-time clocks: the system clock and a clock that tests move by hand.
 
-Windows that depend on processing time (:class:`~stream.window.windows.ProcessingTimeWindow`
-and the idle timeout of :class:`~stream.window.windows.EventTimeWindow`) read time only
+Windows that depend on processing time (:class:`~stream.window.processing_time.ProcessingTimeWindow`
+and the idle timeout of :class:`~stream.window.event_time.EventTimeWindow`) read time only
 through a :class:`Clock`, so crash/replay tests can drive them deterministically
 with :class:`ManualClock` instead of sleeping.
 

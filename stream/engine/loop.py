@@ -41,7 +41,7 @@ Examples
 --------
 >>> import tempfile
 >>> from stream.testing.doubles import ListSource, make_records
->>> from stream.window.windows import CountWindow
+>>> from stream.window.count import CountWindow
 >>> from learners.neural.learner import TorchLearner
 >>> engine = Engine(
 ...     source=ListSource(make_records(200, n_features=3)),
@@ -81,7 +81,7 @@ from stream.engine.observer import BatchObserver, BatchOutcome
 from stream.engine.progress import RunStats
 from stream.sources.base import Source
 from stream.sources.outage import OutageWatch
-from stream.window.windows import WindowOutput
+from stream.window.base import WindowOutput
 
 if TYPE_CHECKING:
     from drift.policy import DriftPolicy

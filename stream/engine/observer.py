@@ -14,7 +14,7 @@ Examples
 >>> from stream.codec.json_codec import CodecConfig, JsonCodec
 >>> from stream.engine.loop import Engine, EngineConfig
 >>> from stream.testing.doubles import ListSource, make_records
->>> from stream.window.windows import CountWindow
+>>> from stream.window.count import CountWindow
 >>> from learners.neural.learner import TorchLearner
 >>> class Sizes:
 ...     def __init__(self): self.sizes = []

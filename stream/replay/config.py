@@ -45,7 +45,7 @@ from typing import Any, Mapping
 from drift.choice import DriftChoice
 from learners.choice import LearnerChoice
 from stream.core.errors import ConfigError
-from stream.window.windows import parse_window
+from stream.window.spec import parse_window
 
 __all__ = ["GateChoice", "ReplayConfig", "load_configs"]
 

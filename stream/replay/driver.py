@@ -58,7 +58,7 @@ from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.replay.config import ReplayConfig
 from stream.replay.metrics import WindowMetrics
-from stream.window.windows import parse_window
+from stream.window.spec import parse_window
 
 log = logging.getLogger(__name__)
 

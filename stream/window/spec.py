@@ -1,22 +1,27 @@
-"""Parse the CLI's window specs (``count:1000``, ``event:10s,lateness=2s``) into window configs.
+"""The window kinds as one type, :data:`WindowConfig`, and :func:`parse_window`, which turns
+the CLI's window specs (``count:1000``, ``event:10s,lateness=2s``) into one of them.
 
-:func:`parse_window` is re-exported by :mod:`stream.window.windows`, where the configs
-it builds live; import it from either.
+The kinds themselves live one per module (:mod:`stream.window.count`,
+:mod:`stream.window.processing_time`, :mod:`stream.window.event_time`); this module
+sits above them, and they never import it.
 """
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
 
 from stream.core.clock import Clock, SystemClock
 from stream.core.errors import ConfigError
+from stream.window.count import CountWindow
+from stream.window.event_time import EventTimeWindow
+from stream.window.processing_time import ProcessingTimeWindow
 
-if TYPE_CHECKING:
-    from stream.window.windows import WindowConfig
+__all__ = ["WindowConfig", "parse_window"]
 
-__all__ = ["parse_window"]
+WindowConfig = CountWindow | ProcessingTimeWindow | EventTimeWindow
+"""Any window configuration; ``config.build(resume_state)`` gives its
+:class:`~stream.window.base.Windower`."""
 
 _FORMS = (
     "accepted window specs: 'count:N' or 'N' (a batch every N events), "
@@ -75,10 +80,6 @@ def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
     >>> parse_window("event:10s,lateness=2s,idle=1m")
     EventTimeWindow(length_ms=10000, allowed_lateness_ms=2000, idle_timeout_ms=60000, clock=None)
     """
-    # Imported here, not at the top: stream.window.windows imports this module to
-    # re-export parse_window, so a top-level import would be circular.
-    from stream.window.windows import CountWindow, EventTimeWindow, ProcessingTimeWindow
-
     if not isinstance(spec, str):
         raise ConfigError(f"a window spec must be a string, got {type(spec).__name__}; {_FORMS}")
     text = spec.strip()

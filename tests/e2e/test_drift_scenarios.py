@@ -29,7 +29,7 @@ from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
 from stream.sources.produce import poisoned_rows, synthetic_rows
 from stream.testing.doubles import ListSource
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 BATCH = 500
 

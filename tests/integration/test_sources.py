@@ -17,7 +17,7 @@ from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.sources.confluent import ConfluentKafkaSource
 from stream.sources.kafka import KafkaSource, KafkaSourceConfig
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 DEADLINE_S = 180  # generous, for events: everything learned, a rebalance done

@@ -17,7 +17,7 @@ from stream.core.poll import as_columns
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.testing.doubles import ListSource, make_records
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 
 def engine_on(directory, records, n_features: int = 3) -> Engine:

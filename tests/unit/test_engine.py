@@ -16,7 +16,8 @@ from stream.core.records import TopicPartition
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.testing.doubles import Abort, ListSource, make_records
-from stream.window.windows import CountWindow, EventTimeWindow
+from stream.window.count import CountWindow
+from stream.window.event_time import EventTimeWindow
 
 N_FEATURES = 4
 

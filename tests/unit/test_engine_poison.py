@@ -13,7 +13,7 @@ from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.testing.doubles import ListSource
 from stream.testing.poison import N_FEATURES, poison_stream
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 
 def _as_raw(stream, lanes: int = 3) -> list[RawRecord]:

@@ -148,7 +148,7 @@ def test_validated_versions_consolidate_ewc_in_the_engine(tmp_path):
     from stream.engine.gate import GateConfig, ValidationGate
     from stream.engine.loop import Engine, EngineConfig
     from stream.testing.doubles import ListSource, make_records
-    from stream.window.windows import CountWindow
+    from stream.window.count import CountWindow
 
     plugins: list[EWC] = []
 

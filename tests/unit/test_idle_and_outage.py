@@ -23,7 +23,7 @@ from stream.sources.base import Outage
 from stream.sources.kafka import KafkaSource, KafkaSourceConfig
 from stream.sources.outage import OutageWatch
 from stream.testing.doubles import ListSource, OutageSource, StallingSource, make_records
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 N = 200
 N_FEATURES = 3

@@ -32,7 +32,7 @@ from stream.reconcile.shards import owned, plan_shards
 from stream.reconcile.spec import RetrainSpec
 from stream.reconcile.worker import RetrainResult, _rows_per_step
 from stream.testing.doubles import ListSource, make_records
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 TP = TopicPartition
 

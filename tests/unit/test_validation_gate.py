@@ -15,7 +15,7 @@ from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
 from stream.testing.doubles import ListSource, make_batch, make_records
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 SCHEMA = {"n_features": 4, "task": "classification", "n_classes": 2}
 
