@@ -69,8 +69,7 @@ from drift.evidence import PairedEvidence, RecentLevel, batch_errors
 from learners.base import Learner
 from serving.registry.versions import AuditEvent, Version, json_plain
 from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
-from stream.core.records import MicroBatch
-from stream.engine.gate import merge_ranges
+from stream.core.records import MicroBatch, merge_ranges
 
 log = logging.getLogger(__name__)
 

@@ -187,3 +187,23 @@ class MicroBatch:
     def offsets(self) -> dict[TopicPartition, tuple[int, int]]:
         """Lowest and highest offset per partition that this batch covers."""
         return self.events.offset_ranges()
+
+
+def merge_ranges(ranges: dict[str, list[int]], events: Events) -> None:
+    """Widen ``ranges`` (``"topic:partition" -> [lo, hi]``, inclusive) to cover ``events``' offsets.
+
+    The gate, the drift policy and the reconciler all record which offsets a
+    model version learned from in this plain, JSON-ready shape.
+
+    >>> events = Events(X=np.zeros((2, 1), np.float32), y=np.zeros(2, np.int64),
+    ...                 ts=np.zeros(2, np.int64), ids=np.array(["a", "b"]),
+    ...                 topic=np.array(["t", "u"]), partition=np.zeros(2, np.int32),
+    ...                 offset=np.array([12, 3], np.int64))
+    >>> ranges = {"t:0": [5, 9]}
+    >>> merge_ranges(ranges, events); ranges
+    {'t:0': [5, 12], 'u:0': [3, 3]}
+    """
+    for tp, (lo, hi) in events.offset_ranges().items():
+        key = f"{tp.topic}:{tp.partition}"
+        known = ranges.get(key)
+        ranges[key] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]

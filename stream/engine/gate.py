@@ -45,7 +45,7 @@ from learners.base import Learner
 from serving.registry.base import ModelRegistry
 from serving.registry.versions import Version
 from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
-from stream.core.records import Events, MicroBatch
+from stream.core.records import Events, MicroBatch, merge_ranges
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,6 @@ def holdout_metric(pred: np.ndarray, y: np.ndarray) -> tuple[str, float, bool]:
         return "holdout_accuracy", float((pred == y).mean()), True
     err = pred.astype(np.float64) - y.astype(np.float64)
     return "holdout_rmse", float(np.sqrt(np.mean(err * err))), False
-
-
-def merge_ranges(ranges: dict[str, list[int]], events: Events) -> None:
-    """Widen ``ranges`` (``"topic:partition" -> [lo, hi]``, inclusive) to cover ``events``' offsets."""
-    for tp, (lo, hi) in events.offset_ranges().items():
-        key = f"{tp.topic}:{tp.partition}"
-        known = ranges.get(key)
-        ranges[key] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
 
 
 class ValidationGate:
