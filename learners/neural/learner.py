@@ -461,6 +461,7 @@ class TorchLearner:
         """The plain-data configuration recorded in :meth:`state_dict`."""
         return {
             "format": STATE_FORMAT,
+            "family": "torch",  # learners.families: how serving finds this state's loader
             "model": self._model_name,
             "model_kwargs": dict(self._model_kwargs),
             "n_features": int(self.n_features),
