@@ -501,3 +501,11 @@ def test_adapt_reports_plugins_in_the_learners_order():
     changes = learner.adapt(ewc_factor=0.25, replay_refresh=0.5)
     assert list(changes) == ["replay_evicted", "ewc_strength"]
     assert changes["ewc_strength"] == [4.0, 1.0] and changes["replay_evicted"] > 0
+
+
+def test_optional_capabilities_are_declared_by_the_torch_family_only(make):
+    # The engine and the reconciler resolve these once per learner; river and avalanche have neither.
+    learner = make(0)
+    torch_family = isinstance(learner, TorchLearner)
+    assert isinstance(learner, Consolidating) == torch_family
+    assert isinstance(learner, Adaptable) == torch_family
