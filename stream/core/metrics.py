@@ -51,8 +51,9 @@ __all__ = [
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
-#: Probabilities are clipped to [EPS, 1] before the log, so a confident miss costs ~27.6, not infinity.
-EPS = 1e-12
+#: Probabilities are clipped to [EPS, 1] before the log, so a confident miss costs ~34.5, not infinity
+#: (the value the backtest metrics have always used).
+EPS = 1e-15
 
 
 def is_classification(y: np.ndarray) -> bool:
