@@ -53,6 +53,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stream.core import metrics
+
 N_TASKS = 5
 SCENARIOS = ("split", "permuted")
 OURS = ("ours-naive", "ours-ewc", "ours-replay", "ours-ewc+replay")
@@ -134,7 +136,7 @@ def make_learner(name: str, seed: int, s: Settings, ewc: float):
 
 
 def accuracy(learner, X: np.ndarray, y: np.ndarray) -> float:
-    return float((learner.predict_batch(X) == y).mean())
+    return metrics.accuracy(learner.predict_batch(X), y)
 
 
 def run_sequence(

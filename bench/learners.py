@@ -72,6 +72,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stream.core import metrics
+
 SYNTH_STREAMS = ("agrawal", "sea", "hyperplane", "rbf")
 REAL_STREAMS = ("phishing", "bananas", "segments")
 STREAMS = SYNTH_STREAMS + REAL_STREAMS
@@ -177,7 +179,7 @@ def prequential(learner, s: Stream, batch: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         xb, yb = X[i : i + batch], y[i : i + batch]
-        correct += int((learner.predict_batch(xb) == yb).sum())
+        correct += metrics.count_correct(learner.predict_batch(xb), yb)
         learner.learn_batch(xb, yb)
     elapsed = time.perf_counter() - t0
     return n / elapsed, correct / n

@@ -44,6 +44,7 @@ from stream.core.poll import as_columns
 from stream.core.records import TopicPartition
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
+from stream.sources.base import NoPositions
 from stream.sources.kafka import KafkaSource, KafkaSourceConfig, kafka_python_settings
 from stream.sources.produce import produce
 from stream.window.count import CountWindow
@@ -107,16 +108,6 @@ def raw_confluent(config: KafkaSourceConfig, n: int, max_records: int, poll_time
     return n / (time.perf_counter() - started)
 
 
-class _FromTheStart:
-    """A rebalance handler with no checkpoint: every partition starts at the reset policy."""
-
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        pass
-
-
 def decode_only(
     config: KafkaSourceConfig, n: int, max_records: int, poll_timeout_ms: int, backend: str
 ) -> float:
@@ -124,7 +115,7 @@ def decode_only(
     started = time.perf_counter()
     source = make_source(backend, config)
     codec = JsonCodec(CodecConfig(n_features=N_FEATURES))
-    source.open(_FromTheStart())
+    source.open(NoPositions())
     poll_columns = getattr(source, "poll_columns", None)
     decoded = 0
     try:

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from stream.core import metrics
 from stream.sources.produce import produce
 
 T0 = 1_700_000_000_000
@@ -41,7 +42,7 @@ MODEL = {"model": "mlp", "model_options": ("hidden=[32]",), "lr": 0.01, "seed": 
 
 
 def holdout_accuracy(learner, X: np.ndarray, y: np.ndarray) -> float:
-    return float((learner.predict_batch(X) == y).mean())
+    return metrics.accuracy(learner.predict_batch(X), y)
 
 
 def read_range(bootstrap: str, topic: str, start: dict, end: dict):

@@ -1,7 +1,7 @@
 """Drift detectors fed one micro-batch at a time: the model's error stream and its input features.
 
 Two kinds, one interface (``update(...) -> Signal``, ``reset()``,
-``snapshot()``/``restore()`` for checkpoints):
+``snapshot()``/``restore()`` for checkpoints), declared in :mod:`drift.base`:
 
 - :class:`ErrorDriftDetector` runs one of river's detectors -- ADWIN,
   Page-Hinkley, DDM, EDDM, KSWIN -- over the per-event errors of the live model
@@ -33,7 +33,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -41,6 +41,7 @@ from river import drift as river_drift
 from river.drift import binary as river_binary
 from scipy import stats
 
+from drift.base import ErrorDetector, FeatureDetector, Level, Signal, stronger
 from learners.river_adapter.state import from_plain, to_plain
 from stream.core.errors import ConfigError
 
@@ -51,30 +52,9 @@ __all__ = [
     "DriftMonitor",
     "ErrorDriftDetector",
     "FeatureDriftDetector",
-    "Signal",
+    "Signal",  # from drift.base, kept importable here
     "stronger",
 ]
-
-Level = Literal["none", "warning", "drift"]
-_RANK = {"none": 0, "warning": 1, "drift": 2}
-
-
-@dataclass(frozen=True)
-class Signal:
-    """What one detector concluded from one batch, with its evidence (plain JSON data)."""
-
-    level: Level
-    detector: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_drift(self) -> bool:
-        return self.level == "drift"
-
-
-def stronger(a: Signal | None, b: Signal) -> Signal:
-    """The signal with the higher level (``a`` on ties; ``a`` may be ``None``)."""
-    return b if a is None or _RANK[b.level] > _RANK[a.level] else a
 
 
 @dataclass(frozen=True)
@@ -433,8 +413,8 @@ class DriftMonitor:
 
     def __init__(
         self,
-        error_detectors: Sequence[ErrorDriftDetector] = (),
-        feature_detector: FeatureDriftDetector | None = None,
+        error_detectors: Sequence[ErrorDetector] = (),
+        feature_detector: FeatureDetector | None = None,
     ) -> None:
         self.error_detectors = list(error_detectors)
         self.feature_detector = feature_detector
@@ -451,8 +431,7 @@ class DriftMonitor:
         return best
 
     def _names(self) -> list[str]:
-        # Any object with update/reset/snapshot/restore is a detector; a name is optional.
-        return [getattr(d, "name", type(d).__name__) for d in self.error_detectors]
+        return [d.name for d in self.error_detectors]
 
     def reset(self) -> None:
         for det in self.error_detectors:

@@ -32,14 +32,16 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import stats
 
+from stream.core import metrics
+
 __all__ = ["PairedEvidence", "RecentLevel", "batch_errors"]
 
 
 def batch_errors(task: str, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-event errors: 1.0/0.0 for a wrong/right class, the absolute error for regression."""
-    if task == "classification":
+    if task == metrics.CLASSIFICATION:
         return (np.asarray(pred) != y).astype(np.float64)
-    return np.abs(np.asarray(pred, dtype=np.float64) - y.astype(np.float64))
+    return np.abs(metrics.errors(pred, y))
 
 
 @dataclass

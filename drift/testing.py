@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from drift.detectors import Signal
+from drift.base import ErrorDetector, Signal  # noqa: F401 -- ErrorDetector: the docstring example
 
 __all__ = ["ScriptedDetector"]
 
@@ -17,9 +17,11 @@ __all__ = ["ScriptedDetector"]
 class ScriptedDetector:
     """Raises a drift signal on the chosen update numbers (1-based); otherwise ``none``.
 
-    It has the error detectors' interface (``update``, ``reset``,
-    ``snapshot``, ``restore``), so a :class:`~drift.detectors.DriftMonitor`
-    takes it like any other.
+    It is an :class:`~drift.base.ErrorDetector`, so a
+    :class:`~drift.detectors.DriftMonitor` takes it like any other.
+
+    >>> isinstance(ScriptedDetector(), ErrorDetector)
+    True
     """
 
     name = "scripted"

@@ -74,6 +74,32 @@ class Learner(Protocol):
         """A fresh learner with the same configuration and no learned state."""
         ...
 
+    @property
+    def n_learned(self) -> int:
+        """Events learned since construction (or as restored by :meth:`load_state_dict`)."""
+        ...
+
+
+@runtime_checkable
+class Consolidating(Protocol):
+    """A learner with anchors on its past (EWC): the engine re-anchors on validated versions.
+
+    Resolve it once (``isinstance(learner, Consolidating)``) when a loop
+    starts; an ``isinstance`` on a runtime Protocol is too slow per batch.
+
+    >>> from learners.neural.learner import TorchLearner
+    >>> isinstance(TorchLearner(n_features=2, device="cpu"), Consolidating)
+    True
+    """
+
+    def consolidate(self) -> int:
+        """Anchor on the model as it is now; returns how many plugins did."""
+        ...
+
+    def reset_consolidation(self) -> int:
+        """Forget every anchor (an adopted full retrain is the new reference); returns how many reset."""
+        ...
+
 
 @runtime_checkable
 class Adaptable(Protocol):

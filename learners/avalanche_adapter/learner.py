@@ -296,6 +296,7 @@ class AvalancheLearner:
         """Plain-data configuration; ``net`` is the served model's (a TorchLearner config)."""
         return {
             "format": STATE_FORMAT,
+            "family": "avalanche",  # learners.families: how serving finds this state's loader
             "kind": "avalanche",
             "strategy": self.strategy,
             "strategy_kwargs": dict(self.strategy_kwargs),

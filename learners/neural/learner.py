@@ -13,9 +13,12 @@ loss is returned as an unread 0-d device tensor inside the
 built once and reused for every batch.
 
 Continual-learning regularisers (EWC) and rehearsal buffers plug in through
-the narrow :class:`UpdatePlugin` interface instead of reaching into the
-learner: they may rewrite the batch before the update, add a penalty to the
-loss, and observe the batch after the step.
+the narrow :class:`~learners.neural.hooks.UpdatePlugin` interface instead of
+reaching into the learner: they may rewrite the batch before the update, add a
+penalty to the loss, and observe the batch after the step. Their optional
+hooks (consolidate, relax, refresh, ...) are resolved once, when the learner
+is built (:class:`~learners.neural.hooks.PluginHooks`). Argument checks,
+the device and the state-compatibility rule live in :mod:`learners.neural.config`.
 
 Examples
 --------
@@ -34,7 +37,7 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,147 +45,21 @@ from torch import nn
 
 from learners.base import LearnReport
 from learners.inputs import check_features, check_targets
+from learners.neural.config import (
+    OPTIMIZERS,
+    STATE_FORMAT,
+    canonical,
+    check_arguments,
+    check_compatible,
+    resolve_device,
+    snapshot,
+)
+from learners.neural.hooks import BasePlugin, PluginHooks, UpdatePlugin
 from learners.neural.models import ModelFactory, model_factory
 from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
 __all__ = ["STATE_FORMAT", "BasePlugin", "TorchLearner", "UpdatePlugin", "canonical"]
-
-STATE_FORMAT = 1
-
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
-_TASKS = ("classification", "regression")
-
-# Config entries that must match for a state to be loadable; lr, seed,
-# steps_per_batch, minibatch_size, amp and device may change between runs.
-_COMPAT_KEYS = ("task", "n_features", "n_classes", "model", "model_kwargs", "optimizer")
-
-
-# ------------------------------------------------------------------- plugins
-@runtime_checkable
-class UpdatePlugin(Protocol):
-    """A narrow hook into :meth:`TorchLearner.learn_batch` (EWC, replay, ...).
-
-    Per ``learn_batch`` the learner calls, in order:
-
-    1. ``X, y = plugin.before_update(X, y)`` for each plugin (device
-       tensors; e.g. a rehearsal buffer concatenates replayed samples);
-    2. for each gradient step, ``loss += plugin.penalty(model)`` for each
-       plugin that returns a tensor (e.g. the EWC quadratic penalty);
-    3. ``plugin.after_update(model, X, y)`` with the batch *as it arrived*
-       (before step 1), e.g. to add it to a buffer.
-
-    All hooks run on the hot path: they must not synchronise with the device
-    and must not modify the tensors they are given in place. ``state_dict``
-    must return plain data and tensors (it goes into the checkpoint via
-    :mod:`learners.state_io`); ``clone`` returns a fresh plugin with the same
-    configuration and no state.
-    """
-
-    def before_update(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the (possibly augmented) batch to learn from."""
-        ...
-
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        """A 0-d tensor added to the loss of each step, or ``None``."""
-        ...
-
-    def after_update(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
-        """Observe the learned batch after the optimizer step(s)."""
-        ...
-
-    def state_dict(self) -> dict:
-        """Plugin state (tensors and plain data) for checkpoints."""
-        ...
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        ...
-
-    def clone(self) -> UpdatePlugin:
-        """A fresh plugin with the same configuration and no state."""
-        ...
-
-
-class BasePlugin:
-    """No-op implementations of every :class:`UpdatePlugin` hook; override what you need.
-
-    Examples
-    --------
-    >>> class L2(BasePlugin):
-    ...     def __init__(self, weight: float) -> None:
-    ...         self.weight = weight
-    ...     def penalty(self, model):
-    ...         return self.weight * sum((p * p).sum() for p in model.parameters())
-    ...     def clone(self):
-    ...         return L2(self.weight)
-    >>> learner = TorchLearner(n_features=3, device="cpu", plugins=[L2(1e-3)])
-    >>> learner.learn_batch(np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1])).n_samples
-    4
-    """
-
-    def before_update(self, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return X, y
-
-    def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        return None
-
-    def after_update(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
-        return None
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        return None
-
-    def clone(self) -> UpdatePlugin:
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement clone() to be used in a clonable learner"
-        )
-
-
-# ------------------------------------------------------------------- helpers
-def canonical(value: Any) -> Any:
-    """Lists and tuples compare equal after a state round trip (hidden=[64] vs (64,))."""
-    if isinstance(value, (list, tuple)):
-        return tuple(canonical(v) for v in value)
-    if isinstance(value, Mapping):
-        return {k: canonical(v) for k, v in value.items()}
-    return value
-
-
-def _snapshot(obj: Any) -> Any:
-    """Deep copy of a state tree's containers and tensors (device stays, no sync)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, Mapping):
-        return {k: _snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_snapshot(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_snapshot(v) for v in obj)
-    return obj
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} requested but CUDA is not available; use device='auto' or 'cpu'"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return dev
 
 
 # ------------------------------------------------------------------- learner
@@ -277,34 +154,24 @@ class TorchLearner:
         self.model_kwargs = dict(model_kwargs) if model_kwargs is not None else None
         self.plugins = tuple(plugins)
 
-        if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
-            raise ConfigError(f"n_features must be a positive integer, got {n_features!r}")
-        if task not in _TASKS:
-            raise ConfigError(f"task must be one of {_TASKS}, got {task!r}")
-        if task == "classification" and (
-            isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2
-        ):
-            raise ConfigError(f"n_classes must be an integer >= 2 for classification, got {n_classes!r}")
-        if optimizer not in _OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(_OPTIMIZERS)}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ConfigError(f"lr must be a positive number, got {lr!r}")
-        if isinstance(steps_per_batch, bool) or not isinstance(steps_per_batch, int) or steps_per_batch < 1:
-            raise ConfigError(f"steps_per_batch must be an integer >= 1, got {steps_per_batch!r}")
-        if minibatch_size is not None and (
-            isinstance(minibatch_size, bool)
-            or not isinstance(minibatch_size, (int, np.integer))
-            or minibatch_size < 1
-        ):
-            raise ConfigError(f"minibatch_size must be a positive integer or None, got {minibatch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        check_arguments(
+            n_features=n_features,
+            task=task,
+            n_classes=n_classes,
+            optimizer=optimizer,
+            lr=lr,
+            steps_per_batch=steps_per_batch,
+            minibatch_size=minibatch_size,
+            seed=seed,
+        )
         for p in self.plugins:
             if not isinstance(p, UpdatePlugin):
                 raise ConfigError(f"plugin {p!r} does not implement the UpdatePlugin hooks")
+        # The plugins' optional hooks, resolved once: no verb probes a plugin with hasattr.
+        self._hooks = PluginHooks.resolve(self.plugins)
 
         self._factory, self._model_name, self._model_kwargs = self._make_factory(model, model_kwargs)
-        self._device = _resolve_device(device)
+        self._device = resolve_device(device)
         self._on_cuda = self._device.type == "cuda"
         self._amp = bool(amp) and self._on_cuda
         self._n_outputs = int(n_classes) if task == "classification" else 1
@@ -351,7 +218,7 @@ class TorchLearner:
             raise ConfigError(f"model factory returned {type(module).__name__}, not an nn.Module")
         module = module.to(self._device)
         module.train()
-        cls = _OPTIMIZERS[self.optimizer]
+        cls = OPTIMIZERS[self.optimizer]
         params = list(module.parameters())
         opt = None
         if all(p.is_floating_point() for p in params):
@@ -503,22 +370,11 @@ class TorchLearner:
         The engine calls this when the gate validates a version, so anchors
         are evidence-backed states. Returns how many plugins consolidated.
         """
-        done = 0
-        for plugin in self.plugins:
-            fn = getattr(plugin, "consolidate", None)
-            if fn is not None and fn():
-                done += 1
-        return done
+        return self._hooks.consolidate()
 
     def reset_consolidation(self) -> int:
         """Forget every EWC anchor and Fisher (an adopted full retrain is the new reference); how many reset."""
-        done = 0
-        for plugin in self.plugins:
-            fn = getattr(plugin, "reset", None)
-            if fn is not None:
-                fn()
-                done += 1
-        return done
+        return self._hooks.reset()
 
     def adapt(self, *, ewc_factor: float = 0.1, replay_refresh: float = 0.5) -> dict:
         """Raise plasticity because the world changed (the drift policy's *adapt* decision).
@@ -536,25 +392,11 @@ class TorchLearner:
         >>> learner.restore_plasticity()
         {'ewc_strength': [10.0, 100.0]}
         """
-        changes: dict = {}
-        for plugin in self.plugins:
-            if hasattr(plugin, "relax") and hasattr(plugin, "effective_strength"):
-                before = plugin.effective_strength
-                plugin.relax(ewc_factor)
-                changes["ewc_strength"] = [before, plugin.effective_strength]
-            if hasattr(plugin, "refresh"):
-                changes["replay_evicted"] = changes.get("replay_evicted", 0) + plugin.refresh(replay_refresh)
-        return changes
+        return self._hooks.adapt(ewc_factor=ewc_factor, replay_refresh=replay_refresh)
 
     def restore_plasticity(self) -> dict:
         """Undo :meth:`adapt`'s EWC relaxation (the evicted replay rows have been replaced by then)."""
-        changes: dict = {}
-        for plugin in self.plugins:
-            if hasattr(plugin, "restore_strength") and hasattr(plugin, "effective_strength"):
-                before = plugin.effective_strength
-                plugin.restore_strength()
-                changes["ewc_strength"] = [before, plugin.effective_strength]
-        return changes
+        return self._hooks.restore_plasticity()
 
     # ------------------------------------------------------------ predict
     def _infer(self, X: np.ndarray) -> torch.Tensor:
@@ -619,6 +461,7 @@ class TorchLearner:
         """The plain-data configuration recorded in :meth:`state_dict`."""
         return {
             "format": STATE_FORMAT,
+            "family": "torch",  # learners.families: how serving finds this state's loader
             "model": self._model_name,
             "model_kwargs": dict(self._model_kwargs),
             "n_features": int(self.n_features),
@@ -645,41 +488,11 @@ class TorchLearner:
         """
         return {
             "config": self.config(),
-            "model": _snapshot(self._model.state_dict()),
-            "optimizer": _snapshot(self._opt.state_dict()),
+            "model": snapshot(self._model.state_dict()),
+            "optimizer": snapshot(self._opt.state_dict()),
             "n_learned": self._n_learned,
-            "plugins": [_snapshot(p.state_dict()) for p in self.plugins],
+            "plugins": [snapshot(p.state_dict()) for p in self.plugins],
         }
-
-    def _check_compatible(self, state: Mapping[str, Any]) -> None:
-        if not isinstance(state, Mapping) or not {"config", "model", "optimizer"} <= set(state):
-            raise SchemaMismatchError(
-                "learner state must be a dict with config, model and optimizer entries "
-                "(as returned by TorchLearner.state_dict)"
-            )
-        theirs = state["config"]
-        if not isinstance(theirs, Mapping):
-            raise SchemaMismatchError("learner state has no config mapping")
-        if theirs.get("format") != STATE_FORMAT:
-            raise SchemaMismatchError(
-                f"learner state has format {theirs.get('format')!r}; this version reads {STATE_FORMAT}"
-            )
-        ours = self.config()
-        diffs = [
-            f"{k}: state has {theirs.get(k)!r}, learner has {ours[k]!r}"
-            for k in _COMPAT_KEYS
-            if canonical(theirs.get(k)) != canonical(ours[k])
-        ]
-        if diffs:
-            raise SchemaMismatchError(
-                "learner state does not fit this learner (" + "; ".join(diffs) + "); configure the learner "
-                "like the one that saved the state, or start from a fresh checkpoint/model"
-            )
-        n_plugins = len(state.get("plugins") or [])
-        if n_plugins != len(self.plugins):
-            raise SchemaMismatchError(
-                f"learner state holds {n_plugins} plugin state(s), the learner has {len(self.plugins)} plugin(s)"
-            )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (of this learner, a clone, or loaded from disk).
@@ -693,7 +506,7 @@ class TorchLearner:
             The state was made with a different feature count, task, class
             count, model, model kwargs or optimizer, or its tensors do not fit.
         """
-        self._check_compatible(state)
+        check_compatible(state, self.config(), len(self.plugins))
         model, opt = self._build()
         try:
             model.load_state_dict(state["model"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from learners.neural.ewc import EWC
-from learners.neural.learner import UpdatePlugin
+from learners.neural.hooks import UpdatePlugin
 from learners.neural.rehearsal import ClassBalancedReplay, ReservoirReplay
 from stream.core.errors import ConfigError
 

@@ -402,6 +402,7 @@ class RiverLearner:
         """The plain-data configuration recorded in :meth:`state_dict`."""
         return {
             "format": STATE_FORMAT,
+            "family": "river",  # learners.families: how serving finds this state's loader
             "model": self._spec,
             "model_kwargs": dict(self.model_kwargs or {}),
             "estimator": self._estimator,

@@ -9,9 +9,10 @@ can be crash-tested without a broker.
 
 Examples
 --------
+>>> from stream.sources.base import NoPositions
 >>> from stream.testing.doubles import make_records
 >>> src = ColumnarListSource(make_records(6, n_features=2, partitions=2), batch_size=4)
->>> src.open(_FromTheStart())
+>>> src.open(NoPositions())
 >>> cols = src.poll_columns(0, 10)
 >>> len(cols), cols.partition.tolist(), cols.offset.tolist()
 (4, [0, 1, 0, 1], [0, 0, 1, 1])
@@ -85,11 +86,3 @@ class ColumnarListSource(ListSource):
             key=lambda r: self._arrival[(r.topic, r.partition, r.offset)],
         )
         return PollColumns.from_messages(messages_from(records))
-
-
-class _FromTheStart:
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        pass

@@ -13,7 +13,7 @@ Examples
 --------
 >>> recs = make_records(6, n_features=2, partitions=2)
 >>> src = ListSource(recs, batch_size=2, abort_at_poll=1)
->>> src.open(_NoCheckpoint())
+>>> src.open(NoPositions())
 >>> sum(len(v) for v in src.poll(0, 10).values())
 2
 >>> src.poll(0, 10)  # doctest: +IGNORE_EXCEPTION_DETAIL
@@ -33,19 +33,11 @@ import orjson
 
 from stream.core.errors import BrokerOutageError
 from stream.core.records import Events, MicroBatch, RawRecord, TopicPartition
-from stream.sources.base import Outage, PollBatch, RebalanceHandler
+from stream.sources.base import NoPositions, Outage, PollBatch, RebalanceHandler  # noqa: F401 -- NoPositions: the docstring examples
 
 
 class Abort(Exception):
     """Raised by :class:`ListSource` at its abort sentinel: a simulated crash."""
-
-
-class _NoCheckpoint:
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        pass
 
 
 def make_records(
@@ -166,7 +158,7 @@ class StallingSource(ListSource):
     assigns partitions. An empty poll waits its timeout, as a client's does.
 
     >>> src = StallingSource(make_records(5, n_features=2), stall_polls=1, lag_known=False)
-    >>> src.open(_NoCheckpoint())
+    >>> src.open(NoPositions())
     >>> src.poll(0, 10), src.lag()
     ({}, None)
     >>> sum(map(len, src.poll(0, 10).values())), src.lag()
@@ -204,7 +196,7 @@ class OutageSource(ListSource):
     timeout, as a client's does.
 
     >>> src = OutageSource(make_records(4, n_features=2), down=range(1, 3), batch_size=2)
-    >>> src.open(_NoCheckpoint())
+    >>> src.open(NoPositions())
     >>> src.poll(0, 10), src.outage().cause, src.lag()
     ({}, 'test outage: connection refused', None)
     >>> _ = src.poll(0, 10); sum(map(len, src.poll(0, 10).values())), src.outage()

@@ -17,8 +17,16 @@ import torch
 from river import linear_model, multiclass, optim, preprocessing, tree
 
 from learners.avalanche_adapter.learner import AvalancheLearner
-from learners.base import Learner, LearnReport
+from learners.base import Adaptable, Consolidating, Learner, LearnReport
 from learners.neural.ewc import EWC
+from learners.neural.hooks import (
+    BasePlugin,
+    Consolidates,
+    Refreshable,
+    Relaxable,
+    ResetsAnchors,
+    UpdatePlugin,
+)
 from learners.neural.learner import TorchLearner
 from learners.neural.rehearsal import ClassBalancedReplay, ReservoirReplay
 from learners.river_adapter.learner import RiverLearner
@@ -400,3 +408,104 @@ def test_seeded_determinism(make):
         b.learn_batch(X, y)
     assert_states_equal(a.state_dict(), b.state_dict())
     assert_states_differ(make(7).state_dict()["model"], make(8).state_dict()["model"])
+
+
+# ------------------------------------------------------------------ n_learned
+def test_n_learned_counts_events_and_survives_state_and_clone(make):
+    learner = make(0)
+    assert learner.n_learned == 0
+    sizes = [len(y) for _, y in batches(learner)]
+    for X, y in batches(learner):
+        learner.learn_batch(X, y)
+    assert learner.n_learned == sum(sizes)
+    restored = make(0)
+    restored.load_state_dict(loads_state(dumps_state(learner.state_dict())))
+    assert restored.n_learned == learner.n_learned
+    assert learner.clone().n_learned == 0
+
+
+# --------------------------------------------------------------- plugin hooks
+PLUGINS: dict[str, Callable[[], object]] = {
+    "ewc": lambda: EWC(strength=10.0, consolidate_every=None),
+    "reservoir": lambda: ReservoirReplay(capacity=20, seed=0),
+    "balanced": lambda: ClassBalancedReplay(3, capacity=30, seed=0),
+    "base": lambda: _Counting(),
+}
+# The optional hooks each shipped plugin declares; a plugin that loses or gains one fails here.
+PLUGIN_HOOKS = {
+    "ewc": {Consolidates, ResetsAnchors, Relaxable},
+    "reservoir": {Refreshable},
+    "balanced": {Refreshable},
+    "base": set(),
+}
+
+
+class _Counting(BasePlugin):
+    def __init__(self) -> None:
+        self.updates = 0
+
+    def after_update(self, model, X, y) -> None:
+        self.updates += 1
+
+    def clone(self):
+        return _Counting()
+
+
+@pytest.fixture(params=sorted(PLUGINS))
+def plugin_name(request) -> str:
+    return request.param
+
+
+def test_every_plugin_is_an_update_plugin_with_its_declared_hooks(plugin_name):
+    plugin = PLUGINS[plugin_name]()
+    assert isinstance(plugin, UpdatePlugin)
+    hooks = {cap for cap in (Consolidates, ResetsAnchors, Relaxable, Refreshable) if isinstance(plugin, cap)}
+    assert hooks == PLUGIN_HOOKS[plugin_name]
+    clone = plugin.clone()
+    assert type(clone) is type(plugin) and clone is not plugin
+
+
+def test_the_learner_drives_each_hook_its_plugins_declare(plugin_name):
+    plugin = PLUGINS[plugin_name]()
+    learner = TorchLearner("logistic", n_features=N_FEATURES, n_classes=3, device="cpu", plugins=[plugin])
+    assert isinstance(learner, Consolidating) and isinstance(learner, Adaptable)
+    declared = PLUGIN_HOOKS[plugin_name]
+    for X, y in batches(learner):
+        learner.learn_batch(X, y)
+    assert learner.consolidate() == (1 if Consolidates in declared else 0)
+    assert learner.reset_consolidation() == (1 if ResetsAnchors in declared else 0)
+    changes = learner.adapt(ewc_factor=0.5, replay_refresh=0.5)
+    assert ("ewc_strength" in changes) == (Relaxable in declared)
+    assert ("replay_evicted" in changes) == (Refreshable in declared)
+    if Relaxable in declared:
+        assert changes["ewc_strength"] == [10.0, 5.0]
+        assert learner.restore_plasticity() == {"ewc_strength": [5.0, 10.0]}
+    else:
+        assert learner.restore_plasticity() == {}
+
+
+def test_adapt_reports_plugins_in_the_learners_order():
+    learner = TorchLearner(
+        "logistic",
+        n_features=N_FEATURES,
+        n_classes=3,
+        device="cpu",
+        plugins=[
+            ReservoirReplay(capacity=20, seed=0),
+            EWC(strength=4.0),
+            ReservoirReplay(capacity=20, seed=1),
+        ],
+    )
+    for X, y in batches(learner):
+        learner.learn_batch(X, y)
+    changes = learner.adapt(ewc_factor=0.25, replay_refresh=0.5)
+    assert list(changes) == ["replay_evicted", "ewc_strength"]
+    assert changes["ewc_strength"] == [4.0, 1.0] and changes["replay_evicted"] > 0
+
+
+def test_optional_capabilities_are_declared_by_the_torch_family_only(make):
+    # The engine and the reconciler resolve these once per learner; river and avalanche have neither.
+    learner = make(0)
+    torch_family = isinstance(learner, TorchLearner)
+    assert isinstance(learner, Consolidating) == torch_family
+    assert isinstance(learner, Adaptable) == torch_family
