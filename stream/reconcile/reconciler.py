@@ -51,8 +51,8 @@ from stream.core.errors import (
     StreamlearnError,
 )
 from stream.core.poll import PollColumns
-from stream.core.records import MicroBatch, TopicPartition
-from stream.engine.gate import holdout_metric, merge_ranges
+from stream.core.records import MicroBatch, TopicPartition, merge_ranges
+from stream.engine.gate import holdout_metric
 from stream.reconcile.job import Launch, RetrainJob
 from stream.reconcile.spec import RetrainSpec
 from stream.reconcile.worker import RetrainResult
