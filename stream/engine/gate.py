@@ -44,6 +44,7 @@ import numpy as np
 from learners.base import Learner
 from serving.registry.base import ModelRegistry
 from serving.registry.versions import Version
+from stream.core import metrics
 from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
 from stream.core.records import Events, MicroBatch, merge_ranges
 
@@ -84,10 +85,9 @@ def holdout_metric(pred: np.ndarray, y: np.ndarray) -> tuple[str, float, bool]:
     >>> holdout_metric(np.array([1.0, 3.0]), np.array([1.0, 1.0]))[:2]
     ('holdout_rmse', 1.4142135623730951)
     """
-    if np.issubdtype(y.dtype, np.integer):
-        return "holdout_accuracy", float((pred == y).mean()), True
-    err = pred.astype(np.float64) - y.astype(np.float64)
-    return "holdout_rmse", float(np.sqrt(np.mean(err * err))), False
+    if metrics.is_classification(y):
+        return "holdout_accuracy", metrics.accuracy(pred, y), True
+    return "holdout_rmse", metrics.rmse(pred, y), False
 
 
 class ValidationGate:
@@ -246,7 +246,7 @@ class ValidationGate:
             offsets=self._ranges,
             holdout=holdout,
             metrics=metrics,
-            events_learned=int(getattr(learner, "n_learned", 0)),
+            events_learned=int(learner.n_learned),
             schema=dict(schema),
             learner=repr(learner),
         )

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, TextIO
 
+from stream.core import metrics
+
 if TYPE_CHECKING:
     from stream.core.deadletter import SinkStatus
 
@@ -48,7 +50,7 @@ class RunStats:
 
     @property
     def rmse(self) -> float | None:
-        return (self.squared_error / self.predicted) ** 0.5 if self.predicted else None
+        return metrics.rmse_from_sum(self.squared_error, self.predicted)
 
     def observe_predictions(self, *, correct: int = 0, total: int, squared_error: float = 0.0) -> None:
         self.correct += correct

@@ -34,12 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from stream.core import metrics
 from stream.core.records import MicroBatch
 from stream.engine.observer import BatchOutcome
 
 __all__ = ["WindowMetrics"]
-
-_EPS = 1e-15
 
 
 class WindowMetrics:
@@ -81,19 +80,17 @@ class WindowMetrics:
             pred = learner.predict_batch(batch.X)
         if self.task == "classification":
             correct = pred == y
-            row["accuracy"] = float(correct.mean())
-            proba = np.asarray(learner.predict_proba_batch(batch.X), dtype=np.float64)
-            picked = proba[np.arange(n), np.clip(y, 0, proba.shape[1] - 1)]
-            loss = -np.log(np.clip(picked, _EPS, 1.0))
+            row["accuracy"] = metrics.accuracy(pred, y)
+            loss = metrics.log_losses(learner.predict_proba_batch(batch.X), y)
             row["log_loss"] = float(loss.mean())
             self._support += np.bincount(y, minlength=self.n_classes)[: self.n_classes]
             self._hits += np.bincount(y[correct], minlength=self.n_classes)[: self.n_classes]
             self._sums["correct"] += int(correct.sum())
             self._sums["log_loss"] += float(loss.sum())
         else:
-            err = pred.astype(np.float64) - y.astype(np.float64)
-            row["mae"] = float(np.abs(err).mean())
-            row["rmse"] = float(np.sqrt((err * err).mean()))
+            err = metrics.errors(pred, y)
+            row["mae"] = metrics.mae(pred, y)
+            row["rmse"] = metrics.rmse(pred, y)
             self._sums["abs"] += float(np.abs(err).sum())
             self._sums["sq"] += float(err @ err)
         self._sums["n"] += n
@@ -141,7 +138,7 @@ class WindowMetrics:
             "accuracy": s["correct"] / n if n and classification else None,
             "log_loss": s["log_loss"] / n if n and classification else None,
             "mae": s["abs"] / n if n and not classification else None,
-            "rmse": (s["sq"] / n) ** 0.5 if n and not classification else None,
+            "rmse": metrics.rmse_from_sum(s["sq"], n) if not classification else None,
         }
         per_class = None
         if classification:
