@@ -13,9 +13,13 @@ the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
 
 On start it restores the newest checkpoint and the source seeks to its
 positions, so a crash at any instant neither loses nor double-learns an event.
-An optional :class:`~stream.reconcile.reconciler.Reconciler` runs full retrains beside
-the loop and may swap in a caught-up retrain at a batch boundary
-(:meth:`Engine._adopt`).
+Each micro-batch goes through the stages of :mod:`stream.engine.stages`
+(score, observe, drift, reconcile, gate, consolidate, learn), chosen once at
+start from the parts configured. A reconciler (see
+:mod:`stream.engine.reconcile_port`) runs full retrains beside the loop and may
+swap in a caught-up retrain at a batch boundary. Cadences (checkpoint and
+progress every N seconds) read the injected clock; a part that changed the
+learner calls :meth:`Engine.request_checkpoint`.
 A stop request (SIGTERM/SIGINT) finishes the current batch, checkpoints,
 commits and closes. Partition revocation checkpoints before the release.
 
@@ -72,20 +76,22 @@ from stream.core.deadletter import CountingSink, DeadLetter, DeadLetterSink, lat
 from stream.core.errors import BrokerOutageError, SchemaMismatchError
 from stream.core.poll import PollColumns, as_columns
 from stream.core.records import Events, MicroBatch, TopicPartition
+from stream.engine.batch_context import BatchContext, LiveModel
 from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import EngineConfig, RunSummary
 from stream.engine.dedup import RecentIds, repeated
 from stream.engine.gate import ValidationGate
 from stream.engine.ledger import LearnLedger
-from stream.engine.observer import BatchObserver, BatchOutcome
+from stream.engine.observer import BatchObserver
 from stream.engine.progress import RunStats
+from stream.engine.reconcile_port import Reconciler
+from stream.engine.stages import batch_stages
 from stream.sources.base import Source
 from stream.sources.outage import OutageWatch
 from stream.window.windows import WindowOutput
 
 if TYPE_CHECKING:
     from drift.policy import DriftPolicy
-    from stream.reconcile.reconciler import Adoption, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -124,44 +130,50 @@ class Engine:
         self.policy = policy
         self.observer = observer
         self.reconciler = reconciler
-        if reconciler is not None and policy is not None and policy.on_retrain_request is None:
-            policy.on_retrain_request = reconciler.request
-        if policy is not None and gate is not None:
-            # The policy's snapshot is the gate's validated version, and its
-            # audit trail goes to the registry the gate publishes to.
-            if policy.snapshot_provider is None:
-                policy.snapshot_provider = gate.validated
-            if policy.registry is None:
-                policy.registry = gate.registry
         self._sink = CountingSink(dead_letters)
-        self._learner: Learner | None = None
+        self._live = LiveModel()
+        self._stages: tuple = ()  # the batch step's stage runners, chosen in start()
         self._windower = None
         self._positions: dict[TopicPartition, int] = {}
         self._stats = RunStats()
-        self._ledger: LearnLedger | None = None
         self._recent: RecentIds | None = None
         self._ckpt_seq = 0
+        # Cadences: None in the config switches one off (inf never comes due).
+        every = self.config.checkpoint_every_batches
+        self._ckpt_every_batches = every if every is not None else float("inf")
+        every = self.config.checkpoint_every_seconds
+        self._ckpt_every_ms = every * 1000 if every is not None else float("inf")
         self._batches_since_ckpt = 0
+        self._checkpoint_requested = False
         self._dirty = False
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
         self._closed = False
         self._started = time.monotonic()
         self._at_start = (0, 0)
-        self._last_ckpt = time.monotonic()
+        self._last_ckpt = self.clock.monotonic_ms()
 
     # --------------------------------------------------------------- access
+    # The EngineView a reconciler sees is this section (see stream.engine.reconcile_port).
     @property
     def learner(self) -> Learner | None:
-        return self._learner
+        return self._live.learner
 
     @property
     def stats(self) -> RunStats:
         return self._stats
 
     @property
+    def events_learned(self) -> int:
+        return self._stats.events_learned
+
+    @property
     def ledger(self) -> LearnLedger | None:
-        return self._ledger
+        return self._live.ledger
+
+    @property
+    def keeps_ledger(self) -> bool:
+        return self._live.ledger is not None
 
     @property
     def positions(self) -> dict[TopicPartition, int]:
@@ -175,6 +187,14 @@ class Engine:
     def new_learner(self, n_features: int) -> Learner:
         """A fresh learner as this engine builds them (the reconciler loads a retrain into one)."""
         return self.learner_builder(n_features)
+
+    def decode_events(self, poll: PollColumns) -> Events:
+        """``poll`` decoded as this engine decodes, without dead-lettering (a re-read of handled records)."""
+        return self.codec.decode(poll).events
+
+    def request_checkpoint(self) -> None:
+        """Make the current state durable at the end of this loop turn (a part changed the learner)."""
+        self._checkpoint_requested = True
 
     @property
     def stop_requested(self) -> bool:
@@ -190,7 +210,7 @@ class Engine:
         window = self.config.dedup_window
         if ckpt is None:
             self._windower = self.window_config.build()
-            self._ledger = LearnLedger() if self.config.ledger else None
+            self._live.ledger = LearnLedger() if self.config.ledger else None
             self._recent = RecentIds(window) if window else None
             return
         configured = self.codec.n_features
@@ -207,10 +227,10 @@ class Engine:
         self._sink.counts.update(ckpt.counters.get("dead_letters", {}))
         self._windower = self.window_config.build(resume_state=ckpt.window)
         if ckpt.learner is not None:
-            self._learner = self.learner_builder(restored)
-            self._learner.load_state_dict(ckpt.learner)
+            self._live.learner = self.learner_builder(restored)
+            self._live.learner.load_state_dict(ckpt.learner)
         if self.config.ledger:
-            self._ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
+            self._live.ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
         if self.gate is not None:
             self.gate.restore(ckpt.components.get("gate"))
         if self.policy is not None:
@@ -261,16 +281,20 @@ class Engine:
         watch = outage_watch if outage_watch is not None else OutageWatch()
         source_outage = getattr(self.source, "outage", None)
         self.start()
-        last_data = last_report = time.monotonic()
+        last_data = time.monotonic()
+        last_report = self.clock.monotonic_ms()
         said_lagging = False
         reason = "stop requested"
 
         def report(now: float) -> None:
+            # The cadence reads the engine's clock; the outage note, like the
+            # outage watch itself, the machine's monotonic time (``now``).
             nonlocal last_report
-            if self.on_progress is not None and now - last_report >= cfg.progress_every_seconds:
+            tick = self.clock.monotonic_ms()
+            if self.on_progress is not None and tick - last_report >= cfg.progress_every_seconds * 1000:
                 self._stats.outage = watch.note(now)
                 self._report()
-                last_report = now
+                last_report = tick
 
         try:
             next_poll = self._poller()
@@ -356,7 +380,20 @@ class Engine:
             self.store.unlock()  # run() closes only an engine that started
             raise
         self._at_start = (self._stats.events_read, self._stats.checkpoints)
-        self._last_ckpt = time.monotonic()
+        self._last_ckpt = self.clock.monotonic_ms()
+        stages = batch_stages(
+            self._live,
+            self._stats,
+            prequential=self.config.prequential,
+            observer=self.observer,
+            policy=self.policy,
+            gate=self.gate,
+            reconciler=self.reconciler,
+            view=self,
+            request_checkpoint=self.request_checkpoint,
+            schema=self._schema,
+        )
+        self._stages = tuple(stage.run for stage in stages)
 
     def feed(self, poll: PollColumns) -> None:
         """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
@@ -365,10 +402,11 @@ class Engine:
         if len(poll):
             self._handle(self._ingest(poll))
         self._handle(self._windower.tick(self.clock.now_ms()))
-        now = time.monotonic()
+        now = self.clock.monotonic_ms()
         if self._dirty and (
-            self._batches_since_ckpt >= self.config.checkpoint_every_batches
-            or now - self._last_ckpt >= self.config.checkpoint_every_seconds
+            self._checkpoint_requested
+            or self._batches_since_ckpt >= self._ckpt_every_batches
+            or now - self._last_ckpt >= self._ckpt_every_ms
         ):
             self.checkpoint()
             self._last_ckpt = now
@@ -479,87 +517,14 @@ class Engine:
                 self._learn(batch)
 
     def _learn(self, batch: MicroBatch) -> None:
-        started = time.perf_counter()
-        observer = self.observer
-        observed = 0.0  # the observer's own time is not the engine's
-        X, y = batch.X, batch.y
-        if self._learner is None:
-            self._learner = self.learner_builder(X.shape[1])
-        pred = None
-        if self.config.prequential:
-            # Test, then train: the score is on data the model has not learned yet.
-            pred = self._learner.predict_batch(X)
-            if np.issubdtype(y.dtype, np.integer):
-                self._stats.observe_predictions(correct=int((pred == y).sum()), total=len(y))
-            else:
-                err = pred.astype(np.float64) - y
-                self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
-        if observer is not None:
-            t = time.perf_counter()
-            observer.before_learn(batch, pred, self._learner)
-            observed += time.perf_counter() - t
-        decision = None
-        alarms_before = self.policy.counts["alarms"] if self.policy is not None else 0
-        if self.policy is not None:
-            if pred is None:
-                pred = self._learner.predict_batch(X)
-            decision = self.policy.observe(self._learner, batch, pred)
-            if decision is not None:
-                if decision.kind == "rollback" and self.gate is not None and decision.version is not None:
-                    self.gate.rolled_back(decision.version)
-                pred = None  # the learner may have changed
-                # A decision changes the learner: make it durable at the next loop turn.
-                self._batches_since_ckpt = self.config.checkpoint_every_batches
-        held = decision is not None or (self.policy is not None and self.policy.holds_validation)
-        version = None
-        if self.reconciler is not None and decision is None:
-            adoption = self.reconciler.before_learn(self, batch, pred)
-            if adoption is not None:
-                self._adopt(adoption)
-                version, held, pred = adoption.version, True, None
-        if self.gate is not None and not held and self.gate.due():
-            # Before learning: this batch is the candidate's unseen holdout.
-            version = self.gate.before_learn(self._learner, batch, pred, self._schema())
-            consolidate = getattr(self._learner, "consolidate", None)
-            if version is not None and version.status == "validated" and consolidate is not None:
-                consolidate()  # EWC anchors on the state that just proved itself
-        report = self._learner.learn_batch(X, y)
-        self._stats.events_learned += report.n_samples
-        self._stats.batches_learned += 1
-        self._stats.last_loss = report.loss
-        if self._ledger is not None:
-            self._ledger.record(batch.events.ids)
-        if self.gate is not None:
-            self.gate.after_learn(batch)
+        """The batch step: run the stages chosen in :meth:`start` over one batch's context."""
+        ctx = BatchContext(batch, time.perf_counter())
+        if self._live.learner is None:
+            self._live.learner = self.learner_builder(batch.X.shape[1])
+        for run_stage in self._stages:
+            run_stage(ctx)
         self._batches_since_ckpt += 1
         self._dirty = True
-        if observer is not None:
-            alarm = (
-                self.policy.open_alarm
-                if (self.policy is not None and self.policy.counts["alarms"] > alarms_before)
-                else None
-            )
-            observer.after_learn(
-                batch,
-                BatchOutcome(
-                    report=report,
-                    decision=decision,
-                    version=version,
-                    alarm=alarm,
-                    seconds=time.perf_counter() - started - observed,
-                ),
-            )
-
-    def _adopt(self, adoption: Adoption) -> None:
-        """Swap in a reconciled full retrain (already published and validated) before this batch is learned."""
-        self._learner = adoption.learner
-        if self._ledger is not None and adoption.learned_ids is not None:
-            # The ledger describes the model: now the adopted one's learned ids.
-            self._ledger = LearnLedger()
-            self._ledger.record(np.asarray(adoption.learned_ids))
-        if self.gate is not None:
-            self.gate.adopted(adoption.version, adoption.learner)
-        self._batches_since_ckpt = self.config.checkpoint_every_batches  # durable at the next loop turn
 
     # ----------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:
@@ -571,16 +536,17 @@ class Engine:
             Checkpoint(
                 seq=self._ckpt_seq,
                 positions=dict(self._positions),
-                learner=self._learner.state_dict() if self._learner is not None else None,
+                learner=self._live.learner.state_dict() if self._live.learner is not None else None,
                 window=self._windower.snapshot(),
                 schema=self._schema(),
                 counters=self._stats.counters(),
-                ledger=self._ledger.snapshot() if self._ledger is not None else None,
+                ledger=self._live.ledger.snapshot() if self._live.ledger is not None else None,
                 components=self._components(),
             )
         )
         self._stats.checkpoints += 1
         self._batches_since_ckpt = 0
+        self._checkpoint_requested = False
         self._dirty = False
         try:
             self.source.commit(self._positions)
