@@ -41,6 +41,7 @@ class EngineConfig:
     switches that cadence off; with both off the engine checkpoints only when
     asked (:meth:`~stream.engine.loop.Engine.request_checkpoint`), on a
     partition revocation and at the end -- what a replay wants.
+    ``progress_every_seconds``: how often ``on_progress`` hears, on the same clock.
     """
 
     checkpoint_every_batches: int | None = 20

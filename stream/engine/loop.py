@@ -3,7 +3,8 @@
 One :class:`Engine` drives one learner from one source. Each micro-batch is
 first scored (prequential, test-then-train) and then learned. Every
 ``checkpoint_every_batches`` batches or ``checkpoint_every_seconds`` seconds
-the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
+of its clock (either ``None``: off), when asked (:meth:`Engine.request_checkpoint`)
+and at the end, the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
 
 1. flush the dead-letter sink, so no record's only copy is in a buffer;
 2. write the checkpoint -- learner, window residue, positions, counters,
@@ -18,8 +19,8 @@ Each micro-batch goes through the stages of :mod:`stream.engine.stages`
 start from the parts configured. A reconciler (see
 :mod:`stream.engine.reconcile_port`) runs full retrains beside the loop and may
 swap in a caught-up retrain at a batch boundary. Cadences (checkpoint and
-progress every N seconds) read the injected clock; a part that changed the
-learner calls :meth:`Engine.request_checkpoint`.
+progress every N seconds) read the injected clock's
+:meth:`~stream.core.clock.Clock.monotonic_ms` (:mod:`stream.engine.cadence`).
 A stop request (SIGTERM/SIGINT) finishes the current batch, checkpoints,
 commits and closes. Partition revocation checkpoints before the release.
 
