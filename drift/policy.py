@@ -193,6 +193,10 @@ class DriftPolicy:
             "retrain_request": 0,
         }
         self.last_decision: Decision | None = None
+        #: The signal (``detector``, ``level``, ``evidence``) of an alarm the
+        #: latest :meth:`observe` opened, else ``None``: the engine reports it
+        #: with that batch.
+        self.new_alarm: dict | None = None
         self._older: dict[int, tuple[Learner, Version]] = {}  # loaded once per alarm
 
     # ------------------------------------------------------------ engine API
@@ -219,6 +223,7 @@ class DriftPolicy:
         A ``rollback`` decision has already restored ``learner`` from the
         snapshot when this returns; ``adapt`` has already raised its plasticity.
         """
+        self.new_alarm = None
         self._flush_outbox()
         self._batches += 1
         self._maybe_restore_plasticity(learner)
@@ -267,6 +272,7 @@ class DriftPolicy:
         self._load_older(learner, snap)
         self._alarm.older = {n: PairedEvidence(self.task) for n in self._older}
         self.counts["alarms"] += 1
+        self.new_alarm = dict(self._alarm.signal)
         reason = f"{signal.detector} raised a drift alarm; collecting evidence on the next batches"
         log.warning("%s (reference %s %.4f)", reason, self._metric_name, self._alarm.reference)
         self._audit(

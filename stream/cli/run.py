@@ -265,6 +265,7 @@ def run_engine(
     from stream.engine.checkpoint import CheckpointStore
     from stream.engine.loop import Engine, EngineConfig, install_stop_signals
     from stream.engine.progress import ProgressPrinter
+    from stream.engine.stages import connect_drift_policy
     from stream.sources.base import parse_partitions
     from stream.sources.deadletter_kafka import open_dead_letter_sink
     from stream.sources.kafka import KafkaSourceConfig
@@ -302,6 +303,7 @@ def run_engine(
     # Locked before anything else touches the directory (the dead-letter spool
     # lives there too); the engine holds the lock from here until it closes.
     store.lock()
+    connect_drift_policy(policy, gate, reconciler)
     try:
         engine = Engine(
             source=source,

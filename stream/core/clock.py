@@ -3,7 +3,9 @@
 Windows that depend on processing time (:class:`~stream.window.processing_time.ProcessingTimeWindow`
 and the idle timeout of :class:`~stream.window.event_time.EventTimeWindow`) read time only
 through a :class:`Clock`, so crash/replay tests can drive them deterministically
-with :class:`ManualClock` instead of sleeping.
+with :class:`ManualClock` instead of sleeping. The engine's cadences
+(checkpoint and progress every N seconds) read the same clock's
+:meth:`~Clock.monotonic_ms`, so one injected clock paces everything.
 
 Examples
 --------
@@ -28,6 +30,10 @@ class Clock(Protocol):
         """The current processing time in ms."""
         ...
 
+    def monotonic_ms(self) -> int:
+        """A reading that never goes back, in ms (only differences mean anything): cadences use it."""
+        ...
+
 
 class SystemClock:
     """Wall-clock time from :func:`time.time_ns`, in ms since the epoch.
@@ -46,6 +52,10 @@ class SystemClock:
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def monotonic_ms(self) -> int:
+        """:func:`time.monotonic` in ms: a wall-clock step does not hurry or stall a cadence."""
+        return time.monotonic_ns() // 1_000_000
 
     def __repr__(self) -> str:
         return "SystemClock()"
@@ -76,6 +86,10 @@ class ManualClock:
         self._now = int(start_ms)
 
     def now_ms(self) -> int:
+        return self._now
+
+    def monotonic_ms(self) -> int:
+        """The same hand-moved time (a test that :meth:`set` s it back models a broken clock)."""
         return self._now
 
     def advance(self, ms: int) -> int:
@@ -122,6 +136,10 @@ class DataClock:
             self._now = int(ts_ms)
 
     def now_ms(self) -> int:
+        return self._now
+
+    def monotonic_ms(self) -> int:
+        """Data time too: in a replay the data, not the machine, paces the engine's cadences."""
         return self._now
 
     def __repr__(self) -> str:

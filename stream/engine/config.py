@@ -8,7 +8,10 @@ Examples
 >>> EngineConfig(checkpoint_every_batches=0)
 Traceback (most recent call last):
 ...
-stream.core.errors.ConfigError: checkpoint_every_batches must be at least 1
+stream.core.errors.ConfigError: checkpoint_every_batches must be at least 1 (None: no batch cadence)
+>>> replay = EngineConfig(checkpoint_every_batches=None, checkpoint_every_seconds=None)
+>>> replay.checkpoint_every_batches is None  # checkpoints only on request, revocation and at the end
+True
 """
 
 from __future__ import annotations
@@ -31,10 +34,18 @@ class EngineConfig:
     window residue is learned first, then checkpointed). ``max_events``:
     stop after learning at least this many events. ``late_policy``: what
     happens to events that arrive after their event-time window closed.
+
+    ``checkpoint_every_batches`` / ``checkpoint_every_seconds``: the
+    checkpoint cadences, whichever comes first; seconds are read from the
+    engine's clock (:meth:`~stream.core.clock.Clock.monotonic_ms`). ``None``
+    switches that cadence off; with both off the engine checkpoints only when
+    asked (:meth:`~stream.engine.loop.Engine.request_checkpoint`), on a
+    partition revocation and at the end -- what a replay wants.
+    ``progress_every_seconds``: how often ``on_progress`` hears, on the same clock.
     """
 
-    checkpoint_every_batches: int = 20
-    checkpoint_every_seconds: float = 5.0
+    checkpoint_every_batches: int | None = 20
+    checkpoint_every_seconds: float | None = 5.0
     poll_timeout_ms: int = 100
     max_poll_records: int = 5_000
     until_idle_seconds: float | None = None
@@ -49,10 +60,10 @@ class EngineConfig:
     progress_every_seconds: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.checkpoint_every_batches < 1:
-            raise ConfigError("checkpoint_every_batches must be at least 1")
-        if self.checkpoint_every_seconds <= 0:
-            raise ConfigError("checkpoint_every_seconds must be positive")
+        if self.checkpoint_every_batches is not None and self.checkpoint_every_batches < 1:
+            raise ConfigError("checkpoint_every_batches must be at least 1 (None: no batch cadence)")
+        if self.checkpoint_every_seconds is not None and self.checkpoint_every_seconds <= 0:
+            raise ConfigError("checkpoint_every_seconds must be positive (None: no time cadence)")
         if self.late_policy not in ("drop", "dead_letter"):
             raise ConfigError("late_policy must be 'drop' or 'dead_letter'")
         if self.duplicate_policy not in ("drop", "dead_letter"):

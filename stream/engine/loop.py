@@ -3,7 +3,8 @@
 One :class:`Engine` drives one learner from one source. Each micro-batch is
 first scored (prequential, test-then-train) and then learned. Every
 ``checkpoint_every_batches`` batches or ``checkpoint_every_seconds`` seconds
-the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
+of its clock (either ``None``: off), when asked (:meth:`Engine.request_checkpoint`)
+and at the end, the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
 
 1. flush the dead-letter sink, so no record's only copy is in a buffer;
 2. write the checkpoint -- learner, window residue, positions, counters,
@@ -13,29 +14,20 @@ the engine takes one commit step (:meth:`Engine.checkpoint`), in this order:
 
 On start it restores the newest checkpoint and the source seeks to its
 positions, so a crash at any instant neither loses nor double-learns an event.
-An optional :class:`~stream.reconcile.reconciler.Reconciler` runs full retrains beside
-the loop and may swap in a caught-up retrain at a batch boundary
-(:meth:`Engine._adopt`).
+Each micro-batch goes through the stages of :mod:`stream.engine.stages`
+(score, observe, drift, reconcile, gate, consolidate, learn), chosen once at
+start from the parts configured. A reconciler (see
+:mod:`stream.engine.reconcile_port`) runs full retrains beside the loop and may
+swap in a caught-up retrain at a batch boundary. Cadences (checkpoint and
+progress every N seconds) read the injected clock's
+:meth:`~stream.core.clock.Clock.monotonic_ms` (:mod:`stream.engine.cadence`).
 A stop request (SIGTERM/SIGINT) finishes the current batch, checkpoints,
 commits and closes. Partition revocation checkpoints before the release.
 
-A broker outage neither stops nor crashes the loop. The Kafka clients
-reconnect by themselves; the source reports the outage (``outage()``) and the
-loop keeps polling -- each poll still waits its timeout -- so learning simply
-resumes from the positions it holds when the broker answers again: nothing is
-lost or learned twice, and the last checkpoint stays the truth meanwhile (the
-group commit is skipped). A poll that raises
-:class:`~stream.core.errors.BrokerOutageError` is retried after a computed backoff.
-:class:`~stream.sources.outage.OutageWatch` warns once with the cause, then at
-widening intervals, puts ``broker unreachable for 12s, retrying`` on the
-progress line and the outage into the :class:`RunSummary`.
-
-``until_idle_seconds`` stops the loop only when no record arrived for that
-long, counted from the latest of the last record, the last assignment and
-the end of the last outage, *and* no outage is in progress *and* the source's
-lag is known to be 0. An unknown lag (before the group assigned partitions, or
-while the broker is out of reach) is not 0: the loop waits, and the progress
-line shows ``lag ?``. An outage is never taken for an idle topic.
+:meth:`Engine.run` polls the engine's own source (:mod:`stream.engine.polling`):
+a broker outage neither stops nor crashes it, and ``until_idle_seconds``
+stops it only when the source is quiet *and* its lag is known to be 0
+(:mod:`stream.engine.idle`) -- an outage is never taken for an idle topic.
 
 Examples
 --------
@@ -58,36 +50,40 @@ Examples
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-import numpy as np
-
 from learners.base import Learner
-from stream.codec.json_codec import CodecConfig, DecodeResult, JsonCodec
+from stream.codec.json_codec import CodecConfig, JsonCodec
 from stream.core.clock import Clock, SystemClock
-from stream.core.deadletter import CountingSink, DeadLetter, DeadLetterSink, late_letters
-from stream.core.errors import BrokerOutageError, SchemaMismatchError
-from stream.core.poll import PollColumns, as_columns
+from stream.core.deadletter import CountingSink, DeadLetterSink, late_letters
+from stream.core.errors import SchemaMismatchError
+from stream.core.poll import PollColumns
 from stream.core.records import Events, MicroBatch, TopicPartition
+from stream.engine.batch_context import BatchContext, LiveModel
+from stream.engine.cadence import CheckpointCadence
 from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import EngineConfig, RunSummary
-from stream.engine.dedup import RecentIds, repeated
+from stream.engine.dedup import RecentIds
 from stream.engine.gate import ValidationGate
+from stream.engine.intake import without_repeats
 from stream.engine.ledger import LearnLedger
-from stream.engine.observer import BatchObserver, BatchOutcome
+from stream.engine.observer import BatchObserver
+from stream.engine.polling import poll_until_done
 from stream.engine.progress import RunStats
+from stream.engine.reconcile_port import Reconciler
+from stream.engine.signals import install_stop_signals
+from stream.engine.stages import batch_stages
 from stream.sources.base import Source
 from stream.sources.outage import OutageWatch
 from stream.window.base import WindowOutput
 
 if TYPE_CHECKING:
     from drift.policy import DriftPolicy
-    from stream.reconcile.reconciler import Adoption, Reconciler
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "EngineConfig", "LearnerBuilder", "RunSummary", "install_stop_signals"]
 
 LearnerBuilder = Callable[[int], Learner]
 
@@ -124,44 +120,47 @@ class Engine:
         self.policy = policy
         self.observer = observer
         self.reconciler = reconciler
-        if reconciler is not None and policy is not None and policy.on_retrain_request is None:
-            policy.on_retrain_request = reconciler.request
-        if policy is not None and gate is not None:
-            # The policy's snapshot is the gate's validated version, and its
-            # audit trail goes to the registry the gate publishes to.
-            if policy.snapshot_provider is None:
-                policy.snapshot_provider = gate.validated
-            if policy.registry is None:
-                policy.registry = gate.registry
         self._sink = CountingSink(dead_letters)
-        self._learner: Learner | None = None
+        self._live = LiveModel()
+        self._stages: tuple = ()  # the batch step's stage runners, chosen in start()
         self._windower = None
         self._positions: dict[TopicPartition, int] = {}
         self._stats = RunStats()
-        self._ledger: LearnLedger | None = None
         self._recent: RecentIds | None = None
         self._ckpt_seq = 0
-        self._batches_since_ckpt = 0
+        self._cadence = CheckpointCadence(
+            every_batches=self.config.checkpoint_every_batches,
+            every_seconds=self.config.checkpoint_every_seconds,
+            clock=self.clock,
+        )
         self._dirty = False
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
         self._closed = False
         self._started = time.monotonic()
         self._at_start = (0, 0)
-        self._last_ckpt = time.monotonic()
 
     # --------------------------------------------------------------- access
+    # The EngineView a reconciler sees is this section (see stream.engine.reconcile_port).
     @property
     def learner(self) -> Learner | None:
-        return self._learner
+        return self._live.learner
 
     @property
     def stats(self) -> RunStats:
         return self._stats
 
     @property
+    def events_learned(self) -> int:
+        return self._stats.events_learned
+
+    @property
     def ledger(self) -> LearnLedger | None:
-        return self._ledger
+        return self._live.ledger
+
+    @property
+    def keeps_ledger(self) -> bool:
+        return self._live.ledger is not None
 
     @property
     def positions(self) -> dict[TopicPartition, int]:
@@ -176,9 +175,26 @@ class Engine:
         """A fresh learner as this engine builds them (the reconciler loads a retrain into one)."""
         return self.learner_builder(n_features)
 
+    def decode_events(self, poll: PollColumns) -> Events:
+        """``poll`` decoded as this engine decodes, without dead-lettering (a re-read of handled records)."""
+        return self.codec.decode(poll).events
+
+    def request_checkpoint(self) -> None:
+        """Make the current state durable at the end of this loop turn (a part changed the learner)."""
+        self._cadence.request()
+
     @property
     def stop_requested(self) -> bool:
         return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
+
+    @property
+    def assigned_at(self) -> float | None:
+        """When partitions were last assigned (:func:`time.monotonic`), ``None`` before."""
+        return self._assigned_at
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to finish its current batch, checkpoint and return (signal-safe)."""
@@ -190,7 +206,7 @@ class Engine:
         window = self.config.dedup_window
         if ckpt is None:
             self._windower = self.window_config.build()
-            self._ledger = LearnLedger() if self.config.ledger else None
+            self._live.ledger = LearnLedger() if self.config.ledger else None
             self._recent = RecentIds(window) if window else None
             return
         configured = self.codec.n_features
@@ -207,10 +223,10 @@ class Engine:
         self._sink.counts.update(ckpt.counters.get("dead_letters", {}))
         self._windower = self.window_config.build(resume_state=ckpt.window)
         if ckpt.learner is not None:
-            self._learner = self.learner_builder(restored)
-            self._learner.load_state_dict(ckpt.learner)
+            self._live.learner = self.learner_builder(restored)
+            self._live.learner.load_state_dict(ckpt.learner)
         if self.config.ledger:
-            self._ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
+            self._live.ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
         if self.gate is not None:
             self.gate.restore(ckpt.components.get("gate"))
         if self.policy is not None:
@@ -255,82 +271,10 @@ class Engine:
 
         Notes
         -----
-        Idle needs a lag known to be 0 and no outage (see the module docstring).
+        Idle needs a lag known to be 0 and no outage (:mod:`stream.engine.idle`);
+        the loop itself is :func:`stream.engine.polling.poll_until_done`.
         """
-        cfg = self.config
-        watch = outage_watch if outage_watch is not None else OutageWatch()
-        source_outage = getattr(self.source, "outage", None)
-        self.start()
-        last_data = last_report = time.monotonic()
-        said_lagging = False
-        reason = "stop requested"
-
-        def report(now: float) -> None:
-            nonlocal last_report
-            if self.on_progress is not None and now - last_report >= cfg.progress_every_seconds:
-                self._stats.outage = watch.note(now)
-                self._report()
-                last_report = now
-
-        try:
-            next_poll = self._poller()
-            while self._stop_reason is None:
-                try:
-                    poll = next_poll()
-                except BrokerOutageError as exc:
-                    # The source cannot poll at all: the checkpoint stays as it
-                    # is; poll again after a computed backoff, not at once.
-                    delay = watch.poll_failed(str(exc), now=time.monotonic())
-                    watch.wait(delay, stop=lambda: self._stop_reason is not None)
-                    report(time.monotonic())
-                    continue
-                now = time.monotonic()
-                watch.observe(source_outage() if source_outage is not None else None, now)
-                if len(poll):
-                    last_data = now
-                    said_lagging = False
-                self.feed(poll)
-                # An outage is not idleness, and neither is a slow group join:
-                # the quiet time counts from the latest of the last record, the
-                # last assignment and the end of the last outage.
-                if (
-                    not len(poll)
-                    and cfg.until_idle_seconds is not None
-                    and self._assigned_at is not None
-                    and not watch.active
-                    and now - max(last_data, self._assigned_at, watch.ended_at or 0.0)
-                    >= cfg.until_idle_seconds
-                ):
-                    try:
-                        lag = self.source.lag()
-                    except Exception:  # noqa: BLE001 -- a lag that cannot be read is unknown
-                        lag = None
-                    if lag == 0:
-                        self.end_of_input()
-                        reason = f"idle for {cfg.until_idle_seconds:g}s"
-                        break
-                    if not said_lagging:
-                        log.info(
-                            "no record for %gs, but the lag is %s: not idle yet",
-                            cfg.until_idle_seconds,
-                            "unknown" if lag is None else f"{lag:,}",
-                        )
-                        said_lagging = True
-                if not len(poll) and getattr(self.source, "exhausted", False):
-                    self.end_of_input()
-                    reason = "end of input"
-                    break
-                if cfg.max_events is not None and self._stats.events_learned >= cfg.max_events:
-                    reason = f"learned {self._stats.events_learned} >= max_events"
-                    break
-                report(now)
-            else:
-                reason = self._stop_reason
-        except BaseException:
-            self.close()
-            raise
-        self._stats.outage = watch.note()
-        return replace(self.finish(reason), outage=watch.summary())
+        return poll_until_done(self, outage_watch if outage_watch is not None else OutageWatch())
 
     # The loop in steps: run() is start, feed per poll, end_of_input, finish.
     # A driver that reads once for several engines (stream.replay.driver) calls
@@ -356,7 +300,20 @@ class Engine:
             self.store.unlock()  # run() closes only an engine that started
             raise
         self._at_start = (self._stats.events_read, self._stats.checkpoints)
-        self._last_ckpt = time.monotonic()
+        self._cadence.start(batches_learned=self._stats.batches_learned)
+        stages = batch_stages(
+            self._live,
+            self._stats,
+            prequential=self.config.prequential,
+            observer=self.observer,
+            policy=self.policy,
+            gate=self.gate,
+            reconciler=self.reconciler,
+            view=self,
+            request_checkpoint=self.request_checkpoint,
+            schema=self._schema,
+        )
+        self._stages = tuple(stage.run for stage in stages)
 
     def feed(self, poll: PollColumns) -> None:
         """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
@@ -365,13 +322,9 @@ class Engine:
         if len(poll):
             self._handle(self._ingest(poll))
         self._handle(self._windower.tick(self.clock.now_ms()))
-        now = time.monotonic()
-        if self._dirty and (
-            self._batches_since_ckpt >= self.config.checkpoint_every_batches
-            or now - self._last_ckpt >= self.config.checkpoint_every_seconds
-        ):
+        if self._dirty and self._cadence.due(batches_learned=self._stats.batches_learned):
             self.checkpoint()
-            self._last_ckpt = now
+            self._cadence.timer_restarted()
 
     def end_of_input(self) -> None:
         """No more records will come: learn the window residue (it is checkpointed by :meth:`finish`)."""
@@ -383,7 +336,7 @@ class Engine:
             if self._dirty:
                 self.checkpoint()
             if self.on_progress is not None:
-                self._report()
+                self.report_progress()
         finally:
             self.close()
         read_at_start, ckpts_at_start = self._at_start
@@ -418,52 +371,20 @@ class Engine:
             finally:
                 self.store.unlock()  # last: the final checkpoint and dead letters are written
 
-    def _poller(self) -> Callable[[], PollColumns]:
-        """The loop's next-poll function: columns straight from the source when it offers them.
-
-        Polling stays on this thread on purpose. A prefetch thread (poll k+1
-        while poll k is decoded) was measured and dropped: kafka-python parses
-        records in Python inside poll(), so the two threads only traded the GIL
-        -- and starved the client's own network thread -- for a 25% loss;
-        librdkafka already prefetches on its own threads. Rebalance callbacks
-        also run inside poll(), and this way they run between batches, on the
-        thread that owns the engine state.
-        """
-        cfg = self.config
-        source = self.source
-        poll_columns = getattr(source, "poll_columns", None)
-        if poll_columns is not None:
-            return lambda: poll_columns(cfg.poll_timeout_ms, cfg.max_poll_records)
-        return lambda: as_columns(source.poll(cfg.poll_timeout_ms, cfg.max_poll_records))
-
     def _ingest(self, poll: PollColumns) -> WindowOutput:
         decoded = self.codec.decode(poll)
         self._sink.send(decoded.dead_letters)
         events = decoded.events
         if self._recent is not None and len(events):
-            events = self._without_repeats(decoded, poll)
+            dead_letter = self.config.duplicate_policy == "dead_letter"
+            events, letters = without_repeats(decoded, poll, self._recent, dead_letter=dead_letter)
+            self._stats.duplicates += len(decoded.events) - len(events)
+            self._sink.send(letters)
         # INVARIANT: positions only move forward, one past the last record handed on.
         self._positions.update(poll.next_positions())
         self._stats.events_read += len(poll)
         self._dirty = True
         return self._windower.add(events)
-
-    def _without_repeats(self, decoded: DecodeResult, poll: PollColumns) -> Events:
-        """The decoded events minus those whose own id was taken in recently (or earlier in this poll)."""
-        events = decoded.events
-        repeats = repeated(self._recent, events.ids, decoded.own_ids)
-        if not len(repeats):
-            return events
-        self._stats.duplicates += len(repeats)
-        if self.config.duplicate_policy == "dead_letter":
-            rows = decoded.event_rows()
-            self._sink.send(
-                DeadLetter(poll.record(rows[i]), f"duplicate id: {events.ids[i]!r} was already taken in")
-                for i in repeats.tolist()
-            )
-        keep = np.ones(len(events), dtype=bool)
-        keep[repeats] = False
-        return events.take(keep)
 
     def _handle(self, out: WindowOutput) -> None:
         if out.late is not None and len(out.late):
@@ -479,87 +400,13 @@ class Engine:
                 self._learn(batch)
 
     def _learn(self, batch: MicroBatch) -> None:
-        started = time.perf_counter()
-        observer = self.observer
-        observed = 0.0  # the observer's own time is not the engine's
-        X, y = batch.X, batch.y
-        if self._learner is None:
-            self._learner = self.learner_builder(X.shape[1])
-        pred = None
-        if self.config.prequential:
-            # Test, then train: the score is on data the model has not learned yet.
-            pred = self._learner.predict_batch(X)
-            if np.issubdtype(y.dtype, np.integer):
-                self._stats.observe_predictions(correct=int((pred == y).sum()), total=len(y))
-            else:
-                err = pred.astype(np.float64) - y
-                self._stats.observe_predictions(total=len(y), squared_error=float(err @ err))
-        if observer is not None:
-            t = time.perf_counter()
-            observer.before_learn(batch, pred, self._learner)
-            observed += time.perf_counter() - t
-        decision = None
-        alarms_before = self.policy.counts["alarms"] if self.policy is not None else 0
-        if self.policy is not None:
-            if pred is None:
-                pred = self._learner.predict_batch(X)
-            decision = self.policy.observe(self._learner, batch, pred)
-            if decision is not None:
-                if decision.kind == "rollback" and self.gate is not None and decision.version is not None:
-                    self.gate.rolled_back(decision.version)
-                pred = None  # the learner may have changed
-                # A decision changes the learner: make it durable at the next loop turn.
-                self._batches_since_ckpt = self.config.checkpoint_every_batches
-        held = decision is not None or (self.policy is not None and self.policy.holds_validation)
-        version = None
-        if self.reconciler is not None and decision is None:
-            adoption = self.reconciler.before_learn(self, batch, pred)
-            if adoption is not None:
-                self._adopt(adoption)
-                version, held, pred = adoption.version, True, None
-        if self.gate is not None and not held and self.gate.due():
-            # Before learning: this batch is the candidate's unseen holdout.
-            version = self.gate.before_learn(self._learner, batch, pred, self._schema())
-            consolidate = getattr(self._learner, "consolidate", None)
-            if version is not None and version.status == "validated" and consolidate is not None:
-                consolidate()  # EWC anchors on the state that just proved itself
-        report = self._learner.learn_batch(X, y)
-        self._stats.events_learned += report.n_samples
-        self._stats.batches_learned += 1
-        self._stats.last_loss = report.loss
-        if self._ledger is not None:
-            self._ledger.record(batch.events.ids)
-        if self.gate is not None:
-            self.gate.after_learn(batch)
-        self._batches_since_ckpt += 1
+        """The batch step: run the stages chosen in :meth:`start` over one batch's context."""
+        ctx = BatchContext(batch, time.perf_counter())
+        if self._live.learner is None:
+            self._live.learner = self.learner_builder(batch.X.shape[1])
+        for run_stage in self._stages:
+            run_stage(ctx)
         self._dirty = True
-        if observer is not None:
-            alarm = (
-                self.policy.open_alarm
-                if (self.policy is not None and self.policy.counts["alarms"] > alarms_before)
-                else None
-            )
-            observer.after_learn(
-                batch,
-                BatchOutcome(
-                    report=report,
-                    decision=decision,
-                    version=version,
-                    alarm=alarm,
-                    seconds=time.perf_counter() - started - observed,
-                ),
-            )
-
-    def _adopt(self, adoption: Adoption) -> None:
-        """Swap in a reconciled full retrain (already published and validated) before this batch is learned."""
-        self._learner = adoption.learner
-        if self._ledger is not None and adoption.learned_ids is not None:
-            # The ledger describes the model: now the adopted one's learned ids.
-            self._ledger = LearnLedger()
-            self._ledger.record(np.asarray(adoption.learned_ids))
-        if self.gate is not None:
-            self.gate.adopted(adoption.version, adoption.learner)
-        self._batches_since_ckpt = self.config.checkpoint_every_batches  # durable at the next loop turn
 
     # ----------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:
@@ -571,16 +418,16 @@ class Engine:
             Checkpoint(
                 seq=self._ckpt_seq,
                 positions=dict(self._positions),
-                learner=self._learner.state_dict() if self._learner is not None else None,
+                learner=self._live.learner.state_dict() if self._live.learner is not None else None,
                 window=self._windower.snapshot(),
                 schema=self._schema(),
                 counters=self._stats.counters(),
-                ledger=self._ledger.snapshot() if self._ledger is not None else None,
+                ledger=self._live.ledger.snapshot() if self._live.ledger is not None else None,
                 components=self._components(),
             )
         )
         self._stats.checkpoints += 1
-        self._batches_since_ckpt = 0
+        self._cadence.checkpointed(batches_learned=self._stats.batches_learned)
         self._dirty = False
         try:
             self.source.commit(self._positions)
@@ -601,7 +448,8 @@ class Engine:
         """What a prediction needs to know about the input (stored in checkpoints and versions)."""
         return {"n_features": self.codec.n_features, **_codec_schema(self.codec.config)}
 
-    def _report(self) -> None:
+    def report_progress(self) -> None:
+        """Hand the run's statistics, brought up to date, to ``on_progress``."""
         stats = self._stats
         stats.dead_letters = dict(self._sink.counts)
         stats.dead_letter_status = self._sink.status()
@@ -621,15 +469,3 @@ def _codec_schema(cfg: CodecConfig) -> dict:
         "feature_names": list(cfg.feature_names) if cfg.feature_names is not None else None,
         "classes": list(cfg.classes) if cfg.classes is not None else None,
     }
-
-
-def install_stop_signals(engine: Engine) -> None:
-    """SIGTERM/SIGINT ask the engine to stop cleanly; a second SIGINT interrupts at once."""
-
-    def _handler(signum, _frame):
-        if signum == signal.SIGINT and engine.stop_requested:
-            raise KeyboardInterrupt
-        engine.request_stop(f"received {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)

@@ -1,7 +1,9 @@
 """Reconciliation: the daemon's full retrains, and adopting a better one without skipping an event.
 
 The :class:`Reconciler` rides along the engine loop (:class:`~stream.engine.loop.Engine`)
-and works only at batch boundaries:
+and works only at batch boundaries. It sees the engine only through
+:class:`~stream.engine.reconcile_port.EngineView` and hands it an
+:class:`~stream.engine.reconcile_port.Adoption`:
 
 1. **Schedule.** Every ``every_events`` learned events, every ``every_seconds``,
    or when the drift policy asks (``on_drift``), it launches a
@@ -53,6 +55,7 @@ from stream.core.errors import (
 from stream.core.poll import PollColumns
 from stream.core.records import MicroBatch, TopicPartition, merge_ranges
 from stream.engine.gate import holdout_metric
+from stream.engine.reconcile_port import Adoption, EngineView
 from stream.reconcile.job import Launch, RetrainJob
 from stream.reconcile.spec import RetrainSpec
 from stream.reconcile.worker import RetrainResult
@@ -60,7 +63,6 @@ from stream.reconcile.worker_data import exact_bound
 
 if TYPE_CHECKING:
     from serving.registry.base import ModelRegistry
-    from stream.engine.loop import Engine
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +98,6 @@ class ReconcileConfig:
     @property
     def scheduled(self) -> bool:
         return self.every_events is not None or self.every_seconds is not None or self.on_drift
-
-
-@dataclass
-class Adoption:
-    """What the engine swaps in: the caught-up learner, its published version, the ids it has learned."""
-
-    learner: Any
-    version: Version
-    learned_ids: list[str] | None
 
 
 @dataclass
@@ -175,7 +168,7 @@ class Reconciler:
         return self._job is not None or self._candidate is not None or self._shadow is not None
 
     # ----------------------------------------------------------- the loop
-    def at_boundary(self, engine: Engine) -> None:
+    def at_boundary(self, engine: EngineView) -> None:
         """Between batches: watch the job, start a catch-up, or launch a due retrain."""
         if self._job is not None:
             outcome = self._job.poll()
@@ -193,7 +186,7 @@ class Reconciler:
             self._launch(engine)
 
     def before_learn(
-        self, engine: Engine, batch: MicroBatch, live_pred: np.ndarray | None
+        self, engine: EngineView, batch: MicroBatch, live_pred: np.ndarray | None
     ) -> Adoption | None:
         """Score the caught-up candidate against the live model on ``batch`` (not learned by either yet)."""
         shadow = self._shadow
@@ -236,22 +229,22 @@ class Reconciler:
             self._job = None
 
     # ------------------------------------------------------------ launch
-    def _due(self, engine: Engine) -> bool:
+    def _due(self, engine: EngineView) -> bool:
         cfg = self.config
-        learned = engine.stats.events_learned
+        learned = engine.events_learned
         if self._requested is not None:
             return True
         if cfg.every_events is not None and learned - self._last_launch_events >= cfg.every_events:
             return True
         return cfg.every_seconds is not None and time.monotonic() - self._last_launch_at >= cfg.every_seconds
 
-    def _launch(self, engine: Engine) -> None:
+    def _launch(self, engine: EngineView) -> None:
         cutoff = learned_cutoff(engine.positions, engine.pending())
         why = self._requested or (
-            f"scheduled: {engine.stats.events_learned - self._last_launch_events:,} events since the last retrain"
+            f"scheduled: {engine.events_learned - self._last_launch_events:,} events since the last retrain"
         )
         self._requested = None
-        self._last_launch_events = engine.stats.events_learned
+        self._last_launch_events = engine.events_learned
         self._last_launch_at = time.monotonic()
         if not cutoff:
             return
@@ -261,7 +254,7 @@ class Reconciler:
             self.spec,
             start=self.config.history,
             end=exact_bound(cutoff, "earliest").spec,
-            record_ids=engine.ledger is not None,
+            record_ids=engine.keeps_ledger,
             note=f"daemon retrain ({why})",
         )
         job = RetrainJob(
@@ -309,7 +302,7 @@ class Reconciler:
         )
 
     # ---------------------------------------------------------- catch up
-    def _start_shadow(self, engine: Engine) -> None:
+    def _start_shadow(self, engine: EngineView) -> None:
         result = self._candidate
         positions = engine.positions
         cutoff = result.cutoff()
@@ -332,7 +325,7 @@ class Reconciler:
             self._reject(result, f"the candidate cannot be loaded into the live learner: {exc}", {})
             return
         started = time.monotonic()
-        ids = _load_ids(result) if engine.ledger is not None else None
+        ids = _load_ids(result) if engine.keeps_ledger else None
         ranges = {k: [lo, hi - 1] for k, (lo, hi) in result.ranges.items() if hi > lo}
         try:
             caught = self._catch_up(engine, learner, cutoff, positions, ids, ranges)
@@ -362,7 +355,7 @@ class Reconciler:
 
     def _catch_up(
         self,
-        engine: Engine,
+        engine: EngineView,
         learner,
         cutoff: dict[TopicPartition, int],
         positions: dict[TopicPartition, int],
@@ -381,7 +374,7 @@ class Reconciler:
         )
         learned = 0
         for poll in self._read_spans(spans):
-            events = engine.codec.decode(poll).events  # dead letters were sent when the daemon read them
+            events = engine.decode_events(poll)  # dead letters were sent when the daemon read them
             if skip and len(events):
                 keep = np.fromiter(
                     (

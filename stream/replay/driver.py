@@ -229,6 +229,7 @@ class Backtest:
         work = os.path.join(self.out_dir, "configs", cfg.name)
         from serving.registry.factory import open_registry
         from stream.engine.gate import GateConfig, ValidationGate
+        from stream.engine.stages import connect_drift_policy
 
         registry = open_registry(os.path.join(work, "registry"))
         gate = ValidationGate(
@@ -241,6 +242,7 @@ class Backtest:
             ),
         )
         policy = cfg.drift.build(task=self.task)
+        connect_drift_policy(policy, gate)
         metrics = WindowMetrics(self.task, self.n_classes)
         sink = None
         if self.dead_letters == "file" and index == 0:  # one copy of each dead letter, whatever the configs

@@ -27,6 +27,7 @@ from stream.core.records import RawRecord
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.stages import connect_drift_policy
 from stream.sources.produce import poisoned_rows, synthetic_rows
 from stream.testing.doubles import ListSource
 from stream.window.count import CountWindow
@@ -56,6 +57,7 @@ def _run(tmp_path, rows, policy=None, *, tolerance=0.01):
         registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100, tolerance=tolerance)
     )
     policy = policy or DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
+    connect_drift_policy(policy, gate)
     engine = Engine(
         source=ListSource(_records(rows), batch_size=5000),
         codec=JsonCodec(CodecConfig()),

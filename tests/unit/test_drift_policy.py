@@ -27,6 +27,7 @@ from stream.core.records import RawRecord
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.stages import connect_drift_policy
 from stream.sources.produce import synthetic_rows
 from stream.testing.doubles import ListSource, make_batch
 from stream.window.count import CountWindow
@@ -55,6 +56,7 @@ def _run(tmp_path, rows, policy=None, *, tolerance=0.01):
         registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100, tolerance=tolerance)
     )
     policy = policy or DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
+    connect_drift_policy(policy, gate)
     engine = Engine(
         source=ListSource(_records(rows), batch_size=5000),
         codec=JsonCodec(CodecConfig()),
@@ -203,6 +205,7 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
     first = DriftPolicy(DriftMonitor([ScriptedDetector([20])]), cfg)
     registry = FileRegistry(tmp_path / "registry")
     gate = ValidationGate(registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100))
+    connect_drift_policy(first, gate)
     engine = Engine(
         source=ListSource(_records(rows[:14_000]), batch_size=5000),
         codec=JsonCodec(CodecConfig()),
@@ -216,6 +219,8 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
     engine.run()
     assert first.state == "collecting"
     second = DriftPolicy(DriftMonitor([ScriptedDetector([])]), cfg)
+    second_gate = ValidationGate(registry, gate.config)
+    connect_drift_policy(second, second_gate)
     engine = Engine(
         source=ListSource(_records(rows), batch_size=5000),
         codec=JsonCodec(CodecConfig()),
@@ -223,7 +228,7 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
         learner_builder=_learner,
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=ValidationGate(registry, gate.config),
+        gate=second_gate,
         policy=second,
     )
     summary = engine.run()
