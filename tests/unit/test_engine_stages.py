@@ -38,7 +38,7 @@ from stream.engine.stages import (
     connect_drift_policy,
 )
 from stream.testing.doubles import ListSource, make_batch, make_records
-from stream.window.windows import CountWindow
+from stream.window.count import CountWindow
 
 
 # ------------------------------------------------------------------ doubles
