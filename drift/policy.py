@@ -66,7 +66,7 @@ import numpy as np
 
 from drift.detectors import DriftMonitor, Signal
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
-from learners.base import Learner
+from learners.base import Adaptable, Learner
 from serving.registry.versions import AuditEvent, Version, json_plain
 from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
 from stream.core.records import MicroBatch, merge_ranges
@@ -414,7 +414,7 @@ class DriftPolicy:
         self, learner: Learner, snap_learner: Learner, version: Version, ev: PairedEvidence
     ) -> Decision:
         evidence = self._evidence(ev)
-        discarded = int(getattr(learner, "n_learned", 0)) - int(getattr(snap_learner, "n_learned", 0))
+        discarded = int(learner.n_learned) - int(snap_learner.n_learned)
         learner.load_state_dict(snap_learner.state_dict())
         evidence.update(automatic=True, discarded_events=discarded, to=version.number)
         reason = (
@@ -443,13 +443,13 @@ class DriftPolicy:
 
     def _adapt(self, learner: Learner, version: Version | None) -> Decision:
         evidence = self._evidence()
-        adapt = getattr(learner, "adapt", None)
+        adaptable = isinstance(learner, Adaptable)  # on a drift decision only: rare, not per batch
         changes = (
-            adapt(ewc_factor=self.config.ewc_factor, replay_refresh=self.config.replay_refresh)
-            if adapt is not None
+            learner.adapt(ewc_factor=self.config.ewc_factor, replay_refresh=self.config.replay_refresh)
+            if adaptable
             else {}
         )
-        if adapt is not None and self.config.plasticity_batches:
+        if adaptable and self.config.plasticity_batches:
             self._plasticity_until = self._batches + self.config.plasticity_batches
         evidence.update(changes=json_plain(changes), plasticity_batches=self.config.plasticity_batches)
         reason = (
@@ -499,8 +499,7 @@ class DriftPolicy:
 
     def _maybe_restore_plasticity(self, learner: Learner) -> None:
         if self._plasticity_until is not None and self._batches >= self._plasticity_until:
-            restore = getattr(learner, "restore_plasticity", None)
-            changes = restore() if restore is not None else {}
+            changes = learner.restore_plasticity() if isinstance(learner, Adaptable) else {}
             log.info("drift adaptation over: plasticity restored %s", changes)
             self._plasticity_until = None
 

@@ -39,7 +39,7 @@ from stream.core.poll import PollColumns, as_columns
 from stream.engine.config import EngineConfig, RunSummary
 from stream.engine.idle import IdleRule
 from stream.engine.progress import RunStats
-from stream.sources.base import Source
+from stream.sources.base import Source, source_extras
 from stream.sources.outage import OutageWatch
 
 __all__ = ["PolledEngine", "poll_until_done", "poller"]
@@ -86,7 +86,7 @@ def poller(source: Source, *, timeout_ms: int, max_records: int) -> Callable[[],
     also run inside poll(), and this way they run between batches, on the
     thread that owns the engine state.
     """
-    poll_columns = getattr(source, "poll_columns", None)
+    poll_columns = source_extras(source).poll_columns
     if poll_columns is not None:
         return lambda: poll_columns(timeout_ms, max_records)
     return lambda: as_columns(source.poll(timeout_ms, max_records))
@@ -95,7 +95,8 @@ def poller(source: Source, *, timeout_ms: int, max_records: int) -> Callable[[],
 def poll_until_done(engine: PolledEngine, watch: OutageWatch) -> RunSummary:
     """Start ``engine``, feed it every poll until a reason to stop, finish it; its summary (with outages)."""
     cfg, source, clock = engine.config, engine.source, engine.clock
-    source_outage = getattr(source, "outage", None)
+    extras = source_extras(source)  # capabilities resolved once, not per poll
+    source_outage = extras.outage
     engine.start()
     idle = IdleRule(cfg.until_idle_seconds, source, now=time.monotonic())
     last_report = clock.monotonic_ms()
@@ -134,7 +135,7 @@ def poll_until_done(engine: PolledEngine, watch: OutageWatch) -> RunSummary:
                 engine.end_of_input()
                 reason = f"idle for {cfg.until_idle_seconds:g}s"
                 break
-            if not len(poll) and getattr(source, "exhausted", False):
+            if not len(poll) and extras.bounded and source.exhausted:
                 engine.end_of_input()
                 reason = "end of input"
                 break

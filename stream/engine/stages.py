@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
+from learners.base import Consolidating
+from stream.core import metrics
 from stream.engine.batch_context import BatchContext, LiveModel
 from stream.engine.ledger import LearnLedger
 from stream.engine.observer import BatchObserver, BatchOutcome
@@ -89,11 +91,10 @@ class ScoreStage:
         batch = ctx.batch
         y = batch.y
         pred = self.live.learner.predict_batch(batch.X)
-        if np.issubdtype(y.dtype, np.integer):
-            self.stats.observe_predictions(correct=int((pred == y).sum()), total=len(y))
+        if metrics.is_classification(y):
+            self.stats.observe_predictions(correct=metrics.count_correct(pred, y), total=len(y))
         else:
-            err = pred.astype(np.float64) - y
-            self.stats.observe_predictions(total=len(y), squared_error=float(err @ err))
+            self.stats.observe_predictions(total=len(y), squared_error=metrics.squared_error(pred, y))
         ctx.prediction = pred
 
 
@@ -210,9 +211,9 @@ class ConsolidateStage:
         # reconciler already reset the candidate's anchors.
         if version is None or ctx.held or version.status != "validated":
             return
-        consolidate = getattr(self.live.learner, "consolidate", None)
-        if consolidate is not None:
-            consolidate()
+        learner = self.live.learner
+        if isinstance(learner, Consolidating):  # only on a validated version: rare, not per batch
+            learner.consolidate()
 
 
 class LearnStage:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from learners.base import Consolidating
 from serving.registry.versions import AuditEvent, Version
 from stream.core.errors import (
     BrokerUnavailableError,
@@ -340,9 +341,8 @@ class Reconciler:
                 {"ranges": result.ranges},
             )
             return
-        reset = getattr(learner, "reset_consolidation", None)
-        if reset is not None:
-            reset()
+        if isinstance(learner, Consolidating):
+            learner.reset_consolidation()
         self._shadow = _Shadow(result, learner, ids, ranges, caught)
         self._candidate = None
         log.info(

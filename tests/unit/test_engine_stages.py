@@ -55,8 +55,12 @@ class OnesLearner:
         self.learned += len(X)
         return LearnReport(n_samples=len(X), loss=0.5)
 
-    def consolidate(self) -> None:
+    def consolidate(self) -> int:
         self.consolidations += 1
+        return 1
+
+    def reset_consolidation(self) -> None:  # with consolidate: the Consolidating capability
+        self.consolidations = 0
 
     def state_dict(self) -> dict:
         return {"learned": self.learned}
