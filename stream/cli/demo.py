@@ -24,10 +24,13 @@ from typing import TYPE_CHECKING
 import click
 
 from stream.cli.options import (
+    BOOTSTRAP,
     DRIFT,
     LEARNER,
     REGISTRY,
     REGISTRY_AND_GATE,
+    TOPICS,
+    WINDOW,
     drift_from,
     gate_from,
     learner_from,
@@ -302,7 +305,7 @@ def run_demo(cfg: DemoConfig) -> None:
 #: ``streamlearn demo``'s options, in ``--help`` order.
 DEMO_OPTIONS = (
     # No environment here: the demo starts its own broker and registry unless told otherwise.
-    Option("--bootstrap", "bootstrap", help="Use this Kafka instead of starting the embedded broker."),
+    BOOTSTRAP.but(help="Use this Kafka instead of starting the embedded broker.", env=None),
     Option(
         "--events",
         "n_events",
@@ -318,8 +321,8 @@ DEMO_OPTIONS = (
         default="hyperplane",
         show_default=True,
     ),
-    Option("--topic", "topic", default="streamlearn-demo", show_default=True),
-    Option("--window", "window", default="count:100", show_default=True),
+    TOPICS.but(name="topic", multiple=False, default="streamlearn-demo", show_default=True, help=None),
+    WINDOW.but(default="count:100", help=None),
     Option(
         "--workdir",
         "workdir",
