@@ -18,18 +18,37 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import click
 
-from stream.cli.errors import user_errors
-from stream.cli.options import drift_options, learner_options, registry_options
-from stream.engine.progress import ProgressPrinter, RunStats
+from stream.cli.options import (
+    BOOTSTRAP,
+    DRIFT,
+    LEARNER,
+    REGISTRY,
+    REGISTRY_AND_GATE,
+    TOPICS,
+    WINDOW,
+    drift_from,
+    gate_from,
+    learner_from,
+)
+from stream.cli.table import Option, Values, with_options
+
+if TYPE_CHECKING:  # imported when the demo runs: `--help` stays fast
+    from drift.choice import DriftChoice
+    from learners.choice import LearnerChoice
+    from stream.engine.gate import GateConfig
+    from stream.engine.progress import RunStats
+    from stream.engine.spec import EngineSpec
 
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """The demo's own options, and the learner, drift policy and gate of the engine it runs."""
+
     bootstrap: str | None
     n_events: int
     generator: str
@@ -38,15 +57,49 @@ class DemoConfig:
     workdir: str
     api_port: int
     keep_serving: bool
+    #: ``--registry`` if given (the demo's default: a fresh one in its run directory).
     registry: str | None
-    registry_namespace: str | None
-    seed: int
-    gate_args: tuple[int, float, float, int]
-    learner_factory: Callable[[int], Any]
-    task: str
-    n_classes: int
-    n_features: int | None
-    drift: Any = None  # a drift.choice.DriftChoice; None: drift handling off
+    registry_namespace: str
+    registry_keep_states: int
+    gate: GateConfig
+    learner: LearnerChoice
+    drift: DriftChoice | None = None  # None: drift handling off
+
+    def engine_spec(self, *, bootstrap: str | None, run_id: str, run_dir: str) -> EngineSpec:
+        """The engine the demo runs on ``bootstrap``, writing under ``run_dir``."""
+        from stream.core.settings import KafkaSettings
+        from stream.engine.config import EngineConfig
+        from stream.engine.spec import CheckpointSpec, EngineSpec, RegistrySpec, SourceSpec
+
+        return EngineSpec(
+            source=SourceSpec(
+                bootstrap=bootstrap,
+                topics=(self.topic,),
+                group=f"streamlearn-demo-{run_id}",
+                # Short group timeouts: the demo's one consumer joins in a second, not ten.
+                kafka=KafkaSettings(session_timeout_ms=6000, heartbeat_interval_ms=500),
+            ),
+            window=self.window,
+            learner=self.learner,
+            checkpoints=CheckpointSpec(dir=os.path.join(run_dir, "checkpoints"), keep=3),
+            dead_letter="kafka",
+            loop=EngineConfig(
+                checkpoint_every_batches=20, checkpoint_every_seconds=5, until_idle_seconds=3.0
+            ),
+            gate=self.gate,
+            # A fresh registry per run unless one is named: versions of an earlier demo
+            # (another seed, maybe another feature count) are not this run's baseline.
+            registry=(
+                None
+                if self.registry == "none"
+                else RegistrySpec(
+                    url=self.registry or os.path.join(run_dir, "registry"),
+                    namespace=self.registry_namespace,
+                    keep_states=self.registry_keep_states,
+                )
+            ),
+            drift=self.drift,
+        )
 
 
 def _say(message: str) -> None:
@@ -113,7 +166,8 @@ def run_demo(cfg: DemoConfig) -> None:
     from serving.settings import ServingSettings
     from stream.cli.options import open_gate
     from stream.cli.run import print_summary, run_engine
-    from stream.core.settings import KafkaSettings
+    from stream.engine.builder import EngineExtras, build_engine
+    from stream.engine.progress import ProgressPrinter
     from stream.sources.embedded_broker import EmbeddedBroker
     from stream.sources.produce import ensure_topic, synthetic_rows
     from stream.sources.produce import produce as produce_stream
@@ -121,11 +175,11 @@ def run_demo(cfg: DemoConfig) -> None:
     run_id = uuid.uuid4().hex[:8]
     run_dir = os.path.join(cfg.workdir, f"demo-{run_id}")
     os.makedirs(run_dir, exist_ok=True)
-    checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    # A fresh registry per run unless one is named: versions of an earlier demo
-    # (another seed, maybe another feature count) are not this run's baseline.
-    registry_target = cfg.registry or os.path.join(run_dir, "registry")
-    gate = open_gate(registry_target, cfg.registry_namespace, *cfg.gate_args)
+    # The broker may not be started yet (its address is set below); the API needs the registry first.
+    spec = cfg.engine_spec(bootstrap=cfg.bootstrap, run_id=run_id, run_dir=run_dir)
+    checkpoint_dir = spec.checkpoints.dir
+    registry_target = spec.registry.url if spec.registry is not None else "none"
+    gate = open_gate(spec)
     if gate is None:
         raise click.UsageError("the demo needs a registry; --registry none is for `streamlearn run`")
     registry = gate.registry
@@ -165,7 +219,7 @@ def run_demo(cfg: DemoConfig) -> None:
                     generator=cfg.generator,
                     drift_at=drift_at,
                     drift_width=max(1, cfg.n_events // 50),
-                    seed=cfg.seed + 42,
+                    seed=cfg.learner.seed + 42,
                     corrupt_every=997,
                 )
             except BaseException as exc:  # noqa: BLE001 -- surfaced after the daemon stops
@@ -175,48 +229,20 @@ def run_demo(cfg: DemoConfig) -> None:
         producer.start()
 
         timeline = AccuracyTimeline()
-        engines: list = []
 
         def serving_now() -> str:
             model = slot.model
             return f"serving v{model.version.number}" if model is not None else "serving: none yet"
 
-        def follow(engine) -> None:
-            engines.append(engine)
-            timeline.follow(engine)
-
         started = time.monotonic()
-        summary = run_engine(
-            bootstrap=bootstrap,
-            topics=(cfg.topic,),
-            partitions=(),
-            group=f"streamlearn-demo-{run_id}",
-            files=(),
-            window=cfg.window,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every_batches=20,
-            checkpoint_every_seconds=5,
-            keep=3,
-            dead_letter="kafka",
-            late_policy="dead_letter",
-            until_idle=3.0,
-            max_events=None,
-            backend="kafka-python",
-            kafka_extra={},
-            kafka_settings=KafkaSettings(session_timeout_ms=6000, heartbeat_interval_ms=500),
-            max_poll_records=5000,
-            ledger=False,
-            quiet=False,
-            learner_factory=cfg.learner_factory,
-            task=cfg.task,
-            n_classes=cfg.n_classes,
-            n_features=cfg.n_features,
+        engine = build_engine(
+            replace(spec, source=replace(spec.source, bootstrap=bootstrap)),
             gate=gate,
-            policy=cfg.drift.build(task=cfg.task) if cfg.drift is not None else None,
-            on_progress=ProgressPrinter(extra=serving_now),
-            engine_hook=follow,
+            extras=EngineExtras(on_progress=ProgressPrinter(extra=serving_now)),
         )
-        timeline.stop(engines[0])
+        timeline.follow(engine)
+        summary = run_engine(engine)
+        timeline.stop(engine)
         producer.join(timeout=5)
         if errors:
             raise errors[0]
@@ -226,7 +252,7 @@ def run_demo(cfg: DemoConfig) -> None:
         current = registry.current()
         if current is not None:
             app.state.swapper.wait_for_version(current.number, timeout=5)
-        sample = next(iter(synthetic_rows(cfg.generator, 1, seed=cfg.seed + 7)))
+        sample = next(iter(synthetic_rows(cfg.generator, 1, seed=cfg.learner.seed + 7)))
         x = [
             round(float(v), 4)
             for v in (sample["x"].values() if isinstance(sample["x"], dict) else sample["x"])
@@ -276,84 +302,74 @@ def run_demo(cfg: DemoConfig) -> None:
             broker_ctx.stop()
 
 
+#: ``streamlearn demo``'s options, in ``--help`` order.
+DEMO_OPTIONS = (
+    # No environment here: the demo starts its own broker and registry unless told otherwise.
+    BOOTSTRAP.but(help="Use this Kafka instead of starting the embedded broker.", env=None),
+    Option(
+        "--events",
+        "n_events",
+        type=int,
+        default=400_000,
+        show_default=True,
+        help="Stream length; the default takes about a minute on a 2-core machine.",
+    ),
+    Option(
+        "--generator",
+        "generator",
+        type=click.Choice(["agrawal", "sea", "hyperplane", "rbf"]),
+        default="hyperplane",
+        show_default=True,
+    ),
+    TOPICS.but(name="topic", multiple=False, default="streamlearn-demo", show_default=True, help=None),
+    WINDOW.but(default="count:100", help=None),
+    Option(
+        "--workdir",
+        "workdir",
+        default=".streamlearn",
+        show_default=True,
+        help="Where the registry, checkpoints and logs go (one demo-<id>/ folder per run).",
+    ),
+    Option(
+        "--api-port",
+        "api_port",
+        type=int,
+        default=8000,
+        show_default=True,
+        help="Port of the prediction API on 127.0.0.1 (a free one is used if it is taken).",
+    ),
+    Option(
+        "--keep-serving",
+        "keep_serving",
+        is_flag=True,
+        help="Keep the API up after the stream ends, until Ctrl-C.",
+    ),
+    *LEARNER,
+    *(REGISTRY.but(env=None) if opt is REGISTRY else opt for opt in REGISTRY_AND_GATE),
+    *DRIFT,
+)
+
+
 @click.command()
-@click.option("--bootstrap", default=None, help="Use this Kafka instead of starting the embedded broker.")
-@click.option(
-    "--events",
-    "n_events",
-    type=int,
-    default=400_000,
-    show_default=True,
-    help="Stream length; the default takes about a minute on a 2-core machine.",
-)
-@click.option(
-    "--generator",
-    type=click.Choice(["agrawal", "sea", "hyperplane", "rbf"]),
-    default="hyperplane",
-    show_default=True,
-)
-@click.option("--topic", default="streamlearn-demo", show_default=True)
-@click.option("--window", default="count:100", show_default=True)
-@click.option(
-    "--workdir",
-    default=".streamlearn",
-    show_default=True,
-    help="Where the registry, checkpoints and logs go (one demo-<id>/ folder per run).",
-)
-@click.option(
-    "--api-port",
-    type=int,
-    default=8000,
-    show_default=True,
-    help="Port of the prediction API on 127.0.0.1 (a free one is used if it is taken).",
-)
-@click.option("--keep-serving", is_flag=True, help="Keep the API up after the stream ends, until Ctrl-C.")
-@learner_options
-@registry_options
-@drift_options
-@user_errors
-def demo(
-    bootstrap,
-    n_events,
-    generator,
-    topic,
-    window,
-    workdir,
-    api_port,
-    keep_serving,
-    learner,
-    registry,
-    registry_namespace,
-    publish_every_batches,
-    publish_every_seconds,
-    validation_tolerance,
-    holdout_min_events,
-    drift,
-):
+@with_options(DEMO_OPTIONS)
+def demo(opts: Values) -> None:
     """The embedded default: broker + drifting stream + daemon + registry + API, end to end."""
+    learner = learner_from(opts)
     run_demo(
         DemoConfig(
-            bootstrap=bootstrap,
-            n_events=n_events,
-            generator=generator,
-            topic=topic,
-            window=window,
-            workdir=workdir,
-            api_port=api_port,
-            keep_serving=keep_serving,
-            registry=registry,
-            registry_namespace=registry_namespace,
-            seed=learner.seed,
-            gate_args=(
-                publish_every_batches,
-                publish_every_seconds,
-                validation_tolerance,
-                holdout_min_events,
-            ),
-            learner_factory=learner.factory(),
-            task=learner.task,
-            n_classes=learner.n_classes,
-            n_features=learner.n_features,
-            drift=drift,
+            bootstrap=opts.bootstrap,
+            n_events=opts.n_events,
+            generator=opts.generator,
+            topic=opts.topic,
+            window=opts.window,
+            workdir=opts.workdir,
+            api_port=opts.api_port,
+            keep_serving=opts.keep_serving,
+            registry=opts.registry,
+            registry_namespace=opts.registry_namespace,
+            registry_keep_states=opts.registry_keep_states,
+            gate=gate_from(opts),
+            learner=learner,
+            drift=drift_from(opts),
         )
     )

@@ -189,34 +189,6 @@ def require_free_port(host: str, port: int, option: str = "--port (or STREAMLEAR
             ) from None
 
 
-#: ``--label-column`` for the commands that read files (run, replay); checked by :func:`check_label_column`.
-label_column_option = click.option(
-    "--label-column",
-    default="y",
-    show_default=True,
-    help="With --file: the CSV column (or JSONL field) that holds the label.",
-)
-
-
-def check_label_column(name: str, files: tuple[str, ...]) -> None:
-    """``--label-column`` names a column of --file input, and not the features, id or event time.
-
-    Raises
-    ------
-    ConfigError
-        ``name`` is empty or one of ``x``, ``id``, ``ts``, or is set without ``--file``.
-    """
-    if not files:
-        if name != "y":
-            raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
-        return
-    if not name or name in ("x", "id", "ts"):
-        raise ConfigError(
-            f"--label-column {name!r}: name the label's own column; 'x', 'id' and 'ts' hold the "
-            "features, the event id and the event time"
-        )
-
-
 def why_nothing_learned(dead_letters: dict[str, int], label_column: str | None) -> str | None:
     """The summary line for a run that learned nothing because every record was dead-lettered, or None.
 

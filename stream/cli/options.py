@@ -1,306 +1,503 @@
-"""Option groups shared by several commands: the learner, the registry and gate, drift handling.
+"""The options several commands share, each declared once, and how their values become typed configuration.
 
-Each group is a decorator that adds its click options and hands the command
-one validated object (``learner``, ``drift``) or the plain values (registry).
+Groups (tuples of :class:`~stream.cli.table.Option`) are listed by the
+commands that take them, in ``--help`` order; a command words an option its
+own way with ``.but(help=...)``. The ``*_from`` functions turn a command's
+resolved :class:`~stream.cli.table.Values` into the typed values of
+:mod:`stream.engine.spec`: :class:`~learners.choice.LearnerChoice`,
+:class:`~drift.choice.DriftChoice`, :class:`~stream.engine.gate.GateConfig`,
+:class:`~stream.engine.spec.RegistrySpec`,
+:class:`~stream.reconcile.reconciler.ReconcileConfig`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from learners.choice import LearnerChoice
-from stream.cli.errors import (
-    require_registry,
-    user_errors,
-)
+from stream.cli.errors import require_registry
+from stream.cli.table import Env, Option, Values
 
-_LEARNER_FIELDS = (
-    "model",
-    "model_options",
-    "optimizer",
-    "lr",
-    "steps_per_batch",
-    "minibatch_size",
-    "task",
-    "n_classes",
-    "n_features",
-    "device",
-    "seed",
-    "torch_threads",
-    "ewc_strength",
-    "ewc_decay",
-    "ewc_every",
-    "replay",
-    "replay_capacity",
-    "replay_mix",
-    "avalanche",
-    "avalanche_options",
-    "avalanche_plugins",
-)
-
-
-def learner_options(fn: Callable) -> Callable:
-    """Options that choose and configure the learner (shared by run and demo).
-
-    The command receives them as one ``learner`` argument, a validated
-    :class:`~learners.choice.LearnerChoice`.
-    """
-
-    @functools.wraps(fn)
-    def with_choice(*args, **kwargs):
-        return fn(*args, learner=LearnerChoice(**{k: kwargs.pop(k) for k in _LEARNER_FIELDS}), **kwargs)
-
-    decorators = [
-        click.option(
-            "--model",
-            default="logistic",
-            show_default=True,
-            help="logistic | mlp | resmlp, or any river estimator by name, e.g. "
-            "river.tree.HoeffdingAdaptiveTreeClassifier",
-        ),
-        click.option(
-            "--model-option",
-            "model_options",
-            multiple=True,
-            help="Model keyword KEY=VALUE (JSON value), e.g. hidden=[128,64], standardize=false, "
-            "or a river estimator's parameter.",
-        ),
-        click.option("--optimizer", default="adam", show_default=True, help="adam | adamw | sgd"),
-        click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate."),
-        click.option(
-            "--steps-per-batch",
-            type=int,
-            default=1,
-            show_default=True,
-            help="Passes over each micro-batch (Avalanche: train epochs).",
-        ),
-        click.option(
-            "--minibatch-size",
-            type=int,
-            default=None,
-            help="Split each micro-batch into shuffled chunks of N rows, one step each (more updates "
-            "per event: better accuracy, lower throughput). Default: one step per micro-batch.",
-        ),
-        click.option(
-            "--task",
-            type=click.Choice(["classification", "regression"]),
-            default="classification",
-            show_default=True,
-        ),
-        click.option(
-            "--classes",
-            "n_classes",
-            type=int,
-            default=2,
-            show_default=True,
-            help="Number of classes (labels are 0..N-1).",
-        ),
-        click.option(
-            "--n-features",
-            type=int,
-            default=None,
-            help="Feature dimension; default: locked by the first valid record.",
-        ),
-        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option(
-            "--torch-threads",
-            type=int,
-            default=1,
-            show_default=True,
-            envvar="STREAMLEARN_TORCH_THREADS",
-            help="CPU threads for torch ops. 1 suits small models: the Kafka client and decoding "
-            "need the other cores, and oversubscribed torch threads stall.",
-        ),
-        click.option(
-            "--ewc-strength",
-            type=float,
-            default=0.0,
-            show_default=True,
-            help="Online EWC penalty strength (0: off). Holds parameters that mattered for past data.",
-        ),
-        click.option(
-            "--ewc-decay",
-            type=float,
-            default=0.9,
-            show_default=True,
-            help="Weight of the old Fisher information at each consolidation.",
-        ),
-        click.option(
-            "--ewc-every",
-            type=int,
-            default=50,
-            show_default=True,
-            help="Consolidate every N batches (also at each validated version).",
-        ),
-        click.option(
-            "--replay",
-            type=click.Choice(["none", "reservoir", "balanced"]),
-            default="none",
-            show_default=True,
-            help="Rehearsal buffer mixed into every update.",
-        ),
-        click.option(
-            "--replay-capacity", type=int, default=2000, show_default=True, help="Buffer size in events."
-        ),
-        click.option(
-            "--replay-mix",
-            type=float,
-            default=1.0,
-            show_default=True,
-            help="Replayed events per new event in each update.",
-        ),
-        click.option(
-            "--avalanche",
-            default=None,
-            metavar="STRATEGY",
-            help="Train --model with an Avalanche strategy instead (Naive, EWC, Replay, LwF, "
-            "SynapticIntelligence, GEM, AGEM, ...); needs streamlearn[avalanche].",
-        ),
-        click.option(
-            "--avalanche-option",
-            "avalanche_options",
-            multiple=True,
-            help="Strategy keyword KEY=VALUE (JSON value), e.g. ewc_lambda=10 or mem_size=2000.",
-        ),
-        click.option(
-            "--avalanche-plugin",
-            "avalanche_plugins",
-            multiple=True,
-            help='An extra Avalanche plugin, NAME or NAME:{json kwargs}, e.g. LwFPlugin:{"alpha":0.5}.',
-        ),
-    ]
-    fn_with_options = user_errors(with_choice)  # a bad choice is a one-line error too
-    for deco in reversed(decorators):
-        fn_with_options = deco(fn_with_options)
-    return fn_with_options
-
-
-def registry_options(fn: Callable) -> Callable:
-    """Options that choose the model registry and the validation gate (shared by run and demo)."""
-    decorators = [
-        click.option(
-            "--registry",
-            default=None,
-            help="Where versions are published: a directory, redis://HOST:6379/0 (rediss:// for TLS, "
-            "password in the URL), or 'none' [env STREAMLEARN_REGISTRY_URL; default "
-            ".streamlearn/registry].",
-        ),
-        click.option(
-            "--registry-namespace",
-            default=None,
-            help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE].",
-        ),
-        click.option(
-            "--publish-every-batches",
-            type=int,
-            default=20,
-            show_default=True,
-            help="Publish a candidate version every N micro-batches ...",
-        ),
-        click.option(
-            "--publish-every-seconds",
-            type=float,
-            default=2.0,
-            show_default=True,
-            help="... or every T seconds, whichever comes first.",
-        ),
-        click.option(
-            "--validation-tolerance",
-            type=float,
-            default=0.01,
-            show_default=True,
-            help="A candidate is validated if its holdout metric is no worse than the validated "
-            "version's by more than this (accuracy points, or RMSE).",
-        ),
-        click.option(
-            "--holdout-min-events",
-            type=int,
-            default=100,
-            show_default=True,
-            help="Smallest newest-batch accepted as holdout evidence.",
-        ),
-    ]
-    for deco in reversed(decorators):
-        fn = deco(fn)
-    return fn
-
-
-def drift_options(fn: Callable) -> Callable:
-    """Options of drift detection and the drift policy (shared by run and demo); one ``drift`` argument."""
-
-    @functools.wraps(fn)
-    def with_choice(*args, **kwargs):
-        from drift.choice import DriftChoice
-
-        choice = DriftChoice(
-            detectors=tuple(kwargs.pop("drift_detectors")) or ("adwin",),
-            feature_method=kwargs.pop("feature_drift"),
-            feature_window=kwargs.pop("feature_drift_window"),
-            options=tuple(kwargs.pop("drift_options")),
-        )
-        return fn(*args, drift=choice, **kwargs)
-
-    decorators = [
-        click.option(
-            "--drift-detector",
-            "drift_detectors",
-            multiple=True,
-            metavar="NAME",
-            help="Error-stream drift detector: adwin (default), page_hinkley, ddm, eddm, kswin; repeatable; "
-            "'none' turns drift handling off.",
-        ),
-        click.option(
-            "--feature-drift",
-            type=click.Choice(["none", "ks", "psi"]),
-            default="none",
-            show_default=True,
-            help="Also watch each input feature against a reference window (KS tests with FDR control, "
-            "or PSI).",
-        ),
-        click.option(
-            "--feature-drift-window",
-            type=int,
-            default=1000,
-            show_default=True,
-            help="Events in the feature reference and recent windows.",
-        ),
-        click.option(
-            "--drift-option",
-            "drift_options",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Drift policy setting, e.g. warmup_batches=20, evidence_batches=3, rollback_margin=0.05, "
-            "cooldown_batches=10, ewc_factor=0.1, replay_refresh=0.5 (see docs/drift.md).",
-        ),
-    ]
-    fn_with_options = user_errors(with_choice)
-    for deco in reversed(decorators):
-        fn_with_options = deco(fn_with_options)
-    return fn_with_options
-
-
-def open_gate(registry, namespace, every_batches, every_seconds, tolerance, holdout_min_events):
-    """The validation gate over the chosen registry, or None for ``--registry none``."""
-    from serving.registry.factory import open_registry
-    from serving.settings import RegistrySettings
+if TYPE_CHECKING:  # the parts are imported when a command runs: `--help` stays fast
+    from drift.choice import DriftChoice
+    from learners.choice import LearnerChoice
     from stream.engine.gate import GateConfig, ValidationGate
+    from stream.engine.spec import EngineSpec, RegistrySpec, SourceSpec
+    from stream.reconcile.reconciler import ReconcileConfig
 
-    settings = RegistrySettings()
-    target = registry or settings.url
-    if target == "none":
-        return None
-    reg = open_registry(target, namespace=namespace or settings.namespace, keep_states=settings.keep_states)
-    require_registry(reg)
-    return ValidationGate(
-        reg,
-        GateConfig(
-            every_batches=every_batches,
-            every_seconds=every_seconds,
-            tolerance=tolerance,
-            holdout_min_events=holdout_min_events,
-        ),
+# ------------------------------------------------------------------ Kafka and files
+BOOTSTRAP = Option(
+    "--bootstrap",
+    "bootstrap",
+    help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].",
+    env=Env("stream.core.settings.KafkaSettings", "bootstrap"),
+)
+#: The environment's Kafka client settings (client id, timeouts, security): no flag.
+KAFKA_SETTINGS = Option(None, "kafka", env=Env("stream.core.settings.KafkaSettings"))
+TOPICS = Option("--topic", "topics", multiple=True, help="Topic to learn from (repeatable).")
+PARTITIONS = Option(
+    "--partition",
+    "partitions",
+    multiple=True,
+    help="Explicit TOPIC:N partition instead of group subscription (repeatable).",
+)
+KAFKA_OPTIONS = Option(
+    "--kafka-option",
+    "kafka_options",
+    multiple=True,
+    help="Extra client option KEY=VALUE (JSON value: 10, true; else a string).",
+)
+FILES = Option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Learn from JSONL/CSV files instead of Kafka (repeatable).",
+)
+LABEL_COLUMN = Option(
+    "--label-column",
+    "label_column",
+    default="y",
+    show_default=True,
+    help="With --file: the CSV column (or JSONL field) that holds the label.",
+)
+WINDOW = Option(
+    "--window",
+    "window",
+    default="count:1000",
+    show_default=True,
+    help="count:N | processing:5s | event:10s[,lateness=2s,idle=5s]",
+)
+MAX_POLL_RECORDS = Option("--max-poll-records", "max_poll_records", type=int, default=5000, show_default=True)
+QUIET = Option("--quiet", "quiet", is_flag=True, help="No progress lines.")
+RANGE_FROM = Option(
+    "--from",
+    "range_from",
+    default="earliest",
+    show_default=True,
+    help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-2h).",
+)
+RANGE_TO = Option(
+    "--to",
+    "range_to",
+    default="latest",
+    show_default=True,
+    help="End (excluded): latest (the end when the replay starts), or any --from form.",
+)
+
+# ------------------------------------------------------------------ checkpoints
+CHECKPOINTS = (
+    Option(
+        "--checkpoint-dir",
+        "checkpoint_dir",
+        help="Checkpoint directory [env STREAMLEARN_CHECKPOINT_DIR].",
+        env=Env("stream.core.settings.CheckpointSettings", "dir"),
+    ),
+    Option(
+        "--checkpoint-every-batches",
+        "checkpoint_every_batches",
+        type=int,
+        env=Env("stream.core.settings.CheckpointSettings", "every_batches"),
+    ),
+    Option(
+        "--checkpoint-every-seconds",
+        "checkpoint_every_seconds",
+        type=float,
+        env=Env("stream.core.settings.CheckpointSettings", "every_seconds"),
+    ),
+    Option(None, "checkpoint_keep", env=Env("stream.core.settings.CheckpointSettings", "keep")),
+    Option(
+        "--on-unreadable-checkpoint",
+        "on_unreadable_checkpoint",
+        type=click.Choice(["refuse", "fresh"]),
+        default="refuse",
+        show_default=True,
+        help="When checkpoints exist but none can be read: refuse to start, or set them aside "
+        "(*.unreadable) and learn from scratch.",
+    ),
+)
+
+# ------------------------------------------------------------------ learner
+LEARNER = (
+    Option(
+        "--model",
+        "model",
+        default="logistic",
+        show_default=True,
+        help="logistic | mlp | resmlp, or any river estimator by name, e.g. "
+        "river.tree.HoeffdingAdaptiveTreeClassifier",
+    ),
+    Option(
+        "--model-option",
+        "model_options",
+        multiple=True,
+        help="Model keyword KEY=VALUE (JSON value), e.g. hidden=[128,64], standardize=false, "
+        "or a river estimator's parameter.",
+    ),
+    Option("--optimizer", "optimizer", default="adam", show_default=True, help="adam | adamw | sgd"),
+    Option("--lr", "lr", type=float, default=0.05, show_default=True, help="Learning rate."),
+    Option(
+        "--steps-per-batch",
+        "steps_per_batch",
+        type=int,
+        default=1,
+        show_default=True,
+        help="Passes over each micro-batch (Avalanche: train epochs).",
+    ),
+    Option(
+        "--minibatch-size",
+        "minibatch_size",
+        type=int,
+        help="Split each micro-batch into shuffled chunks of N rows, one step each (more updates "
+        "per event: better accuracy, lower throughput). Default: one step per micro-batch.",
+    ),
+    Option(
+        "--task",
+        "task",
+        type=click.Choice(["classification", "regression"]),
+        default="classification",
+        show_default=True,
+    ),
+    Option(
+        "--classes",
+        "n_classes",
+        type=int,
+        default=2,
+        show_default=True,
+        help="Number of classes (labels are 0..N-1).",
+    ),
+    Option(
+        "--n-features",
+        "n_features",
+        type=int,
+        help="Feature dimension; default: locked by the first valid record.",
+    ),
+    Option("--device", "device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+    Option("--seed", "seed", type=int, default=0, show_default=True),
+    Option(
+        "--torch-threads",
+        "torch_threads",
+        type=int,
+        default=1,
+        show_default=True,
+        env=Env("stream.core.settings.TorchSettings", "threads"),
+        help="CPU threads for torch ops. 1 suits small models: the Kafka client and decoding "
+        "need the other cores, and oversubscribed torch threads stall.",
+    ),
+    Option(
+        "--ewc-strength",
+        "ewc_strength",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Online EWC penalty strength (0: off). Holds parameters that mattered for past data.",
+    ),
+    Option(
+        "--ewc-decay",
+        "ewc_decay",
+        type=float,
+        default=0.9,
+        show_default=True,
+        help="Weight of the old Fisher information at each consolidation.",
+    ),
+    Option(
+        "--ewc-every",
+        "ewc_every",
+        type=int,
+        default=50,
+        show_default=True,
+        help="Consolidate every N batches (also at each validated version).",
+    ),
+    Option(
+        "--replay",
+        "replay",
+        type=click.Choice(["none", "reservoir", "balanced"]),
+        default="none",
+        show_default=True,
+        help="Rehearsal buffer mixed into every update.",
+    ),
+    Option(
+        "--replay-capacity",
+        "replay_capacity",
+        type=int,
+        default=2000,
+        show_default=True,
+        help="Buffer size in events.",
+    ),
+    Option(
+        "--replay-mix",
+        "replay_mix",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Replayed events per new event in each update.",
+    ),
+    Option(
+        "--avalanche",
+        "avalanche",
+        metavar="STRATEGY",
+        help="Train --model with an Avalanche strategy instead (Naive, EWC, Replay, LwF, "
+        "SynapticIntelligence, GEM, AGEM, ...); needs streamlearn[avalanche].",
+    ),
+    Option(
+        "--avalanche-option",
+        "avalanche_options",
+        multiple=True,
+        help="Strategy keyword KEY=VALUE (JSON value), e.g. ewc_lambda=10 or mem_size=2000.",
+    ),
+    Option(
+        "--avalanche-plugin",
+        "avalanche_plugins",
+        multiple=True,
+        help='An extra Avalanche plugin, NAME or NAME:{json kwargs}, e.g. LwFPlugin:{"alpha":0.5}.',
+    ),
+)
+
+# ------------------------------------------------------------------ registry and gate
+REGISTRY = Option(
+    "--registry",
+    "registry",
+    help="Where versions are published: a directory, redis://HOST:6379/0 (rediss:// for TLS, "
+    "password in the URL), or 'none' [env STREAMLEARN_REGISTRY_URL; default "
+    ".streamlearn/registry].",
+    env=Env("serving.settings.RegistrySettings", "url"),
+)
+REGISTRY_NAMESPACE = Option(
+    "--registry-namespace",
+    "registry_namespace",
+    help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE].",
+    env=Env("serving.settings.RegistrySettings", "namespace"),
+)
+REGISTRY_KEEP_STATES = Option(
+    None, "registry_keep_states", env=Env("serving.settings.RegistrySettings", "keep_states")
+)
+PUBLISH_EVERY_BATCHES = Option(
+    "--publish-every-batches",
+    "publish_every_batches",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Publish a candidate version every N micro-batches ...",
+)
+VALIDATION_TOLERANCE = Option(
+    "--validation-tolerance",
+    "validation_tolerance",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="A candidate is validated if its holdout metric is no worse than the validated "
+    "version's by more than this (accuracy points, or RMSE).",
+)
+HOLDOUT_MIN_EVENTS = Option(
+    "--holdout-min-events",
+    "holdout_min_events",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Smallest newest-batch accepted as holdout evidence.",
+)
+#: The registry and the validation gate of run and demo.
+REGISTRY_AND_GATE = (
+    REGISTRY,
+    REGISTRY_NAMESPACE,
+    PUBLISH_EVERY_BATCHES,
+    Option(
+        "--publish-every-seconds",
+        "publish_every_seconds",
+        type=float,
+        default=2.0,
+        show_default=True,
+        help="... or every T seconds, whichever comes first.",
+    ),
+    VALIDATION_TOLERANCE,
+    HOLDOUT_MIN_EVENTS,
+    REGISTRY_KEEP_STATES,
+)
+
+# ------------------------------------------------------------------ drift
+DRIFT = (
+    Option(
+        "--drift-detector",
+        "drift_detectors",
+        multiple=True,
+        metavar="NAME",
+        help="Error-stream drift detector: adwin (default), page_hinkley, ddm, eddm, kswin; repeatable; "
+        "'none' turns drift handling off.",
+    ),
+    Option(
+        "--feature-drift",
+        "feature_drift",
+        type=click.Choice(["none", "ks", "psi"]),
+        default="none",
+        show_default=True,
+        help="Also watch each input feature against a reference window (KS tests with FDR control, or PSI).",
+    ),
+    Option(
+        "--feature-drift-window",
+        "feature_drift_window",
+        type=int,
+        default=1000,
+        show_default=True,
+        help="Events in the feature reference and recent windows.",
+    ),
+    Option(
+        "--drift-option",
+        "drift_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Drift policy setting, e.g. warmup_batches=20, evidence_batches=3, rollback_margin=0.05, "
+        "cooldown_batches=10, ewc_factor=0.1, replay_refresh=0.5 (see docs/drift.md).",
+    ),
+)
+
+# ------------------------------------------------------------------ full retrains (run)
+RETRAIN = (
+    Option(
+        "--retrain-every-events",
+        "retrain_every_events",
+        type=int,
+        help="Run a distributed full retrain after every N learned events (reconciliation).",
+    ),
+    Option("--retrain-every-seconds", "retrain_every_seconds", type=float, help="... or every T seconds."),
+    Option(
+        "--retrain-on-drift",
+        "retrain_on_drift",
+        is_flag=True,
+        help="... and whenever the drift policy asks for one (the world changed).",
+    ),
+    Option(
+        "--retrain-from",
+        "retrain_history",
+        default="earliest",
+        show_default=True,
+        help="Start of every retrain's range (earliest, -7d, ...); it ends where the live model is.",
+    ),
+    Option(
+        "--retrain-nproc",
+        "retrain_nproc",
+        type=int,
+        default=1,
+        show_default=True,
+        help="torchrun processes per retrain (gloo on CPU, NCCL on CUDA).",
+    ),
+    Option("--retrain-epochs", "retrain_epochs", type=int, default=3, show_default=True),
+    Option("--retrain-batch-size", "retrain_batch_size", type=int, default=256, show_default=True),
+    Option("--retrain-shards", "retrain_shards", type=int, default=8, show_default=True),
+    Option(
+        "--retrain-holdout-events",
+        "retrain_holdout_events",
+        type=int,
+        default=1000,
+        show_default=True,
+        help="Events on which the caught-up candidate and the live model are compared.",
+    ),
+    Option(
+        "--retrain-tolerance",
+        "retrain_tolerance",
+        type=float,
+        default=0.01,
+        show_default=True,
+        help="The candidate is adopted if no worse than the live model by more than this.",
+    ),
+    Option(
+        "--retrain-timeout",
+        "retrain_timeout_s",
+        type=float,
+        default=3600.0,
+        show_default=True,
+        help="Stop (and report) a retrain that runs longer than SECONDS.",
+    ),
+)
+
+
+# ------------------------------------------------------------------ values -> typed configuration
+def learner_from(opts: Values) -> LearnerChoice:
+    """The validated learner choice of the :data:`LEARNER` options."""
+    from learners.choice import LearnerChoice
+
+    return LearnerChoice(**{opt.name: opts[opt.name] for opt in LEARNER})
+
+
+def drift_from(opts: Values) -> DriftChoice:
+    """The validated drift choice of the :data:`DRIFT` options (adwin unless a detector is named)."""
+    from drift.choice import DriftChoice
+
+    return DriftChoice(
+        detectors=tuple(opts.drift_detectors) or ("adwin",),
+        feature_method=opts.feature_drift,
+        feature_window=opts.feature_drift_window,
+        options=tuple(opts.drift_options),
     )
+
+
+def gate_from(opts: Values) -> GateConfig:
+    """The gate of the registry options; without ``--publish-every-seconds`` (replay) it is paced in batches only."""
+    from stream.engine.gate import GateConfig
+
+    return GateConfig(
+        every_batches=opts.publish_every_batches,
+        every_seconds=opts.get("publish_every_seconds"),
+        tolerance=opts.validation_tolerance,
+        holdout_min_events=opts.holdout_min_events,
+    )
+
+
+def registry_from(opts: Values, url: str | None = None) -> RegistrySpec | None:
+    """The registry ``url`` (default: ``--registry``) names with the namespace and retention; ``None`` for 'none'."""
+    from stream.engine.spec import RegistrySpec
+
+    url = url or opts.registry
+    if url == "none":
+        return None
+    return RegistrySpec(url=url, namespace=opts.registry_namespace, keep_states=opts.registry_keep_states)
+
+
+def reconcile_from(opts: Values) -> ReconcileConfig:
+    """The reconciler's configuration of the :data:`RETRAIN` options (``job_root`` is set by the builder)."""
+    from stream.reconcile.job import Launch
+    from stream.reconcile.reconciler import ReconcileConfig
+
+    return ReconcileConfig(
+        every_events=opts.retrain_every_events,
+        every_seconds=opts.retrain_every_seconds,
+        on_drift=opts.retrain_on_drift,
+        history=opts.retrain_history,
+        launch=Launch(nproc=opts.retrain_nproc),
+        epochs=opts.retrain_epochs,
+        batch_size=opts.retrain_batch_size,
+        shards=opts.retrain_shards,
+        holdout_events=opts.retrain_holdout_events,
+        tolerance=opts.retrain_tolerance,
+        timeout_s=opts.retrain_timeout_s,
+    )
+
+
+def source_from(opts: Values, **overrides) -> SourceSpec:
+    """Where ``run`` reads from, from the source options (``overrides``: a command's fixed values)."""
+    from learners.choice import parse_options
+    from stream.engine.spec import SourceSpec
+
+    values = {
+        "bootstrap": opts.bootstrap,
+        "topics": tuple(opts.topics),
+        "partitions": tuple(opts.get("partitions", ())),
+        "group": opts.get("group"),
+        "backend": opts.get("backend", "kafka-python"),
+        "kafka_options": parse_options(opts.get("kafka_options", ()), "--kafka-option"),
+        "kafka": opts.kafka,
+        "files": tuple(opts.get("files", ())),
+        "label_column": opts.get("label_column", "y"),
+        **overrides,
+    }
+    return SourceSpec(**values)
+
+
+def open_gate(spec: EngineSpec) -> ValidationGate | None:
+    """The validation gate of ``spec``, its registry pinged (unreachable at start is a user error); ``None``: no gate."""
+    from stream.engine.builder import open_gate as open_spec_gate
+
+    gate = open_spec_gate(spec)
+    if gate is not None:
+        require_registry(gate.registry)
+    return gate

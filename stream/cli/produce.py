@@ -6,71 +6,71 @@ import time
 
 import click
 
-from stream.cli.errors import (
-    require_broker,
-    user_errors,
-)
+from stream.cli.errors import require_broker
+from stream.cli.options import BOOTSTRAP, TOPICS
+from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
+
+#: ``streamlearn produce``'s options, in ``--help`` order.
+PRODUCE_OPTIONS = (
+    BOOTSTRAP,
+    TOPICS.but(name="topic", multiple=False, required=True, help=None),
+    Option("--events", "n_events", type=int, default=10_000, show_default=True),
+    Option(
+        "--generator",
+        "generator",
+        type=click.Choice(["agrawal", "sea", "hyperplane", "rbf"]),
+        default="hyperplane",
+        show_default=True,
+    ),
+    Option(
+        "--partitions",
+        "partitions",
+        type=int,
+        default=3,
+        show_default=True,
+        help="Partitions if the topic is created.",
+    ),
+    Option("--drift-at", "drift_at", type=int, help="Switch concept at this record index."),
+    Option("--drift-width", "drift_width", type=int, default=1, show_default=True),
+    Option(
+        "--n-features", "n_features", type=int, default=10, show_default=True, help="For hyperplane and rbf."
+    ),
+    Option("--rate", "rate", type=float, help="Records per second (default: as fast as possible)."),
+    Option("--corrupt-every", "corrupt_every", type=int, help="Make every k-th record undecodable."),
+    Option(
+        "--poison",
+        "poison",
+        metavar="KIND:START:COUNT",
+        help="Corrupt COUNT decodable records from index START: label_flip or scale (features x1000). "
+        "Exercises the drift policy's rollback.",
+    ),
+    Option(
+        "--start-time",
+        "start_time",
+        metavar="TIME",
+        help="Backdate the stream: record i gets timestamp TIME + i x --interval-ms (ISO-8601, @EPOCH_MS "
+        "or relative like -2h), a history to replay by time. Default: append time.",
+    ),
+    Option(
+        "--interval-ms",
+        "interval_ms",
+        type=int,
+        default=10,
+        show_default=True,
+        help="Spacing of backdated timestamps.",
+    ),
+    Option("--seed", "seed", type=int, default=42, show_default=True),
+)
 
 
 @click.command()
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
-@click.option("--topic", required=True)
-@click.option("--events", "n_events", type=int, default=10_000, show_default=True)
-@click.option(
-    "--generator",
-    type=click.Choice(["agrawal", "sea", "hyperplane", "rbf"]),
-    default="hyperplane",
-    show_default=True,
-)
-@click.option(
-    "--partitions", type=int, default=3, show_default=True, help="Partitions if the topic is created."
-)
-@click.option("--drift-at", type=int, default=None, help="Switch concept at this record index.")
-@click.option("--drift-width", type=int, default=1, show_default=True)
-@click.option("--n-features", type=int, default=10, show_default=True, help="For hyperplane and rbf.")
-@click.option("--rate", type=float, default=None, help="Records per second (default: as fast as possible).")
-@click.option("--corrupt-every", type=int, default=None, help="Make every k-th record undecodable.")
-@click.option(
-    "--poison",
-    default=None,
-    metavar="KIND:START:COUNT",
-    help="Corrupt COUNT decodable records from index START: label_flip or scale (features x1000). "
-    "Exercises the drift policy's rollback.",
-)
-@click.option(
-    "--start-time",
-    default=None,
-    metavar="TIME",
-    help="Backdate the stream: record i gets timestamp TIME + i x --interval-ms (ISO-8601, @EPOCH_MS "
-    "or relative like -2h), a history to replay by time. Default: append time.",
-)
-@click.option(
-    "--interval-ms", type=int, default=10, show_default=True, help="Spacing of backdated timestamps."
-)
-@click.option("--seed", type=int, default=42, show_default=True)
-@user_errors
-def produce(
-    bootstrap,
-    topic,
-    n_events,
-    generator,
-    partitions,
-    drift_at,
-    drift_width,
-    n_features,
-    rate,
-    corrupt_every,
-    poison,
-    start_time,
-    interval_ms,
-    seed,
-):
+@with_options(PRODUCE_OPTIONS)
+def produce(opts: Values) -> None:
     """Write a synthetic stream (river generators, optional concept drift) to a topic."""
-    from stream.core.settings import KafkaSettings
     from stream.sources.produce import produce as produce_stream
 
-    bootstrap = bootstrap or KafkaSettings().bootstrap
+    bootstrap, topic = opts.bootstrap, opts.topic
     if not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP)")
     require_broker(bootstrap)
@@ -78,21 +78,21 @@ def produce(
     sent = produce_stream(
         bootstrap,
         topic,
-        n_events,
-        generator=generator,
-        partitions=partitions,
-        seed=seed,
-        drift_at=drift_at,
-        drift_width=drift_width,
-        n_features=n_features,
-        rate=rate,
-        corrupt_every=corrupt_every,
-        poison=_parse_poison(poison),
-        start_ts_ms=_parse_time(start_time),
-        interval_ms=interval_ms,
+        opts.n_events,
+        generator=opts.generator,
+        partitions=opts.partitions,
+        seed=opts.seed,
+        drift_at=opts.drift_at,
+        drift_width=opts.drift_width,
+        n_features=opts.n_features,
+        rate=opts.rate,
+        corrupt_every=opts.corrupt_every,
+        poison=_parse_poison(opts.poison),
+        start_ts_ms=_parse_time(opts.start_time),
+        interval_ms=opts.interval_ms,
     )
     click.echo(
-        f"[streamlearn] produced {sent:,} {generator} records to {topic} in {time.monotonic() - started:.1f}s",
+        f"[streamlearn] produced {sent:,} {opts.generator} records to {topic} in {time.monotonic() - started:.1f}s",
         err=True,
     )
 

@@ -15,95 +15,68 @@ import time
 
 import click
 
-from stream.cli.errors import (
-    check_label_column,
-    label_column_option,
-    require_broker,
-    require_topics,
-    user_errors,
+from stream.cli.errors import require_broker, require_topics
+from stream.cli.options import (
+    BOOTSTRAP,
+    DRIFT,
+    FILES,
+    HOLDOUT_MIN_EVENTS,
+    KAFKA_SETTINGS,
+    LABEL_COLUMN,
+    LEARNER,
+    MAX_POLL_RECORDS,
+    PARTITIONS,
+    PUBLISH_EVERY_BATCHES,
+    QUIET,
+    RANGE_FROM,
+    RANGE_TO,
+    TOPICS,
+    VALIDATION_TOLERANCE,
+    WINDOW,
+    drift_from,
+    gate_from,
+    learner_from,
 )
-from stream.cli.options import drift_options, learner_options
+from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
+
+#: ``streamlearn replay``'s options, in ``--help`` order.
+REPLAY_OPTIONS = (
+    BOOTSTRAP,
+    TOPICS.but(help="Topic to replay (repeatable; topics merge by timestamp)."),
+    PARTITIONS.but(help="Only these TOPIC:N partitions (repeatable)."),
+    FILES.but(help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given)."),
+    LABEL_COLUMN,
+    RANGE_FROM,
+    RANGE_TO,
+    Option(
+        "--config",
+        "config_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="A YAML configuration to backtest (repeatable; all read the topic in one pass). Its keys "
+        "override the options given here.",
+    ),
+    WINDOW.but(
+        help="count:N | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)"
+    ),
+    PUBLISH_EVERY_BATCHES.but(
+        help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic)."
+    ),
+    VALIDATION_TOLERANCE.but(help=None),
+    HOLDOUT_MIN_EVENTS.but(help=None),
+    Option("--out", "out_dir", help="Report directory [default: .streamlearn/replay-<topic>-<time>]."),
+    MAX_POLL_RECORDS,
+    QUIET.but(help="No progress bar."),
+    *LEARNER,
+    *DRIFT,
+    KAFKA_SETTINGS,
+)
 
 
 @click.command()
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
-@click.option(
-    "--topic", "topics", multiple=True, help="Topic to replay (repeatable; topics merge by timestamp)."
-)
-@click.option("--partition", "partitions", multiple=True, help="Only these TOPIC:N partitions (repeatable).")
-@click.option(
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given).",
-)
-@label_column_option
-@click.option(
-    "--from",
-    "range_from",
-    default="earliest",
-    show_default=True,
-    help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-2h).",
-)
-@click.option(
-    "--to",
-    "range_to",
-    default="latest",
-    show_default=True,
-    help="End (excluded): latest (the end when the replay starts), or any --from form.",
-)
-@click.option(
-    "--config",
-    "config_files",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="A YAML configuration to backtest (repeatable; all read the topic in one pass). Its keys "
-    "override the options given here.",
-)
-@click.option(
-    "--window",
-    default="count:1000",
-    show_default=True,
-    help="count:N | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)",
-)
-@click.option(
-    "--publish-every-batches",
-    type=int,
-    default=20,
-    show_default=True,
-    help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic).",
-)
-@click.option("--validation-tolerance", type=float, default=0.01, show_default=True)
-@click.option("--holdout-min-events", type=int, default=100, show_default=True)
-@click.option(
-    "--out", "out_dir", default=None, help="Report directory [default: .streamlearn/replay-<topic>-<time>]."
-)
-@click.option("--max-poll-records", type=int, default=5000, show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@learner_options
-@drift_options
-@user_errors
-def replay(
-    bootstrap,
-    topics,
-    partitions,
-    files,
-    label_column,
-    range_from,
-    range_to,
-    config_files,
-    window,
-    publish_every_batches,
-    validation_tolerance,
-    holdout_min_events,
-    out_dir,
-    max_poll_records,
-    quiet,
-    learner,
-    drift,
-):
+@with_options(REPLAY_OPTIONS)
+def replay(opts: Values) -> None:
     """Backtest learner configurations on a historical range and write an HTML/PNG/JSON report.
 
     \b
@@ -117,28 +90,25 @@ def replay(
       streamlearn replay --bootstrap localhost:9092 --topic clicks --from -2h \\
           --config a.yaml --config b.yaml --out ./backtest
     """
-    from stream.core.settings import KafkaSettings
-    from stream.replay.config import GateChoice, ReplayConfig, load_configs
+    from stream.codec.json_codec import CodecConfig
+    from stream.engine.spec import check_label_column
+    from stream.replay.config import ReplayConfig, load_configs
     from stream.replay.driver import Backtest, prepare_out_dir
     from stream.replay.report import format_table, write_report
     from stream.sources.bounds import parse_bound
 
-    kafka = KafkaSettings()
-    bootstrap = bootstrap or kafka.bootstrap
+    learner, drift = learner_from(opts), drift_from(opts)
+    files, topics, partitions, bootstrap = opts.files, opts.topics, opts.partitions, opts.bootstrap
     if files and (topics or partitions):
         raise ConfigError("replay either --file(s) or --topic/--partition, not both")
     if not files and not (topics or partitions):
         raise ConfigError("name what to replay: --topic T (with --bootstrap) or --file PATH")
     if not files and not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP) to replay a topic")
-    check_label_column(label_column, files)
-    base = ReplayConfig.base(
-        learner=learner,
-        window=window,
-        drift=drift,
-        gate=GateChoice(publish_every_batches, validation_tolerance, holdout_min_events),
-    )
-    configs = load_configs(list(config_files), base)
+    check_label_column(opts.label_column, files)
+    # The command line is the base of every configuration; each --config file's keys override it.
+    base = ReplayConfig.base(learner=learner, window=opts.window, drift=drift, gate=gate_from(opts))
+    configs = load_configs(list(opts.config_files), base)
     tasks = {(c.learner.task, c.learner.n_classes) for c in configs}
     if len(tasks) > 1:
         raise ConfigError(
@@ -147,20 +117,21 @@ def replay(
         )
     task, n_classes = tasks.pop()
     n_features = next((c.learner.n_features for c in configs if c.learner.n_features), None)
+    range_from, range_to = opts.range_from, opts.range_to
     start = parse_bound(range_from, default="earliest")
     end = parse_bound(range_to, default="latest")
     name = (
         os.path.splitext(os.path.basename(files[0]))[0] if files else (topics or partitions)[0].split(":")[0]
     )
-    out_dir = out_dir or os.path.join(".streamlearn", f"replay-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir = opts.out_dir or os.path.join(".streamlearn", f"replay-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if files:
         source, info = (
-            _file_source(files, start, end, label_column),
+            _file_source(files, start, end, opts.label_column),
             {"kind": "file", "bootstrap": None, "topics": [os.path.basename(f) for f in files]},
         )
     else:
         source, info = (
-            _kafka_source(bootstrap, topics, partitions, kafka, start, end),
+            _kafka_source(opts, start, end),
             {
                 "kind": "kafka",
                 "bootstrap": bootstrap,
@@ -178,14 +149,10 @@ def replay(
         source,
         configs,
         out_dir,
-        task=task,
-        n_classes=n_classes,
-        n_features=n_features,
-        max_poll_records=max_poll_records,
-        progress=not quiet,
-        label_field=label_column,
-        command=shlex.join(["streamlearn", *sys.argv[1:]]),
-        source_info=info,
+        decode=CodecConfig(task=task, n_classes=n_classes, n_features=n_features, y_field=opts.label_column),
+        max_poll_records=opts.max_poll_records,
+        progress=not opts.quiet,
+        about={"command": shlex.join(["streamlearn", *sys.argv[1:]]), "source": info},
     )
     with _replay_logging(os.path.join(out_dir, "replay.log")):
         result = backtest.run()
@@ -245,19 +212,19 @@ def _file_source(files, start, end, label_column):
     )
 
 
-def _kafka_source(bootstrap, topics, partitions, kafka, start, end):
+def _kafka_source(opts: Values, start, end):
     from stream.sources.base import parse_partitions
     from stream.sources.kafka import KafkaSourceConfig
     from stream.sources.range import KafkaRangeSource
 
     config = KafkaSourceConfig(
-        bootstrap=bootstrap,
-        topics=tuple(topics),
-        partitions=tuple(parse_partitions(partitions)),
-        client_id=kafka.client_id,
-        extra=kafka.client_options(),
+        bootstrap=opts.bootstrap,
+        topics=tuple(opts.topics),
+        partitions=tuple(parse_partitions(opts.partitions)),
+        client_id=opts.kafka.client_id,
+        extra=opts.kafka.client_options(),
     )
     # Checked here, before the banner and the report directory, so a mistake is the only line printed.
-    require_broker(bootstrap)
+    require_broker(opts.bootstrap)
     require_topics(config)
     return KafkaRangeSource(config, start, end)

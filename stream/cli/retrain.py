@@ -12,91 +12,87 @@ import time
 
 import click
 
-from stream.cli.errors import fail, require_broker, require_registry, require_topics, user_errors
-from stream.cli.options import learner_options
+from stream.cli.errors import fail, require_broker, require_registry, require_topics
+from stream.cli.options import (
+    BOOTSTRAP,
+    KAFKA_OPTIONS,
+    KAFKA_SETTINGS,
+    LEARNER,
+    RANGE_FROM,
+    RANGE_TO,
+    REGISTRY,
+    REGISTRY_NAMESPACE,
+    TOPICS,
+    learner_from,
+)
+from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError, RetrainFailedError
+
+#: ``streamlearn retrain``'s options, in ``--help`` order.
+RETRAIN_OPTIONS = (
+    BOOTSTRAP,
+    TOPICS.but(required=True, help="Topic to train on (repeatable)."),
+    RANGE_FROM.but(
+        help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-24h)."
+    ),
+    RANGE_TO.but(
+        help="End (excluded), the cutoff: latest (the end when the job starts), or any --from form."
+    ),
+    Option(
+        "--nproc", "nproc", type=int, default=1, show_default=True, help="Worker processes on this machine."
+    ),
+    Option(
+        "--nnodes",
+        "nnodes",
+        default="1",
+        show_default=True,
+        help="Machines in the job (each runs this command).",
+    ),
+    Option(
+        "--rdzv-endpoint",
+        "rdzv_endpoint",
+        metavar="HOST:PORT",
+        help="Rendezvous for several machines: one reachable host:port, the same on every node.",
+    ),
+    Option("--rdzv-id", "rdzv_id", help="Job id shared by the nodes of one job."),
+    Option("--epochs", "epochs", type=int, default=3, show_default=True, help="Passes over the range."),
+    Option(
+        "--batch-size",
+        "batch_size",
+        type=int,
+        default=256,
+        show_default=True,
+        help="Global minibatch (split evenly over the shards, whatever the number of processes).",
+    ),
+    Option(
+        "--shards",
+        "shards",
+        type=int,
+        default=8,
+        show_default=True,
+        help="Fixed cut of the range; the result depends on it, not on --nproc (at most this many processes).",
+    ),
+    Option("--retrain-lr", "retrain_lr", type=float, help="Learning rate of the retrain [default: --lr]."),
+    REGISTRY.but(
+        help="Where the candidate goes: a directory or redis://... [env STREAMLEARN_REGISTRY_URL; default "
+        ".streamlearn/registry]; 'none' writes it to the job directory only."
+    ),
+    REGISTRY_NAMESPACE,
+    Option(
+        "--job-dir",
+        "job_dir",
+        help="spec.json, log.txt, result.json [default: .streamlearn/retrain/<time>].",
+    ),
+    Option("--timeout", "timeout_s", type=float, help="Stop the job after SECONDS."),
+    KAFKA_OPTIONS.but(help="Extra client option KEY=VALUE."),
+    *LEARNER,
+    KAFKA_SETTINGS,
+)
 
 
 @click.command()
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
-@click.option("--topic", "topics", multiple=True, required=True, help="Topic to train on (repeatable).")
-@click.option(
-    "--from",
-    "range_from",
-    default="earliest",
-    show_default=True,
-    help="Start (included): earliest, an offset, P:N[,P:N], ISO time, @EPOCH_MS, or relative (-24h).",
-)
-@click.option(
-    "--to",
-    "range_to",
-    default="latest",
-    show_default=True,
-    help="End (excluded), the cutoff: latest (the end when the job starts), or any --from form.",
-)
-@click.option("--nproc", type=int, default=1, show_default=True, help="Worker processes on this machine.")
-@click.option(
-    "--nnodes", default="1", show_default=True, help="Machines in the job (each runs this command)."
-)
-@click.option(
-    "--rdzv-endpoint",
-    default=None,
-    metavar="HOST:PORT",
-    help="Rendezvous for several machines: one reachable host:port, the same on every node.",
-)
-@click.option("--rdzv-id", default=None, help="Job id shared by the nodes of one job.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Passes over the range.")
-@click.option(
-    "--batch-size",
-    type=int,
-    default=256,
-    show_default=True,
-    help="Global minibatch (split evenly over the shards, whatever the number of processes).",
-)
-@click.option(
-    "--shards",
-    type=int,
-    default=8,
-    show_default=True,
-    help="Fixed cut of the range; the result depends on it, not on --nproc (at most this many processes).",
-)
-@click.option("--retrain-lr", type=float, default=None, help="Learning rate of the retrain [default: --lr].")
-@click.option(
-    "--registry",
-    default=None,
-    help="Where the candidate goes: a directory or redis://... [env STREAMLEARN_REGISTRY_URL; default "
-    ".streamlearn/registry]; 'none' writes it to the job directory only.",
-)
-@click.option(
-    "--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE]."
-)
-@click.option(
-    "--job-dir", default=None, help="spec.json, log.txt, result.json [default: .streamlearn/retrain/<time>]."
-)
-@click.option("--timeout", "timeout_s", type=float, default=None, help="Stop the job after SECONDS.")
-@click.option("--kafka-option", "kafka_options", multiple=True, help="Extra client option KEY=VALUE.")
-@learner_options
-@user_errors
-def retrain(
-    bootstrap,
-    topics,
-    range_from,
-    range_to,
-    nproc,
-    nnodes,
-    rdzv_endpoint,
-    rdzv_id,
-    epochs,
-    batch_size,
-    shards,
-    retrain_lr,
-    registry,
-    registry_namespace,
-    job_dir,
-    timeout_s,
-    kafka_options,
-    learner,
-):
+@with_options(RETRAIN_OPTIONS)
+def retrain(opts: Values) -> None:
     """Retrain from scratch on a topic range with PyTorch DDP and publish a candidate version.
 
     \b
@@ -110,13 +106,11 @@ def retrain(
       streamlearn retrain --bootstrap localhost:9092 --topic clicks --from -7d --nproc 2
     """
     from learners.choice import parse_options
-    from serving.settings import RegistrySettings
-    from stream.core.settings import KafkaSettings
     from stream.reconcile.job import Launch, RetrainJob
     from stream.reconcile.spec import RetrainSpec
 
-    kafka = KafkaSettings()
-    bootstrap = bootstrap or kafka.bootstrap
+    learner = learner_from(opts)
+    bootstrap = opts.bootstrap
     if not bootstrap:
         raise ConfigError("pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP)")
     if learner.kind != "torch":
@@ -124,27 +118,27 @@ def retrain(
             f"a full retrain trains torch models (logistic, mlp, resmlp); {learner.model!r} is a "
             f"{learner.kind} model"
         )
-    settings = RegistrySettings()
-    target = registry or settings.url
     spec = RetrainSpec(
         bootstrap=bootstrap,
-        topics=tuple(topics),
-        start=range_from,
-        end=range_to,
+        topics=tuple(opts.topics),
+        start=opts.range_from,
+        end=opts.range_to,
         learner=dataclasses.asdict(learner),
-        epochs=epochs,
-        batch_size=batch_size,
-        shards=shards,
-        lr=retrain_lr,
-        registry=None if target == "none" else target,
-        registry_namespace=registry_namespace or settings.namespace,
+        epochs=opts.epochs,
+        batch_size=opts.batch_size,
+        shards=opts.shards,
+        lr=opts.retrain_lr,
+        registry=None if opts.registry == "none" else opts.registry,
+        registry_namespace=opts.registry_namespace,
         # Security settings (SASL password) stay in the environment the workers inherit, not in spec.json.
-        kafka=parse_options(kafka_options, "--kafka-option"),
+        kafka=parse_options(opts.kafka_options, "--kafka-option"),
     )
-    launch = Launch(nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
-    _preflight(spec, launch)
-    job_dir = job_dir or os.path.join(".streamlearn", "retrain", time.strftime("%Y%m%d-%H%M%S"))
-    job = RetrainJob(spec, job_dir, launch, timeout_s=timeout_s).start()
+    launch = Launch(
+        nproc=opts.nproc, nnodes=opts.nnodes, rdzv_endpoint=opts.rdzv_endpoint, rdzv_id=opts.rdzv_id
+    )
+    _preflight(spec, launch, opts.kafka)
+    job_dir = opts.job_dir or os.path.join(".streamlearn", "retrain", time.strftime("%Y%m%d-%H%M%S"))
+    job = RetrainJob(spec, job_dir, launch, timeout_s=opts.timeout_s).start()
     click.echo(
         f"[streamlearn] retrain job in {job.dir} ({' '.join(job.command()[1:4])} ...); log: {job.log_path}",
         err=True,
@@ -164,7 +158,7 @@ def retrain(
     )
 
 
-def _preflight(spec, launch) -> None:
+def _preflight(spec, launch, kafka) -> None:
     """What the workers would find wrong at their start, found here: one line instead of torchrun's report.
 
     Configuration first, then the broker, the topics and the registry.
@@ -174,7 +168,6 @@ def _preflight(spec, launch) -> None:
     ConfigError, BrokerUnavailableError, TopicNotFoundError, RegistryUnavailableError
     """
     from serving.registry.factory import open_registry
-    from stream.core.settings import KafkaSettings
     from stream.sources.bounds import parse_bound
     from stream.sources.kafka import KafkaSourceConfig
 
@@ -190,7 +183,7 @@ def _preflight(spec, launch) -> None:
         KafkaSourceConfig(
             bootstrap=spec.bootstrap,
             topics=spec.topics,
-            extra={**KafkaSettings().client_options(), **spec.kafka},
+            extra={**kafka.client_options(), **spec.kafka},
         )
     )
     if spec.registry:

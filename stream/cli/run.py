@@ -3,338 +3,172 @@
 from __future__ import annotations
 
 import gc
+from typing import TYPE_CHECKING
 
 import click
 
-from learners.choice import parse_options
-from stream.cli.errors import (
-    check_label_column,
-    label_column_option,
-    require_broker,
-    user_errors,
-    why_nothing_learned,
+from stream.cli.errors import require_broker, why_nothing_learned
+from stream.cli.options import (
+    BOOTSTRAP,
+    CHECKPOINTS,
+    DRIFT,
+    FILES,
+    KAFKA_OPTIONS,
+    KAFKA_SETTINGS,
+    LABEL_COLUMN,
+    LEARNER,
+    MAX_POLL_RECORDS,
+    PARTITIONS,
+    QUIET,
+    REGISTRY_AND_GATE,
+    RETRAIN,
+    TOPICS,
+    WINDOW,
+    drift_from,
+    gate_from,
+    learner_from,
+    open_gate,
+    reconcile_from,
+    registry_from,
+    source_from,
 )
-from stream.cli.options import drift_options, learner_options, open_gate, registry_options
+from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
-from stream.reconcile.options import retrain_options
+
+if TYPE_CHECKING:
+    from stream.engine.spec import EngineSpec
+
+#: ``streamlearn run``'s options, in ``--help`` order.
+RUN_OPTIONS = (
+    BOOTSTRAP,
+    TOPICS,
+    PARTITIONS,
+    Option("--group", "group", help="Consumer group (offsets committed there for lag monitoring)."),
+    FILES,
+    LABEL_COLUMN,
+    WINDOW,
+    *CHECKPOINTS,
+    Option(
+        "--dead-letter",
+        "dead_letter",
+        help="kafka (<topic>.dlq) | file:PATH | none  [default: kafka, or file for --file]",
+    ),
+    Option(
+        "--late-policy",
+        "late_policy",
+        type=click.Choice(["dead_letter", "drop"]),
+        default="dead_letter",
+        show_default=True,
+    ),
+    Option(
+        "--dedup-window",
+        "dedup_window",
+        type=click.IntRange(min=0),
+        default=1_000_000,
+        show_default=True,
+        help="Remember this many recent event ids; a record repeating one is never learned twice (0: off).",
+    ),
+    Option(
+        "--duplicates",
+        "duplicate_policy",
+        type=click.Choice(["dead_letter", "drop"]),
+        default="dead_letter",
+        show_default=True,
+        help="What happens to a record whose id was taken in recently.",
+    ),
+    Option(
+        "--until-idle",
+        "until_idle",
+        type=float,
+        help="Exit once no record arrived for SECONDS and the lag is known to be 0 (an outage is not idle).",
+    ),
+    Option("--max-events", "max_events", type=int, help="Exit after learning this many events."),
+    Option(
+        "--backend",
+        "backend",
+        type=click.Choice(["kafka-python", "confluent"]),
+        default="kafka-python",
+        show_default=True,
+    ),
+    KAFKA_OPTIONS,
+    MAX_POLL_RECORDS,
+    Option(
+        "--ledger/--no-ledger", "ledger", default=False, help="Record learned event ids (exactly-once audit)."
+    ),
+    Option(
+        "--metrics-port",
+        "metrics_port",
+        type=click.IntRange(1, 65535),
+        help="Serve Prometheus /metrics on this port (host: STREAMLEARN_METRICS_HOST, default 127.0.0.1).",
+    ),
+    QUIET,
+    *LEARNER,
+    *REGISTRY_AND_GATE,
+    *DRIFT,
+    *RETRAIN,
+    KAFKA_SETTINGS,
+)
 
 
 @click.command()
-@click.option("--bootstrap", default=None, help="Kafka bootstrap servers [env STREAMLEARN_KAFKA_BOOTSTRAP].")
-@click.option("--topic", "topics", multiple=True, help="Topic to learn from (repeatable).")
-@click.option(
-    "--partition",
-    "partitions",
-    multiple=True,
-    help="Explicit TOPIC:N partition instead of group subscription (repeatable).",
-)
-@click.option("--group", default=None, help="Consumer group (offsets committed there for lag monitoring).")
-@click.option(
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Learn from JSONL/CSV files instead of Kafka (repeatable).",
-)
-@label_column_option
-@click.option(
-    "--window",
-    default="count:1000",
-    show_default=True,
-    help="count:N | processing:5s | event:10s[,lateness=2s,idle=5s]",
-)
-@click.option("--checkpoint-dir", default=None, help="Checkpoint directory [env STREAMLEARN_CHECKPOINT_DIR].")
-@click.option("--checkpoint-every-batches", type=int, default=None)
-@click.option("--checkpoint-every-seconds", type=float, default=None)
-@click.option(
-    "--on-unreadable-checkpoint",
-    type=click.Choice(["refuse", "fresh"]),
-    default="refuse",
-    show_default=True,
-    help="When checkpoints exist but none can be read: refuse to start, or set them aside "
-    "(*.unreadable) and learn from scratch.",
-)
-@click.option(
-    "--dead-letter",
-    default=None,
-    help="kafka (<topic>.dlq) | file:PATH | none  [default: kafka, or file for --file]",
-)
-@click.option(
-    "--late-policy", type=click.Choice(["dead_letter", "drop"]), default="dead_letter", show_default=True
-)
-@click.option(
-    "--dedup-window",
-    type=click.IntRange(min=0),
-    default=1_000_000,
-    show_default=True,
-    help="Remember this many recent event ids; a record repeating one is never learned twice (0: off).",
-)
-@click.option(
-    "--duplicates",
-    "duplicate_policy",
-    type=click.Choice(["dead_letter", "drop"]),
-    default="dead_letter",
-    show_default=True,
-    help="What happens to a record whose id was taken in recently.",
-)
-@click.option(
-    "--until-idle",
-    type=float,
-    default=None,
-    help="Exit once no record arrived for SECONDS and the lag is known to be 0 (an outage is not idle).",
-)
-@click.option("--max-events", type=int, default=None, help="Exit after learning this many events.")
-@click.option(
-    "--backend", type=click.Choice(["kafka-python", "confluent"]), default="kafka-python", show_default=True
-)
-@click.option(
-    "--kafka-option",
-    "kafka_options",
-    multiple=True,
-    help="Extra client option KEY=VALUE (JSON value: 10, true; else a string).",
-)
-@click.option("--max-poll-records", type=int, default=5000, show_default=True)
-@click.option("--ledger/--no-ledger", default=False, help="Record learned event ids (exactly-once audit).")
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(1, 65535),
-    default=None,
-    help="Serve Prometheus /metrics on this port (host: STREAMLEARN_METRICS_HOST, default 127.0.0.1).",
-)
-@click.option("--quiet", is_flag=True, help="No progress lines.")
-@learner_options
-@registry_options
-@drift_options
-@retrain_options
-@user_errors
-def run(
-    bootstrap,
-    topics,
-    partitions,
-    group,
-    files,
-    label_column,
-    window,
-    checkpoint_dir,
-    checkpoint_every_batches,
-    checkpoint_every_seconds,
-    on_unreadable_checkpoint,
-    dead_letter,
-    late_policy,
-    dedup_window,
-    duplicate_policy,
-    until_idle,
-    max_events,
-    backend,
-    kafka_options,
-    max_poll_records,
-    ledger,
-    metrics_port,
-    quiet,
-    learner,
-    registry,
-    registry_namespace,
-    publish_every_batches,
-    publish_every_seconds,
-    validation_tolerance,
-    holdout_min_events,
-    drift,
-    retrain,
-):
+@with_options(RUN_OPTIONS)
+def run(opts: Values) -> None:
     """Learn from Kafka topics (or files) forever, checkpointing exactly-once."""
-    from stream.core.settings import CheckpointSettings, KafkaSettings
+    from stream.engine.builder import EngineExtras, build_engine
     from stream.engine.metrics_endpoint import progress_reporter
+    from stream.reconcile.options import build_reconciler
 
-    kafka = KafkaSettings()
-    ckpt = CheckpointSettings()
-    bootstrap = bootstrap or kafka.bootstrap
-    if not files and not bootstrap:
+    # Configuration first: a typo is reported as such, before anything is opened or reached.
+    learner, drift, retrain = learner_from(opts), drift_from(opts), reconcile_from(opts)
+    if not opts.files and not opts.bootstrap:
         raise ConfigError(
             "no Kafka to read from: pass --bootstrap HOST:PORT (or set STREAMLEARN_KAFKA_BOOTSTRAP), "
             "use --file for local data, or try `streamlearn demo` for an embedded broker"
         )
-    from stream.sources.base import parse_partitions
-    from stream.window.spec import parse_window
+    spec = run_spec(opts, learner=learner, drift=drift)
+    gate = open_gate(spec)
+    reconciler = build_reconciler(retrain, spec, gate)
+    if not opts.files:
+        require_broker(opts.bootstrap)  # in seconds, where each Kafka client would wait out its own timeout
+    extras = EngineExtras(on_progress=progress_reporter(opts.quiet, opts.metrics_port), quiet=opts.quiet)
+    summary = run_engine(build_engine(spec, gate=gate, reconciler=reconciler, extras=extras))
+    print_summary(summary, gate, reconciler, label_column=opts.label_column if opts.files else None)
 
-    # Configuration first: a typo is reported as such, before anything is opened or reached.
-    parse_window(window)
-    parse_partitions(partitions)
-    check_label_column(label_column, files)
-    gate = open_gate(
-        registry,
-        registry_namespace,
-        publish_every_batches,
-        publish_every_seconds,
-        validation_tolerance,
-        holdout_min_events,
-    )
-    checkpoint_dir = checkpoint_dir or ckpt.dir
-    kafka_extra = {**kafka.client_options(), **parse_options(kafka_options, "--kafka-option")}
-    reconciler = retrain.build(
-        bootstrap=None if files else bootstrap,
-        topics=topics,
+
+def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
+    """The engine ``streamlearn run`` builds from its resolved options."""
+    from stream.engine.config import EngineConfig
+    from stream.engine.spec import CheckpointSpec, EngineSpec
+
+    return EngineSpec(
+        source=source_from(opts),
+        window=opts.window,
         learner=learner,
-        gate=gate,
-        kafka_extra=parse_options(kafka_options, "--kafka-option"),
-        checkpoint_dir=checkpoint_dir,
+        checkpoints=CheckpointSpec(
+            dir=opts.checkpoint_dir, keep=opts.checkpoint_keep, on_unreadable=opts.on_unreadable_checkpoint
+        ),
+        dead_letter=opts.dead_letter or ("file:" if opts.files else "kafka"),
+        loop=EngineConfig(
+            checkpoint_every_batches=opts.checkpoint_every_batches,
+            checkpoint_every_seconds=opts.checkpoint_every_seconds,
+            until_idle_seconds=opts.until_idle,
+            max_events=opts.max_events,
+            late_policy=opts.late_policy,
+            ledger=opts.ledger,
+            max_poll_records=opts.max_poll_records,
+            dedup_window=opts.dedup_window,
+            duplicate_policy=opts.duplicate_policy,
+        ),
+        gate=gate_from(opts),
+        registry=registry_from(opts),
+        drift=drift,
     )
-    learner_factory, policy = learner.factory(), drift.build(task=learner.task)
-    if not files:
-        require_broker(bootstrap)  # in seconds, where each Kafka client would wait out its own timeout
-    summary = run_engine(
-        bootstrap=None if files else bootstrap,
-        topics=topics,
-        partitions=partitions,
-        group=group,
-        files=files,
-        label_column=label_column,
-        window=window,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every_batches=checkpoint_every_batches or ckpt.every_batches,
-        checkpoint_every_seconds=checkpoint_every_seconds or ckpt.every_seconds,
-        keep=ckpt.keep,
-        on_unreadable_checkpoint=on_unreadable_checkpoint,
-        dead_letter=dead_letter or ("file:" if files else "kafka"),
-        late_policy=late_policy,
-        dedup_window=dedup_window,
-        duplicate_policy=duplicate_policy,
-        until_idle=until_idle,
-        max_events=max_events,
-        backend=backend,
-        kafka_extra=kafka_extra,
-        kafka_settings=kafka,
-        max_poll_records=max_poll_records,
-        ledger=ledger,
-        quiet=quiet,
-        on_progress=progress_reporter(quiet, metrics_port),
-        learner_factory=learner_factory,
-        task=learner.task,
-        n_classes=learner.n_classes,
-        n_features=learner.n_features,
-        gate=gate,
-        policy=policy,
-        reconciler=reconciler,
-    )
-    print_summary(summary, gate, reconciler, label_column=label_column if files else None)
 
 
-def run_engine(
-    *,
-    bootstrap,
-    topics,
-    partitions,
-    group,
-    files,
-    window,
-    checkpoint_dir,
-    checkpoint_every_batches,
-    checkpoint_every_seconds,
-    keep,
-    dead_letter,
-    late_policy,
-    until_idle,
-    max_events,
-    backend,
-    kafka_extra,
-    kafka_settings,
-    max_poll_records,
-    ledger,
-    quiet,
-    learner_factory,
-    task,
-    n_classes,
-    n_features,
-    install_signals=True,
-    gate=None,
-    policy=None,
-    reconciler=None,
-    on_progress=None,
-    engine_hook=None,
-    on_unreadable_checkpoint="refuse",
-    dedup_window=1_000_000,
-    duplicate_policy="dead_letter",
-    label_column="y",
-):
-    """Wire source, codec, window, learner, checkpoint store, gate and drift policy together and run the engine.
+def run_engine(engine, *, install_signals: bool = True):
+    """Run a built engine to its end, stopping cleanly on SIGTERM/SIGINT; its :class:`~stream.engine.config.RunSummary`."""
+    from stream.engine.loop import install_stop_signals
 
-    ``engine_hook(engine)`` is called before the run (the demo keeps a handle to stop it).
-    ``on_unreadable_checkpoint`` is the store's ``on_unreadable`` policy; ``label_column``
-    names the label of ``files``.
-    """
-    from stream.codec.json_codec import CodecConfig, JsonCodec
-    from stream.engine.checkpoint import CheckpointStore
-    from stream.engine.loop import Engine, EngineConfig, install_stop_signals
-    from stream.engine.progress import ProgressPrinter
-    from stream.engine.stages import connect_drift_policy
-    from stream.sources.base import parse_partitions
-    from stream.sources.deadletter_kafka import open_dead_letter_sink
-    from stream.sources.kafka import KafkaSourceConfig
-    from stream.window.spec import parse_window
-
-    window_config = parse_window(window)
-    codec = JsonCodec(
-        CodecConfig(task=task, n_classes=n_classes, n_features=n_features, y_field=label_column)
-    )
-    if files:
-        from stream.sources.files import FileSource
-
-        source = FileSource(list(files), label_column=label_column)
-    else:
-        source_config = KafkaSourceConfig(
-            bootstrap=bootstrap,
-            topics=tuple(topics),
-            group_id=group,
-            partitions=tuple(parse_partitions(partitions)),
-            client_id=kafka_settings.client_id,
-            session_timeout_ms=kafka_settings.session_timeout_ms,
-            heartbeat_interval_ms=kafka_settings.heartbeat_interval_ms,
-            max_poll_interval_ms=kafka_settings.max_poll_interval_ms,
-            extra=kafka_extra,
-        )
-        if backend == "confluent":
-            from stream.sources.confluent import ConfluentKafkaSource
-
-            source = ConfluentKafkaSource(source_config)
-        else:
-            from stream.sources.kafka import KafkaSource
-
-            source = KafkaSource(source_config)
-    store = CheckpointStore(checkpoint_dir, keep=keep, on_unreadable=on_unreadable_checkpoint)
-    # Locked before anything else touches the directory (the dead-letter spool
-    # lives there too); the engine holds the lock from here until it closes.
-    store.lock()
-    connect_drift_policy(policy, gate, reconciler)
-    try:
-        engine = Engine(
-            source=source,
-            codec=codec,
-            window=window_config,
-            learner_builder=learner_factory,
-            store=store,
-            dead_letters=open_dead_letter_sink(
-                dead_letter, bootstrap, checkpoint_dir, kafka_settings.client_options()
-            ),
-            config=EngineConfig(
-                checkpoint_every_batches=checkpoint_every_batches,
-                checkpoint_every_seconds=checkpoint_every_seconds,
-                until_idle_seconds=until_idle,
-                max_events=max_events,
-                late_policy=late_policy,
-                ledger=ledger,
-                max_poll_records=max_poll_records,
-                dedup_window=dedup_window,
-                duplicate_policy=duplicate_policy,
-            ),
-            on_progress=on_progress if on_progress is not None else (None if quiet else ProgressPrinter()),
-            gate=gate,
-            policy=policy,
-            reconciler=reconciler,
-        )
-    except BaseException:
-        store.unlock()
-        raise
-    if engine_hook is not None:
-        engine_hook(engine)
     if install_signals:
         install_stop_signals(engine)
     # torch leaves ~1M long-lived objects behind at import; without freezing

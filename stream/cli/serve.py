@@ -9,49 +9,68 @@ import os
 
 import click
 
-from stream.cli.errors import require_free_port, require_registry, require_registry_dir, user_errors
+from stream.cli.errors import require_free_port, require_registry, require_registry_dir
+from stream.cli.options import REGISTRY, REGISTRY_NAMESPACE
+from stream.cli.table import Env, Option, Values, with_options
+
+_SERVING = "serving.settings.ServingSettings"
+#: The options that are :class:`~serving.settings.ServingSettings` fields, by field.
+_SERVING_FIELDS = {
+    "host": "host",
+    "port": "port",
+    "max_batch_rows": "max_batch_rows",
+    "max_body_bytes": "max_body_bytes",
+    "poll_interval": "poll_interval_s",
+}
+
+#: ``streamlearn serve``'s options, in ``--help`` order.
+SERVE_OPTIONS = (
+    REGISTRY.but(
+        help="Directory or redis://HOST:6379/0 URL [env STREAMLEARN_REGISTRY_URL; default .streamlearn/registry]."
+    ),
+    REGISTRY_NAMESPACE,
+    Option(
+        "--host",
+        "host",
+        help="Bind address [env STREAMLEARN_SERVING_HOST; default 127.0.0.1].",
+        env=Env(_SERVING, "host"),
+    ),
+    Option(
+        "--port",
+        "port",
+        type=int,
+        help="Port [env STREAMLEARN_SERVING_PORT; default 8000].",
+        env=Env(_SERVING, "port"),
+    ),
+    Option(
+        "--max-batch-rows",
+        "max_batch_rows",
+        type=int,
+        help="Largest /predict/batch request (default 1024).",
+        env=Env(_SERVING, "max_batch_rows"),
+    ),
+    Option(
+        "--max-body-bytes",
+        "max_body_bytes",
+        type=click.IntRange(min=1),
+        help="Largest request body in bytes; larger is 413 before parsing [default 1 MiB].",
+        env=Env(_SERVING, "max_body_bytes"),
+    ),
+    Option(
+        "--poll-interval",
+        "poll_interval",
+        type=float,
+        help="Fallback poll of the registry when notifications are missed (default 1s).",
+        env=Env(_SERVING, "poll_interval_s"),
+    ),
+    Option("--workers", "workers", type=int, default=1, show_default=True, help="uvicorn worker processes."),
+    Option("--log-level", "log_level", default="info", show_default=True),
+)
 
 
 @click.command()
-@click.option(
-    "--registry",
-    default=None,
-    help="Directory or redis://HOST:6379/0 URL [env STREAMLEARN_REGISTRY_URL; default .streamlearn/registry].",
-)
-@click.option(
-    "--registry-namespace", default=None, help="Redis key prefix [env STREAMLEARN_REGISTRY_NAMESPACE]."
-)
-@click.option("--host", default=None, help="Bind address [env STREAMLEARN_SERVING_HOST; default 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port [env STREAMLEARN_SERVING_PORT; default 8000].")
-@click.option(
-    "--max-batch-rows", type=int, default=None, help="Largest /predict/batch request (default 1024)."
-)
-@click.option(
-    "--max-body-bytes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Largest request body in bytes; larger is 413 before parsing [default 1 MiB].",
-)
-@click.option(
-    "--poll-interval",
-    type=float,
-    default=None,
-    help="Fallback poll of the registry when notifications are missed (default 1s).",
-)
-@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes.")
-@click.option("--log-level", default="info", show_default=True)
-@user_errors
-def serve(
-    registry,
-    registry_namespace,
-    host,
-    port,
-    max_batch_rows,
-    max_body_bytes,
-    poll_interval,
-    workers,
-    log_level,
-):
+@with_options(SERVE_OPTIONS)
+def serve(opts: Values) -> None:
     """Serve the latest validated model over HTTP, hot-swapping to new versions.
 
     The admin endpoints (promote, rollback) need STREAMLEARN_SERVING_ADMIN_TOKEN
@@ -64,22 +83,11 @@ def serve(
     from serving.registry.factory import open_registry
     from serving.settings import RegistrySettings, ServingSettings
 
-    overrides = {
-        k: v
-        for k, v in {
-            "host": host,
-            "port": port,
-            "max_batch_rows": max_batch_rows,
-            "max_body_bytes": max_body_bytes,
-            "poll_interval_s": poll_interval,
-        }.items()
-        if v is not None
-    }
-    settings = ServingSettings(**overrides)
-    reg_overrides = {
-        k: v for k, v in {"url": registry, "namespace": registry_namespace}.items() if v is not None
-    }
-    reg_settings = RegistrySettings(**reg_overrides)
+    # Every value resolved (command line > environment > default); the admin token and device stay env-only.
+    serving = {field: opts[name] for name, field in _SERVING_FIELDS.items()}
+    settings = ServingSettings(**serving)
+    registry = {"url": opts.registry, "namespace": opts.registry_namespace}
+    reg_settings = RegistrySettings(**registry)
     # Fail fast, with one line, before uvicorn starts: a missing directory (a
     # FileRegistry would create it and serve nothing forever), a bad URL, an
     # unreachable Redis, a port in use.
@@ -97,11 +105,11 @@ def serve(
         f"(current version: {current.number if current else 'none yet'}; docs at /docs)",
         err=True,
     )
-    if workers > 1:
+    if opts.workers > 1:
         # Each worker builds its own app from the environment.
         for key, value in {
-            **{f"STREAMLEARN_SERVING_{k.upper()}": v for k, v in overrides.items()},
-            **{f"STREAMLEARN_REGISTRY_{k.upper()}": v for k, v in reg_overrides.items()},
+            **{f"STREAMLEARN_SERVING_{k.upper()}": v for k, v in serving.items()},
+            **{f"STREAMLEARN_REGISTRY_{k.upper()}": v for k, v in registry.items()},
         }.items():
             os.environ[key] = str(value)
         uvicorn.run(
@@ -109,8 +117,8 @@ def serve(
             factory=True,
             host=settings.host,
             port=settings.port,
-            workers=workers,
-            log_level=log_level,
+            workers=opts.workers,
+            log_level=opts.log_level,
             access_log=False,
         )
     else:
@@ -118,6 +126,6 @@ def serve(
             create_app(settings, registry_settings=reg_settings),
             host=settings.host,
             port=settings.port,
-            log_level=log_level,
+            log_level=opts.log_level,
             access_log=False,
         )

@@ -71,3 +71,11 @@ class CheckpointSettings(BaseSettings):
     every_batches: int = 20
     every_seconds: float = 5.0
     keep: int = 3
+
+
+class TorchSettings(BaseSettings):
+    """torch's share of the machine (``--torch-threads`` overrides ``STREAMLEARN_TORCH_THREADS``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_TORCH_")
+
+    threads: int = 1

@@ -1,93 +1,80 @@
-"""The ``--retrain-*`` options of ``streamlearn run``: when the daemon runs full retrains and how it judges them.
+"""The daemon's reconciler, built from its :class:`~stream.reconcile.reconciler.ReconcileConfig` and the engine's spec.
 
-Reconciliation is off unless one of ``--retrain-every-events``,
-``--retrain-every-seconds`` or ``--retrain-on-drift`` is given: a daemon does
-not start torchrun process trees nobody asked for.
+Reconciliation is off unless ``every_events``, ``every_seconds`` or
+``on_drift`` is set (``--retrain-every-events``, ``--retrain-every-seconds``,
+``--retrain-on-drift``): a daemon does not start torchrun process trees
+nobody asked for. The options themselves are declared with the other CLI
+options (:data:`stream.cli.options.RETRAIN`).
+
+Examples
+--------
+>>> from stream.engine.spec import EngineSpec, SourceSpec
+>>> build_reconciler(ReconcileConfig(), EngineSpec(source=SourceSpec(files=("a.csv",))), gate=None) is None
+True
+>>> build_reconciler(ReconcileConfig(on_drift=True), EngineSpec(source=SourceSpec(files=("a.csv",))), gate=None)
+Traceback (most recent call last):
+...
+stream.core.errors.ConfigError: --retrain-* needs a Kafka source (--bootstrap and --topic): a retrain replays the topic
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from dataclasses import dataclass
-from typing import Callable
-
-import click
+from typing import TYPE_CHECKING
 
 from stream.core.errors import ConfigError
+from stream.reconcile.reconciler import ReconcileConfig, Reconciler
 
-__all__ = ["RetrainChoice", "retrain_options"]
+if TYPE_CHECKING:
+    from stream.engine.gate import ValidationGate
+    from stream.engine.spec import EngineSpec
+
+__all__ = ["build_reconciler"]
 
 
-@dataclass(frozen=True)
-class RetrainChoice:
-    """Every ``--retrain-*`` option, as given."""
+def build_reconciler(
+    config: ReconcileConfig, spec: EngineSpec, gate: ValidationGate | None
+) -> Reconciler | None:
+    """The reconciler of an engine built from ``spec`` and publishing through ``gate``; ``None`` when off.
 
-    every_events: int | None = None
-    every_seconds: float | None = None
-    on_drift: bool = False
-    history: str = "earliest"
-    nproc: int = 1
-    epochs: int = 3
-    batch_size: int = 256
-    shards: int = 8
-    holdout_events: int = 1000
-    tolerance: float = 0.01
-    timeout_s: float = 3600.0
+    Jobs go under the checkpoint directory (``<dir>/retrain``).
 
-    @property
-    def enabled(self) -> bool:
-        return self.every_events is not None or self.every_seconds is not None or self.on_drift
+    Raises
+    ------
+    ConfigError
+        Retrains asked for without Kafka topics, a registry or a torch model.
+    """
+    if not config.scheduled:
+        return None
+    from stream.reconcile.spec import RetrainSpec
 
-    def build(self, *, bootstrap: str | None, topics, learner, gate, kafka_extra: dict, checkpoint_dir: str):
-        """The daemon's :class:`~stream.reconcile.reconciler.Reconciler`, or ``None`` when reconciliation is off.
-
-        Raises
-        ------
-        ConfigError
-            Retrains asked for without Kafka topics, a registry or a torch model.
-        """
-        if not self.enabled:
-            return None
-        from stream.reconcile.job import Launch
-        from stream.reconcile.reconciler import ReconcileConfig, Reconciler
-        from stream.reconcile.spec import RetrainSpec
-
-        if not bootstrap or not topics:
-            raise ConfigError(
-                "--retrain-* needs a Kafka source (--bootstrap and --topic): a retrain replays the topic"
-            )
-        if gate is None:
-            raise ConfigError(
-                "--retrain-* needs a model registry (not --registry none): candidates are published there"
-            )
-        if learner.kind != "torch":
-            raise ConfigError(f"--retrain-* trains torch models; {learner.model!r} is a {learner.kind} model")
-        registry = gate.registry
-        spec = RetrainSpec(
-            bootstrap=bootstrap,
-            topics=tuple(topics),
-            learner=dataclasses.asdict(learner),
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            shards=self.shards,
-            registry=_registry_url(registry),
-            registry_namespace=getattr(registry, "namespace", "streamlearn"),
-            kafka=kafka_extra,
+    source, learner = spec.source, spec.learner
+    if not source.kafka_bootstrap or not source.topics:
+        raise ConfigError(
+            "--retrain-* needs a Kafka source (--bootstrap and --topic): a retrain replays the topic"
         )
-        config = ReconcileConfig(
-            every_events=self.every_events,
-            every_seconds=self.every_seconds,
-            on_drift=self.on_drift,
-            history=self.history,
-            launch=Launch(nproc=self.nproc),
-            holdout_events=self.holdout_events,
-            tolerance=self.tolerance,
-            timeout_s=self.timeout_s,
-            job_root=os.path.join(checkpoint_dir, "retrain"),
+    if gate is None:
+        raise ConfigError(
+            "--retrain-* needs a model registry (not --registry none): candidates are published there"
         )
-        return Reconciler(config, spec, registry)
+    if learner.kind != "torch":
+        raise ConfigError(f"--retrain-* trains torch models; {learner.model!r} is a {learner.kind} model")
+    registry = gate.registry
+    job = RetrainSpec(
+        bootstrap=source.kafka_bootstrap,
+        topics=tuple(source.topics),
+        learner=dataclasses.asdict(learner),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shards=config.shards,
+        registry=_registry_url(registry),
+        registry_namespace=getattr(registry, "namespace", "streamlearn"),
+        # Only the command line's client options: security settings stay in the environment the jobs inherit.
+        kafka=dict(source.kafka_options),
+    )
+    config = dataclasses.replace(config, job_root=os.path.join(spec.checkpoints.dir, "retrain"))
+    return Reconciler(config, job, registry)
 
 
 def _registry_url(registry) -> str:
@@ -97,82 +84,3 @@ def _registry_url(registry) -> str:
     if not url:
         raise ConfigError(f"cannot tell the retrain process where the registry {registry!r} is")
     return str(url)
-
-
-def retrain_options(fn: Callable) -> Callable:
-    """Adds the ``--retrain-*`` options; the command receives them as one ``retrain`` argument."""
-
-    @functools.wraps(fn)
-    def with_choice(*args, **kwargs):
-        choice = RetrainChoice(
-            **{f.name: kwargs.pop(f"retrain_{f.name}") for f in dataclasses.fields(RetrainChoice)}
-        )
-        return fn(*args, retrain=choice, **kwargs)
-
-    decorators = [
-        click.option(
-            "--retrain-every-events",
-            "retrain_every_events",
-            type=int,
-            default=None,
-            help="Run a distributed full retrain after every N learned events (reconciliation).",
-        ),
-        click.option(
-            "--retrain-every-seconds",
-            "retrain_every_seconds",
-            type=float,
-            default=None,
-            help="... or every T seconds.",
-        ),
-        click.option(
-            "--retrain-on-drift",
-            "retrain_on_drift",
-            is_flag=True,
-            help="... and whenever the drift policy asks for one (the world changed).",
-        ),
-        click.option(
-            "--retrain-from",
-            "retrain_history",
-            default="earliest",
-            show_default=True,
-            help="Start of every retrain's range (earliest, -7d, ...); it ends where the live model is.",
-        ),
-        click.option(
-            "--retrain-nproc",
-            "retrain_nproc",
-            type=int,
-            default=1,
-            show_default=True,
-            help="torchrun processes per retrain (gloo on CPU, NCCL on CUDA).",
-        ),
-        click.option("--retrain-epochs", "retrain_epochs", type=int, default=3, show_default=True),
-        click.option("--retrain-batch-size", "retrain_batch_size", type=int, default=256, show_default=True),
-        click.option("--retrain-shards", "retrain_shards", type=int, default=8, show_default=True),
-        click.option(
-            "--retrain-holdout-events",
-            "retrain_holdout_events",
-            type=int,
-            default=1000,
-            show_default=True,
-            help="Events on which the caught-up candidate and the live model are compared.",
-        ),
-        click.option(
-            "--retrain-tolerance",
-            "retrain_tolerance",
-            type=float,
-            default=0.01,
-            show_default=True,
-            help="The candidate is adopted if no worse than the live model by more than this.",
-        ),
-        click.option(
-            "--retrain-timeout",
-            "retrain_timeout_s",
-            type=float,
-            default=3600.0,
-            show_default=True,
-            help="Stop (and report) a retrain that runs longer than SECONDS.",
-        ),
-    ]
-    for deco in reversed(decorators):
-        with_choice = deco(with_choice)
-    return with_choice

@@ -72,13 +72,23 @@ __all__ = ["Adoption", "ReconcileConfig", "Reconciler"]
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    """When the daemon retrains, how, and how a candidate is judged (see the module docstring)."""
+    """When the daemon retrains, how, and how a candidate is judged (see the module docstring).
+
+    One value for the ``--retrain-*`` options of ``streamlearn run`` too:
+    ``epochs``, ``batch_size`` and ``shards`` are every job's recipe (its
+    :class:`~stream.reconcile.spec.RetrainSpec`), ``launch.nproc`` its
+    processes. ``on_drift`` is off unless asked for, as ``--retrain-on-drift``
+    is: a daemon starts no torchrun process trees nobody asked for.
+    """
 
     every_events: int | None = None
     every_seconds: float | None = None
-    on_drift: bool = True
+    on_drift: bool = False
     history: str = "earliest"
     launch: Launch = field(default_factory=Launch)
+    epochs: int = 3
+    batch_size: int = 256
+    shards: int = 8
     holdout_events: int = 1000
     tolerance: float = 0.01
     catchup_batch: int = 1000

@@ -39,15 +39,16 @@ import difflib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from drift.choice import DriftChoice
 from learners.choice import LearnerChoice
 from stream.core.errors import ConfigError
+from stream.engine.gate import GateConfig
 from stream.window.spec import parse_window
 
-__all__ = ["GateChoice", "ReplayConfig", "load_configs"]
+__all__ = ["REPLAY_GATE", "ReplayConfig", "load_configs"]
 
 _LEARNER_KEYS = {f.name for f in fields(LearnerChoice)}
 _ALIASES = {
@@ -67,17 +68,10 @@ _DRIFT_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class GateChoice:
-    """The validation gate of a backtest: batch-paced only (wall time would make a replay non-deterministic)."""
-
-    every_batches: int = 20
-    tolerance: float = 0.01
-    holdout_min_events: int = 100
-
-    def __post_init__(self) -> None:
-        if self.every_batches < 1 or self.holdout_min_events < 1:
-            raise ConfigError("validation every_batches and holdout_min_events must be at least 1")
+#: A backtest's gate is paced in batches only (wall time would make a replay non-deterministic).
+REPLAY_GATE = GateConfig(every_seconds=None)
+#: The ``validation`` keys of a configuration file: the gate's settings but its wall-clock pace.
+_GATE_KEYS = ("every_batches", "tolerance", "holdout_min_events")
 
 
 def _as_options(value: Any, key: str) -> tuple[str, ...]:
@@ -106,7 +100,7 @@ class ReplayConfig:
     learner: LearnerChoice
     window: str = "count:1000"
     drift: DriftChoice = DriftChoice()
-    gate: GateChoice = GateChoice()
+    gate: GateConfig = REPLAY_GATE
     file: str | None = None
 
     def __post_init__(self) -> None:
@@ -180,7 +174,7 @@ class ReplayConfig:
                 **({"options": list(self.drift.options)} if self.drift.options else {}),
             }
         )
-        out["validation"] = asdict(self.gate)
+        out["validation"] = {key: getattr(self.gate, key) for key in _GATE_KEYS}
         return out
 
 
@@ -206,14 +200,14 @@ def _drift(value: Any, base: DriftChoice, where: str) -> DriftChoice:
     return replace(base, **kwargs)
 
 
-def _gate(value: Any, base: GateChoice, where: str) -> GateChoice:
+def _gate(value: Any, base: GateConfig, where: str) -> GateConfig:
     if value is None:
         return base
     if not isinstance(value, Mapping):
         raise ConfigError(
             f"{where}: validation must be a mapping (every_batches, tolerance, holdout_min_events)"
         )
-    known = {f.name for f in fields(GateChoice)}
+    known = set(_GATE_KEYS)
     values = {_key(k): v for k, v in value.items()}
     bad = sorted(set(values) - known)
     if bad:

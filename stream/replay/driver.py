@@ -48,17 +48,22 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Mapping, Protocol, Sequence
 
-from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.codec.json_codec import CodecConfig
 from stream.core.clock import DataClock
-from stream.core.deadletter import FileDeadLetterSink
 from stream.core.errors import ConfigError, StreamlearnError
 from stream.core.poll import as_columns
 from stream.core.records import TopicPartition
-from stream.engine.checkpoint import CheckpointStore
-from stream.engine.loop import Engine, EngineConfig
+from stream.engine.config import EngineConfig
+from stream.engine.loop import Engine
+from stream.engine.spec import (
+    CheckpointSpec,
+    EngineSpec,
+    RegistrySpec,
+    SourceSpec,
+    without_checkpoint_cadence,
+)
 from stream.replay.config import ReplayConfig
 from stream.replay.metrics import WindowMetrics
-from stream.window.spec import parse_window
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +165,10 @@ class Backtest:
     ``source`` is a :class:`~stream.sources.range.KafkaRangeSource` or a
     :class:`~stream.sources.files.FileSource`; ``source_info`` is what the
     report shows about it (topics, specs). ``progress`` draws a progress bar
-    with ETA on stderr. ``label_field`` is the records' label field (a file
-    source's ``label_column``).
+    with ETA on stderr. ``decode`` is how every engine decodes the records
+    (task, classes, features, label field: one for all, since they score the same
+    labels). ``about`` is what the report says about the run: ``command`` and
+    ``source`` (topics, specs).
     """
 
     def __init__(
@@ -170,15 +177,11 @@ class Backtest:
         configs: Sequence[ReplayConfig],
         out_dir: str,
         *,
-        task: str = "classification",
-        n_classes: int = 2,
-        n_features: int | None = None,
+        decode: CodecConfig | None = None,
         max_poll_records: int = 5_000,
         progress: bool = True,
-        label_field: str = "y",
         dead_letters: str | None = "file",
-        command: str | None = None,
-        source_info: Mapping[str, Any] | None = None,
+        about: Mapping[str, Any] | None = None,
     ) -> None:
         if not configs:
             raise ConfigError("a backtest needs at least one configuration")
@@ -188,13 +191,14 @@ class Backtest:
         self.source = source
         self.configs = list(configs)
         self.out_dir = out_dir
-        self.task, self.n_classes, self.n_features = task, n_classes, n_features
+        self.decode = decode or CodecConfig()
+        self.task, self.n_classes = self.decode.task, self.decode.n_classes
         self.max_poll_records = max_poll_records
         self.progress = progress
-        self.label_field = label_field
         self.dead_letters = dead_letters
-        self.command = command
-        self.source_info = dict(source_info or {})
+        about = about or {}
+        self.command = about.get("command")
+        self.source_info = dict(about.get("source") or {})
         self.clock = DataClock()
         self._timestamps = source.record_timestamps
         for cfg in self.configs:
@@ -226,53 +230,40 @@ class Backtest:
         return self._result(results, read, read_seconds, total, time.monotonic() - started)
 
     def _lane(self, cfg: ReplayConfig, index: int, partitions, total) -> _Lane:
-        work = os.path.join(self.out_dir, "configs", cfg.name)
-        from serving.registry.factory import open_registry
-        from stream.engine.gate import GateConfig, ValidationGate
-        from stream.engine.stages import connect_drift_policy
+        from stream.engine.builder import EngineExtras, build_engine
 
-        registry = open_registry(os.path.join(work, "registry"))
-        gate = ValidationGate(
-            registry,
-            GateConfig(
-                every_batches=cfg.gate.every_batches,
-                every_seconds=None,
-                tolerance=cfg.gate.tolerance,
-                holdout_min_events=cfg.gate.holdout_min_events,
-            ),
-        )
-        policy = cfg.drift.build(task=self.task)
-        connect_drift_policy(policy, gate)
-        metrics = WindowMetrics(self.task, self.n_classes)
-        sink = None
-        if self.dead_letters == "file" and index == 0:  # one copy of each dead letter, whatever the configs
-            sink = FileDeadLetterSink(os.path.join(self.out_dir, "dead-letters.jsonl"))
-        lane = _Lane(cfg, metrics, gate)
-        lane.engine = Engine(
-            source=FeedSource(partitions, lag=lambda: max(0, total - lane.read)),
-            codec=JsonCodec(
-                CodecConfig(
-                    task=self.task,
-                    n_classes=self.n_classes,
-                    n_features=self.n_features,
-                    y_field=self.label_field,
-                )
-            ),
-            window=parse_window(cfg.window, clock=self.clock),
-            learner_builder=cfg.learner.factory(),
-            store=CheckpointStore(os.path.join(work, "checkpoints"), keep=1),
-            dead_letters=sink,
+        work = os.path.join(self.out_dir, "configs", cfg.name)
+        # One copy of each dead letter, whatever the configs: the first engine writes them.
+        dead_letter = "none"
+        if self.dead_letters == "file" and index == 0:
+            dead_letter = "file:" + os.path.join(self.out_dir, "dead-letters.jsonl")
+        spec = EngineSpec(
+            # The engines are fed by the driver (FeedSource below): no source of their own to describe.
+            source=SourceSpec(),
+            window=cfg.window,
+            learner=cfg.learner,
+            decode=self.decode,
+            checkpoints=CheckpointSpec(dir=os.path.join(work, "checkpoints"), keep=1),
+            dead_letter=dead_letter,
             # Checkpoints only at the end: the final state is kept for `inspect`, mid-run ones would only cost.
-            config=EngineConfig(
-                checkpoint_every_batches=1 << 30,
-                checkpoint_every_seconds=1e12,
-                max_poll_records=self.max_poll_records,
-            ),
-            clock=self.clock,
-            gate=gate,
-            policy=policy,
-            observer=metrics,
+            loop=without_checkpoint_cadence(EngineConfig(max_poll_records=self.max_poll_records)),
+            # A scratch registry per configuration: nothing is published to the production one.
+            gate=cfg.gate,
+            registry=RegistrySpec(url=os.path.join(work, "registry")),
+            drift=cfg.drift,
         )
+        metrics = WindowMetrics(self.task, self.n_classes)
+        lane = _Lane(cfg, metrics)
+        lane.engine = build_engine(
+            spec,
+            extras=EngineExtras(
+                source=FeedSource(partitions, lag=lambda: max(0, total - lane.read)),
+                clock=self.clock,
+                observer=metrics,
+                quiet=True,
+            ),
+        )
+        lane.gate = lane.engine.gate
         return lane
 
     def _read_and_feed(self, lanes: list[_Lane], total: int) -> tuple[int, float]:
@@ -359,10 +350,10 @@ class Backtest:
 class _Lane:
     """One configuration's engine and what the driver measures about it."""
 
-    def __init__(self, cfg: ReplayConfig, metrics: WindowMetrics, gate) -> None:
+    def __init__(self, cfg: ReplayConfig, metrics: WindowMetrics) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.gate = gate
+        self.gate = None  # the engine's, once built
         self.engine: Engine | None = None
         self.read = 0
         self.seconds = 0.0

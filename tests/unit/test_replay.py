@@ -91,11 +91,12 @@ def test_regression_windows_have_mae_and_rmse(tmp_path):
     X = rng.normal(size=(1200, 3))
     path.write_text("\n".join(json.dumps({"x": x.tolist(), "y": float(x @ [1.0, -2.0, 0.5])}) for x in X))
     from learners.choice import LearnerChoice
+    from stream.codec.json_codec import CodecConfig
 
     base = ReplayConfig.base(window="count:200", learner=LearnerChoice(task="regression"))
-    cfg = Backtest(FileSource([path]), [base], str(tmp_path / "o"), task="regression", progress=False).run()[
-        "configs"
-    ][0]
+    cfg = Backtest(
+        FileSource([path]), [base], str(tmp_path / "o"), decode=CodecConfig(task="regression"), progress=False
+    ).run()["configs"][0]
     w = cfg["windows"]
     assert all(v is None for v in w["accuracy"]) and cfg["per_class"] is None
     assert w["rmse"][-1] < w["rmse"][0]  # it learns

@@ -1,0 +1,168 @@
+"""The one engine builder: an :class:`~stream.engine.spec.EngineSpec` in, a ready :class:`~stream.engine.loop.Engine` out.
+
+``streamlearn run``, ``streamlearn demo`` and every lane of ``streamlearn
+replay`` build their engines here, so an engine is wired one way: source,
+codec, window, checkpoint store (locked first), dead-letter sink, validation
+gate, drift policy and -- built by the caller, which may import the
+reconciliation layer -- the reconciler.
+
+Examples
+--------
+>>> import os, tempfile, orjson
+>>> from stream.engine.spec import CheckpointSpec, EngineSpec, SourceSpec
+>>> from stream.sources.produce import synthetic_rows
+>>> d = tempfile.mkdtemp(); path = os.path.join(d, "sea.jsonl")
+>>> with open(path, "wb") as f:
+...     _ = f.write(b"\\n".join(orjson.dumps(r) for r in synthetic_rows("sea", 600, seed=1)))
+>>> spec = EngineSpec(
+...     source=SourceSpec(files=(path,)), window="count:200", dead_letter="none",
+...     checkpoints=CheckpointSpec(dir=os.path.join(d, "ck")),
+... )
+>>> summary = build_engine(spec, extras=EngineExtras(on_progress=lambda stats: None)).run()
+>>> summary.events_learned, summary.stopped_because
+(600, 'end of input')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.gate import ValidationGate
+from stream.engine.loop import Engine
+from stream.engine.spec import EngineSpec, RegistrySpec
+from stream.engine.stages import connect_drift_policy
+
+if TYPE_CHECKING:
+    from stream.core.clock import Clock
+    from stream.engine.observer import BatchObserver
+    from stream.engine.progress import RunStats
+    from stream.sources.base import Source
+
+__all__ = ["EngineExtras", "build_engine", "open_gate"]
+
+
+@dataclass(frozen=True)
+class EngineExtras:
+    """What a caller adds to an engine beyond its spec (all optional).
+
+    ``source`` replaces the one the spec describes (a backtest's
+    :class:`~stream.replay.driver.FeedSource`); ``clock`` drives windows and
+    cadences (a backtest's data clock); ``observer`` sees every scored batch;
+    ``on_progress`` gets the run's stats (default: a progress line, or none
+    when ``quiet``).
+    """
+
+    source: Source | None = None
+    clock: Clock | None = None
+    observer: BatchObserver | None = None
+    on_progress: Callable[[RunStats], None] | None = None
+    quiet: bool = False
+
+
+def open_gate(spec: EngineSpec) -> ValidationGate | None:
+    """The validation gate ``spec`` describes over its registry, or ``None`` without one (not pinged)."""
+    if spec.gate is None or spec.registry is None:
+        return None
+    return ValidationGate(_open_registry(spec.registry), spec.gate)
+
+
+def _open_registry(spec: RegistrySpec):
+    from serving.registry.factory import open_registry
+
+    return open_registry(spec.url, namespace=spec.namespace, keep_states=spec.keep_states)
+
+
+def build_engine(
+    spec: EngineSpec,
+    *,
+    gate: ValidationGate | None = None,
+    reconciler: Any = None,
+    extras: EngineExtras | None = None,
+) -> Engine:
+    """An engine as ``spec`` describes it; its checkpoint directory is locked until the engine closes.
+
+    ``gate`` is the spec's gate when the caller opened it already (to check
+    the registry, or to build ``reconciler`` over it); otherwise the builder
+    opens it. ``reconciler`` is a :class:`~stream.reconcile.reconciler.Reconciler`
+    or ``None``.
+
+    Raises
+    ------
+    ConfigError, CheckpointLockedError
+        A setting the parts refuse, or another process holds the checkpoint directory.
+    """
+    from stream.codec.json_codec import JsonCodec
+    from stream.engine.progress import ProgressPrinter
+    from stream.sources.deadletter_kafka import open_dead_letter_sink
+    from stream.window.spec import parse_window
+
+    extras = extras or EngineExtras()
+    gate = gate if gate is not None else open_gate(spec)
+    policy = spec.drift.build(task=spec.learner.task) if spec.drift is not None else None
+    connect_drift_policy(policy, gate, reconciler)
+    source = extras.source if extras.source is not None else _open_source(spec)
+    codec = JsonCodec(spec.decode)
+    ckpt = spec.checkpoints
+    store = CheckpointStore(ckpt.dir, keep=ckpt.keep, on_unreadable=ckpt.on_unreadable)
+    # Locked before anything else touches the directory (the dead-letter spool
+    # lives there too); the engine holds the lock from here until it closes.
+    store.lock()
+    try:
+        return Engine(
+            source=source,
+            codec=codec,
+            window=parse_window(spec.window, clock=extras.clock),
+            learner_builder=spec.learner.factory(),
+            store=store,
+            dead_letters=open_dead_letter_sink(
+                spec.dead_letter, spec.source.kafka_bootstrap, ckpt.dir, spec.source.kafka.client_options()
+            ),
+            config=spec.loop,
+            clock=extras.clock,
+            on_progress=(
+                extras.on_progress
+                if extras.on_progress is not None
+                else (None if extras.quiet else ProgressPrinter())
+            ),
+            gate=gate,
+            policy=policy,
+            observer=extras.observer,
+            reconciler=reconciler,
+        )
+    except BaseException:
+        store.unlock()
+        raise
+
+
+def _open_source(spec: EngineSpec) -> Source:
+    """The source ``spec.source`` describes: files, or a Kafka consumer of the chosen backend (not opened yet)."""
+    from stream.sources.base import parse_partitions
+    from stream.sources.kafka import KafkaSourceConfig
+
+    src = spec.source
+    if src.files:
+        from stream.sources.files import FileSource
+
+        return FileSource(list(src.files), label_column=src.label_column)
+    kafka = src.kafka
+    config = KafkaSourceConfig(
+        bootstrap=src.bootstrap,
+        topics=tuple(src.topics),
+        group_id=src.group,
+        partitions=tuple(parse_partitions(src.partitions)),
+        client_id=kafka.client_id,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        max_poll_interval_ms=kafka.max_poll_interval_ms,
+        # The command line's client options win over the environment's security settings.
+        extra={**kafka.client_options(), **src.kafka_options},
+    )
+    if src.backend == "confluent":
+        from stream.sources.confluent import ConfluentKafkaSource
+
+        return ConfluentKafkaSource(config)
+    from stream.sources.kafka import KafkaSource
+
+    return KafkaSource(config)

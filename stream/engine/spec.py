@@ -1,0 +1,177 @@
+"""What an engine is made of, as typed configuration: one frozen value per concern, composed into :class:`EngineSpec`.
+
+Every way of starting an engine -- ``streamlearn run``, ``demo``, each lane of
+``replay`` -- describes it with an :class:`EngineSpec` and hands it to
+:func:`stream.engine.builder.build_engine`. The concerns:
+
+- :class:`SourceSpec`: where records come from (Kafka, or files and their label column);
+- :class:`~stream.codec.json_codec.CodecConfig`: how records are decoded (task, classes, features, label);
+- the window spec string (``count:1000``, parsed by :func:`~stream.window.spec.parse_window`);
+- :class:`CheckpointSpec`: where checkpoints go and what to do with unreadable ones;
+- the dead-letter target (``kafka``, ``file:PATH``, ``none``);
+- :class:`~stream.engine.config.EngineConfig`: loop pacing, checkpoint cadence, when to stop;
+- :class:`~learners.choice.LearnerChoice`, :class:`~drift.choice.DriftChoice`;
+- :class:`~stream.engine.gate.GateConfig` and :class:`RegistrySpec`: the validation gate and its registry.
+
+Each value validates itself when it is made (a :class:`~stream.core.errors.ConfigError`
+names the mistake), so a spec that exists is one the builder can build.
+How command-line options, the environment and replay files map onto it:
+docs/configuration.md.
+
+Examples
+--------
+>>> spec = EngineSpec(source=SourceSpec(files=("rows.jsonl",)), window="count:100")
+>>> spec.decode.task, spec.decode.y_field, spec.dead_letter, spec.gate is None
+('classification', 'y', 'kafka', True)
+>>> SourceSpec(bootstrap="k:9092", topics=("t",), partitions=("t:x",))
+Traceback (most recent call last):
+...
+stream.core.errors.ConfigError: partition 't:x' must look like TOPIC:N, e.g. events:0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Mapping
+
+from drift.choice import DriftChoice
+from learners.choice import LearnerChoice
+from stream.codec.json_codec import CodecConfig
+from stream.core.errors import ConfigError
+from stream.core.settings import KafkaSettings
+from stream.engine.config import EngineConfig
+from stream.engine.gate import GateConfig
+
+__all__ = [
+    "CheckpointSpec",
+    "EngineSpec",
+    "RegistrySpec",
+    "SourceSpec",
+    "check_label_column",
+    "without_checkpoint_cadence",
+]
+
+
+def check_label_column(name: str, files: tuple[str, ...]) -> None:
+    """``--label-column`` names a column of --file input, and not the features, id or event time.
+
+    >>> check_label_column("label", ("a.csv",))
+    >>> check_label_column("x", ("a.csv",))
+    Traceback (most recent call last):
+    ...
+    stream.core.errors.ConfigError: --label-column 'x': name the label's own column; 'x', 'id' and 'ts' hold the features, the event id and the event time
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is empty or one of ``x``, ``id``, ``ts``, or is set without ``--file``.
+    """
+    if not files:
+        if name != "y":
+            raise ConfigError("--label-column names a column of --file input; Kafka records carry 'y'")
+        return
+    if not name or name in ("x", "id", "ts"):
+        raise ConfigError(
+            f"--label-column {name!r}: name the label's own column; 'x', 'id' and 'ts' hold the "
+            "features, the event id and the event time"
+        )
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where records come from: Kafka topics (or explicit ``TOPIC:N`` partitions), or ``files``.
+
+    ``kafka_options`` are the ``--kafka-option`` client options as given;
+    ``kafka`` the environment's client settings (id, timeouts, security),
+    which the builder merges under them.
+    """
+
+    bootstrap: str | None = None
+    topics: tuple[str, ...] = ()
+    partitions: tuple[str, ...] = ()
+    group: str | None = None
+    backend: Literal["kafka-python", "confluent"] = "kafka-python"
+    kafka_options: Mapping[str, Any] = field(default_factory=dict)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    files: tuple[str, ...] = ()
+    label_column: str = "y"
+
+    def __post_init__(self) -> None:
+        from stream.sources.base import parse_partitions
+
+        parse_partitions(self.partitions)
+        check_label_column(self.label_column, self.files)
+        if self.backend not in ("kafka-python", "confluent"):
+            raise ConfigError(f"backend {self.backend!r}: use kafka-python or confluent")
+
+    @property
+    def kafka_bootstrap(self) -> str | None:
+        """The Kafka servers this spec reads from: ``None`` for files (a bootstrap from the environment is unused)."""
+        return None if self.files else self.bootstrap
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Where checkpoints go, how many are kept, and what happens when none can be read.
+
+    The cadence (every N batches or T seconds) is the loop's: :class:`~stream.engine.config.EngineConfig`.
+    The store checks the values when the builder opens it.
+    """
+
+    dir: str = ".streamlearn/checkpoints"
+    keep: int = 3
+    on_unreadable: Literal["refuse", "fresh"] = "refuse"
+
+
+@dataclass(frozen=True)
+class RegistrySpec:
+    """The registry the gate publishes to: a directory or a ``redis://`` URL (defaults as the registry's own)."""
+
+    url: str
+    namespace: str = "streamlearn"
+    keep_states: int = 100
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything :func:`~stream.engine.builder.build_engine` needs, one typed value per concern.
+
+    ``decode`` defaults to the learner's task, classes and features with the
+    source's label column. ``gate`` and ``registry`` together make the
+    validation gate (either ``None``: no gate); ``drift`` ``None`` or
+    ``DriftChoice(detectors=("none",))``: no drift policy.
+    """
+
+    source: SourceSpec
+    window: str = "count:1000"
+    learner: LearnerChoice = field(default_factory=LearnerChoice)
+    decode: CodecConfig | None = None
+    checkpoints: CheckpointSpec = field(default_factory=CheckpointSpec)
+    dead_letter: str = "kafka"
+    loop: EngineConfig = field(default_factory=EngineConfig)
+    gate: GateConfig | None = None
+    registry: RegistrySpec | None = None
+    drift: DriftChoice | None = None
+
+    def __post_init__(self) -> None:
+        from stream.window.spec import parse_window
+
+        parse_window(self.window)  # a typo is reported before anything is opened
+        if self.decode is None:
+            learner = self.learner
+            decode = CodecConfig(
+                task=learner.task,
+                n_classes=learner.n_classes,
+                n_features=learner.n_features,
+                y_field=self.source.label_column,
+            )
+            object.__setattr__(self, "decode", decode)
+
+
+def without_checkpoint_cadence(loop: EngineConfig) -> EngineConfig:
+    """``loop`` checkpointing only when the engine finishes (a backtest: mid-run checkpoints would only cost).
+
+    >>> without_checkpoint_cadence(EngineConfig()).checkpoint_every_batches is None
+    True
+    """
+    return replace(loop, checkpoint_every_batches=None, checkpoint_every_seconds=None)
