@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import ValidationGate
 from stream.engine.loop import Engine
+from stream.engine.oversight import Oversight
 from stream.engine.spec import EngineSpec, RegistrySpec
 from stream.engine.stages import connect_drift_policy
 
@@ -126,10 +127,7 @@ def build_engine(
                 if extras.on_progress is not None
                 else (None if extras.quiet else ProgressPrinter())
             ),
-            gate=gate,
-            policy=policy,
-            observer=extras.observer,
-            reconciler=reconciler,
+            oversight=Oversight(gate=gate, policy=policy, observer=extras.observer, reconciler=reconciler),
         )
     except BaseException:
         store.unlock()

@@ -176,7 +176,7 @@ class CheckpointStore:
             system refuses locks.
         """
         if self._lock_file is not None:
-            return  # the wiring may lock before the engine starts (run_engine does)
+            return  # the builder locks before the engine starts (build_engine does)
         path = self.directory / LOCK_NAME
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

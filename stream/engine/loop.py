@@ -65,13 +65,11 @@ from stream.engine.cadence import CheckpointCadence
 from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import EngineConfig, RunSummary
 from stream.engine.dedup import RecentIds
-from stream.engine.gate import ValidationGate
 from stream.engine.intake import without_repeats
 from stream.engine.ledger import LearnLedger
-from stream.engine.observer import BatchObserver
+from stream.engine.oversight import Oversight
 from stream.engine.polling import poll_until_done
 from stream.engine.progress import RunStats
-from stream.engine.reconcile_port import Reconciler
 from stream.engine.signals import install_stop_signals
 from stream.engine.stages import batch_stages
 from stream.sources.base import Source
@@ -79,7 +77,7 @@ from stream.sources.outage import OutageWatch
 from stream.window.base import WindowOutput
 
 if TYPE_CHECKING:
-    from drift.policy import DriftPolicy
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +101,7 @@ class Engine:
         config: EngineConfig | None = None,
         clock: Clock | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
-        gate: ValidationGate | None = None,
-        policy: DriftPolicy | None = None,
-        observer: BatchObserver | None = None,
-        reconciler: Reconciler | None = None,
+        oversight: Oversight | None = None,
     ) -> None:
         self.source = source
         self.codec = codec
@@ -116,10 +111,11 @@ class Engine:
         self.config = config or EngineConfig()
         self.clock = clock or SystemClock()
         self.on_progress = on_progress
-        self.gate = gate
-        self.policy = policy
-        self.observer = observer
-        self.reconciler = reconciler
+        self.oversight = oversight or Oversight()
+        self.gate = self.oversight.gate
+        self.policy = self.oversight.policy
+        self.observer = self.oversight.observer
+        self.reconciler = self.oversight.reconciler
         self._sink = CountingSink(dead_letters)
         self._live = LiveModel()
         self._stages: tuple = ()  # the batch step's stage runners, chosen in start()
@@ -305,10 +301,7 @@ class Engine:
             self._live,
             self._stats,
             prequential=self.config.prequential,
-            observer=self.observer,
-            policy=self.policy,
-            gate=self.gate,
-            reconciler=self.reconciler,
+            oversight=self.oversight,
             view=self,
             request_checkpoint=self.request_checkpoint,
             schema=self._schema,

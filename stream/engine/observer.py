@@ -13,6 +13,7 @@ Examples
 >>> from stream.engine.checkpoint import CheckpointStore
 >>> from stream.codec.json_codec import CodecConfig, JsonCodec
 >>> from stream.engine.loop import Engine, EngineConfig
+>>> from stream.engine.oversight import Oversight
 >>> from stream.testing.doubles import ListSource, make_records
 >>> from stream.window.count import CountWindow
 >>> from learners.neural.learner import TorchLearner
@@ -24,7 +25,7 @@ Examples
 >>> _ = Engine(source=ListSource(make_records(120, n_features=3)), codec=JsonCodec(CodecConfig(n_features=3)),
 ...            window=CountWindow(50), learner_builder=lambda d: TorchLearner(n_features=d),
 ...            store=CheckpointStore(tempfile.mkdtemp()), config=EngineConfig(until_idle_seconds=0),
-...            observer=sizes).run()
+...            oversight=Oversight(observer=sizes)).run()
 >>> sizes.sizes
 [50, 50, 20]
 """

@@ -47,6 +47,7 @@ from stream.core import metrics
 from stream.engine.batch_context import BatchContext, LiveModel
 from stream.engine.ledger import LearnLedger
 from stream.engine.observer import BatchObserver, BatchOutcome
+from stream.engine.oversight import Oversight
 from stream.engine.progress import RunStats
 from stream.engine.reconcile_port import Adoption, EngineView, Reconciler
 
@@ -282,10 +283,7 @@ def batch_stages(
     stats: RunStats,
     *,
     prequential: bool,
-    observer: BatchObserver | None = None,
-    policy: DriftPolicy | None = None,
-    gate: ValidationGate | None = None,
-    reconciler: Reconciler | None = None,
+    oversight: Oversight | None = None,
     view: EngineView | None = None,
     request_checkpoint: Callable[[], None] = lambda: None,
     schema: Callable[[], dict] = dict,
@@ -296,6 +294,8 @@ def batch_stages(
     and ``schema`` are the engine's. The ledger stage is in when ``live``
     has a ledger now (the engine's ledger is on or off for the whole run).
     """
+    parts = oversight or Oversight()
+    observer, policy, gate, reconciler = parts.observer, parts.policy, parts.gate, parts.reconciler
     stages: list[Stage] = []
     if prequential:
         stages.append(ScoreStage(live, stats))

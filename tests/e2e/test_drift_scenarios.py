@@ -27,6 +27,7 @@ from stream.core.records import RawRecord
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.oversight import Oversight
 from stream.engine.stages import connect_drift_policy
 from stream.sources.produce import poisoned_rows, synthetic_rows
 from stream.testing.doubles import ListSource
@@ -65,8 +66,7 @@ def _run(tmp_path, rows, policy=None, *, tolerance=0.01):
         learner_builder=_learner,
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=gate,
-        policy=policy,
+        oversight=Oversight(gate=gate, policy=policy),
     )
     return engine, engine.run(), registry, policy
 

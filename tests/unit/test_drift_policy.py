@@ -27,6 +27,7 @@ from stream.core.records import RawRecord
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.oversight import Oversight
 from stream.engine.stages import connect_drift_policy
 from stream.sources.produce import synthetic_rows
 from stream.testing.doubles import ListSource, make_batch
@@ -64,8 +65,7 @@ def _run(tmp_path, rows, policy=None, *, tolerance=0.01):
         learner_builder=_learner,
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=gate,
-        policy=policy,
+        oversight=Oversight(gate=gate, policy=policy),
     )
     return engine, engine.run(), registry, policy
 
@@ -213,8 +213,7 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
         learner_builder=_learner,
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=gate,
-        policy=first,
+        oversight=Oversight(gate=gate, policy=first),
     )
     engine.run()
     assert first.state == "collecting"
@@ -228,8 +227,7 @@ def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
         learner_builder=_learner,
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=second_gate,
-        policy=second,
+        oversight=Oversight(gate=second_gate, policy=second),
     )
     summary = engine.run()
     assert second.counts["alarms"] == 1 and summary.drift["drift_dismissed"] == 1

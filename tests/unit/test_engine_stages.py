@@ -19,6 +19,7 @@ from stream.core.poll import as_columns
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.ledger import LearnLedger
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.oversight import Oversight
 from stream.engine.progress import RunStats
 from stream.engine.reconcile_port import Adoption
 from stream.engine.stages import (
@@ -251,10 +252,7 @@ def test_every_part_configured_gives_every_stage_in_order():
         LiveModel(OnesLearner(), LearnLedger()),
         RunStats(),
         prequential=True,
-        observer=Calls(),
-        policy=Calls(),
-        gate=Calls(),
-        reconciler=Calls(),
+        oversight=Oversight(observer=Calls(), policy=Calls(), gate=Calls(), reconciler=Calls()),
         view=None,
     )
     assert names(stages) == [

@@ -10,6 +10,7 @@ from learners.neural.ewc import EWC
 from learners.neural.learner import TorchLearner
 from learners.neural.rehearsal import ClassBalancedReplay, ReservoirReplay
 from stream.core.errors import ConfigError
+from stream.engine.oversight import Oversight
 
 
 def task(rng, n: int, which: int):
@@ -164,9 +165,11 @@ def test_validated_versions_consolidate_ewc_in_the_engine(tmp_path):
         learner_builder=build,
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=ValidationGate(
-            FileRegistry(tmp_path / "reg"),
-            GateConfig(every_batches=4, every_seconds=None, holdout_min_events=10, tolerance=1.0),
+        oversight=Oversight(
+            gate=ValidationGate(
+                FileRegistry(tmp_path / "reg"),
+                GateConfig(every_batches=4, every_seconds=None, holdout_min_events=10, tolerance=1.0),
+            )
         ),
     )
     engine.run()

@@ -26,6 +26,7 @@ from stream.core.records import TopicPartition
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.oversight import Oversight
 from stream.reconcile.job import Launch
 from stream.reconcile.reconciler import ReconcileConfig, Reconciler, learned_cutoff
 from stream.reconcile.shards import owned, plan_shards
@@ -162,10 +163,12 @@ def _run(tmp_path, good: bool, tolerance: float):
         learner_builder=_learner,
         store=CheckpointStore(tempfile.mkdtemp()),
         config=EngineConfig(until_idle_seconds=0, ledger=True, checkpoint_every_batches=5),
-        gate=ValidationGate(
-            registry, GateConfig(every_batches=4, every_seconds=None, holdout_min_events=100)
+        oversight=Oversight(
+            gate=ValidationGate(
+                registry, GateConfig(every_batches=4, every_seconds=None, holdout_min_events=100)
+            ),
+            reconciler=reconciler,
         ),
-        reconciler=reconciler,
     )
     summary = engine.run()
     return engine, registry, reconciler, summary

@@ -14,6 +14,7 @@ from stream.core.errors import ConfigError
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
+from stream.engine.oversight import Oversight
 from stream.testing.doubles import ListSource, make_batch, make_records
 from stream.window.count import CountWindow
 
@@ -84,7 +85,9 @@ def test_the_holdout_was_never_learned_and_offsets_accumulate(tmp_path):
         learner_builder=lambda d: TorchLearner(n_features=d, device="cpu", lr=0.1),
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=ValidationGate(reg, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=50)),
+        oversight=Oversight(
+            gate=ValidationGate(reg, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=50))
+        ),
     )
     engine.run()
     versions = sorted(reg.history(), key=lambda v: v.number)
@@ -126,7 +129,9 @@ def test_an_unreachable_registry_never_stops_learning(tmp_path):
         learner_builder=lambda d: TorchLearner(n_features=d, device="cpu"),
         store=CheckpointStore(tmp_path / "ckpt"),
         config=EngineConfig(until_idle_seconds=0),
-        gate=ValidationGate(reg, GateConfig(every_batches=3, every_seconds=None, holdout_min_events=10)),
+        oversight=Oversight(
+            gate=ValidationGate(reg, GateConfig(every_batches=3, every_seconds=None, holdout_min_events=10))
+        ),
     )
     assert engine.run().events_learned == 1000
     assert engine.gate.counts["failed"] >= 2 and engine.gate.counts["published"] == 0
@@ -144,7 +149,11 @@ def test_gate_state_survives_a_restart(tmp_path):
             learner_builder=lambda d: TorchLearner(n_features=d, device="cpu"),
             store=CheckpointStore(tmp_path / "ckpt"),
             config=EngineConfig(until_idle_seconds=0, max_events=max_events),
-            gate=ValidationGate(reg, GateConfig(every_batches=3, every_seconds=None, holdout_min_events=10)),
+            oversight=Oversight(
+                gate=ValidationGate(
+                    reg, GateConfig(every_batches=3, every_seconds=None, holdout_min_events=10)
+                )
+            ),
         )
 
     engine(records, max_events=1000).run()
