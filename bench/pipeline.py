@@ -46,7 +46,7 @@ from stream.engine.checkpoint import CheckpointStore
 from stream.engine.loop import Engine, EngineConfig
 from stream.sources.base import NoPositions
 from stream.sources.kafka import KafkaSource, KafkaSourceConfig, kafka_python_settings
-from stream.sources.produce import produce
+from stream.sources.produce import SyntheticStream, produce
 from stream.window.count import CountWindow
 
 N_FEATURES = 10
@@ -214,10 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         produce(
             bootstrap,
             topic,
-            args.events,
-            generator="hyperplane",
+            SyntheticStream(n=args.events, generator="hyperplane", n_features=N_FEATURES),
             partitions=PARTITIONS,
-            n_features=N_FEATURES,
         )
         print(
             f"broker {bootstrap} ({'embedded tansu' if broker else 'external'}); produced {args.events:,} "

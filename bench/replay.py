@@ -28,7 +28,7 @@ import argparse
 import tempfile
 import time
 
-from stream.sources.produce import produce, synthetic_rows
+from stream.sources.produce import SyntheticStream, produce, synthetic_rows
 
 T0 = 1_700_000_000_000
 
@@ -124,13 +124,10 @@ def main() -> None:
         produce(
             bootstrap,
             topic,
-            n,
-            generator="hyperplane",
+            SyntheticStream(
+                n=n, generator="hyperplane", seed=7, drift_at=n // 2, start_ts_ms=T0, interval_ms=10
+            ),
             partitions=3,
-            seed=7,
-            drift_at=n // 2,
-            start_ts_ms=T0,
-            interval_ms=10,
         )
         rows = list(synthetic_rows("hyperplane", n, seed=7, drift_at=n // 2, start_ts_ms=T0, interval_ms=10))
         base = ReplayConfig.base(window="count:500")

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from stream.core import metrics
-from stream.sources.produce import produce
+from stream.sources.produce import SyntheticStream, produce
 
 T0 = 1_700_000_000_000
 MODEL = {"model": "mlp", "model_options": ("hidden=[32]",), "lr": 0.01, "seed": 1, "n_features": 10}
@@ -139,13 +139,15 @@ def main() -> None:
         produce(
             bootstrap,
             topic,
-            per_partition * 3,
-            generator="hyperplane",
+            SyntheticStream(
+                n=per_partition * 3,
+                generator="hyperplane",
+                seed=7,
+                drift_at=n // 2,
+                start_ts_ms=T0,
+                interval_ms=10,
+            ),
             partitions=3,
-            seed=7,
-            drift_at=n // 2,
-            start_ts_ms=T0,
-            interval_ms=10,
         )
         tps = [TopicPartition(topic, p) for p in range(3)]
         Xh, yh = read_range(bootstrap, topic, {tp: cut for tp in tps}, {tp: per_partition for tp in tps})

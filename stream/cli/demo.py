@@ -169,7 +169,7 @@ def run_demo(cfg: DemoConfig) -> None:
     from stream.engine.builder import EngineExtras, build_engine
     from stream.engine.progress import ProgressPrinter
     from stream.sources.embedded_broker import EmbeddedBroker
-    from stream.sources.produce import ensure_topic, synthetic_rows
+    from stream.sources.produce import SyntheticStream, ensure_topic, synthetic_rows
     from stream.sources.produce import produce as produce_stream
 
     run_id = uuid.uuid4().hex[:8]
@@ -215,12 +215,14 @@ def run_demo(cfg: DemoConfig) -> None:
                 produce_stream(
                     bootstrap,
                     cfg.topic,
-                    cfg.n_events,
-                    generator=cfg.generator,
-                    drift_at=drift_at,
-                    drift_width=max(1, cfg.n_events // 50),
-                    seed=cfg.learner.seed + 42,
-                    corrupt_every=997,
+                    SyntheticStream(
+                        n=cfg.n_events,
+                        generator=cfg.generator,
+                        drift_at=drift_at,
+                        drift_width=max(1, cfg.n_events // 50),
+                        seed=cfg.learner.seed + 42,
+                        corrupt_every=997,
+                    ),
                 )
             except BaseException as exc:  # noqa: BLE001 -- surfaced after the daemon stops
                 errors.append(exc)

@@ -68,6 +68,7 @@ PRODUCE_OPTIONS = (
 @with_options(PRODUCE_OPTIONS)
 def produce(opts: Values) -> None:
     """Write a synthetic stream (river generators, optional concept drift) to a topic."""
+    from stream.sources.produce import SyntheticStream
     from stream.sources.produce import produce as produce_stream
 
     bootstrap, topic = opts.bootstrap, opts.topic
@@ -78,18 +79,20 @@ def produce(opts: Values) -> None:
     sent = produce_stream(
         bootstrap,
         topic,
-        opts.n_events,
-        generator=opts.generator,
+        SyntheticStream(
+            n=opts.n_events,
+            generator=opts.generator,
+            seed=opts.seed,
+            drift_at=opts.drift_at,
+            drift_width=opts.drift_width,
+            n_features=opts.n_features,
+            corrupt_every=opts.corrupt_every,
+            poison=_parse_poison(opts.poison),
+            start_ts_ms=_parse_time(opts.start_time),
+            interval_ms=opts.interval_ms,
+        ),
         partitions=opts.partitions,
-        seed=opts.seed,
-        drift_at=opts.drift_at,
-        drift_width=opts.drift_width,
-        n_features=opts.n_features,
         rate=opts.rate,
-        corrupt_every=opts.corrupt_every,
-        poison=_parse_poison(opts.poison),
-        start_ts_ms=_parse_time(opts.start_time),
-        interval_ms=opts.interval_ms,
     )
     click.echo(
         f"[streamlearn] produced {sent:,} {opts.generator} records to {topic} in {time.monotonic() - started:.1f}s",

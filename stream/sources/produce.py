@@ -20,6 +20,7 @@ import math
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Iterator
 
 import orjson
@@ -140,34 +141,43 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
         admin.close()
 
 
-def produce(
-    bootstrap: str,
-    topic: str,
-    n: int,
-    *,
-    generator: str = "hyperplane",
-    partitions: int = 3,
-    seed: int = 42,
-    drift_at: int | None = None,
-    drift_width: int = 1,
-    n_features: int = 10,
-    rate: float | None = None,
-    corrupt_every: int | None = None,
-    poison: tuple[str, int, int] | None = None,
-    start_ts_ms: int | None = None,
-    interval_ms: int = 10,
-    id_prefix: str | None = None,
-) -> int:
-    """Write ``n`` synthetic records round-robin over the partitions; returns the count sent.
+@dataclass(frozen=True)
+class SyntheticStream:
+    """What :func:`produce` writes: ``n`` rows of a river generator, optionally drifting, backdated or damaged.
 
-    ``rate`` caps records per second; ``corrupt_every=k`` makes every k-th
-    record undecodable (to exercise the dead-letter path); ``poison=(kind,
-    start, count)`` corrupts rows with :func:`poisoned_rows` (to exercise the
-    drift policy's rollback). ``start_ts_ms`` backdates the stream: row ``i``
-    gets event time and Kafka record timestamp ``start_ts_ms + i * interval_ms``
-    (a history to replay by time); without it records carry the append time.
-    Ids are ``<id_prefix><i>``; the default prefix is new on every call, so two
-    calls never write the same id (the engine refuses a repeated id).
+    ``drift_at``/``drift_width`` switch the concept (see :func:`synthetic_rows`);
+    ``corrupt_every=k`` makes every k-th record undecodable (to exercise the
+    dead-letter path); ``poison=(kind, start, count)`` corrupts rows with
+    :func:`poisoned_rows` (to exercise the drift policy's rollback).
+    ``start_ts_ms`` backdates the stream: row ``i`` gets event time and Kafka
+    record timestamp ``start_ts_ms + i * interval_ms`` (a history to replay by
+    time); without it records carry the append time. Ids are
+    ``<id_prefix><i>``; the default prefix is new on every :func:`produce`, so
+    two calls never write the same id (the engine refuses a repeated id).
+
+    >>> SyntheticStream(n=100, generator="sea", drift_at=50).drift_width
+    1
+    """
+
+    n: int = 10_000
+    generator: str = "hyperplane"
+    seed: int = 42
+    drift_at: int | None = None
+    drift_width: int = 1
+    n_features: int = 10
+    corrupt_every: int | None = None
+    poison: tuple[str, int, int] | None = None
+    start_ts_ms: int | None = None
+    interval_ms: int = 10
+    id_prefix: str | None = None
+
+
+def produce(
+    bootstrap: str, topic: str, stream: SyntheticStream, *, partitions: int = 3, rate: float | None = None
+) -> int:
+    """Write ``stream``'s records round-robin over ``partitions`` of ``topic``; returns the count sent.
+
+    ``rate`` caps records per second (default: as fast as the broker takes them).
     """
     from kafka import KafkaProducer
 
@@ -182,21 +192,23 @@ def produce(
     started = time.monotonic()
     sent = 0
     try:
-        timing = {} if start_ts_ms is None else {"start_ts_ms": start_ts_ms, "interval_ms": interval_ms}
-        if id_prefix is None:
-            id_prefix = f"{uuid.uuid4().hex[:8]}-"
+        start_ts_ms, corrupt_every = stream.start_ts_ms, stream.corrupt_every
+        timing = (
+            {} if start_ts_ms is None else {"start_ts_ms": start_ts_ms, "interval_ms": stream.interval_ms}
+        )
+        id_prefix = stream.id_prefix if stream.id_prefix is not None else f"{uuid.uuid4().hex[:8]}-"
         rows = synthetic_rows(
-            generator,
-            n,
-            seed=seed,
-            drift_at=drift_at,
-            drift_width=drift_width,
-            n_features=n_features,
+            stream.generator,
+            stream.n,
+            seed=stream.seed,
+            drift_at=stream.drift_at,
+            drift_width=stream.drift_width,
+            n_features=stream.n_features,
             id_prefix=id_prefix,
             **timing,
         )
-        if poison is not None:
-            rows = poisoned_rows(rows, *poison)
+        if stream.poison is not None:
+            rows = poisoned_rows(rows, *stream.poison)
         for i, row in enumerate(rows):
             value = orjson.dumps(row)
             if corrupt_every and i % corrupt_every == corrupt_every - 1:

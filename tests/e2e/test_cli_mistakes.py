@@ -78,10 +78,10 @@ def bootstrap():
 @pytest.fixture(scope="module")
 def topic(bootstrap) -> str:
     """A small topic of good records."""
-    from stream.sources.produce import produce
+    from stream.sources.produce import SyntheticStream, produce
 
     name = f"mistakes-{uuid.uuid4().hex[:8]}"
-    produce(bootstrap, name, 200, partitions=1)
+    produce(bootstrap, name, SyntheticStream(n=200), partitions=1)
     return name
 
 
@@ -112,10 +112,10 @@ def test_an_unknown_topic_is_named(bootstrap, tmp_path, command):
 
 def test_a_retrain_worker_error_is_one_line_after_the_progress_lines(bootstrap, tmp_path):
     """Only the workers can find this one (no decodable record): their error, not torchrun's report."""
-    from stream.sources.produce import produce
+    from stream.sources.produce import SyntheticStream, produce
 
     bad = f"undecodable-{uuid.uuid4().hex[:6]}"
-    produce(bootstrap, bad, 30, partitions=1, corrupt_every=1)
+    produce(bootstrap, bad, SyntheticStream(n=30, corrupt_every=1), partitions=1)
     ran = cli(
         "retrain", "--bootstrap", bootstrap, "--topic", bad, "--registry", "none", cwd=tmp_path, timeout=180
     )

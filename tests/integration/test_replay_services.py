@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stream.sources.produce import produce
+from stream.sources.produce import SyntheticStream, produce
 from stream.testing.report import page_problems, screenshot
 
 T0 = 1_790_000_000_000  # 2026-09-21T13:33:20Z
@@ -60,21 +60,16 @@ def test_alarms_fall_near_the_true_change_points(kafka_bootstrap, make_topic, tm
     produce(
         kafka_bootstrap,
         topic,
-        40_000,
-        generator="hyperplane",
-        seed=42,
-        drift_at=20_000,
-        start_ts_ms=T0,
-        interval_ms=100,
+        SyntheticStream(
+            n=40_000, generator="hyperplane", seed=42, drift_at=20_000, start_ts_ms=T0, interval_ms=100
+        ),
     )
     produce(
         kafka_bootstrap,
         topic,
-        20_000,
-        generator="hyperplane",
-        seed=50,
-        start_ts_ms=T0 + 40_000 * 100,
-        interval_ms=100,
+        SyntheticStream(
+            n=20_000, generator="hyperplane", seed=50, start_ts_ms=T0 + 40_000 * 100, interval_ms=100
+        ),
     )
     result = replay(kafka_bootstrap, topic, tmp_path / "report")
     assert result["read"]["records"] == result["source"]["records"] == 60_000
@@ -100,7 +95,11 @@ def test_two_configurations_from_one_read_of_a_time_range_deterministically(
     kafka_bootstrap, make_topic, tmp_path
 ):
     topic = make_topic(partitions=3)
-    produce(kafka_bootstrap, topic, 6_000, generator="sea", seed=3, start_ts_ms=T0, interval_ms=1_000)
+    produce(
+        kafka_bootstrap,
+        topic,
+        SyntheticStream(n=6_000, generator="sea", seed=3, start_ts_ms=T0, interval_ms=1_000),
+    )
     (tmp_path / "a.yaml").write_text("name: logistic\nlr: 0.05\n")
     (tmp_path / "b.yaml").write_text(
         "name: mlp\nmodel: mlp\nmodel_options: {hidden: [32]}\nlr: 0.01\nreplay: reservoir\n"
@@ -144,7 +143,11 @@ def test_two_configurations_from_one_read_of_a_time_range_deterministically(
 )
 def test_offset_bounds(kafka_bootstrap, make_topic, tmp_path, bounds, expected):
     topic = make_topic(partitions=3)
-    produce(kafka_bootstrap, topic, 6_000, generator="sea", seed=1, start_ts_ms=T0, interval_ms=1_000)
+    produce(
+        kafka_bootstrap,
+        topic,
+        SyntheticStream(n=6_000, generator="sea", seed=1, start_ts_ms=T0, interval_ms=1_000),
+    )
     result = replay(kafka_bootstrap, topic, tmp_path / "r", *bounds, "--drift-detector", "none")
     assert result["read"]["records"] == expected == result["configs"][0]["summary"]["events"]
 

@@ -37,7 +37,7 @@ from serving.registry.file_backend import FileRegistry
 from stream.engine.checkpoint import CheckpointStore
 from stream.reconcile.spec import RetrainSpec
 from stream.reconcile.worker import retrain
-from stream.sources.produce import produce, synthetic_rows
+from stream.sources.produce import SyntheticStream, produce, synthetic_rows
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess
 
 def test_two_process_gloo_retrain_matches_a_single_process_one(kafka_bootstrap, make_topic, tmp_path):
     topic = make_topic(partitions=3)
-    produce(kafka_bootstrap, topic, 12_000, generator="hyperplane", seed=11)
+    produce(kafka_bootstrap, topic, SyntheticStream(n=12_000, generator="hyperplane", seed=11))
     base = RetrainSpec(
         bootstrap=kafka_bootstrap,
         topics=(topic,),
@@ -417,7 +417,7 @@ def test_two_launchers_meet_through_the_rendezvous_as_two_nodes(kafka_bootstrap,
     from stream.sources.embedded_broker import free_port
 
     topic = make_topic(partitions=3)
-    produce(kafka_bootstrap, topic, 3_000, generator="hyperplane", seed=4)
+    produce(kafka_bootstrap, topic, SyntheticStream(n=3_000, generator="hyperplane", seed=4))
     port = free_port()
     node = [
         sys.executable,
