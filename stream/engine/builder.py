@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from stream.core.clock import SystemClock
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import ValidationGate
 from stream.engine.loop import Engine
@@ -62,11 +63,15 @@ class EngineExtras:
     quiet: bool = False
 
 
-def open_gate(spec: EngineSpec) -> ValidationGate | None:
-    """The validation gate ``spec`` describes over its registry, or ``None`` without one (not pinged)."""
+def open_gate(spec: EngineSpec, clock: Clock | None = None) -> ValidationGate | None:
+    """The validation gate ``spec`` describes over its registry, or ``None`` without one (not pinged).
+
+    Its seconds cadence reads ``clock`` (the engine's; the system clock by default).
+    """
     if spec.gate is None or spec.registry is None:
         return None
-    return ValidationGate(_open_registry(spec.registry), spec.gate)
+    clock = clock or SystemClock()
+    return ValidationGate(_open_registry(spec.registry), spec.gate, clock=lambda: clock.monotonic_ms() / 1000)
 
 
 def _open_registry(spec: RegistrySpec):
@@ -100,7 +105,7 @@ def build_engine(
     from stream.window.spec import parse_window
 
     extras = extras or EngineExtras()
-    gate = gate if gate is not None else open_gate(spec)
+    gate = gate if gate is not None else open_gate(spec, extras.clock)
     policy = spec.drift.build(task=spec.learner.task) if spec.drift is not None else None
     connect_drift_policy(policy, gate, reconciler)
     source = extras.source if extras.source is not None else _open_source(spec)
