@@ -64,6 +64,7 @@ from stream.engine.spec import (
 )
 from stream.replay.config import ReplayConfig
 from stream.replay.metrics import WindowMetrics
+from stream.sources.base import Bounded, HasRanges, NoPositions, Source, source_extras
 
 log = logging.getLogger(__name__)
 
@@ -109,40 +110,14 @@ class FeedSource:
         pass
 
 
-class BoundedSource(Protocol):
-    """What a backtest reads: a :class:`~stream.sources.base.Source` with an end.
+class BoundedSource(Source, Bounded, Protocol):
+    """What a backtest reads: a :class:`~stream.sources.base.Source` with an end (:class:`~stream.sources.base.Bounded`).
 
     :class:`~stream.sources.range.KafkaRangeSource` and
-    :class:`~stream.sources.files.FileSource` are the two. ``partitions()`` and
-    ``count_records()`` are asked after ``open``; ``record_timestamps`` says
-    whether records carry a timestamp for the replay's clock. A
-    ``poll_columns(timeout_ms, max_records)`` method is used when present.
+    :class:`~stream.sources.files.FileSource` are the two; a
+    ``poll_columns`` method (:class:`~stream.sources.base.ColumnPolling`) is
+    used when the source has one.
     """
-
-    record_timestamps: bool
-
-    def open(self, handler) -> None: ...
-
-    def poll(self, timeout_ms: int, max_records: int): ...
-
-    @property
-    def exhausted(self) -> bool: ...
-
-    def partitions(self) -> list[TopicPartition]: ...
-
-    def count_records(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-class _FromRangeStart:
-    """The driver's own handler: the range, as resolved, is where reading starts."""
-
-    def on_assigned(self, partitions):
-        return {}
-
-    def on_revoked(self, partitions):
-        pass
 
 
 def prepare_out_dir(path: str) -> None:
@@ -212,7 +187,7 @@ class Backtest:
     def run(self) -> dict[str, Any]:
         prepare_out_dir(self.out_dir)
         started = time.monotonic()
-        self.source.open(_FromRangeStart())
+        self.source.open(NoPositions())  # the range, as resolved, is where reading starts
         try:
             total = self.source.count_records()
             if total == 0:
@@ -268,7 +243,7 @@ class Backtest:
 
     def _read_and_feed(self, lanes: list[_Lane], total: int) -> tuple[int, float]:
         source = self.source
-        poll_columns = getattr(source, "poll_columns", None)
+        poll_columns = source_extras(source).poll_columns
         bar = _progress_bar(total, len(lanes)) if self.progress else None
         read = 0
         read_seconds = 0.0
@@ -341,9 +316,9 @@ class Backtest:
         return ", ".join(f"{tp} [{s}, {e})" for tp, (s, e) in ranges.items())
 
     def _ranges(self) -> dict[str, list[int]]:
-        ranges = getattr(self.source, "ranges", None)
-        if ranges is None:
+        if not isinstance(self.source, HasRanges):
             return {}
+        ranges = self.source.ranges
         return {f"{tp.topic}:{tp.partition}": [int(s), int(e)] for tp, (s, e) in ranges.items()}
 
 
