@@ -33,6 +33,7 @@ the best river learner's. Rows/s ratios are within one run on one machine.
     python -m bench.quality                                     # 20k rows per stream, ~15 min
     python -m bench.quality --rows 2000 --streams sea,phishing
     python -m bench.quality --config mlp8="--model mlp --steps-per-batch 8 --lr 0.01" --json out.json
+    python -m bench.quality --river-cache river.json --learners default,river-arf   # river once, then cached
 """
 
 from __future__ import annotations
@@ -178,6 +179,47 @@ def run_river(name: str, s, seed: int) -> dict:
     return {"accuracy": correct / n, "log_loss": loss / n, "rows_per_s": n / elapsed}
 
 
+class RiverCache:
+    """River's figures by stream, rows, seed, learner and river version, kept in a JSON file (``None``: no file).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "river.json")
+    >>> c = RiverCache(path); c.put("sea/100/1/river-lr", {"accuracy": 0.9}); c.save()
+    >>> RiverCache(path).get("sea/100/1/river-lr")
+    {'accuracy': 0.9}
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                self.entries = json.load(f)
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, figures: dict) -> None:
+        self.entries[key] = figures
+
+    def save(self) -> None:
+        if self.path:
+            with open(self.path, "w", encoding="utf-8") as f:
+                json.dump(self.entries, f, indent=1, sort_keys=True)
+
+
+def cached_river(cache: RiverCache, name: str, s, seed: int) -> dict:
+    """River learner ``name`` on ``s``: from ``cache`` when it holds this exact run, else run (and cached)."""
+    import river
+
+    key = f"{s.name}/{len(s.y)}/{seed}/{name}/river-{river.__version__}"
+    figures = cache.get(key)
+    if figures is None:
+        figures = run_river(name, s, seed)
+        cache.put(key, figures)
+    return dict(figures)
+
+
 # ------------------------------------------------------------------ verdict
 def verdict(learners: dict[str, dict]) -> dict:
     """The target against river on one stream, from each learner's figures (missing learners: ``None``).
@@ -278,6 +320,13 @@ def main(argv: list[str] | None = None) -> dict:
         "--seed", type=int, default=42, help="seed of the synthetic streams and the river learners"
     )
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument(
+        "--river-cache",
+        default=None,
+        metavar="FILE",
+        help="reuse river's figures from this JSON file (same stream, rows, seed and river version) and add "
+        "new ones to it: river runs once across your runs (its rows/s then comes from an earlier run)",
+    )
     args = p.parse_args(argv)
 
     if args.rows < 1:
@@ -300,6 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)  # one core, like river
+    cache = RiverCache(args.river_cache)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as work:
         for name in streams:
@@ -313,7 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
             figures = run_streamlearn(s, configs, work) if configs else {}
             for k in RIVER:
                 if k in learners:
-                    figures[k] = run_river(k, s, args.seed)
+                    figures[k] = cached_river(cache, k, s, args.seed)
             figures = {k: figures[k] for k in learners}
             for k, f in figures.items():
                 print(
@@ -329,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "learners": figures,
                 "verdict": verdict(figures),
             }
+    cache.save()
     table = report(results, learners, args.rows)
     print()
     print(table)

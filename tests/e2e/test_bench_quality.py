@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import river
 
 from bench.quality import main
 
@@ -55,3 +56,22 @@ def test_only_the_named_learners_run(capsys):
     result = main(["--rows", "300", "--streams", "stagger", "--learners", "default,river-lr"])
     assert set(result["streams"]["stagger"]["learners"]) == {"default", "river-lr"}
     assert result["streams"]["stagger"]["verdict"]["pass"] is None  # no ARF: no verdict
+
+
+def test_river_runs_once_with_a_cache(tmp_path):
+    cache = tmp_path / "river.json"
+    argv = [
+        "--rows",
+        "300",
+        "--streams",
+        "sea",
+        "--learners",
+        "default,river-lr",
+        "--river-cache",
+        str(cache),
+    ]
+    first = main(argv)["streams"]["sea"]["learners"]
+    assert list(json.loads(cache.read_text())) == [f"sea/300/42/river-lr/river-{river.__version__}"]
+    second = main(argv)["streams"]["sea"]["learners"]
+    # The same figures to the digit, rows/s included: read back, not measured again.
+    assert second["river-lr"] == first["river-lr"]
