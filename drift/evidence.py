@@ -92,6 +92,17 @@ class PairedEvidence:
             known = self.offsets.get(key)
             self.offsets[key] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
 
+    def absorb(self, other: PairedEvidence) -> None:
+        """Add ``other``'s events (scored on other batches) to this evidence."""
+        for name in (
+            "n", "batches", "live_correct", "snapshot_correct", "only_snapshot_right", "only_live_right",
+            "live_se", "snapshot_se", "diff_sum", "diff_sq",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, (lo, hi) in other.offsets.items():
+            known = self.offsets.get(key)
+            self.offsets[key] = [lo, hi] if known is None else [min(known[0], lo), max(known[1], hi)]
+
     def _metric(self, correct: int, se: float) -> float:
         if self.n == 0:
             return math.nan

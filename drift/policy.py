@@ -22,7 +22,13 @@ model learns them (prequential), and then decides:
     ``degradation`` from its level before the alarm: the world changed. The
     learner's plasticity is raised for ``plasticity_batches`` batches (EWC
     relaxed by ``ewc_factor``, ``replay_refresh`` of the replay buffer evicted)
-    and a full retrain is requested.
+    and a full retrain is requested. With a validated snapshot to go back
+    to, the verdict first waits: a corrupt burst that is still going on looks
+    just like this. The policy keeps scoring both models on the latest
+    batches; when the burst ends the snapshot is clearly better again
+    (``rollback``), or right again with the live model unharmed (``dismiss``).
+    Only an anomaly that lasts ``burst_events`` events after the alarm is a
+    change: then it adapts.
 ``dismiss``
     Neither: a false alarm, or a change the model absorbed on its own.
 
@@ -58,12 +64,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
+from drift.alarm import OpenAlarm, RecentEvidence
 from drift.detectors import DriftMonitor, Signal
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
 from learners.base import Adaptable, Learner
@@ -96,12 +102,15 @@ class PolicyConfig:
     replay_refresh: float = 0.5
     plasticity_batches: int = 20
     request_retrain: bool = True
+    burst_events: int = 5000
 
     def __post_init__(self) -> None:
         for name in ("evidence_batches", "min_evidence_events", "reference_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"drift policy {name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("warmup_batches", "cooldown_batches", "plasticity_batches", "lookback_versions"):
+        for name in (
+            "warmup_batches", "cooldown_batches", "plasticity_batches", "lookback_versions", "burst_events"
+        ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"drift policy {name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("rollback_margin", "degradation"):
@@ -121,21 +130,6 @@ class Decision:
     reason: str
     evidence: Mapping[str, Any]
     version: Version | None = None
-
-
-@dataclass
-class _Alarm:
-    """An open alarm: what fired, the level before it, and the evidence so far."""
-
-    signal: dict
-    batch: int
-    offsets: dict
-    reference: float
-    evidence: PairedEvidence
-    snapshot_version: int | None = None
-    at: float = field(default_factory=time.time)
-    #: Live vs each older validated version (by number), scored on the same events.
-    older: dict[int, PairedEvidence] = field(default_factory=dict)
 
 
 class DriftPolicy:
@@ -178,7 +172,7 @@ class DriftPolicy:
         self.on_retrain_request = on_retrain_request
         self.task = task
         self._level = RecentLevel(task, self.config.reference_batches)
-        self._alarm: _Alarm | None = None
+        self._alarm: OpenAlarm | None = None
         self._batches = 0
         self._cooldown_until = 0
         self._plasticity_until: int | None = None
@@ -257,7 +251,7 @@ class DriftPolicy:
         offsets: dict[str, list[int]] = {}
         merge_ranges(offsets, batch.events)
         snap = self._snapshot(learner)
-        self._alarm = _Alarm(
+        self._alarm = OpenAlarm(
             signal={
                 "detector": signal.detector,
                 "level": signal.level,
@@ -267,10 +261,11 @@ class DriftPolicy:
             offsets=offsets,
             reference=self._level.metric,
             evidence=PairedEvidence(self.task),
+            recent=RecentEvidence(self.task, self.config.min_evidence_events),
             snapshot_version=None if snap is None else snap[1].number,
         )
         self._load_older(learner, snap)
-        self._alarm.older = {n: PairedEvidence(self.task) for n in self._older}
+        self._alarm.compare_older(self._older)
         self.counts["alarms"] += 1
         self.new_alarm = dict(self._alarm.signal)
         reason = f"{signal.detector} raised a drift alarm; collecting evidence on the next batches"
@@ -293,17 +288,17 @@ class DriftPolicy:
         snap = self._snapshot(learner)
         offsets: dict[str, list[int]] = {}
         merge_ranges(offsets, batch.events)
+        snap_pred = pred  # nothing to compare with: snapshot == live
         if snap is not None:
-            snap_learner, version = snap
-            alarm.snapshot_version = version.number
-            alarm.evidence.add(batch.y, pred, snap_learner.predict_batch(batch.X), offsets)
-        else:
-            alarm.evidence.add(batch.y, pred, pred, offsets)  # nothing to compare with: snapshot == live
+            alarm.snapshot_version = snap[1].number
+            snap_pred = snap[0].predict_batch(batch.X)
         if not self._older and alarm.older:
             self._load_older(learner, snap)  # resumed from a checkpoint mid-alarm
-        for number, ev_older in alarm.older.items():
-            if number in self._older:
-                ev_older.add(batch.y, pred, self._older[number][0].predict_batch(batch.X), offsets)
+        older = {n: self._older[n][0].predict_batch(batch.X) for n in alarm.older if n in self._older}
+        alarm.record(batch.y, pred, snap_pred, older, offsets)
+        version = snap[1] if snap is not None else None
+        if alarm.waiting:
+            return self._wait(learner, snap)
         ev, cfg = alarm.evidence, self.config
         if ev.n < cfg.min_evidence_events:
             return None
@@ -312,9 +307,31 @@ class DriftPolicy:
             return self._rollback(learner, *best)
         if ev.batches < cfg.evidence_batches:
             return None
-        if self._degraded(ev.live_metric, alarm.reference):
-            return self._adapt(learner, snap[1] if snap is not None else None)
-        return self._dismiss(snap[1] if snap is not None else None)
+        if not self._degraded(ev.live_metric, alarm.reference):
+            return self._dismiss(version)
+        if snap is not None and alarm.after_events < cfg.burst_events:
+            # A burst still going on looks like this: wait for it to end before adapting to it.
+            alarm.waiting = True
+            log.warning("both models degraded: waiting up to %d events for a burst to end", cfg.burst_events)
+            return None
+        return self._adapt(learner, version)
+
+    def _wait(self, learner: Learner, snap: tuple[Learner, Version] | None) -> Decision | None:
+        """After an adapt verdict: roll back when the burst ends, adapt once it has lasted ``burst_events``."""
+        alarm, cfg = self._alarm, self.config
+        version = snap[1] if snap is not None else None
+        recent = alarm.recent.window()
+        best = self._best_snapshot(snap, recent=True)
+        if best is not None:
+            return self._rollback(learner, *best)
+        old_world_back = not self._degraded(recent.snapshot_metric, alarm.reference)
+        if old_world_back and not self._degraded(recent.live_metric, alarm.reference):
+            return self._dismiss(version, recent, "the anomaly is over and the live model held up")
+        if alarm.after_events < cfg.burst_events:
+            return None
+        if old_world_back:
+            return self._dismiss(version, recent, "the snapshot is right again and not clearly better")
+        return self._adapt(learner, version)
 
     # ------------------------------------------------------------- criteria
     @property
@@ -367,15 +384,18 @@ class DriftPolicy:
         except (RegistryError, ConfigError) as exc:
             log.warning("older validated versions are not compared (%s)", exc)
 
-    def _best_snapshot(self, snap: tuple[Learner, Version] | None):
-        """``(learner, version, evidence)`` of the newest validated version clearly better than live, or None."""
+    def _best_snapshot(self, snap: tuple[Learner, Version] | None, *, recent: bool = False):
+        """``(learner, version, evidence)`` of the newest validated version clearly better than live, or None.
+
+        On the evidence window, or with ``recent`` on the latest batches.
+        """
         alarm = self._alarm
         options = []
         if snap is not None:
-            options.append((snap[0], snap[1], alarm.evidence))
-        options += [
-            (self._older[n][0], self._older[n][1], ev) for n, ev in alarm.older.items() if n in self._older
-        ]
+            options.append((snap[0], snap[1], alarm.recent.window() if recent else alarm.evidence))
+        for n, ev in alarm.older.items():
+            if n in self._older:
+                options.append((*self._older[n], alarm.recent_older[n].window() if recent else ev))
         # The current version first, then older ones newest first: an older
         # version replaces a current one only when the current one is no cure.
         options[1:] = sorted(options[1:], key=lambda o: -o[1].number)
@@ -407,6 +427,7 @@ class DriftPolicy:
                 "significance": self.config.significance,
                 "degradation": self.config.degradation,
             },
+            **(alarm.wait_details() if alarm.waiting else {}),
         }
 
     # ------------------------------------------------------------ decisions
@@ -473,11 +494,12 @@ class DriftPolicy:
         self._level.clear()  # the old level belongs to the old world
         return self._decided(Decision("adapt", reason, evidence, version))
 
-    def _dismiss(self, version: Version | None) -> Decision:
-        evidence = self._evidence()
+    def _dismiss(self, version: Version | None, ev: PairedEvidence | None = None, why: str = "") -> Decision:
+        evidence = self._evidence(ev)
+        why = why or "the snapshot is not clearly better and the live model has not degraded"
         reason = (
-            f"no action: the snapshot is not clearly better and the live model has not degraded "
-            f"({self._metric_name} {_fmt(evidence['live'])} vs {_fmt(evidence['reference'])} before the alarm)"
+            f"no action: {why} ({self._metric_name} {_fmt(evidence['live'])} vs "
+            f"{_fmt(evidence['reference'])} before the alarm)"
         )
         self._audit("drift_dismissed", None if version is None else version.number, reason, evidence)
         return self._decided(Decision("drift_dismissed", reason, evidence, version))
@@ -538,18 +560,7 @@ class DriftPolicy:
             "plasticity_until": self._plasticity_until,
             "counts": dict(self.counts),
             "outbox": list(self._outbox),
-            "alarm": None
-            if alarm is None
-            else {
-                "signal": alarm.signal,
-                "batch": alarm.batch,
-                "offsets": alarm.offsets,
-                "reference": _num(alarm.reference),
-                "evidence": alarm.evidence.to_dict(),
-                "snapshot_version": alarm.snapshot_version,
-                "at": alarm.at,
-                "older": {str(n): e.to_dict() for n, e in alarm.older.items()},
-            },
+            "alarm": None if alarm is None else alarm.to_dict(),
         }
 
     def restore(self, state: Mapping[str, Any] | None) -> None:
@@ -564,20 +575,7 @@ class DriftPolicy:
         self.counts.update({k: int(v) for k, v in (state.get("counts") or {}).items()})
         self._outbox = [dict(d) for d in state.get("outbox") or []]
         a = state.get("alarm")
-        self._alarm = (
-            None
-            if a is None
-            else _Alarm(
-                signal=dict(a["signal"]),
-                batch=int(a["batch"]),
-                offsets=dict(a["offsets"]),
-                reference=math.nan if a["reference"] is None else float(a["reference"]),
-                evidence=PairedEvidence.from_dict(a["evidence"]),
-                snapshot_version=a.get("snapshot_version"),
-                at=float(a["at"]),
-                older={int(n): PairedEvidence.from_dict(e) for n, e in (a.get("older") or {}).items()},
-            )
-        )
+        self._alarm = None if a is None else OpenAlarm.from_dict(a, self.config.min_evidence_events)
 
     def __repr__(self) -> str:
         return f"DriftPolicy({self.monitor!r}, {self.config!r})"

@@ -29,7 +29,7 @@ from stream.engine.gate import GateConfig, ValidationGate
 from stream.engine.loop import Engine, EngineConfig
 from stream.engine.oversight import Oversight
 from stream.engine.stages import connect_drift_policy
-from stream.sources.produce import synthetic_rows
+from stream.sources.produce import poisoned_rows, synthetic_rows
 from stream.testing.doubles import ListSource, make_batch
 from stream.window.count import CountWindow
 
@@ -244,3 +244,104 @@ def test_drift_choice_validates_options():
         DriftChoice(options=("significance=2",))
     with pytest.raises(ConfigError, match="cannot be combined"):
         DriftChoice(detectors=("none", "adwin"))
+
+
+# A burst of flipped labels longer than the evidence window (6 batches against 3): while it
+# goes on, the snapshot scores as badly as the live model and the live model, learning the
+# flips, catches up -- exactly what a change of the world looks like. Only its end tells.
+BURST_AT, BURST = 15_000, 3000
+
+
+def _burst_rows(count=BURST):
+    return poisoned_rows(iter(synthetic_rows("sea", 30_000, seed=1)), "label_flip", BURST_AT, count)
+
+
+def _clean_accuracy(registry, number: int) -> float:
+    rows = list(synthetic_rows("sea", 2000, seed=99))
+    X = np.array([r["x"] for r in rows], dtype=np.float32)
+    learner = _learner(X.shape[1])
+    learner.load_state_dict(registry.load_state(number))
+    return float((learner.predict_batch(X) == np.array([r["y"] for r in rows])).mean())
+
+
+def test_a_burst_longer_than_the_evidence_window_is_rolled_back_when_it_ends_never_adapted_to(tmp_path):
+    _, summary, registry, _ = _run(tmp_path, _burst_rows())
+    assert summary.drift["adapt"] == 0 and summary.drift["rollback"] == 1, summary.drift
+    alarm = registry.events(kind="drift_alarm")[-1]
+    assert BURST_AT <= alarm.details["window"]["t:0"][0] <= BURST_AT + 2 * BATCH
+    rollback = registry.events(kind="rollback")[0]
+    # Decided on the first batches after the burst, on them alone.
+    end = BURST_AT + BURST
+    assert (
+        end <= rollback.details["window"]["t:0"][0] and rollback.details["window"]["t:0"][1] < end + 3 * BATCH
+    )
+    assert rollback.details["snapshot"] - rollback.details["live"] >= 0.05
+    assert rollback.details["waited_events"] >= 3 * BATCH
+    assert not registry.events(kind="retrain_request")
+    # The gate held through the burst: nothing validated from it, so nothing corrupted served.
+    during = [
+        v
+        for v in registry.history(limit=1000)
+        if v.status in ("validated", "rolled_back") and BURST_AT <= v.offsets["t:0"][1] < end
+    ]
+    assert not during, during
+    assert summary.accuracy > 0.88
+
+
+def test_without_the_wait_the_same_burst_is_adapted_to(tmp_path):
+    """``burst_events=0`` is the policy before the wait: it adapts inside the burst."""
+    policy = DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]), PolicyConfig(burst_events=0))
+    _, summary, registry, _ = _run(tmp_path, _burst_rows(), policy)
+    assert summary.drift["adapt"] == 1 and summary.drift["rollback"] == 0
+    assert registry.events(kind="adapt")[0].details["window"]["t:0"][1] < BURST_AT + BURST
+
+
+def test_an_anomaly_that_outlasts_the_wait_is_a_change_and_is_adapted_to_in_bounded_time(tmp_path):
+    requests = []
+    policy = DriftPolicy(
+        DriftMonitor([ErrorDriftDetector("adwin")]),
+        PolicyConfig(burst_events=4000),
+        on_retrain_request=requests.append,
+    )
+    _, summary, registry, _ = _run(tmp_path, _burst_rows(count=30_000), policy)  # flipped for good
+    assert summary.drift["adapt"] >= 1 and summary.drift["rollback"] == 0, summary.drift
+    adapt = registry.events(kind="adapt")[-1]
+    assert 4000 <= adapt.details["waited_events"] < 4000 + BATCH
+    assert adapt.details["recent"]["snapshot"] < 0.5  # the old model is still wrong: the world changed
+    assert adapt.details["reference"] - adapt.details["live"] >= 0.05
+    assert requests and registry.events(kind="retrain_request")
+
+
+def test_a_wait_for_a_burst_to_end_survives_a_restart(tmp_path):
+    rows = list(_burst_rows())
+    first = DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
+    _run(tmp_path, rows[: BURST_AT + 2500], first)
+    state = first.snapshot()
+    assert first.state == "collecting" and state["alarm"]["waiting"] is True
+    assert state["alarm"]["recent"] and state["alarm"]["after_events"] >= 3 * BATCH
+    second = DriftPolicy(DriftMonitor([ErrorDriftDetector("adwin")]))
+    alarm = orjson.loads(orjson.dumps(state["alarm"]))  # plain data, as in the checkpoint
+    second.restore({**state, "alarm": alarm})
+    assert second.snapshot()["alarm"] == state["alarm"]
+    _, summary, registry, _ = _run(tmp_path, rows, second)  # the same checkpoint and registry
+    assert second.counts["alarms"] == 1 and summary.drift["rollback"] == 1 and summary.drift["adapt"] == 0
+    assert registry.events(kind="rollback")[0].details["window"]["t:0"][0] >= BURST_AT + BURST
+
+
+def test_an_open_alarm_checkpointed_before_the_wait_existed_resumes():
+    from drift.evidence import PairedEvidence
+
+    old = {
+        "signal": {"detector": "adwin", "level": "drift", "evidence": {}},
+        "batch": 30,
+        "offsets": {"t:0": [0, 499]},
+        "reference": 0.9,
+        "evidence": PairedEvidence("classification", n=500, batches=1).to_dict(),
+        "snapshot_version": None,
+        "at": 0.0,
+        "older": {},
+    }
+    policy = DriftPolicy(DriftMonitor([ScriptedDetector([])]))
+    policy.restore({"batches": 31, "alarm": old})
+    alarm = policy.snapshot()["alarm"]
+    assert alarm["waiting"] is False and alarm["after_events"] == 500 and alarm["recent"] == []
