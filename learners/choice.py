@@ -192,7 +192,18 @@ class LearnerChoice:
             raise ConfigError(
                 f"--model hedge takes --model-option members=[...], eta=..., share=...; unknown: {sorted(unknown)}"
             )
-        # Each member sets its own lr and steps: --lr/--steps-per-batch/--optimizer do not apply.
+        # Each member sets its own lr, steps and optimizer: say so rather than ignore the options.
+        defaults = LearnerChoice.__dataclass_fields__
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("lr", "steps_per_batch", "minibatch_size", "optimizer")
+            if getattr(self, name) != defaults[name].default
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} do(es) not apply to --model hedge: each member sets its own, e.g. "
+                '--model-option \'members=[{"model": "mlp", "lr": 0.01, "steps": 4}]\''
+            )
         return HedgeLearner(
             options.get("members"),
             n_features=n_features,

@@ -165,6 +165,8 @@ def test_the_cli_choice_builds_it_and_rejects_what_does_not_apply():
         LearnerChoice(model="hedge", model_options=("hidden=[8]",))
     with pytest.raises(ConfigError, match="not to --model hedge"):
         LearnerChoice(model="hedge", ewc_strength=5.0)
+    with pytest.raises(ConfigError, match="--lr, --steps-per-batch do\\(es\\) not apply to --model hedge"):
+        LearnerChoice(model="hedge", lr=0.01, steps_per_batch=4)
 
 
 def test_a_state_of_other_members_is_a_schema_mismatch():
