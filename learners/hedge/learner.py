@@ -178,7 +178,10 @@ class HedgeLearner:
         """Every member's prediction: (K, n, C) probabilities, or (K, n) regression values."""
         outs = []
         for member in self._learners:
-            out = member.module(Xt)
+            module = member.module
+            if module.training:  # as TorchLearner predicts: dropout off (its learn_batch turns it back on)
+                module.eval()
+            out = module(Xt)
             outs.append(torch.softmax(out, dim=-1) if self._classify else out.squeeze(-1))
         return torch.stack(outs)
 
