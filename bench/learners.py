@@ -11,7 +11,9 @@ train):
   :data:`OURS_CONFIG`): ``logistic`` (lr 0.05) and ``mlp`` (lr 0.01) with one
   Adam step per micro-batch, plain and with ``PluginSpec(ewc_strength=10,
   ewc_every=10, replay="reservoir")``; and ``ours-mlp-8steps`` (8 steps per
-  micro-batch, lr 0.02), the accuracy end of the speed/accuracy trade-off.
+  micro-batch, lr 0.02), the accuracy end of the speed/accuracy trade-off;
+  ``ours-hedge`` (``learners.hedge.learner.HedgeLearner`` with its default
+  members: logistic and small MLPs at several learning rates, weighted online).
   Raw features go in: the zoo models standardise their inputs online
   (:mod:`learners.neural.standardize`; Agrawal's raw salaries reach ~150k).
 * **river** per-sample baselines: ``predict_one`` then ``learn_one`` per row on
@@ -85,6 +87,8 @@ OURS_CONFIG = {
     "ours-mlp-8steps": ("mlp", 0.02, 8, False),
     "ours-logistic+ewc+replay": ("logistic", 0.05, 1, True),
     "ours-mlp+ewc+replay": ("mlp", 0.01, 1, True),
+    # learners.hedge: its default members (each with its own lr and steps) weighted by Hedge.
+    "ours-hedge": ("hedge", None, None, False),
 }
 OURS = tuple(OURS_CONFIG)
 RIVER = ("river-lr", "river-hat", "river-arf")
@@ -97,6 +101,7 @@ QUICK_LEARNERS = (
     "ours-mlp",
     "ours-mlp-8steps",
     "ours-mlp+ewc+replay",
+    "ours-hedge",
     "river-lr",
     "river-hat",
     "river-arf",
@@ -190,6 +195,11 @@ def run_ours(name: str, s: Stream, batch: int, seed: int) -> tuple[float, float]
     from learners.neural.plugins import PluginSpec
 
     model, lr, steps, continual = OURS_CONFIG[name]
+    if model == "hedge":
+        from learners.hedge.learner import HedgeLearner
+
+        hedge = HedgeLearner(n_features=s.X.shape[1], n_classes=s.n_classes, device="cpu", seed=seed)
+        return prequential(hedge, s, batch)
     plugins = []
     if continual:
         plugins = PluginSpec(

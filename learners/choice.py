@@ -14,6 +14,9 @@ Examples
 ('TorchLearner', 64, ['EWC'])
 >>> LearnerChoice(model="river.linear_model.LogisticRegression").factory()(3).n_features
 3
+>>> hedge = LearnerChoice(model="hedge", model_options=('members=[{"model": "logistic", "lr": 0.05}]', "eta=0.05"))
+>>> hedge.kind, len(hedge.factory()(4).members)
+('hedge', 1)
 """
 
 from __future__ import annotations
@@ -96,9 +99,11 @@ class LearnerChoice:
 
     @property
     def kind(self) -> str:
-        """``torch``, ``river`` or ``avalanche``."""
+        """``torch``, ``river``, ``avalanche`` or ``hedge``."""
         if self.model.startswith("river."):
             return "river"
+        if self.model == "hedge":
+            return "hedge"
         return "avalanche" if self.avalanche else "torch"
 
     def _plugins(self):
@@ -133,6 +138,8 @@ class LearnerChoice:
                 n_classes=self.n_classes,
                 model_kwargs=model_kwargs or None,
             )
+        if kind == "hedge":
+            return self._build_hedge(n_features, model_kwargs)
         if kind == "avalanche":
             from learners.avalanche_adapter.learner import AvalancheLearner
 
@@ -173,6 +180,39 @@ class LearnerChoice:
             seed=self.seed,
             model_kwargs=model_kwargs or None,
             plugins=self._plugins(),
+        )
+
+    def _build_hedge(self, n_features: int, options: dict[str, Any]) -> Any:
+        from learners.hedge.learner import HedgeLearner
+
+        if self._plugins() or self.avalanche:
+            raise ConfigError("--ewc-*, --replay and --avalanche apply to torch models, not to --model hedge")
+        unknown = set(options) - {"members", "eta", "share"}
+        if unknown:
+            raise ConfigError(
+                f"--model hedge takes --model-option members=[...], eta=..., share=...; unknown: {sorted(unknown)}"
+            )
+        # Each member sets its own lr, steps and optimizer: say so rather than ignore the options.
+        defaults = LearnerChoice.__dataclass_fields__
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("lr", "steps_per_batch", "minibatch_size", "optimizer")
+            if getattr(self, name) != defaults[name].default
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} do(es) not apply to --model hedge: each member sets its own, e.g. "
+                '--model-option \'members=[{"model": "mlp", "lr": 0.01, "steps": 4}]\''
+            )
+        return HedgeLearner(
+            options.get("members"),
+            n_features=n_features,
+            task=self.task,
+            n_classes=self.n_classes,
+            eta=options.get("eta", 0.02),
+            share=options.get("share", 1e-4),
+            device=self.device,
+            seed=self.seed,
         )
 
     def factory(self) -> Callable[[int], Any]:

@@ -2,7 +2,7 @@
 
 A published version holds a learner's ``state_dict()``. The state names the
 family that made it (``state["config"]["family"]``: ``torch``, ``river``,
-``avalanche``), and :data:`FAMILIES` maps that name to the family's loader,
+``avalanche``, ``hedge``), and :data:`FAMILIES` maps that name to the family's loader,
 ``(state, device) -> InferenceModel``. A new learner family is one new entry
 here -- serving (:mod:`serving.api.model`) does not change.
 
@@ -68,6 +68,7 @@ FAMILIES: dict[str, str] = {
     "torch": "learners.neural.inference:load",
     "river": "learners.river_adapter.inference:load",
     "avalanche": "learners.avalanche_adapter.inference:load",
+    "hedge": "learners.hedge.inference:load",
 }
 
 

@@ -24,6 +24,7 @@ from learners.families import (
     load_inference_model,
     loader_for,
 )
+from learners.hedge.learner import HedgeLearner
 from learners.neural.learner import TorchLearner
 from learners.river_adapter.learner import RiverLearner
 from learners.state_io import dumps_state, loads_state
@@ -50,11 +51,23 @@ LEARNERS: dict[str, tuple[str, Callable[[], object]]] = {
         "river",
         lambda: RiverLearner("river.linear_model.LinearRegression", n_features=N_FEATURES, task="regression"),
     ),
+    "hedge-classification": (
+        "hedge",
+        lambda: HedgeLearner(n_features=N_FEATURES, n_classes=3, device="cpu"),
+    ),
+    "hedge-regression": (
+        "hedge",
+        lambda: HedgeLearner(n_features=N_FEATURES, task="regression", device="cpu"),
+    ),
     "avalanche": (
         "avalanche",
         lambda: AvalancheLearner("Naive", "logistic", n_features=N_FEATURES, n_classes=3, device="cpu"),
     ),
 }
+
+
+# Families added after families were named: none of their states lacks the name.
+NAMED_FROM_THE_START = {"hedge"}
 
 
 def data(learner, n: int = 64, seed: int = 0):
@@ -100,6 +113,8 @@ def test_the_state_names_its_family_and_its_loader_predicts_like_the_learner(cas
 
 def test_an_unnamed_state_from_before_families_loads_by_its_layout(case):
     family, learner, state, X = case
+    if family in NAMED_FROM_THE_START:
+        pytest.skip(f"{family} states have named their family since the family exists: no legacy layout")
     legacy = {**state, "config": {k: v for k, v in state["config"].items() if k != FAMILY_KEY}}
     assert family_of(legacy) == family
     assert_predicts_like(load_inference_model(legacy), learner, X)

@@ -18,6 +18,7 @@ from river import linear_model, multiclass, optim, preprocessing, tree
 
 from learners.avalanche_adapter.learner import AvalancheLearner
 from learners.base import Adaptable, Consolidating, Learner, LearnReport
+from learners.hedge.learner import HedgeLearner
 from learners.neural.ewc import EWC
 from learners.neural.hooks import (
     BasePlugin,
@@ -187,6 +188,21 @@ LEARNERS: dict[str, Callable[[int], Learner]] = {
         device="cpu",
         seed=seed,
         plugins=[("LwFPlugin", {"alpha": 0.5}), ("EWCPlugin", {"ewc_lambda": 1.0})],
+    ),
+    # Hedge: members of several models and learning rates, weighted online; one member takes minibatches.
+    "hedge-default": lambda seed: HedgeLearner(n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed),
+    "hedge-minibatch": lambda seed: HedgeLearner(
+        [
+            {"model": "logistic", "lr": 0.05},
+            {"model": "mlp", "lr": 0.01, "steps": 2, "minibatch_size": 8, "model_kwargs": {"hidden": [8]}},
+        ],
+        n_features=N_FEATURES,
+        n_classes=3,
+        device="cpu",
+        seed=seed,
+    ),
+    "hedge-regression": lambda seed: HedgeLearner(
+        n_features=N_FEATURES, task="regression", device="cpu", seed=seed, eta=0.05
     ),
     # river: linear models get a seeded Normal initializer so that the seed reaches the state.
     "river-logreg": lambda seed: RiverLearner(
