@@ -125,7 +125,7 @@ LEARNER = (
         "model",
         default="logistic",
         show_default=True,
-        help="logistic | mlp | resmlp, or any river estimator by name, e.g. "
+        help="logistic | mlp | resmlp | hedge (a self-weighting ensemble, docs/learners.md), or any river estimator by name, e.g. "
         "river.tree.HoeffdingAdaptiveTreeClassifier",
     ),
     Option(
