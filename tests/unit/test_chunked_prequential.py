@@ -119,6 +119,32 @@ def test_deterministic_and_a_state_round_trip_keeps_the_option():
     learner(score_chunk=8).load_state_dict(learner().state_dict())
 
 
+@pytest.mark.parametrize("kw", [{}, {"minibatch_size": 4, "steps_per_batch": 2}])
+def test_the_chunks_run_without_reading_the_device_one_transfer_at_the_end(monkeypatch, kw):
+    # On CUDA each of these reads would wait for the device: none may happen per chunk.
+    import torch
+
+    from learners.neural.plugins import PluginSpec
+
+    reads: list[str] = []
+    for name in ("cpu", "item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    plugins = PluginSpec(ewc_strength=10, ewc_every=2, replay="reservoir", seed=0).build(
+        task="classification", n_classes=2
+    )
+    X, y = data(80)
+    for chunked in (learner(score_chunk=8, **kw), learner(score_chunk=8, plugins=plugins, **kw)):
+        reads.clear()
+        chunked.learn_prequential(X, y, proba=True)  # 10 chunks
+        assert reads == ["cpu"]
+
+
 @pytest.mark.parametrize("bad", [0, -3, True, 2.5, "16"])
 def test_a_bad_chunk_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="score_chunk"):
@@ -277,3 +303,22 @@ def test_an_engine_with_a_chunked_learner_counts_chunked_predictions(tmp_path):
     summary = engine.run()
     assert summary.events_learned == 120 and engine.stats.predicted == 120
     assert [s[1] for s in watcher.seen if s[0] == "outcome"] == [50, 50, 20]
+
+
+def test_replays_window_metrics_score_the_chunked_predictions(tmp_path):
+    from stream.replay.metrics import WindowMetrics
+
+    metrics = WindowMetrics("classification", n_classes=2)
+    engine = Engine(
+        source=ListSource(make_records(300, n_features=3)),
+        codec=JsonCodec(CodecConfig(n_features=3)),
+        window=CountWindow(100),
+        learner_builder=lambda d: TorchLearner(n_features=d, lr=0.1, device="cpu", score_chunk=10),
+        store=CheckpointStore(tmp_path / "ckpt"),
+        config=EngineConfig(until_idle_seconds=0),
+        oversight=Oversight(observer=metrics),
+    )
+    engine.run()
+    overall = metrics.result()["overall"]
+    assert overall["accuracy"] == pytest.approx(engine.stats.accuracy)
+    assert 0 < overall["log_loss"] < 0.7 and metrics.result()["windows"]["events"] == [100, 100, 100]
