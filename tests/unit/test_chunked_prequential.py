@@ -322,3 +322,33 @@ def test_replays_window_metrics_score_the_chunked_predictions(tmp_path):
     overall = metrics.result()["overall"]
     assert overall["accuracy"] == pytest.approx(engine.stats.accuracy)
     assert 0 < overall["log_loss"] < 0.7 and metrics.result()["windows"]["events"] == [100, 100, 100]
+
+
+def test_a_rollback_on_chunked_predictions_comes_after_the_gates_tally_and_the_next_batch_is_the_restored_models():
+    from drift.policy import Decision
+    from serving.registry.versions import Version
+
+    class RollingBack(Recorder):
+        def observe(self, learner, batch, pred):
+            super().observe(learner, batch, pred)
+            return Decision("rollback", "snapshot better", {}, Version(number=3, status="validated"))
+
+    class OrderedGate(Gate):
+        def due(self):
+            return False
+
+        def rolled_back(self, version):
+            self.calls.append(f"rolled_back v{version.number}")
+
+    gate, policy, asked = OrderedGate(), RollingBack(), []
+    stages = batch_stages(
+        LiveModel(learner(score_chunk=10)),
+        RunStats(),
+        prequential=True,
+        oversight=Oversight(policy=policy, gate=gate),
+        request_checkpoint=lambda: asked.append(1),
+    )
+    ctx = run_stages(stages, make_batch(30, n_features=4))
+    # The batch joins the candidate's range, then the rollback restarts the range from v3's.
+    assert gate.calls == ["tally", "rolled_back v3"]
+    assert ctx.decision.kind == "rollback" and ctx.held and ctx.prediction is None and asked == [1]
