@@ -112,3 +112,42 @@ class Adaptable(Protocol):
     def restore_plasticity(self) -> dict:
         """Undo the temporary part of :meth:`adapt`; return what changed."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prequential:
+    """What one chunked test-then-train pass over a micro-batch returns.
+
+    ``prediction``: each row predicted by the model before it learned that
+    row's chunk, shape ``(n,)``. ``proba``: the same predictions' class
+    probabilities ``(n, n_classes)`` when asked for, else ``None``.
+    ``report``: what learning the batch did.
+    """
+
+    prediction: np.ndarray
+    proba: np.ndarray | None
+    report: LearnReport
+
+
+@runtime_checkable
+class ChunkedPrequential(Protocol):
+    """A learner that tests-then-trains inside a micro-batch, ``score_chunk`` rows at a time (optional).
+
+    The engine resolves it once, when its learner first exists: with
+    ``score_chunk`` set it scores and learns each batch in one call to
+    :meth:`learn_prequential` instead of predicting the whole batch first.
+
+    >>> from learners.neural.learner import TorchLearner
+    >>> learner = TorchLearner(n_features=2, device="cpu", score_chunk=16)
+    >>> isinstance(learner, ChunkedPrequential), learner.score_chunk
+    (True, 16)
+    """
+
+    @property
+    def score_chunk(self) -> int | None:
+        """Rows per chunk (``None``: off; predict the whole batch, then learn it)."""
+        ...
+
+    def learn_prequential(self, X: np.ndarray, y: np.ndarray, *, proba: bool = False) -> Prequential:
+        """Predict each chunk with the model updated on the chunks before it, then learn it."""
+        ...

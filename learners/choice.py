@@ -17,6 +17,8 @@ Examples
 >>> hedge = LearnerChoice(model="hedge", model_options=('members=[{"model": "logistic", "lr": 0.05}]', "eta=0.05"))
 >>> hedge.kind, len(hedge.factory()(4).members)
 ('hedge', 1)
+>>> LearnerChoice(score_chunk=32).factory()(3).score_chunk
+32
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class LearnerChoice:
     lr: float = 0.05
     steps_per_batch: int = 1
     minibatch_size: int | None = None
+    score_chunk: int | None = None
     task: str = "classification"
     n_classes: int = 2
     n_features: int | None = None
@@ -124,6 +127,8 @@ class LearnerChoice:
         model_kwargs = parse_options(self.model_options, "--model-option")
         if kind != "avalanche" and (self.avalanche_options or self.avalanche_plugins):
             raise ConfigError("--avalanche-option/--avalanche-plugin need --avalanche STRATEGY")
+        if kind != "torch" and self.score_chunk is not None:
+            raise ConfigError("--score-chunk applies to torch models (no --avalanche, no river.* model)")
         if kind == "river":
             from learners.river_adapter.learner import RiverLearner
 
@@ -176,6 +181,7 @@ class LearnerChoice:
             lr=self.lr,
             steps_per_batch=self.steps_per_batch,
             minibatch_size=self.minibatch_size,
+            score_chunk=self.score_chunk,
             device=self.device,
             seed=self.seed,
             model_kwargs=model_kwargs or None,

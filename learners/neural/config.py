@@ -154,3 +154,11 @@ def check_compatible(state: Mapping[str, Any], ours: Mapping[str, Any], n_plugin
         raise SchemaMismatchError(
             f"learner state holds {n_plugins} plugin state(s), the learner has {n_plugins_here} plugin(s)"
         )
+
+
+def check_score_chunk(score_chunk: Any) -> None:
+    """Raise :class:`ConfigError` unless ``score_chunk`` is ``None`` or a positive integer."""
+    if score_chunk is not None and (
+        isinstance(score_chunk, bool) or not isinstance(score_chunk, (int, np.integer)) or score_chunk < 1
+    ):
+        raise ConfigError(f"score_chunk must be a positive integer or None (off), got {score_chunk!r}")

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learners.base import LearnReport
+from learners.base import LearnReport, Prequential
 from learners.inputs import check_features, check_targets
 from learners.neural.config import (
     OPTIMIZERS,
@@ -51,11 +51,13 @@ from learners.neural.config import (
     canonical,
     check_arguments,
     check_compatible,
+    check_score_chunk,
     resolve_device,
     snapshot,
 )
 from learners.neural.hooks import BasePlugin, PluginHooks, UpdatePlugin
 from learners.neural.models import ModelFactory, model_factory
+from learners.neural.prequential import learn_in_chunks
 from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
@@ -94,6 +96,12 @@ class TorchLearner:
         short or fast-drifting streams, at the cost of throughput (each step
         costs the same fixed ~0.2 ms of framework overhead on CPU whatever its
         size). ``None`` (default): one step on the whole batch.
+    score_chunk
+        Test-then-train inside a micro-batch (:meth:`learn_prequential`,
+        :mod:`learners.neural.prequential`): each chunk of this many rows is
+        predicted by the model already updated on the chunks before it, then
+        learned (``steps_per_batch``/``minibatch_size`` apply per chunk).
+        ``None`` (default): the engine predicts the whole batch, then learns it.
     device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``.
@@ -134,6 +142,7 @@ class TorchLearner:
         lr: float = 1e-2,
         steps_per_batch: int = 1,
         minibatch_size: int | None = None,
+        score_chunk: int | None = None,
         device: str | torch.device = "auto",
         amp: bool = False,
         seed: int = 0,
@@ -148,6 +157,7 @@ class TorchLearner:
         self.lr = lr
         self.steps_per_batch = steps_per_batch
         self.minibatch_size = minibatch_size
+        self.score_chunk = score_chunk
         self.device = device
         self.amp = amp
         self.seed = seed
@@ -164,6 +174,7 @@ class TorchLearner:
             minibatch_size=minibatch_size,
             seed=seed,
         )
+        check_score_chunk(score_chunk)
         for p in self.plugins:
             if not isinstance(p, UpdatePlugin):
                 raise ConfigError(f"plugin {p!r} does not implement the UpdatePlugin hooks")
@@ -253,6 +264,13 @@ class TorchLearner:
             t = t.pin_memory().to(self._device, non_blocking=True)
         return t
 
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """The model's raw output (logits or values) on device rows, in eval mode and without gradients."""
+        if self._model.training:
+            self._model.eval()
+        with torch.no_grad():
+            return self._forward(X)
+
     def _forward(self, X: torch.Tensor) -> torch.Tensor:
         if self._amp:
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
@@ -286,10 +304,18 @@ class TorchLearner:
             Wrong shapes, non-integer class labels, or a label outside
             ``0..n_classes-1`` (checked on the host before any transfer).
         """
-        X0, y0 = self.prepare_batch(X, y)
+        X0, y0 = self.checked_tensors(X, y)
         n = X0.shape[0]
         if n == 0:
             return LearnReport(n_samples=0, loss=None)
+        return LearnReport(n_samples=n, loss=self.learn_tensors(X0, y0))
+
+    def learn_tensors(self, X0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        """:meth:`learn_batch` on non-empty device rows, without a host sync; the first step's data loss."""
+        for scaler in self._scalers:
+            # Input statistics see each arriving event once: before the plugins
+            # (replayed rows are not new data) and before the steps.
+            scaler.update(X0)
         Xt, yt = X0, y0
         for plugin in self.plugins:
             Xt, yt = plugin.before_update(Xt, yt)
@@ -316,8 +342,18 @@ class TorchLearner:
 
         for plugin in self.plugins:
             plugin.after_update(model, X0, y0)
-        self.count_learned(n)
-        return LearnReport(n_samples=n, loss=first_loss)
+        self.count_learned(X0.shape[0])
+        return first_loss
+
+    def learn_prequential(self, X: np.ndarray, y: np.ndarray, *, proba: bool = False) -> Prequential:
+        """Test-then-train inside the batch, ``score_chunk`` rows at a time (:mod:`learners.neural.prequential`).
+
+        >>> learner = TorchLearner(n_features=2, device="cpu", score_chunk=4)
+        >>> out = learner.learn_prequential(np.zeros((10, 2), np.float32), np.ones(10, np.int64), proba=True)
+        >>> out.prediction.shape, out.proba.shape, out.report.n_samples, learner.n_learned
+        ((10,), (10, 2), 10, 10)
+        """
+        return learn_in_chunks(self, X, y, proba=proba)
 
     def prepare_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate a micro-batch, move it to the device and feed the input standardisers.
@@ -331,15 +367,17 @@ class TorchLearner:
         ValueError
             As :meth:`learn_batch`.
         """
-        Xh = self._check_X(X)
-        yh = self._check_y(y, Xh.shape[0])
-        X0, y0 = self._to_device(Xh), self._to_device(yh)
-        if Xh.shape[0]:
-            # Input statistics see each arriving event once: before the plugins
-            # (replayed rows are not new data) and before the steps.
+        X0, y0 = self.checked_tensors(X, y)
+        if X0.shape[0]:
             for scaler in self._scalers:
                 scaler.update(X0)
         return X0, y0
+
+    def checked_tensors(self, X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X, y`` checked on the host (numpy), then moved to the device (one transfer each)."""
+        Xh = self._check_X(X)
+        yh = self._check_y(y, Xh.shape[0])
+        return self._to_device(Xh), self._to_device(yh)
 
     def count_learned(self, n: int) -> None:
         """Record ``n`` more events as learned (see :meth:`prepare_batch`)."""
@@ -471,6 +509,7 @@ class TorchLearner:
             "lr": float(self.lr),
             "steps_per_batch": int(self.steps_per_batch),
             "minibatch_size": None if self.minibatch_size is None else int(self.minibatch_size),
+            "score_chunk": None if self.score_chunk is None else int(self.score_chunk),
             "seed": int(self.seed),
         }
 
@@ -534,6 +573,7 @@ class TorchLearner:
             "lr": self.lr,
             "steps_per_batch": self.steps_per_batch,
             "minibatch_size": self.minibatch_size,
+            "score_chunk": self.score_chunk,
             "device": self.device,
             "amp": self.amp,
             "seed": self.seed,

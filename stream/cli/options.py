@@ -153,6 +153,15 @@ LEARNER = (
         "per event: better accuracy, lower throughput). Default: one step per micro-batch.",
     ),
     Option(
+        "--score-chunk",
+        "score_chunk",
+        type=int,
+        help="Test-then-train inside each micro-batch, N rows at a time: each chunk is predicted by the "
+        "model already updated on the chunks before it, then learned (fresher predictions and N-row "
+        "updates; the window stays the unit of checkpoints). Torch models. Default: off (the whole "
+        "micro-batch predicted, then learned).",
+    ),
+    Option(
         "--task",
         "task",
         type=click.Choice(["classification", "regression"]),

@@ -118,7 +118,7 @@ class Engine:
         self.reconciler = self.oversight.reconciler
         self._sink = CountingSink(dead_letters)
         self._live = LiveModel()
-        self._stages: tuple = ()  # the batch step's stage runners, chosen in start()
+        self._stages: tuple = ()  # the batch step's stage runners, chosen with the first batch
         self._windower = None
         self._positions: dict[TopicPartition, int] = {}
         self._stats = RunStats()
@@ -297,6 +297,9 @@ class Engine:
             raise
         self._at_start = (self._stats.events_read, self._stats.checkpoints)
         self._cadence.start(batches_learned=self._stats.batches_learned)
+        self._stages = ()  # chosen with the first batch: they depend on the learner (chunked or not)
+
+    def _choose_stages(self) -> tuple:
         stages = batch_stages(
             self._live,
             self._stats,
@@ -306,7 +309,7 @@ class Engine:
             request_checkpoint=self.request_checkpoint,
             schema=self._schema,
         )
-        self._stages = tuple(stage.run for stage in stages)
+        return tuple(stage.run for stage in stages)
 
     def feed(self, poll: PollColumns) -> None:
         """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
@@ -397,6 +400,8 @@ class Engine:
         ctx = BatchContext(batch, time.perf_counter())
         if self._live.learner is None:
             self._live.learner = self.learner_builder(batch.X.shape[1])
+        if not self._stages:
+            self._stages = self._choose_stages()
         for run_stage in self._stages:
             run_stage(ctx)
         self._dirty = True

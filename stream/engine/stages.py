@@ -19,6 +19,24 @@ once at start -- only those for parts that are configured, so a bare engine
    records its ids; :class:`GateTallyStage` adds it to the next candidate's range.
 8. :class:`ObserveOutcomeStage` -- the observer hears what happened.
 
+With a learner that tests-then-trains in chunks
+(:class:`~learners.base.ChunkedPrequential` with ``score_chunk`` set, and
+prequential scoring on), score and learn fuse into :class:`ScoreLearnStage`
+at the learn stage's place, and the stages that read the prediction move
+after it::
+
+    reconcile -> gate -> consolidate -> score+learn -> ledger -> tally
+    -> observe -> drift -> observe outcome
+
+The gate and the reconciler still judge the model *before* the batch, with
+their own prediction of the whole batch (``ctx.prediction`` is ``None`` for
+them), and the gate still holds while the policy's alarm is open. The drift
+policy sees the chunked predictions of this batch right after it is learned:
+a decision then acts before the next batch is learned (a rollback discards
+this batch with the rest, after the gate's tally, so the gate's ranges stay
+the restored version's), and the alarm and decision are reported with the
+batch that caused them.
+
 Examples
 --------
 >>> from learners.neural.learner import TorchLearner
@@ -42,9 +60,9 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from learners.base import Consolidating
+from learners.base import ChunkedPrequential, Consolidating, LearnReport
 from stream.core import metrics
-from stream.engine.batch_context import BatchContext, LiveModel
+from stream.engine.batch_context import BatchContext, LiveModel, ScoredRows
 from stream.engine.ledger import LearnLedger
 from stream.engine.observer import BatchObserver, BatchOutcome
 from stream.engine.oversight import Oversight
@@ -67,9 +85,11 @@ __all__ = [
     "ObserveOutcomeStage",
     "ObserveStage",
     "ReconcileStage",
+    "ScoreLearnStage",
     "ScoreStage",
     "Stage",
     "batch_stages",
+    "chunked_learner",
     "connect_drift_policy",
 ]
 
@@ -92,24 +112,56 @@ class ScoreStage:
         batch = ctx.batch
         y = batch.y
         pred = self.live.learner.predict_batch(batch.X)
-        if metrics.is_classification(y):
-            self.stats.observe_predictions(correct=metrics.count_correct(pred, y), total=len(y))
-        else:
-            self.stats.observe_predictions(total=len(y), squared_error=metrics.squared_error(pred, y))
+        count_predictions(self.stats, pred, y)
         ctx.prediction = pred
 
 
+def count_predictions(stats: RunStats, pred: np.ndarray, y: np.ndarray) -> None:
+    """The run's prequential counters: hits (classes) or squared error (values)."""
+    if metrics.is_classification(y):
+        stats.observe_predictions(correct=metrics.count_correct(pred, y), total=len(y))
+    else:
+        stats.observe_predictions(total=len(y), squared_error=metrics.squared_error(pred, y))
+
+
+class ScoreLearnStage:
+    """Chunked test-then-train: each chunk predicted by the model updated on the chunks before it, then learned.
+
+    Counts the predictions as :class:`ScoreStage` does and the learning as
+    :class:`LearnStage` does; ``proba`` keeps the class probabilities for an
+    observer (its log loss).
+    """
+
+    __slots__ = ("live", "proba", "stats")
+
+    def __init__(self, live: LiveModel, stats: RunStats, *, proba: bool = False) -> None:
+        self.live, self.stats, self.proba = live, stats, proba
+
+    def run(self, ctx: BatchContext) -> None:
+        batch = ctx.batch
+        out = self.live.learner.learn_prequential(batch.X, batch.y, proba=self.proba)
+        count_predictions(self.stats, out.prediction, batch.y)
+        count_learned(self.stats, out.report)
+        ctx.prediction, ctx.proba, ctx.report = out.prediction, out.proba, out.report
+
+
 class ObserveStage:
-    """The observer's look at the batch before it is learned (its time is not the engine's)."""
+    """The observer's look at the batch before it is learned (its time is not the engine's).
 
-    __slots__ = ("live", "observer")
+    ``chunked``: it runs after :class:`ScoreLearnStage`, and the observer
+    scores the batch through the chunked predictions (:class:`ScoredRows`),
+    not through the learner that has learned it since.
+    """
 
-    def __init__(self, observer: BatchObserver, live: LiveModel) -> None:
-        self.observer, self.live = observer, live
+    __slots__ = ("chunked", "live", "observer")
+
+    def __init__(self, observer: BatchObserver, live: LiveModel, *, chunked: bool = False) -> None:
+        self.observer, self.live, self.chunked = observer, live, chunked
 
     def run(self, ctx: BatchContext) -> None:
         t = time.perf_counter()
-        self.observer.before_learn(ctx.batch, ctx.prediction, self.live.learner)
+        scorer = ScoredRows(ctx.prediction, ctx.proba) if self.chunked else self.live.learner
+        self.observer.before_learn(ctx.batch, ctx.prediction, scorer)
         ctx.observed += time.perf_counter() - t
 
 
@@ -184,15 +236,25 @@ class ReconcileStage:
 
 
 class GateStage:
-    """When the gate is due and nothing holds it: publish the model before it learns this batch, gate it."""
+    """When the gate is due and nothing holds it: publish the model before it learns this batch, gate it.
 
-    __slots__ = ("gate", "live", "schema")
+    ``policy``: a drift policy whose open alarm holds the gate, when no
+    drift stage ran before this one (chunked test-then-train).
+    """
 
-    def __init__(self, gate: ValidationGate, live: LiveModel, schema: Callable[[], dict]) -> None:
-        self.gate, self.live, self.schema = gate, live, schema
+    __slots__ = ("gate", "live", "policy", "schema")
+
+    def __init__(
+        self,
+        gate: ValidationGate,
+        live: LiveModel,
+        schema: Callable[[], dict],
+        policy: DriftPolicy | None = None,
+    ) -> None:
+        self.gate, self.live, self.schema, self.policy = gate, live, schema, policy
 
     def run(self, ctx: BatchContext) -> None:
-        if ctx.held or not self.gate.due():
+        if ctx.held or (self.policy is not None and self.policy.holds_validation) or not self.gate.due():
             return
         # Before learning: this batch is the candidate's unseen holdout.
         ctx.version = self.gate.before_learn(self.live.learner, ctx.batch, ctx.prediction, self.schema())
@@ -228,11 +290,15 @@ class LearnStage:
     def run(self, ctx: BatchContext) -> None:
         batch = ctx.batch
         report = self.live.learner.learn_batch(batch.X, batch.y)
-        stats = self.stats
-        stats.events_learned += report.n_samples
-        stats.batches_learned += 1
-        stats.last_loss = report.loss
+        count_learned(self.stats, report)
         ctx.report = report
+
+
+def count_learned(stats: RunStats, report: LearnReport) -> None:
+    """The run's learning counters after one batch."""
+    stats.events_learned += report.n_samples
+    stats.batches_learned += 1
+    stats.last_loss = report.loss
 
 
 class LedgerStage:
@@ -278,6 +344,16 @@ class ObserveOutcomeStage:
         self.observer.after_learn(ctx.batch, outcome)
 
 
+def chunked_learner(learner: object) -> bool:
+    """Whether ``learner`` tests-then-trains in chunks (resolved once, when the engine's learner exists).
+
+    >>> from learners.neural.learner import TorchLearner
+    >>> chunked_learner(TorchLearner(n_features=2, score_chunk=8)), chunked_learner(TorchLearner(n_features=2))
+    (True, False)
+    """
+    return isinstance(learner, ChunkedPrequential) and learner.score_chunk is not None
+
+
 def batch_stages(
     live: LiveModel,
     stats: RunStats,
@@ -287,14 +363,21 @@ def batch_stages(
     view: EngineView | None = None,
     request_checkpoint: Callable[[], None] = lambda: None,
     schema: Callable[[], dict] = dict,
+    chunked: bool | None = None,
 ) -> list[Stage]:
     """The stages for the configured parts, in their order (see the module docstring).
 
     ``view`` is what ``reconciler`` sees of the engine; ``request_checkpoint``
     and ``schema`` are the engine's. The ledger stage is in when ``live``
     has a ledger now (the engine's ledger is on or off for the whole run).
+    ``chunked``: score and learn fused, in chunks (only with ``prequential``);
+    ``None`` asks :func:`chunked_learner` of ``live``'s learner.
     """
     parts = oversight or Oversight()
+    if chunked is None:
+        chunked = chunked_learner(live.learner)
+    if chunked and prequential:
+        return _chunked_stages(live, stats, parts, view, request_checkpoint, schema)
     observer, policy, gate, reconciler = parts.observer, parts.policy, parts.gate, parts.reconciler
     stages: list[Stage] = []
     if prequential:
@@ -312,6 +395,35 @@ def batch_stages(
         stages.append(LedgerStage(live))
     if gate is not None:
         stages.append(GateTallyStage(gate))
+    if observer is not None:
+        stages.append(ObserveOutcomeStage(observer))
+    return stages
+
+
+def _chunked_stages(
+    live: LiveModel,
+    stats: RunStats,
+    parts: Oversight,
+    view: EngineView | None,
+    request_checkpoint: Callable[[], None],
+    schema: Callable[[], dict],
+) -> list[Stage]:
+    """The order for chunked test-then-train (see the module docstring)."""
+    observer, policy, gate, reconciler = parts.observer, parts.policy, parts.gate, parts.reconciler
+    stages: list[Stage] = []
+    if reconciler is not None:
+        stages.append(ReconcileStage(reconciler, view, live, gate, request_checkpoint))
+    if gate is not None:
+        stages += [GateStage(gate, live, schema, policy), ConsolidateStage(live)]
+    stages.append(ScoreLearnStage(live, stats, proba=observer is not None))
+    if live.ledger is not None:
+        stages.append(LedgerStage(live))
+    if gate is not None:
+        stages.append(GateTallyStage(gate))
+    if observer is not None:
+        stages.append(ObserveStage(observer, live, chunked=True))
+    if policy is not None:
+        stages.append(DriftStage(policy, live, gate, request_checkpoint))
     if observer is not None:
         stages.append(ObserveOutcomeStage(observer))
     return stages
