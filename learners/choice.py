@@ -128,7 +128,9 @@ class LearnerChoice:
         if kind != "avalanche" and (self.avalanche_options or self.avalanche_plugins):
             raise ConfigError("--avalanche-option/--avalanche-plugin need --avalanche STRATEGY")
         if kind != "torch" and self.score_chunk is not None:
-            raise ConfigError("--score-chunk applies to torch models (not --model hedge, --avalanche or a river.* model)")
+            raise ConfigError(
+                "--score-chunk applies to torch models (not --model hedge, --avalanche or a river.* model)"
+            )
         if kind == "river":
             from learners.river_adapter.learner import RiverLearner
 
