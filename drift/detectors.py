@@ -52,8 +52,6 @@ __all__ = [
     "DriftMonitor",
     "ErrorDriftDetector",
     "FeatureDriftDetector",
-    "Signal",  # from drift.base, kept importable here
-    "stronger",
 ]
 
 

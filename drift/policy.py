@@ -70,7 +70,8 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 
 from drift.alarm import OpenAlarm, RecentEvidence
-from drift.detectors import DriftMonitor, Signal
+from drift.base import Signal
+from drift.detectors import DriftMonitor
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
 from learners.base import Adaptable, Learner
 from serving.registry.versions import AuditEvent, Version, json_plain

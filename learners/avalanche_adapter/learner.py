@@ -55,7 +55,8 @@ from torch import nn
 from learners.avalanche_adapter.imports import import_avalanche
 from learners.avalanche_adapter.state import capture, restore
 from learners.base import LearnReport
-from learners.neural.learner import TorchLearner, canonical
+from learners.neural.config import canonical
+from learners.neural.learner import TorchLearner
 from stream.core.errors import ConfigError, SchemaMismatchError
 
 __all__ = ["STATE_FORMAT", "AvalancheLearner", "torch_learner_state"]

@@ -1,4 +1,4 @@
-"""Online Elastic Weight Consolidation (EWC) as a :class:`~learners.neural.learner.UpdatePlugin`.
+"""Online Elastic Weight Consolidation (EWC) as a :class:`~learners.neural.hooks.UpdatePlugin`.
 
 EWC keeps what the model learned by penalising moves of the parameters that
 mattered: ``penalty = strength / 2 * sum_i F_i (theta_i - theta*_i)^2`` where
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from learners.neural.learner import BasePlugin
+from learners.neural.hooks import BasePlugin
 from stream.core.errors import ConfigError
 
 __all__ = ["EWC"]

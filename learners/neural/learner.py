@@ -48,20 +48,19 @@ from learners.inputs import check_features, check_targets
 from learners.neural.config import (
     OPTIMIZERS,
     STATE_FORMAT,
-    canonical,
     check_arguments,
     check_compatible,
     check_score_chunk,
     resolve_device,
     snapshot,
 )
-from learners.neural.hooks import BasePlugin, PluginHooks, UpdatePlugin
+from learners.neural.hooks import PluginHooks, UpdatePlugin
 from learners.neural.models import ModelFactory, model_factory
 from learners.neural.prequential import learn_in_chunks
 from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
-__all__ = ["STATE_FORMAT", "BasePlugin", "TorchLearner", "UpdatePlugin", "canonical"]
+__all__ = ["TorchLearner"]
 
 
 # ------------------------------------------------------------------- learner

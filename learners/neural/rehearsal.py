@@ -1,4 +1,4 @@
-"""Rehearsal buffers as :class:`~learners.neural.learner.UpdatePlugin`s: reservoir and class-balanced.
+"""Rehearsal buffers as :class:`~learners.neural.hooks.UpdatePlugin`s: reservoir and class-balanced.
 
 Each learned batch is mixed with ``mix`` times as many samples replayed from
 a buffer of past events, so the gradient keeps seeing the old distribution.
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from learners.neural.learner import BasePlugin
+from learners.neural.hooks import BasePlugin
 from stream.core.errors import ConfigError
 
 __all__ = ["ReservoirReplay", "ClassBalancedReplay"]

@@ -31,7 +31,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from learners.families import InferenceModel, load_inference_model
-from learners.neural.inference import inference_module  # noqa: F401 -- importable here, as before
 from serving.registry.base import ModelRegistry
 from serving.registry.versions import Version
 from stream.core.errors import RegistryError

@@ -167,7 +167,7 @@ def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
 
 def run_engine(engine, *, install_signals: bool = True):
     """Run a built engine to its end, stopping cleanly on SIGTERM/SIGINT; its :class:`~stream.engine.config.RunSummary`."""
-    from stream.engine.loop import install_stop_signals
+    from stream.engine.signals import install_stop_signals
 
     if install_signals:
         install_stop_signals(engine)

@@ -70,7 +70,6 @@ from stream.engine.ledger import LearnLedger
 from stream.engine.oversight import Oversight
 from stream.engine.polling import poll_until_done
 from stream.engine.progress import RunStats
-from stream.engine.signals import install_stop_signals
 from stream.engine.stages import batch_stages
 from stream.sources.base import Source
 from stream.sources.outage import OutageWatch
@@ -81,7 +80,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "EngineConfig", "LearnerBuilder", "RunSummary", "install_stop_signals"]
+__all__ = ["Engine", "EngineConfig", "LearnerBuilder", "RunSummary"]
 
 LearnerBuilder = Callable[[int], Learner]
 

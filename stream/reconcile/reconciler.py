@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Adoption", "ReconcileConfig", "Reconciler"]
+__all__ = ["ReconcileConfig", "Reconciler"]
 
 
 @dataclass(frozen=True)

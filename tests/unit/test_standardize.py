@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from learners.neural.inference import inference_module
 from learners.neural.learner import TorchLearner
 from learners.neural.plugins import PluginSpec
 from learners.neural.standardize import InputStandardizer
-from serving.api.model import inference_module
 
 
 @settings(max_examples=40, deadline=None)

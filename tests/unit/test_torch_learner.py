@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from learners.neural.learner import BasePlugin, TorchLearner, UpdatePlugin
+from learners.neural.hooks import BasePlugin, UpdatePlugin
+from learners.neural.learner import TorchLearner
 from learners.neural.models import MODELS, ModelFactory, build_model, model_factory
 from learners.state_io import dumps_state, loads_state
 from stream.core.errors import ConfigError, SchemaMismatchError
