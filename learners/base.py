@@ -130,6 +130,24 @@ class Prequential:
 
 
 @runtime_checkable
+class Rehearsing(Protocol):
+    """A learner that can spend spare time on extra steps over what it learned last (optional).
+
+    The engine calls :meth:`rehearse` after a batch when it has time to spare
+    (:class:`~stream.engine.config.EngineConfig` ``rehearse``). It learns no
+    new event: only the model's parameters move.
+
+    >>> from learners.neural.learner import TorchLearner
+    >>> isinstance(TorchLearner(n_features=2, device="cpu"), Rehearsing)
+    True
+    """
+
+    def rehearse(self) -> int:
+        """Take the configured rehearsal steps; how many were taken (0: nothing to rehearse)."""
+        ...
+
+
+@runtime_checkable
 class ChunkedPrequential(Protocol):
     """A learner that tests-then-trains inside a micro-batch, ``score_chunk`` rows at a time (optional).
 

@@ -17,8 +17,18 @@ Examples
 >>> hedge = LearnerChoice(model="hedge", model_options=('members=[{"model": "logistic", "lr": 0.05}]', "eta=0.05"))
 >>> hedge.kind, len(hedge.factory()(4).members)
 ('hedge', 1)
->>> LearnerChoice(score_chunk=32).factory()(3).score_chunk
-32
+>>> LearnerChoice(score_chunk=16).factory()(3).score_chunk
+16
+
+With no options, the learner is the best general setting bench/quality.py
+found (docs/learners.md): an MLP at lr 0.01, tested-then-trained 32 rows at a
+time, with extra steps while young and rehearsal when there is time:
+
+>>> default = LearnerChoice().factory()(3)
+>>> default.config()["model"], default.lr, default.score_chunk, default.schedule.young_steps
+('mlp', 0.01, 32, 4)
+>>> LearnerChoice(model="logistic").factory()(3).lr, LearnerChoice(score_chunk=0).factory()(3).score_chunk
+(0.05, None)
 """
 
 from __future__ import annotations
@@ -29,7 +39,13 @@ from typing import Any, Callable
 
 from stream.core.errors import ConfigError
 
-__all__ = ["LearnerChoice", "parse_options"]
+__all__ = ["DEFAULT_LR", "DEFAULT_SCORE_CHUNK", "LearnerChoice", "parse_options"]
+
+#: The learning rate of a torch model when ``--lr`` is not given. Logistic regression is convex
+#: and wants large steps; a (64, 64) MLP at 0.05 can stall after a drift (LED 0.32 vs 0.67 at 0.01).
+DEFAULT_LR = {"logistic": 0.05, "mlp": 0.01, "resmlp": 0.01}
+#: Rows per test-then-train chunk of a torch model when ``--score-chunk`` is not given (0: off).
+DEFAULT_SCORE_CHUNK = 32
 
 
 def parse_options(items: tuple[str, ...] | list[str], what: str) -> dict[str, Any]:
@@ -72,13 +88,16 @@ def _parse_plugin(item: str) -> tuple[str, dict]:
 class LearnerChoice:
     """Every learner option of the CLI, validated by building a tiny learner on construction."""
 
-    model: str = "logistic"
+    model: str = "mlp"
     model_options: tuple[str, ...] = ()
     optimizer: str = "adam"
-    lr: float = 0.05
+    lr: float | None = None  # None: DEFAULT_LR for the model (0.01 for one not listed)
     steps_per_batch: int = 1
     minibatch_size: int | None = None
-    score_chunk: int | None = None
+    score_chunk: int | None = None  # None: DEFAULT_SCORE_CHUNK for torch models; 0: off
+    young_events: int = 1000
+    young_steps: int = 4
+    rehearse_steps: int = 8
     task: str = "classification"
     n_classes: int = 2
     n_features: int | None = None
@@ -122,12 +141,24 @@ class LearnerChoice:
             seed=self.seed,
         ).build(task=self.task, n_classes=self.n_classes)
 
+    @property
+    def learning_rate(self) -> float:
+        """``--lr``, else the model's :data:`DEFAULT_LR`."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, 0.01)
+
+    def _schedule(self) -> Any:
+        from learners.neural.schedule import Schedule
+
+        return Schedule(
+            young_events=self.young_events, young_steps=self.young_steps, rehearse_steps=self.rehearse_steps
+        )
+
     def _build(self, n_features: int) -> Any:
         kind = self.kind
         model_kwargs = parse_options(self.model_options, "--model-option")
         if kind != "avalanche" and (self.avalanche_options or self.avalanche_plugins):
             raise ConfigError("--avalanche-option/--avalanche-plugin need --avalanche STRATEGY")
-        if kind != "torch" and self.score_chunk is not None:
+        if kind != "torch" and self.score_chunk:
             raise ConfigError(
                 "--score-chunk applies to torch models (not --model hedge, --avalanche or a river.* model)"
             )
@@ -165,7 +196,7 @@ class LearnerChoice:
                 strategy_kwargs=parse_options(self.avalanche_options, "--avalanche-option"),
                 plugins=[_parse_plugin(p) for p in self.avalanche_plugins],
                 optimizer=self.optimizer,
-                lr=self.lr,
+                lr=self.learning_rate,
                 train_epochs=self.steps_per_batch,
                 minibatch_size=self.minibatch_size,
                 model_kwargs=model_kwargs or None,
@@ -180,10 +211,11 @@ class LearnerChoice:
             task=self.task,
             n_classes=self.n_classes,
             optimizer=self.optimizer,
-            lr=self.lr,
+            lr=self.learning_rate,
             steps_per_batch=self.steps_per_batch,
             minibatch_size=self.minibatch_size,
-            score_chunk=self.score_chunk,
+            score_chunk=DEFAULT_SCORE_CHUNK if self.score_chunk is None else (self.score_chunk or None),
+            schedule=self._schedule(),
             device=self.device,
             seed=self.seed,
             model_kwargs=model_kwargs or None,

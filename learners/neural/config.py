@@ -14,11 +14,14 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
+from learners.neural.models import MLP, Logistic, ModelFactory, ResidualBlock, ResMLP, model_factory
+from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
 __all__ = [
@@ -28,7 +31,10 @@ __all__ = [
     "TASKS",
     "canonical",
     "check_arguments",
+    "build_optimizer",
     "check_compatible",
+    "make_factory",
+    "mode_free",
     "resolve_device",
     "snapshot",
 ]
@@ -162,3 +168,58 @@ def check_score_chunk(score_chunk: Any) -> None:
         isinstance(score_chunk, bool) or not isinstance(score_chunk, (int, np.integer)) or score_chunk < 1
     ):
         raise ConfigError(f"score_chunk must be a positive integer or None (off), got {score_chunk!r}")
+
+
+def make_factory(
+    model: Any, model_kwargs: Mapping[str, Any] | None
+) -> tuple[Callable[[int, int], nn.Module], str, dict]:
+    """``(factory, name, kwargs)`` for a zoo model name or a user factory ``(n_features, n_outputs) -> nn.Module``."""
+    if isinstance(model, str):
+        factory = model_factory(model, **(model_kwargs or {}))
+        return factory, factory.name, dict(factory.kwargs)
+    if model_kwargs:
+        raise ConfigError("model_kwargs only applies to a zoo model name; bake them into your factory")
+    if isinstance(model, ModelFactory):
+        return model, model.name, dict(model.kwargs)
+    if callable(model):
+        name = (
+            f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', type(model).__qualname__)}"
+        )
+        return model, name, {}
+    raise ConfigError(
+        f"model must be a zoo model name or a factory (n_features, n_outputs) -> nn.Module, got {model!r}"
+    )
+
+
+def build_optimizer(module: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
+    """Optimizer ``name`` over ``module``'s parameters; fused when torch supports it here."""
+    cls = OPTIMIZERS[name]
+    params = list(module.parameters())
+    if all(p.is_floating_point() for p in params):
+        # Fused: one kernel per step instead of a Python loop over the
+        # parameters -- about half of Adam's per-batch cost for a small
+        # model on CPU, and one launch instead of many on CUDA.
+        try:
+            return cls(params, lr=float(lr), fused=True)
+        except (RuntimeError, TypeError, ValueError):  # torch without fused support here
+            pass
+    return cls(params, lr=float(lr))
+
+
+# Modules whose forward ignores ``training`` (dropout and batch norm do not).
+_MODE_FREE = (
+    nn.Linear, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Sequential, nn.LayerNorm,
+    nn.Flatten, Logistic, MLP, ResMLP, ResidualBlock, InputStandardizer,
+)  # fmt: skip
+
+
+def mode_free(module: nn.Module) -> bool:
+    """True when every submodule's forward is the same in train and eval mode: the learner can skip toggling.
+
+    ``train()``/``eval()`` walk the whole module tree; on a small model that is
+    ~15% of a 32-row update. A user module not listed here is assumed to care.
+
+    >>> mode_free(nn.Sequential(nn.Linear(2, 2), nn.ReLU())), mode_free(nn.Sequential(nn.Dropout(0.1)))
+    (True, False)
+    """
+    return all(type(m) in _MODE_FREE for m in module.modules())

@@ -46,17 +46,20 @@ from torch import nn
 from learners.base import LearnReport, Prequential
 from learners.inputs import check_features, check_targets
 from learners.neural.config import (
-    OPTIMIZERS,
     STATE_FORMAT,
+    build_optimizer,
     check_arguments,
     check_compatible,
     check_score_chunk,
+    make_factory,
+    mode_free,
     resolve_device,
     snapshot,
 )
 from learners.neural.hooks import PluginHooks, UpdatePlugin
-from learners.neural.models import ModelFactory, model_factory
+from learners.neural.plasticity import PlasticityVerbs
 from learners.neural.prequential import learn_in_chunks
+from learners.neural.schedule import Schedule
 from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
@@ -64,7 +67,7 @@ __all__ = ["TorchLearner"]
 
 
 # ------------------------------------------------------------------- learner
-class TorchLearner:
+class TorchLearner(PlasticityVerbs):
     """An incremental PyTorch learner for tabular micro-batches.
 
     Parameters
@@ -101,6 +104,9 @@ class TorchLearner:
         predicted by the model already updated on the chunks before it, then
         learned (``steps_per_batch``/``minibatch_size`` apply per chunk).
         ``None`` (default): the engine predicts the whole batch, then learns it.
+    schedule
+        Extra steps while the model is young and rehearsal steps
+        (:class:`~learners.neural.schedule.Schedule`; default: neither).
     device
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``.
@@ -142,6 +148,7 @@ class TorchLearner:
         steps_per_batch: int = 1,
         minibatch_size: int | None = None,
         score_chunk: int | None = None,
+        schedule: Schedule | None = None,
         device: str | torch.device = "auto",
         amp: bool = False,
         seed: int = 0,
@@ -157,6 +164,7 @@ class TorchLearner:
         self.steps_per_batch = steps_per_batch
         self.minibatch_size = minibatch_size
         self.score_chunk = score_chunk
+        self.schedule = schedule if schedule is not None else Schedule()
         self.device = device
         self.amp = amp
         self.seed = seed
@@ -174,13 +182,15 @@ class TorchLearner:
             seed=seed,
         )
         check_score_chunk(score_chunk)
+        if not isinstance(self.schedule, Schedule):
+            raise ConfigError(f"schedule must be a learners.neural.schedule.Schedule, got {schedule!r}")
         for p in self.plugins:
             if not isinstance(p, UpdatePlugin):
                 raise ConfigError(f"plugin {p!r} does not implement the UpdatePlugin hooks")
         # The plugins' optional hooks, resolved once: no verb probes a plugin with hasattr.
         self._hooks = PluginHooks.resolve(self.plugins)
 
-        self._factory, self._model_name, self._model_kwargs = self._make_factory(model, model_kwargs)
+        self._factory, self._model_name, self._model_kwargs = make_factory(model, model_kwargs)
         self._device = resolve_device(device)
         self._on_cuda = self._device.type == "cuda"
         self._amp = bool(amp) and self._on_cuda
@@ -189,29 +199,15 @@ class TorchLearner:
         self._loss_fn = nn.functional.cross_entropy if self._classify else nn.functional.mse_loss
         self._model, self._opt = self._build()
         self._scalers = self._find_scalers(self._model)
+        self._toggles_mode = not mode_free(self._model)
         self._n_learned = 0
+        # Young until this many events learned (again after each adapt); checkpointed.
+        self._young_until = self.schedule.young_events
+        self._recent: tuple[torch.Tensor, torch.Tensor] | None = None  # what rehearse() revisits
         # Minibatch shuffling continues the stream of whoever saved a restored state.
         self._shuffle_seed = int(seed)
 
     # ------------------------------------------------------------ building
-    @staticmethod
-    def _make_factory(
-        model: Any, model_kwargs: Mapping[str, Any] | None
-    ) -> tuple[Callable[[int, int], nn.Module], str, dict]:
-        if isinstance(model, str):
-            factory = model_factory(model, **(model_kwargs or {}))
-            return factory, factory.name, dict(factory.kwargs)
-        if model_kwargs:
-            raise ConfigError("model_kwargs only applies to a zoo model name; bake them into your factory")
-        if isinstance(model, ModelFactory):
-            return model, model.name, dict(model.kwargs)
-        if callable(model):
-            name = f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', type(model).__qualname__)}"
-            return model, name, {}
-        raise ConfigError(
-            f"model must be a zoo model name or a factory (n_features, n_outputs) -> nn.Module, got {model!r}"
-        )
-
     @staticmethod
     def _find_scalers(module: nn.Module) -> tuple[InputStandardizer, ...]:
         # Any InputStandardizer in the model (zoo or user factory) is fed here.
@@ -228,20 +224,7 @@ class TorchLearner:
             raise ConfigError(f"model factory returned {type(module).__name__}, not an nn.Module")
         module = module.to(self._device)
         module.train()
-        cls = OPTIMIZERS[self.optimizer]
-        params = list(module.parameters())
-        opt = None
-        if all(p.is_floating_point() for p in params):
-            # Fused: one kernel per step instead of a Python loop over the
-            # parameters -- about half of Adam's per-batch cost for a small
-            # model on CPU, and one launch instead of many on CUDA.
-            try:
-                opt = cls(params, lr=float(self.lr), fused=True)
-            except (RuntimeError, TypeError, ValueError):  # torch without fused support here
-                opt = None
-        if opt is None:
-            opt = cls(params, lr=float(self.lr))
-        return module, opt
+        return module, build_optimizer(module, self.optimizer, self.lr)
 
     # ------------------------------------------------------------- inputs
     def _check_X(self, X: np.ndarray) -> np.ndarray:
@@ -265,7 +248,7 @@ class TorchLearner:
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """The model's raw output (logits or values) on device rows, in eval mode and without gradients."""
-        if self._model.training:
+        if self._toggles_mode and self._model.training:
             self._model.eval()
         with torch.no_grad():
             return self._forward(X)
@@ -307,42 +290,92 @@ class TorchLearner:
         n = X0.shape[0]
         if n == 0:
             return LearnReport(n_samples=0, loss=None)
+        self.remember_recent(X0, y0)
         return LearnReport(n_samples=n, loss=self.learn_tensors(X0, y0))
 
-    def learn_tensors(self, X0: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-        """:meth:`learn_batch` on non-empty device rows, without a host sync; the first step's data loss."""
-        for scaler in self._scalers:
-            # Input statistics see each arriving event once: before the plugins
-            # (replayed rows are not new data) and before the steps.
-            scaler.update(X0)
+    def learn_tensors(self, X0: torch.Tensor, y0: torch.Tensor, *, scaled: bool = False) -> torch.Tensor:
+        """:meth:`learn_batch` on non-empty device rows, without a host sync; the first step's data loss.
+
+        ``scaled``: the input statistics have already seen ``X0`` (:meth:`update_scalers`).
+        """
+        if not scaled:
+            self.update_scalers(X0)
         Xt, yt = X0, y0
         for plugin in self.plugins:
             Xt, yt = plugin.before_update(Xt, yt)
 
-        model, opt, loss_fn = self._model, self._opt, self._loss_fn
-        if not model.training:
-            model.train()
+        if self._toggles_mode and not self._model.training:
+            self._model.train()
         first_loss = None
         for chunk_X, chunk_y in self._chunks(Xt, yt):
-            opt.zero_grad(set_to_none=True)
-            out = self._forward(chunk_X)
-            if not self._classify:
-                out = out.squeeze(-1)
-            loss = loss_fn(out, chunk_y)
-            total = loss
-            for plugin in self.plugins:
-                pen = plugin.penalty(model)
-                if pen is not None:
-                    total = total + pen
-            total.backward()
-            opt.step()
+            loss = self._step(chunk_X, chunk_y)
             if first_loss is None:
-                first_loss = loss.detach()
+                first_loss = loss
 
         for plugin in self.plugins:
-            plugin.after_update(model, X0, y0)
+            plugin.after_update(self._model, X0, y0)
         self.count_learned(X0.shape[0])
         return first_loss
+
+    def _step(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on ``X, y`` with the plugins' penalties; the data loss, unread."""
+        self._opt.zero_grad(set_to_none=True)
+        out = self._forward(X)
+        if not self._classify:
+            out = out.squeeze(-1)
+        loss = self._loss_fn(out, y)
+        total = loss
+        for plugin in self.plugins:
+            pen = plugin.penalty(self._model)
+            if pen is not None:
+                total = total + pen
+        total.backward()
+        self._opt.step()
+        return loss.detach()
+
+    def update_scalers(self, X0: torch.Tensor) -> None:
+        """Feed the input standardisers: each arriving event once, before the plugins (replayed rows are not new)."""
+        for scaler in self._scalers:
+            scaler.update(X0)
+
+    def remember_recent(self, X0: torch.Tensor, y0: torch.Tensor) -> None:
+        """Keep a reference to the latest learned batch (device rows) for :meth:`rehearse`."""
+        self._recent = (X0, y0) if X0.shape[0] else self._recent
+
+    def rehearse(self) -> int:
+        """``schedule.rehearse_steps`` extra steps on samples of the latest learned batch; steps taken.
+
+        Each step takes ``schedule.rehearse_rows`` rows of that batch, shuffled
+        by a generator seeded from (seed, events learned): deterministic. Replay
+        plugins mix in their buffer's rows, EWC adds its penalty; nothing new
+        is learned (``n_learned``, input statistics and buffers stay). The
+        latest batch is not checkpointed: after a restore, rehearsal resumes
+        with the next batch.
+
+        >>> learner = TorchLearner(n_features=2, device="cpu", schedule=Schedule(rehearse_steps=3))
+        >>> learner.rehearse()  # nothing learned yet
+        0
+        >>> _ = learner.learn_batch(np.zeros((8, 2), np.float32), np.ones(8, np.int64))
+        >>> learner.rehearse(), learner.n_learned
+        (3, 8)
+        """
+        steps = self.schedule.rehearse_steps
+        if not steps or self._recent is None:
+            return 0
+        X0, y0 = self._recent
+        if self._toggles_mode and not self._model.training:
+            self._model.train()
+        gen = torch.Generator(device=X0.device).manual_seed(
+            self._shuffle_seed * 1_000_003 + self._n_learned + 1
+        )
+        rows = min(self.schedule.rehearse_rows, X0.shape[0])
+        for _ in range(steps):
+            idx = torch.randperm(X0.shape[0], device=X0.device, generator=gen)[:rows]
+            Xt, yt = X0[idx], y0[idx]
+            for plugin in self.plugins:
+                Xt, yt = plugin.before_update(Xt, yt)
+            self._step(Xt, yt)
+        return steps
 
     def learn_prequential(self, X: np.ndarray, y: np.ndarray, *, proba: bool = False) -> Prequential:
         """Test-then-train inside the batch, ``score_chunk`` rows at a time (:mod:`learners.neural.prequential`).
@@ -387,58 +420,27 @@ class TorchLearner:
         """(X, y) per optimizer step: the whole batch ``steps_per_batch`` times, or shuffled minibatches."""
         mb = self.minibatch_size
         n = X.shape[0]  # a host int: shapes are known without a device sync
+        steps = self.schedule.steps(
+            self.steps_per_batch, n_learned=self._n_learned, young_until=self._young_until
+        )
         if mb is None or mb >= n:
-            for _ in range(self.steps_per_batch):
+            for _ in range(steps):
                 yield X, y
             return
         # Shuffle so appended replay rows are spread over the chunks. The
         # generator is seeded from (seed, events learned so far): reproducible
         # and identical after a restore, with no RNG state to checkpoint.
         gen = torch.Generator(device=X.device).manual_seed(self._shuffle_seed * 1_000_003 + self._n_learned)
-        for _ in range(self.steps_per_batch):
+        for _ in range(steps):
             order = torch.randperm(n, device=X.device, generator=gen)
             for start in range(0, n, mb):
                 idx = order[start : start + mb]
                 yield X[idx], y[idx]
 
-    def consolidate(self) -> int:
-        """Ask every plugin that consolidates (EWC) to anchor on the model as it is now.
-
-        The engine calls this when the gate validates a version, so anchors
-        are evidence-backed states. Returns how many plugins consolidated.
-        """
-        return self._hooks.consolidate()
-
-    def reset_consolidation(self) -> int:
-        """Forget every EWC anchor and Fisher (an adopted full retrain is the new reference); how many reset."""
-        return self._hooks.reset()
-
-    def adapt(self, *, ewc_factor: float = 0.1, replay_refresh: float = 0.5) -> dict:
-        """Raise plasticity because the world changed (the drift policy's *adapt* decision).
-
-        Plugins that hold the past -- EWC (``relax``) and replay buffers
-        (``refresh``) -- loosen their grip: the EWC strength in force is
-        multiplied by ``ewc_factor`` and ``replay_refresh`` of each buffer is
-        evicted so new data takes its place. :meth:`restore_plasticity` undoes
-        the EWC part. Returns what changed, for the audit trail.
-
-        >>> from learners.neural.ewc import EWC
-        >>> learner = TorchLearner(n_features=2, device="cpu", plugins=[EWC(strength=100)])
-        >>> learner.adapt(ewc_factor=0.1)
-        {'ewc_strength': [100.0, 10.0]}
-        >>> learner.restore_plasticity()
-        {'ewc_strength': [10.0, 100.0]}
-        """
-        return self._hooks.adapt(ewc_factor=ewc_factor, replay_refresh=replay_refresh)
-
-    def restore_plasticity(self) -> dict:
-        """Undo :meth:`adapt`'s EWC relaxation (the evicted replay rows have been replaced by then)."""
-        return self._hooks.restore_plasticity()
-
     # ------------------------------------------------------------ predict
     def _infer(self, X: np.ndarray) -> torch.Tensor:
         Xt = self._to_device(self._check_X(X))
-        if self._model.training:
+        if self._toggles_mode and self._model.training:
             self._model.eval()
         return self._forward(Xt)
 
@@ -509,6 +511,7 @@ class TorchLearner:
             "steps_per_batch": int(self.steps_per_batch),
             "minibatch_size": None if self.minibatch_size is None else int(self.minibatch_size),
             "score_chunk": None if self.score_chunk is None else int(self.score_chunk),
+            "schedule": self.schedule.to_dict(),
             "seed": int(self.seed),
         }
 
@@ -522,7 +525,7 @@ class TorchLearner:
         Examples
         --------
         >>> sorted(TorchLearner(n_features=2, device="cpu").state_dict())
-        ['config', 'model', 'n_learned', 'optimizer', 'plugins']
+        ['config', 'model', 'n_learned', 'optimizer', 'plugins', 'young_until']
         """
         return {
             "config": self.config(),
@@ -530,6 +533,7 @@ class TorchLearner:
             "optimizer": snapshot(self._opt.state_dict()),
             "n_learned": self._n_learned,
             "plugins": [snapshot(p.state_dict()) for p in self.plugins],
+            "young_until": self._young_until,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -556,6 +560,9 @@ class TorchLearner:
         self._model, self._opt = model, opt
         self._scalers = self._find_scalers(model)
         self._n_learned = int(state.get("n_learned", 0))
+        # A state from before the schedule existed: young for the configured span from its count.
+        self._young_until = int(state.get("young_until", self.schedule.young_events))
+        self._recent = None
         self._shuffle_seed = int(state["config"].get("seed", self.seed))
         for plugin, pstate in zip(self.plugins, state.get("plugins") or []):
             plugin.load_state_dict(pstate)
@@ -573,6 +580,7 @@ class TorchLearner:
             "steps_per_batch": self.steps_per_batch,
             "minibatch_size": self.minibatch_size,
             "score_chunk": self.score_chunk,
+            "schedule": self.schedule,
             "device": self.device,
             "amp": self.amp,
             "seed": self.seed,

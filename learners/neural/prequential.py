@@ -59,7 +59,13 @@ def learn_in_chunks(learner: Any, X: np.ndarray, y: np.ndarray, *, proba: bool =
         As :meth:`~learners.neural.learner.TorchLearner.learn_batch`.
     """
     X0, y0 = learner.checked_tensors(X, y)
+    learner.remember_recent(X0, y0)
     n = X0.shape[0]
+    if n:
+        # The window's features have all arrived: its input statistics are
+        # known before any of its rows is predicted (no label is used), and
+        # one update per batch costs a fraction of one per chunk.
+        learner.update_scalers(X0)
     classify = learner.task == "classification"
     chunk = learner.score_chunk or max(n, 1)
     outs: list[torch.Tensor] = []
@@ -67,7 +73,7 @@ def learn_in_chunks(learner: Any, X: np.ndarray, y: np.ndarray, *, proba: bool =
     for start in range(0, n, chunk):
         Xc, yc = X0[start : start + chunk], y0[start : start + chunk]
         outs.append(learner.forward(Xc))  # before learning it: the chunk's prequential prediction
-        losses.append(learner.learn_tensors(Xc, yc))
+        losses.append(learner.learn_tensors(Xc, yc, scaled=True))
     if not outs:
         empty = np.zeros(0, np.int64 if classify else np.float32)
         probs = np.zeros((0, learner.n_classes), np.float32) if proba and classify else None

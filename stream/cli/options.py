@@ -123,9 +123,9 @@ LEARNER = (
     Option(
         "--model",
         "model",
-        default="logistic",
+        default="mlp",
         show_default=True,
-        help="logistic | mlp | resmlp | hedge (a self-weighting ensemble, docs/learners.md), or any river estimator by name, e.g. "
+        help="mlp | logistic | resmlp | hedge (a self-weighting ensemble, docs/learners.md), or any river estimator by name, e.g. "
         "river.tree.HoeffdingAdaptiveTreeClassifier",
     ),
     Option(
@@ -136,7 +136,12 @@ LEARNER = (
         "or a river estimator's parameter.",
     ),
     Option("--optimizer", "optimizer", default="adam", show_default=True, help="adam | adamw | sgd"),
-    Option("--lr", "lr", type=float, default=0.05, show_default=True, help="Learning rate."),
+    Option(
+        "--lr",
+        "lr",
+        type=float,
+        help="Learning rate. Default: the model's own, 0.01 for mlp and resmlp, 0.05 for logistic.",
+    ),
     Option(
         "--steps-per-batch",
         "steps_per_batch",
@@ -158,8 +163,35 @@ LEARNER = (
         type=int,
         help="Test-then-train inside each micro-batch, N rows at a time: each chunk is predicted by the "
         "model already updated on the chunks before it, then learned (fresher predictions and N-row "
-        "updates; the window stays the unit of checkpoints). Torch models. Default: off (the whole "
-        "micro-batch predicted, then learned).",
+        "updates; the window stays the unit of checkpoints). Torch models. Default: 32; 0: off (the "
+        "whole micro-batch predicted, then learned).",
+    ),
+    Option(
+        "--young-steps",
+        "young_steps",
+        type=int,
+        default=4,
+        show_default=True,
+        help="Optimizer steps per update while the model is young: its first --young-events events, "
+        "and as many again after each drift-policy adapt decision. Torch models.",
+    ),
+    Option(
+        "--young-events",
+        "young_events",
+        type=int,
+        default=1000,
+        show_default=True,
+        help="How long a model is young, in events (0: never).",
+    ),
+    Option(
+        "--rehearse-steps",
+        "rehearse_steps",
+        type=int,
+        default=8,
+        show_default=True,
+        help="Extra steps on samples of the latest batch (and the replay buffer) after each batch, "
+        "taken only while the source is caught up; in replay after every batch (deterministic). "
+        "Torch models. 0: off.",
     ),
     Option(
         "--task",

@@ -58,6 +58,11 @@ class EngineConfig:
     dedup_window: int = 1_000_000
     duplicate_policy: Literal["drop", "dead_letter"] = "dead_letter"
     progress_every_seconds: float = 2.0
+    #: When a learner that rehearses (:class:`~learners.base.Rehearsing`) may spend its
+    #: rehearsal steps after a batch: ``caught_up`` -- only when the poll that brought the
+    #: batch was not full (nothing waiting: a lagging daemon does the minimum);
+    #: ``always`` -- after every batch (replay: the same steps on every run); ``never``.
+    rehearse: Literal["caught_up", "always", "never"] = "caught_up"
 
     def __post_init__(self) -> None:
         if self.checkpoint_every_batches is not None and self.checkpoint_every_batches < 1:
@@ -66,6 +71,8 @@ class EngineConfig:
             raise ConfigError("checkpoint_every_seconds must be positive (None: no time cadence)")
         if self.late_policy not in ("drop", "dead_letter"):
             raise ConfigError("late_policy must be 'drop' or 'dead_letter'")
+        if self.rehearse not in ("caught_up", "always", "never"):
+            raise ConfigError("rehearse must be 'caught_up', 'always' or 'never'")
         if self.duplicate_policy not in ("drop", "dead_letter"):
             raise ConfigError("duplicate_policy must be 'drop' or 'dead_letter'")
         if self.dedup_window < 0:

@@ -53,7 +53,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from learners.base import Learner
+from learners.base import Learner, Rehearsing
 from stream.codec.json_codec import CodecConfig, JsonCodec
 from stream.core.clock import Clock, SystemClock
 from stream.core.deadletter import CountingSink, DeadLetterSink, late_letters
@@ -129,6 +129,7 @@ class Engine:
             clock=self.clock,
         )
         self._dirty = False
+        self._caught_up = True  # the last poll was not full: time to spare for rehearsal
         self._stop_reason: str | None = None
         self._assigned_at: float | None = None
         self._closed = False
@@ -314,6 +315,7 @@ class Engine:
         """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
         if self.reconciler is not None:
             self.reconciler.at_boundary(self)  # between batches: the only time a retrain may be caught up
+        self._caught_up = len(poll) < self.config.max_poll_records
         if len(poll):
             self._handle(self._ingest(poll))
         self._handle(self._windower.tick(self.clock.now_ms()))
@@ -403,7 +405,18 @@ class Engine:
             self._stages = self._choose_stages()
         for run_stage in self._stages:
             run_stage(ctx)
+        self._rehearse()
         self._dirty = True
+
+    def _rehearse(self) -> None:
+        """Spend the learner's rehearsal steps if there is time to spare (never while an alarm is open)."""
+        mode = self.config.rehearse
+        if mode == "never" or (mode == "caught_up" and not self._caught_up):
+            return
+        learner = self._live.learner
+        if not isinstance(learner, Rehearsing) or (self.policy is not None and self.policy.holds_validation):
+            return  # an open alarm's batches may be a corrupt burst: not worth repeating
+        self._stats.rehearsal_steps += learner.rehearse()
 
     # ----------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:

@@ -37,6 +37,8 @@ class RunStats:
     dead_letters: dict[str, int] = field(default_factory=dict)
     #: Events refused because their id was taken in recently (dead-lettered or dropped).
     duplicates: int = 0
+    #: Extra optimizer steps spent rehearsing recent data (not learning new events).
+    rehearsal_steps: int = 0
     lag: int | None = None
     #: One line while the broker is out of reach, e.g. "broker unreachable for 12s, retrying".
     outage: str | None = None

@@ -221,7 +221,9 @@ class Backtest:
             checkpoints=CheckpointSpec(dir=os.path.join(work, "checkpoints"), keep=1),
             dead_letter=dead_letter,
             # Checkpoints only at the end: the final state is kept for `inspect`, mid-run ones would only cost.
-            loop=without_checkpoint_cadence(EngineConfig(max_poll_records=self.max_poll_records)),
+            loop=without_checkpoint_cadence(
+                EngineConfig(max_poll_records=self.max_poll_records, rehearse="always")
+            ),
             # A scratch registry per configuration: nothing is published to the production one.
             gate=cfg.gate,
             registry=RegistrySpec(url=os.path.join(work, "registry")),

@@ -154,7 +154,9 @@ def test_a_bad_chunk_is_a_config_error(bad):
 def test_the_capability_and_the_cli_choice():
     assert isinstance(learner(score_chunk=4), ChunkedPrequential)
     assert LearnerChoice(score_chunk=24).factory()(3).score_chunk == 24
-    assert LearnerChoice().factory()(3).score_chunk is None  # off by default
+    assert LearnerChoice().factory()(3).score_chunk == 32  # on by default for torch models
+    assert LearnerChoice(score_chunk=0).factory()(3).score_chunk is None  # 0: off
+    assert LearnerChoice(model="river.linear_model.LogisticRegression").factory()(3)  # no chunking, no error
     with pytest.raises(ConfigError, match="--score-chunk"):
         LearnerChoice(model="river.linear_model.LogisticRegression", score_chunk=8)
 

@@ -122,7 +122,7 @@ def test_regression_predicts_the_weighted_members():
 
 def test_the_default_ensemble_learns_what_a_linear_model_cannot():
     rng = np.random.default_rng(3)
-    learner, logistic = HedgeLearner(n_features=2, device="cpu"), LearnerChoice().factory()(2)
+    learner, logistic = HedgeLearner(n_features=2, device="cpu"), LearnerChoice(model="logistic").factory()(2)
     correct = {"hedge": 0, "logistic": 0}
     for _ in range(12):
         X = rng.uniform(-1, 1, size=(250, 2)).astype(np.float32)
