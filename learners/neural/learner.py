@@ -345,12 +345,8 @@ class TorchLearner(PlasticityVerbs):
     def rehearse(self) -> int:
         """``schedule.rehearse_steps`` extra steps on samples of the latest learned batch; steps taken.
 
-        Each step takes ``schedule.rehearse_rows`` rows of that batch, shuffled
-        by a generator seeded from (seed, events learned): deterministic. Replay
-        plugins mix in their buffer's rows, EWC adds its penalty; nothing new
-        is learned (``n_learned``, input statistics and buffers stay). The
-        latest batch is not checkpointed: after a restore, rehearsal resumes
-        with the next batch.
+        Deterministic, and nothing new is learned (:mod:`learners.neural.schedule`);
+        replay plugins mix in their buffer's rows, EWC adds its penalty.
 
         >>> learner = TorchLearner(n_features=2, device="cpu", schedule=Schedule(rehearse_steps=3))
         >>> learner.rehearse()  # nothing learned yet
@@ -359,23 +355,16 @@ class TorchLearner(PlasticityVerbs):
         >>> learner.rehearse(), learner.n_learned
         (3, 8)
         """
-        steps = self.schedule.rehearse_steps
-        if not steps or self._recent is None:
+        if not self.schedule.rehearse_steps or self._recent is None:
             return 0
-        X0, y0 = self._recent
         if self._toggles_mode and not self._model.training:
             self._model.train()
-        gen = torch.Generator(device=X0.device).manual_seed(
-            self._shuffle_seed * 1_000_003 + self._n_learned + 1
-        )
-        rows = min(self.schedule.rehearse_rows, X0.shape[0])
-        for _ in range(steps):
-            idx = torch.randperm(X0.shape[0], device=X0.device, generator=gen)[:rows]
-            Xt, yt = X0[idx], y0[idx]
+        key = self._shuffle_seed * 1_000_003 + self._n_learned + 1
+        for Xt, yt in self.schedule.rehearsal_samples(*self._recent, key=key):
             for plugin in self.plugins:
                 Xt, yt = plugin.before_update(Xt, yt)
             self._step(Xt, yt)
-        return steps
+        return self.schedule.rehearse_steps
 
     def learn_prequential(self, X: np.ndarray, y: np.ndarray, *, proba: bool = False) -> Prequential:
         """Test-then-train inside the batch, ``score_chunk`` rows at a time (:mod:`learners.neural.prequential`).
@@ -552,7 +541,9 @@ class TorchLearner(PlasticityVerbs):
         model, opt = self._build()
         try:
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            # A copy: torch's optimizer keeps the given tensors (step, moments) and would
+            # then advance the caller's snapshot -- a rollback target held by the policy.
+            opt.load_state_dict(snapshot(state["optimizer"]))
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise SchemaMismatchError(f"learner state does not fit the model/optimizer: {exc}") from exc
         for group in opt.param_groups:
@@ -565,7 +556,7 @@ class TorchLearner(PlasticityVerbs):
         self._recent = None
         self._shuffle_seed = int(state["config"].get("seed", self.seed))
         for plugin, pstate in zip(self.plugins, state.get("plugins") or []):
-            plugin.load_state_dict(pstate)
+            plugin.load_state_dict(snapshot(pstate))  # a buffer filled in place must not fill the snapshot
 
     # -------------------------------------------------------------- clone
     def get_params(self) -> dict:

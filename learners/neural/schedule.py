@@ -35,8 +35,10 @@ stream.core.errors.ConfigError: rehearse_steps must be an integer >= 0, got -1
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import numpy as np
+import torch
 
 from stream.core.errors import ConfigError
 
@@ -68,6 +70,26 @@ class Schedule:
         if n_learned < young_until:
             return max(steps_per_batch, self.young_steps)
         return steps_per_batch
+
+    def rehearsal_samples(
+        self, X: torch.Tensor, y: torch.Tensor, *, key: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``rehearse_steps`` samples of ``rehearse_rows`` rows of ``X, y``, shuffled by a generator seeded with ``key``.
+
+        The learner's key is (seed, events learned): the same run takes the same
+        samples. The latest batch is not checkpointed: after a restore,
+        rehearsal resumes with the next batch.
+
+        >>> X, y = torch.arange(10.0).reshape(5, 2), torch.arange(5)
+        >>> [len(s) for s, _ in Schedule(rehearse_steps=2, rehearse_rows=3).rehearsal_samples(X, y, key=1)]
+        [3, 3]
+        """
+        gen = torch.Generator(device=X.device).manual_seed(int(key))
+        n = X.shape[0]
+        rows = min(self.rehearse_rows, n)
+        for _ in range(self.rehearse_steps):
+            idx = torch.randperm(n, device=X.device, generator=gen)[:rows]
+            yield X[idx], y[idx]
 
     def to_dict(self) -> dict:
         """Plain ints, for a learner's config."""
