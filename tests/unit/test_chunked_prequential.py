@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from drift.detectors import DriftMonitor
 from drift.policy import DriftPolicy, PolicyConfig
@@ -60,9 +61,14 @@ def test_each_chunk_is_predicted_by_the_model_updated_on_the_chunks_before_it(ex
     fused, manual = learner(score_chunk=32, **extra), learner(**extra)
     out = fused.learn_prequential(X, y)
     expected = []
+    # The batch's input statistics first (its features have all arrived; no label is used),
+    # then per chunk: predict, learn without feeding the statistics again.
+    manual.update_scalers(torch.from_numpy(X))
     for start in range(0, 100, 32):  # the last chunk has 4 rows
         expected.append(manual.predict_batch(X[start : start + 32]))
-        manual.learn_batch(X[start : start + 32], y[start : start + 32])
+        manual.learn_tensors(
+            *manual.checked_tensors(X[start : start + 32], y[start : start + 32]), scaled=True
+        )
     assert np.array_equal(out.prediction, np.concatenate(expected))
     assert same_weights(fused, manual) and fused.n_learned == 100
     assert out.report.n_samples == 100 and out.report.loss_value() > 0
