@@ -1,20 +1,25 @@
 """The drift options of the CLI as one validated value that builds the monitor and the policy.
 
->>> choice = DriftChoice(detectors=("adwin",), feature_method="ks", options=("warmup_batches=5",))
+>>> choice = DriftChoice(detectors=("adwin",), feature_method="ks", options=("warmup_events=5000",))
 >>> policy = choice.build(task="classification")
->>> policy.config.warmup_batches, [d.name for d in policy.monitor.error_detectors], policy.monitor.feature_detector
-(5, ['adwin'], FeatureDriftDetector('ks', window=1000))
+>>> policy.config.warmup_events, [d.name for d in policy.monitor.error_detectors], policy.monitor.feature_detector
+(5000, ['adwin'], FeatureDriftDetector('ks', window=1000))
+>>> DriftChoice(options=("warmup_batches=20",))
+Traceback (most recent call last):
+...
+stream.core.errors.ConfigError: drift option warmup_batches was replaced by warmup_events (counted in events, not batches: 20 batches of count:1000 = 20000 events)
 >>> DriftChoice(detectors=("none",)).build(task="classification") is None
 True
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 from drift.detectors import ERROR_DETECTORS, DriftMonitor, ErrorDriftDetector, FeatureDriftDetector
-from drift.policy import DriftPolicy, PolicyConfig
+from drift.policy import DriftPolicy
+from drift.policy_config import PolicyConfig
 from learners.choice import parse_options
 from stream.core.errors import ConfigError
 
@@ -48,17 +53,8 @@ class DriftChoice:
         return self.detectors != ("none",) or self.feature_method != "none"
 
     def policy_config(self) -> PolicyConfig:
-        values = parse_options(self.options, "--drift-option")
-        known = {f.name for f in fields(PolicyConfig)}
-        bad = sorted(set(values) - known)
-        if bad:
-            raise ConfigError(
-                f"--drift-option {bad[0]!r} is not a drift policy setting; known: {', '.join(sorted(known))}"
-            )
-        try:
-            return PolicyConfig(**values)
-        except TypeError as exc:
-            raise ConfigError(f"--drift-option: {exc}") from exc
+        """The policy settings of ``options``; an option renamed since (``warmup_batches``) names its successor."""
+        return PolicyConfig.from_options(parse_options(self.options, "--drift-option"), "--drift-option")
 
     def build(self, *, task: str, feature_names: Sequence[str] | None = None) -> DriftPolicy | None:
         """The policy these options describe, or ``None`` when drift handling is off."""

@@ -20,7 +20,7 @@ model learns them (prequential), and then decides:
 ``adapt``
     The snapshot is not better and the live model has degraded by at least
     ``degradation`` from its level before the alarm: the world changed. The
-    learner's plasticity is raised for ``plasticity_batches`` batches (EWC
+    learner's plasticity is raised for ``plasticity_events`` events (EWC
     relaxed by ``ewc_factor``, ``replay_refresh`` of the replay buffer evicted)
     and a full retrain is requested. With a validated snapshot to go back
     to, the verdict first waits: a corrupt burst that is still going on looks
@@ -32,13 +32,31 @@ model learns them (prequential), and then decides:
 ``dismiss``
     Neither: a false alarm, or a change the model absorbed on its own.
 
-Detectors are fed from batch ``warmup_batches + 1``: a model still learning
-its first concept has a falling error rate, a change they would rightly flag.
-While evidence is collected the validation gate holds (no candidate is
-validated, so a corrupted model is never served), and for ``cooldown_batches``
-after an adapt or dismiss decision further alarms are noted but not acted on:
-one drift, one decision. After a rollback the detectors re-arm at once, so a
-corrupt burst longer than the evidence window gets a rollback of its own. Every alarm and decision is an audit event in the registry
+Detectors are fed only after a warm-up of ``warmup_events`` events: a model
+still learning its first concept has a falling error rate, a change they would
+rightly flag. While evidence is collected the validation gate holds (no
+candidate is validated, so a corrupted model is never served), and for
+``cooldown_events`` events after an adapt or dismiss decision further alarms
+are noted but not acted on: one drift, one decision. After a rollback the
+detectors re-arm at once, so a corrupt burst longer than the evidence window
+gets a rollback of its own.
+
+The three periods are counted in events (``len(batch)`` summed over the
+batches observed), not batches, so they mean the same at any window size. A
+batch belongs to a period when the events observed *before* it fall short of
+the period's end, so a period lasts at least its number of events, rounded up
+to whole batches (the batch that crosses the end still belongs to it):
+
+- warm-up: the batch is warm-up while fewer than ``warmup_events`` events
+  were observed before it (``warmup_events=2000``: 4 batches of 500, 20 of
+  100, 7 of 300);
+- cool-down and raised plasticity start with the decision batch (its events
+  count): they end ``cooldown_events`` / ``plasticity_events`` events after
+  the first event of that batch. An alarm on a batch that starts before the
+  cool-down's end is noted only; the plasticity is restored before the first
+  batch that starts at or after its end is learned.
+
+Every alarm and decision is an audit event in the registry
 (``drift_alarm``, ``rollback``, ``adapt``, ``drift_dismissed``,
 ``retrain_request``) with metrics, the evidence window's offsets and the
 detector's statistics; events that cannot be written (registry down) wait in
@@ -73,6 +91,7 @@ from drift.alarm import OpenAlarm, RecentEvidence
 from drift.base import Signal
 from drift.detectors import DriftMonitor
 from drift.evidence import PairedEvidence, RecentLevel, batch_errors
+from drift.policy_config import PolicyConfig
 from learners.base import Adaptable, Learner
 from serving.registry.versions import AuditEvent, Version, json_plain
 from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
@@ -80,47 +99,10 @@ from stream.core.records import MicroBatch, merge_ranges
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decision", "DriftPolicy", "PolicyConfig", "DECISION_KINDS"]
+__all__ = ["Decision", "DriftPolicy", "DECISION_KINDS"]
 
 DECISION_KINDS = ("rollback", "adapt", "drift_dismissed")
 SnapshotProvider = Callable[[Learner], "tuple[Learner, Version] | None"]
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """Thresholds and levers of the drift policy (see the module docstring)."""
-
-    warmup_batches: int = 20
-    evidence_batches: int = 3
-    min_evidence_events: int = 200
-    rollback_margin: float = 0.05
-    significance: float = 0.01
-    degradation: float = 0.05
-    reference_batches: int = 10
-    cooldown_batches: int = 10
-    lookback_versions: int = 1
-    ewc_factor: float = 0.1
-    replay_refresh: float = 0.5
-    plasticity_batches: int = 20
-    request_retrain: bool = True
-    burst_events: int = 5000
-
-    def __post_init__(self) -> None:
-        for name in ("evidence_batches", "min_evidence_events", "reference_batches"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"drift policy {name} must be at least 1, got {getattr(self, name)!r}")
-        for name in (
-            "warmup_batches", "cooldown_batches", "plasticity_batches", "lookback_versions", "burst_events"
-        ):  # fmt: skip
-            if getattr(self, name) < 0:
-                raise ConfigError(f"drift policy {name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("rollback_margin", "degradation"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"drift policy {name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 < self.significance < 1:
-            raise ConfigError(f"drift policy significance must be in (0, 1), got {self.significance!r}")
-        if not 0 <= self.ewc_factor <= 1 or not 0 <= self.replay_refresh <= 1:
-            raise ConfigError("drift policy ewc_factor and replay_refresh must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -174,9 +156,11 @@ class DriftPolicy:
         self.task = task
         self._level = RecentLevel(task, self.config.reference_batches)
         self._alarm: OpenAlarm | None = None
-        self._batches = 0
-        self._cooldown_until = 0
-        self._plasticity_until: int | None = None
+        self._batches = 0  # batches observed: the alarm's ``batch`` in the audit evidence
+        self._events = 0  # events observed: the warm-up, cool-down and plasticity periods
+        self._batch_start = 0  # events observed before the batch at hand: where its periods start
+        self._cooldown_until = 0  # in events
+        self._plasticity_until: int | None = None  # in events; None: plasticity not raised
         self._outbox: list[dict] = []
         self.counts = {
             "alarms": 0,
@@ -200,7 +184,7 @@ class DriftPolicy:
         """``watching``, ``collecting`` (an alarm is open) or ``cooling`` (right after a decision)."""
         if self._alarm is not None:
             return "collecting"
-        return "cooling" if self._batches < self._cooldown_until else "watching"
+        return "cooling" if self._events < self._cooldown_until else "watching"
 
     @property
     def open_alarm(self) -> dict | None:
@@ -221,11 +205,13 @@ class DriftPolicy:
         self.new_alarm = None
         self._flush_outbox()
         self._batches += 1
+        self._batch_start = self._events
+        self._events += len(batch.y)
         self._maybe_restore_plasticity(learner)
         if self._alarm is not None:
             return self._collect(learner, batch, pred)
         errors = batch_errors(self.task, pred, batch.y)
-        if self._batches <= self.config.warmup_batches:
+        if self._batch_start < self.config.warmup_events:
             # A model that is still learning its first concept has a falling
             # error rate, which change detectors rightly call a change. The
             # detectors start once it has settled.
@@ -235,7 +221,7 @@ class DriftPolicy:
         if signal.level == "warning":
             self.counts["warnings"] += 1
         if signal.is_drift:
-            if self._batches < self._cooldown_until:
+            if self._batch_start < self._cooldown_until:
                 self.counts["suppressed"] += 1
                 log.info(
                     "drift alarm from %s during the cool-down after the last decision: noted, not acted on",
@@ -471,9 +457,10 @@ class DriftPolicy:
             if adaptable
             else {}
         )
-        if adaptable and self.config.plasticity_batches:
-            self._plasticity_until = self._batches + self.config.plasticity_batches
-        evidence.update(changes=json_plain(changes), plasticity_batches=self.config.plasticity_batches)
+        if adaptable and self.config.plasticity_events:
+            # This batch is the first learned with the raised plasticity: the period starts with it.
+            self._plasticity_until = self._batch_start + self.config.plasticity_events
+        evidence.update(changes=json_plain(changes), plasticity_events=self.config.plasticity_events)
         reason = (
             f"both models degraded ({self._metric_name} live {_fmt(evidence['live'])}, snapshot "
             f"{_fmt(evidence['snapshot'])}, before the alarm {_fmt(evidence['reference'])}): the world changed; "
@@ -515,13 +502,13 @@ class DriftPolicy:
         # than the evidence window corrupts the restored model again, and that
         # deserves its own rollback. Adapting and dismissing cool down: one
         # change of the world, one decision.
-        cooldown = 0 if decision.kind == "rollback" else self.config.cooldown_batches
-        self._cooldown_until = self._batches + cooldown
+        cooldown = 0 if decision.kind == "rollback" else self.config.cooldown_events
+        self._cooldown_until = self._batch_start + cooldown  # in events, from the decision batch on
         self.monitor.reset()  # the next alarm is about the next change
         return decision
 
     def _maybe_restore_plasticity(self, learner: Learner) -> None:
-        if self._plasticity_until is not None and self._batches >= self._plasticity_until:
+        if self._plasticity_until is not None and self._batch_start >= self._plasticity_until:
             changes = learner.restore_plasticity() if isinstance(learner, Adaptable) else {}
             log.info("drift adaptation over: plasticity restored %s", changes)
             self._plasticity_until = None
@@ -557,8 +544,9 @@ class DriftPolicy:
             "monitor": self.monitor.snapshot(),
             "level": self._level.snapshot(),
             "batches": self._batches,
-            "cooldown_until": self._cooldown_until,
-            "plasticity_until": self._plasticity_until,
+            "events": self._events,
+            "cooldown_until_events": self._cooldown_until,
+            "plasticity_until_events": self._plasticity_until,
             "counts": dict(self.counts),
             "outbox": list(self._outbox),
             "alarm": None if alarm is None else alarm.to_dict(),
@@ -570,9 +558,20 @@ class DriftPolicy:
         self.monitor.restore(state.get("monitor"))
         self._level.restore(state.get("level") or [])
         self._batches = int(state.get("batches", 0))
-        self._cooldown_until = int(state.get("cooldown_until", 0))
-        until = state.get("plasticity_until")
-        self._plasticity_until = None if until is None else int(until)
+        if "events" in state:
+            self._events = int(state["events"])
+            self._cooldown_until = int(state.get("cooldown_until_events", 0))
+            until = state.get("plasticity_until_events")
+            self._plasticity_until = None if until is None else int(until)
+        else:
+            # A state from before the periods were counted in events (only the batch-based
+            # ``cooldown_until`` / ``plasticity_until``): batch numbers cannot be turned into
+            # events, so the periods restart from safe values. The event count starts at 0 (the
+            # warm-up runs once more: detectors wait ``warmup_events`` events), no cool-down, and
+            # raised plasticity, if any, is restored on the next batch.
+            self._events = 0
+            self._cooldown_until = 0
+            self._plasticity_until = None if state.get("plasticity_until") is None else 0
         self.counts.update({k: int(v) for k, v in (state.get("counts") or {}).items()})
         self._outbox = [dict(d) for d in state.get("outbox") or []]
         a = state.get("alarm")

@@ -387,8 +387,9 @@ DRIFT = (
         "drift_options",
         multiple=True,
         metavar="KEY=VALUE",
-        help="Drift policy setting, e.g. warmup_batches=20, evidence_batches=3, rollback_margin=0.05, "
-        "cooldown_batches=10, ewc_factor=0.1, replay_refresh=0.5 (see docs/drift.md).",
+        help="Drift policy setting, e.g. warmup_events=2000, evidence_batches=3, rollback_margin=0.05, "
+        "cooldown_events=5000, plasticity_events=10000, ewc_factor=0.1, replay_refresh=0.5 "
+        "(periods in events, not batches; see docs/drift.md).",
     ),
 )
 

@@ -13,7 +13,7 @@ YAML mapping whose keys are the learner options of ``streamlearn run`` (in
     lr: 0.01
     ewc_strength: 10
     window: count:500
-    drift: {detectors: [adwin], feature: ks, options: {warmup_batches: 20}}
+    drift: {detectors: [adwin], feature: ks, options: {warmup_events: 10000}}
     validation: {every_batches: 20, tolerance: 0.01, holdout_min_events: 100}
 
 A file's keys override the options given on the command line, which are the

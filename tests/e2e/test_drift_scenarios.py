@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from drift.detectors import DriftMonitor, ErrorDriftDetector
-from drift.policy import DriftPolicy, PolicyConfig
+from drift.policy import DriftPolicy
+from drift.policy_config import PolicyConfig
 from learners.neural.ewc import EWC
 from learners.neural.learner import TorchLearner
 from learners.neural.rehearsal import ClassBalancedReplay
@@ -120,7 +121,7 @@ def test_a_concept_change_is_adapted_to_and_a_retrain_requested(tmp_path):
     requests = []
     policy = DriftPolicy(
         DriftMonitor([ErrorDriftDetector("adwin")]),
-        PolicyConfig(plasticity_batches=10),
+        PolicyConfig(plasticity_events=10 * BATCH),
         on_retrain_request=requests.append,
     )
     rows = synthetic_rows("agrawal", 40_000, seed=1, drift_at=20_000)

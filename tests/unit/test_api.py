@@ -340,7 +340,8 @@ def test_an_empty_admin_token_disables_admin(reg, monkeypatch):
 
 def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_version_follows(reg, client):
     from drift.detectors import DriftMonitor
-    from drift.policy import DriftPolicy, PolicyConfig
+    from drift.policy import DriftPolicy
+    from drift.policy_config import PolicyConfig
     from drift.testing import ScriptedDetector
     from stream.engine.gate import ValidationGate
     from stream.testing.doubles import make_batch
@@ -361,7 +362,7 @@ def test_automatic_and_manual_rollbacks_both_show_in_events_and_the_served_versi
     # The drift policy finds v2 corrupted and v1 clearly better: the pointer moves back, the API follows.
     policy = DriftPolicy(
         DriftMonitor([ScriptedDetector(fire_at=[1])]),
-        PolicyConfig(warmup_batches=0),
+        PolicyConfig(warmup_events=0),
         registry=reg,
         snapshot=ValidationGate(reg).validated,
     )

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from drift.detectors import DriftMonitor
-from drift.policy import DriftPolicy, PolicyConfig
+from drift.policy import DriftPolicy
+from drift.policy_config import PolicyConfig
 from drift.testing import ScriptedDetector
 from learners.base import ChunkedPrequential
 from learners.choice import LearnerChoice
@@ -274,7 +275,7 @@ def test_an_open_alarm_holds_the_gate_when_drift_runs_after_learning():
 def test_a_drift_decision_on_chunked_predictions_is_taken_after_the_batch_and_asks_for_a_checkpoint():
     policy = DriftPolicy(
         DriftMonitor([ScriptedDetector(fire_at=[2])]),
-        PolicyConfig(warmup_batches=0, evidence_batches=1, min_evidence_events=1),
+        PolicyConfig(warmup_events=0, evidence_batches=1, min_evidence_events=1),
     )
     asked: list[int] = []
     live = LiveModel(learner(score_chunk=10))

@@ -15,7 +15,8 @@ import pytest
 
 from drift.choice import DriftChoice
 from drift.detectors import DriftMonitor, ErrorDriftDetector
-from drift.policy import DriftPolicy, PolicyConfig
+from drift.policy import DriftPolicy
+from drift.policy_config import PolicyConfig
 from drift.testing import ScriptedDetector
 from learners.neural.ewc import EWC
 from learners.neural.learner import TorchLearner
@@ -82,7 +83,9 @@ def test_a_stationary_stream_raises_no_alarm(tmp_path):
 
 def test_a_false_alarm_is_dismissed_and_cooldown_makes_one_decision_per_drift(tmp_path):
     fires = ScriptedDetector(range(5, 12))  # 7 alarms in a row, one change
-    policy = DriftPolicy(DriftMonitor([fires]), PolicyConfig(warmup_batches=20, cooldown_batches=20))
+    policy = DriftPolicy(
+        DriftMonitor([fires]), PolicyConfig(warmup_events=20 * BATCH, cooldown_events=20 * BATCH)
+    )
     _, summary, registry, _ = _run(tmp_path, synthetic_rows("sea", 25_000, seed=3), policy)
     assert summary.drift["drift_dismissed"] == 1 and summary.drift["alarms"] == 1
     assert summary.drift["suppressed"] >= 2
@@ -92,7 +95,7 @@ def test_a_false_alarm_is_dismissed_and_cooldown_makes_one_decision_per_drift(tm
 
 def test_validation_holds_while_evidence_is_collected(tmp_path):
     fires = ScriptedDetector([3])
-    policy = DriftPolicy(DriftMonitor([fires]), PolicyConfig(warmup_batches=10, evidence_batches=20))
+    policy = DriftPolicy(DriftMonitor([fires]), PolicyConfig(warmup_events=10 * BATCH, evidence_batches=20))
     _, _, registry, _ = _run(tmp_path, synthetic_rows("sea", 20_000, seed=3), policy)
     alarm_at = registry.events(kind="drift_alarm")[0].at
     decided_at = registry.events(kind="drift_dismissed")[0].at
@@ -118,7 +121,7 @@ def test_rollback_goes_past_a_corrupted_validated_version_and_moves_the_pointer(
     gate = ValidationGate(registry)
     policy = DriftPolicy(
         DriftMonitor([ScriptedDetector([1])]),
-        PolicyConfig(warmup_batches=0),
+        PolicyConfig(warmup_events=0),
         registry=registry,
         snapshot=gate.validated,
     )
@@ -153,7 +156,7 @@ def test_an_older_validated_version_of_another_shape_is_skipped_not_fatal(tmp_pa
     gate = ValidationGate(registry)
     policy = DriftPolicy(
         DriftMonitor([ScriptedDetector([1])]),
-        PolicyConfig(warmup_batches=0),
+        PolicyConfig(warmup_events=0),
         registry=registry,
         snapshot=gate.validated,
     )
@@ -182,7 +185,7 @@ def test_audit_events_wait_in_the_outbox_and_survive_a_checkpoint(tmp_path):
     registry.down = True
     policy = DriftPolicy(
         DriftMonitor([ScriptedDetector([2])]),
-        PolicyConfig(warmup_batches=0, evidence_batches=1, min_evidence_events=1),
+        PolicyConfig(warmup_events=0, evidence_batches=1, min_evidence_events=1),
         registry=registry,
     )
     learner = _trained(batches=2)
@@ -201,7 +204,7 @@ def test_audit_events_wait_in_the_outbox_and_survive_a_checkpoint(tmp_path):
 
 def test_policy_state_is_checkpointed_and_an_open_alarm_resumes(tmp_path):
     rows = list(synthetic_rows("sea", 30_000, seed=5))
-    cfg = PolicyConfig(warmup_batches=5, evidence_batches=10)
+    cfg = PolicyConfig(warmup_events=5 * BATCH, evidence_batches=10)
     first = DriftPolicy(DriftMonitor([ScriptedDetector([20])]), cfg)
     registry = FileRegistry(tmp_path / "registry")
     gate = ValidationGate(registry, GateConfig(every_batches=5, every_seconds=None, holdout_min_events=100))

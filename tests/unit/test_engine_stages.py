@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from drift.detectors import DriftMonitor
-from drift.policy import Decision, DriftPolicy, PolicyConfig
+from drift.policy import Decision, DriftPolicy
+from drift.policy_config import PolicyConfig
 from drift.testing import ScriptedDetector
 from learners.base import LearnReport
 from serving.registry.versions import Version
@@ -131,7 +132,7 @@ def test_observe_hands_the_batch_prediction_and_learner_and_times_itself():
 
 
 def test_drift_reports_a_new_alarm_once_and_holds_validation_while_collecting():
-    policy = DriftPolicy(DriftMonitor([ScriptedDetector([2])]), PolicyConfig(warmup_batches=0))
+    policy = DriftPolicy(DriftMonitor([ScriptedDetector([2])]), PolicyConfig(warmup_events=0))
     asked = []
     stage = DriftStage(policy, LiveModel(OnesLearner()), None, lambda: asked.append(1))
     first, second, third = ctx_for(), ctx_for(), ctx_for()
