@@ -47,6 +47,11 @@ class DaemonMetrics:
         self._duplicates = Gauge(
             "streamlearn_duplicate_ids", "Records refused as repeats of a recent id", registry=r
         )
+        self._rehearsal = Gauge(
+            "streamlearn_rehearsal_steps",
+            "Extra optimizer steps spent rehearsing recent data while caught up (this run)",
+            registry=r,
+        )
         self._dl_up = Gauge(
             "streamlearn_dead_letter_destination_up",
             "1 while the dead-letter destination accepts letters",
@@ -76,6 +81,7 @@ class DaemonMetrics:
         for reason, count in stats.dead_letters.items():
             self._dead.labels(reason=reason).set(count)
         self._duplicates.set(stats.duplicates)
+        self._rehearsal.set(stats.rehearsal_steps)
         status = stats.dead_letter_status
         self._dl_up.set(0 if status is not None and status.down_for_seconds else 1)
         self._dl_down_for.set(status.down_for_seconds if status is not None else 0)

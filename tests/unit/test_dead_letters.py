@@ -149,7 +149,7 @@ def test_daemon_metrics_say_when_the_destination_is_down_over_http():
     port = free_port()
     server = metrics.serve(port)
     try:
-        stats = RunStats(events_learned=5, duplicates=2, dead_letters={"bad json": 3})
+        stats = RunStats(events_learned=5, duplicates=2, dead_letters={"bad json": 3}, rehearsal_steps=40)
         stats.dead_letter_status = SinkStatus(
             "<topic>.dlq", down_for_seconds=12.0, last_error="refused", spooled=3, spool_bytes=900
         )
@@ -161,6 +161,7 @@ def test_daemon_metrics_say_when_the_destination_is_down_over_http():
     assert "streamlearn_dead_letter_spooled 3.0" in text
     assert 'streamlearn_dead_letters{reason="bad json"} 3.0' in text
     assert "streamlearn_duplicate_ids 2.0" in text
+    assert "streamlearn_rehearsal_steps 40.0" in text
 
 
 def test_a_metrics_port_in_use_is_a_config_error():
