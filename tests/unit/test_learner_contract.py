@@ -18,6 +18,7 @@ from river import linear_model, multiclass, optim, preprocessing, tree
 
 from learners.avalanche_adapter.learner import AvalancheLearner
 from learners.base import Adaptable, Consolidating, Learner, LearnReport
+from learners.choice import LearnerChoice
 from learners.hedge.learner import HedgeLearner
 from learners.neural.ewc import EWC
 from learners.neural.hooks import (
@@ -30,6 +31,7 @@ from learners.neural.hooks import (
 )
 from learners.neural.learner import TorchLearner
 from learners.neural.rehearsal import ClassBalancedReplay, ReservoirReplay
+from learners.neural.schedule import Schedule
 from learners.river_adapter.learner import RiverLearner
 from learners.state_io import dumps_state, loads_state
 
@@ -188,6 +190,16 @@ LEARNERS: dict[str, Callable[[int], Learner]] = {
         device="cpu",
         seed=seed,
         plugins=[("LwFPlugin", {"alpha": 0.5}), ("EWCPlugin", {"ewc_lambda": 1.0})],
+    ),
+    # The CLI's defaults (chunked MLP, young steps, rehearsal) and a schedule that is young for 20 events.
+    "cli-default": lambda seed: LearnerChoice(n_classes=3, device="cpu", seed=seed).factory()(N_FEATURES),
+    "torch-young-schedule": lambda seed: TorchLearner(
+        "mlp",
+        n_features=N_FEATURES,
+        n_classes=3,
+        device="cpu",
+        seed=seed,
+        schedule=Schedule(young_events=20, young_steps=3, rehearse_steps=2),
     ),
     # Hedge: members of several models and learning rates, weighted online; one member takes minibatches.
     "hedge-default": lambda seed: HedgeLearner(n_features=N_FEATURES, n_classes=3, device="cpu", seed=seed),
