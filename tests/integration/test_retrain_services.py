@@ -212,6 +212,16 @@ def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None 
         topic,
         "--window",
         f"count:{WINDOW}",
+        # The learner these scenarios were calibrated with (the defaults before issue 18): one
+        # step per window, no chunks, young steps or rehearsal. They test the swap, not the learner.
+        "--model",
+        "logistic",
+        "--score-chunk",
+        "0",
+        "--young-steps",
+        "1",
+        "--rehearse-steps",
+        "0",
         "--checkpoint-dir",
         str(tmp_path / "ckpt"),
         "--registry",
