@@ -390,8 +390,7 @@ class TorchLearner(PlasticityVerbs):
         """
         X0, y0 = self.checked_tensors(X, y)
         if X0.shape[0]:
-            for scaler in self._scalers:
-                scaler.update(X0)
+            self.update_scalers(X0)
         return X0, y0
 
     def checked_tensors(self, X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
