@@ -53,7 +53,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from learners.base import Learner, Rehearsing
+from learners.base import Learner
 from stream.codec.json_codec import CodecConfig, JsonCodec
 from stream.core.clock import Clock, SystemClock
 from stream.core.deadletter import CountingSink, DeadLetterSink, late_letters
@@ -308,8 +308,16 @@ class Engine:
             view=self,
             request_checkpoint=self.request_checkpoint,
             schema=self._schema,
+            spare_time=self._spare_time(),
         )
         return tuple(stage.run for stage in stages)
+
+    def _spare_time(self) -> Callable[[], bool] | None:
+        """When the learner may rehearse after a batch (``EngineConfig.rehearse``); ``None``: never."""
+        mode = self.config.rehearse
+        if mode == "never":
+            return None
+        return (lambda: True) if mode == "always" else (lambda: self._caught_up)
 
     def feed(self, poll: PollColumns) -> None:
         """One loop turn: learn the batches ``poll`` (possibly empty) and the clock close; checkpoint when due."""
@@ -405,18 +413,7 @@ class Engine:
             self._stages = self._choose_stages()
         for run_stage in self._stages:
             run_stage(ctx)
-        self._rehearse()
         self._dirty = True
-
-    def _rehearse(self) -> None:
-        """Spend the learner's rehearsal steps if there is time to spare (never while an alarm is open)."""
-        mode = self.config.rehearse
-        if mode == "never" or (mode == "caught_up" and not self._caught_up):
-            return
-        learner = self._live.learner
-        if not isinstance(learner, Rehearsing) or (self.policy is not None and self.policy.holds_validation):
-            return  # an open alarm's batches may be a corrupt burst: not worth repeating
-        self._stats.rehearsal_steps += learner.rehearse()
 
     # ----------------------------------------------------------- checkpoint
     def checkpoint(self) -> None:

@@ -17,7 +17,10 @@ once at start -- only those for parts that are configured, so a bare engine
    learner's EWC anchor (still before learning: the state that proved itself).
 7. :class:`LearnStage` -- the learner learns the batch; :class:`LedgerStage`
    records its ids; :class:`GateTallyStage` adds it to the next candidate's range.
-8. :class:`ObserveOutcomeStage` -- the observer hears what happened.
+8. :class:`RehearseStage` -- when the engine has time to spare, the learner
+   takes its rehearsal steps on the batch it just learned (never while a
+   drift alarm is open: the batch may be a corrupt burst).
+9. :class:`ObserveOutcomeStage` -- the observer hears what happened.
 
 With a learner that tests-then-trains in chunks
 (:class:`~learners.base.ChunkedPrequential` with ``score_chunk`` set, and
@@ -26,7 +29,7 @@ at the learn stage's place, and the stages that read the prediction move
 after it::
 
     reconcile -> gate -> consolidate -> score+learn -> ledger -> tally
-    -> observe -> drift -> observe outcome
+    -> observe -> drift -> rehearse -> observe outcome
 
 The gate and the reconciler still judge the model *before* the batch, with
 their own prediction of the whole batch (``ctx.prediction`` is ``None`` for
@@ -60,7 +63,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
-from learners.base import ChunkedPrequential, Consolidating, LearnReport
+from learners.base import ChunkedPrequential, Consolidating, LearnReport, Rehearsing
 from stream.core import metrics
 from stream.engine.batch_context import BatchContext, LiveModel, ScoredRows
 from stream.engine.ledger import LearnLedger
@@ -325,6 +328,22 @@ class GateTallyStage:
         self.gate.after_learn(ctx.batch)
 
 
+class RehearseStage:
+    """The learner's rehearsal steps when ``spare_time()`` says so and no drift alarm is open."""
+
+    __slots__ = ("live", "policy", "spare_time", "stats")
+
+    def __init__(
+        self, live: LiveModel, stats: RunStats, spare_time: Callable[[], bool], policy: DriftPolicy | None
+    ) -> None:
+        self.live, self.stats, self.spare_time, self.policy = live, stats, spare_time, policy
+
+    def run(self, ctx: BatchContext) -> None:
+        if not self.spare_time() or (self.policy is not None and self.policy.holds_validation):
+            return  # lagging, or an open alarm's batches may be a corrupt burst: not worth repeating
+        self.stats.rehearsal_steps += self.live.learner.rehearse()
+
+
 class ObserveOutcomeStage:
     """The observer hears what happened to the batch and the engine's time on it."""
 
@@ -364,6 +383,7 @@ def batch_stages(
     request_checkpoint: Callable[[], None] = lambda: None,
     schema: Callable[[], dict] = dict,
     chunked: bool | None = None,
+    spare_time: Callable[[], bool] | None = None,
 ) -> list[Stage]:
     """The stages for the configured parts, in their order (see the module docstring).
 
@@ -372,12 +392,15 @@ def batch_stages(
     has a ledger now (the engine's ledger is on or off for the whole run).
     ``chunked``: score and learn fused, in chunks (only with ``prequential``);
     ``None`` asks :func:`chunked_learner` of ``live``'s learner.
+    ``spare_time``: asked after each batch whether the learner may rehearse
+    (:class:`RehearseStage`; only for a :class:`~learners.base.Rehearsing`
+    learner); ``None``: no rehearsal.
     """
     parts = oversight or Oversight()
     if chunked is None:
         chunked = chunked_learner(live.learner)
     if chunked and prequential:
-        return _chunked_stages(live, stats, parts, view, request_checkpoint, schema)
+        return _chunked_stages(live, stats, parts, view, request_checkpoint, schema, spare_time)
     observer, policy, gate, reconciler = parts.observer, parts.policy, parts.gate, parts.reconciler
     stages: list[Stage] = []
     if prequential:
@@ -395,9 +418,7 @@ def batch_stages(
         stages.append(LedgerStage(live))
     if gate is not None:
         stages.append(GateTallyStage(gate))
-    if observer is not None:
-        stages.append(ObserveOutcomeStage(observer))
-    return stages
+    return _finish(stages, live, stats, parts, spare_time)
 
 
 def _chunked_stages(
@@ -407,6 +428,7 @@ def _chunked_stages(
     view: EngineView | None,
     request_checkpoint: Callable[[], None],
     schema: Callable[[], dict],
+    spare_time: Callable[[], bool] | None,
 ) -> list[Stage]:
     """The order for chunked test-then-train (see the module docstring)."""
     observer, policy, gate, reconciler = parts.observer, parts.policy, parts.gate, parts.reconciler
@@ -424,8 +446,21 @@ def _chunked_stages(
         stages.append(ObserveStage(observer, live, chunked=True))
     if policy is not None:
         stages.append(DriftStage(policy, live, gate, request_checkpoint))
-    if observer is not None:
-        stages.append(ObserveOutcomeStage(observer))
+    return _finish(stages, live, stats, parts, spare_time)
+
+
+def _finish(
+    stages: list[Stage],
+    live: LiveModel,
+    stats: RunStats,
+    parts: Oversight,
+    spare_time: Callable[[], bool] | None,
+) -> list[Stage]:
+    """The stages every order ends with: rehearse (if the learner rehearses), then the outcome."""
+    if spare_time is not None and isinstance(live.learner, Rehearsing):
+        stages.append(RehearseStage(live, stats, spare_time, parts.policy))
+    if parts.observer is not None:
+        stages.append(ObserveOutcomeStage(parts.observer))
     return stages
 
 

@@ -178,3 +178,22 @@ def test_a_restored_learner_does_not_advance_the_snapshot_it_was_restored_from()
     assert float(opt_state["step"]) == step
     assert torch.equal(opt_state["exp_avg"], moment)
     assert torch.equal(snap["plugins"][0]["X"], buffer)
+
+
+def test_no_rehearsal_while_a_drift_alarm_is_open():
+    from stream.engine.batch_context import BatchContext, LiveModel
+    from stream.engine.progress import RunStats
+    from stream.engine.stages import RehearseStage
+
+    class Alarm:
+        holds_validation = True
+
+    learner = TorchLearner(n_features=3, device="cpu", schedule=Schedule(rehearse_steps=2))
+    learner.learn_batch(*batch())
+    stats, live = RunStats(), LiveModel(learner)
+    ctx = BatchContext(None, started=0.0)
+    RehearseStage(live, stats, lambda: True, Alarm()).run(ctx)
+    assert stats.rehearsal_steps == 0
+    Alarm.holds_validation = False
+    RehearseStage(live, stats, lambda: True, Alarm()).run(ctx)
+    assert stats.rehearsal_steps == 2
