@@ -24,6 +24,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from calibrated_learner import ONE_PASS_PER_WINDOW
 
 from learners.neural.ewc import EWC
 from learners.neural.learner import TorchLearner
@@ -54,12 +55,7 @@ LEARNER_ARGS = (
     # and a warm-up of 20 windows. With the new defaults (chunks of 32, young steps, rehearsal,
     # a 2,000-event warm-up) the stationary stream raised one (dismissed) alarm while the model
     # was still improving, and the label-flip burst was not rolled back: open, see issue 18's note.
-    "--score-chunk",
-    "0",
-    "--young-steps",
-    "1",
-    "--rehearse-steps",
-    "0",
+    *ONE_PASS_PER_WINDOW,
     "--drift-option",
     f"warmup_events={20 * WINDOW}",
 )

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 import orjson
 import pytest
+from calibrated_learner import ONE_PASS_PER_WINDOW
 
 from serving.registry.file_backend import FileRegistry
 from stream.engine.checkpoint import CheckpointStore
@@ -212,16 +213,10 @@ def _daemon(bootstrap: str, topic: str, tmp_path, *extra: str, env: dict | None 
         topic,
         "--window",
         f"count:{WINDOW}",
-        # The learner these scenarios were calibrated with (the defaults before issue 18): one
-        # step per window, no chunks, young steps or rehearsal. They test the swap, not the learner.
+        # The learner these scenarios were calibrated with (the default before issue 18).
         "--model",
         "logistic",
-        "--score-chunk",
-        "0",
-        "--young-steps",
-        "1",
-        "--rehearse-steps",
-        "0",
+        *ONE_PASS_PER_WINDOW,
         "--checkpoint-dir",
         str(tmp_path / "ckpt"),
         "--registry",
