@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from learners.choice import LearnerChoice
 from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, StreamlearnError
 from stream.core.records import TopicPartition
@@ -106,8 +107,6 @@ def _say(ctx: DistContext, message: str) -> None:
 
 # ------------------------------------------------------------------ pieces
 def _build_learner(spec: RetrainSpec, ctx: DistContext, n_features: int):
-    from learners.choice import LearnerChoice
-
     choice = LearnerChoice(**{**spec.learner, "device": str(ctx.device)})
     if choice.kind != "torch":
         raise ConfigError(f"a full retrain trains torch models; {choice.model!r} is a {choice.kind} model")
@@ -148,6 +147,18 @@ def _rows_per_step(sizes: list[int], per_shard: int) -> list[int]:
 
 
 # -------------------------------------------------------------------- main
+def retrain_lr(spec: RetrainSpec, choice: LearnerChoice) -> float:
+    """``--lr`` of the retrain, else the learner's: its ``--lr``, else its model's default.
+
+    >>> spec = RetrainSpec(bootstrap="b", topics=("t",))
+    >>> retrain_lr(spec, LearnerChoice()), retrain_lr(spec, LearnerChoice(model="logistic"))
+    (0.01, 0.05)
+    >>> retrain_lr(RetrainSpec(bootstrap="b", topics=("t",), lr=0.2), LearnerChoice(lr=0.03))
+    0.2
+    """
+    return float(spec.lr if spec.lr is not None else choice.learning_rate)
+
+
 def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
     """Run one full retrain as this rank of ``ctx`` (default: a world of one, in this process).
 
@@ -235,9 +246,8 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
         for s in scalers:
             s.set_moments(*moments)
     opt = learner.torch_optimizer
-    lr = spec.lr if spec.lr is not None else choice.lr
     for group in opt.param_groups:
-        group["lr"] = float(lr)
+        group["lr"] = retrain_lr(spec, choice)
     net: nn.Module = model
     if ctx.distributed:
         # Buffers (the standardiser's global moments) are equal on every rank
