@@ -158,13 +158,19 @@ class ReplayConfig:
             raise ConfigError(f"{where}: {exc}") from None
 
     def settings(self) -> dict[str, Any]:
-        """Everything this configuration sets, as flat plain data (for the report)."""
+        """Everything this configuration sets, as flat plain data (for the report).
+
+        >>> base = ReplayConfig.base()
+        >>> base.settings()["lr"], ReplayConfig.from_mapping({"model": "logistic"}, base=base).settings()["lr"]
+        (0.01, 0.05)
+        """
         out: dict[str, Any] = {"window": self.window}
         defaults = LearnerChoice()
         for f in fields(LearnerChoice):
             value = getattr(self.learner, f.name)
             if value != getattr(defaults, f.name) or f.name in ("model", "lr", "seed"):
                 out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["lr"] = self.learner.learning_rate  # the rate in force: --lr, else the model's default
         out["drift"] = (
             "none"
             if not self.drift.enabled
