@@ -169,3 +169,17 @@ class ChunkedPrequential(Protocol):
     def learn_prequential(self, X: np.ndarray, y: np.ndarray, *, proba: bool = False) -> Prequential:
         """Predict each chunk with the model updated on the chunks before it, then learn it."""
         ...
+
+
+@runtime_checkable
+class GrowsClasses(Protocol):
+    """A classifier that can take a class it has not been built for (optional).
+
+    The engine calls :meth:`grow_classes` before a batch when the stream's label
+    map has grown past the learner's classes (labels inferred, no ``--classes``).
+    What was learned for the existing classes is kept.
+    """
+
+    def grow_classes(self, n_classes: int) -> None:
+        """Make room for ``n_classes`` classes (at least the current number)."""
+        ...

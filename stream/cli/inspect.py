@@ -78,3 +78,25 @@ def inspect(checkpoint_dir, as_json, with_ids):
         click.echo(
             f"  ledger         : {led['distinct_ids']:,} ids, {led['duplicated']:,} learned more than once"
         )
+    _echo_schema(ckpt.schema)
+
+
+def _echo_schema(schema: dict) -> None:
+    """The input the checkpoint was learned on: its feature schema (as YAML to save), classes, unknown fields."""
+    classes = schema.get("classes")
+    if schema.get("task") == "classification":
+        named = f": {classes}" if classes else " (integer labels)"
+        click.echo(f"  classes        : {schema.get('n_classes')}{named}")
+    features = schema.get("features")
+    if not features:
+        click.echo(f"  features       : {schema.get('n_features')} numbers per row")
+        return
+    from stream.core.features import FeatureSchema
+
+    unknown = schema.get("unknown_fields") or {}
+    if unknown:
+        shown = ", ".join(f"{name} ({count:,})" for name, count in list(unknown.items())[:10])
+        click.echo(f"  unknown fields : {shown} -- ignored; add them to the schema to learn from them")
+    click.echo("  feature schema :")
+    for line in FeatureSchema.from_dict(features).to_yaml().splitlines():
+        click.echo(f"    {line}")

@@ -22,6 +22,7 @@ from stream.cli.table import Env, Option, Values
 if TYPE_CHECKING:  # the parts are imported when a command runs: `--help` stays fast
     from drift.choice import DriftChoice
     from learners.choice import LearnerChoice
+    from stream.core.features import FeatureSchema
     from stream.engine.gate import GateConfig, ValidationGate
     from stream.engine.spec import EngineSpec, RegistrySpec, SourceSpec
     from stream.reconcile.reconciler import ReconcileConfig
@@ -61,6 +62,13 @@ LABEL_COLUMN = Option(
     default="y",
     show_default=True,
     help="With --file: the CSV column (or JSONL field) that holds the label.",
+)
+SCHEMA = Option(
+    "--schema",
+    "schema",
+    type=click.Path(dir_okay=False),
+    help="Feature schema (YAML/JSON) for records whose x is named fields of mixed types; default: "
+    "inferred from the first records (the summary and YAML to save are printed). See docs/features.md.",
 )
 WINDOW = Option(
     "--window",
@@ -204,9 +212,8 @@ LEARNER = (
         "--classes",
         "n_classes",
         type=int,
-        default=2,
-        show_default=True,
-        help="Number of classes (labels are 0..N-1).",
+        help="Number of classes (labels are 0..N-1); a label outside is a dead letter. Default: "
+        "inferred from the labels (integers, booleans or strings) and grown when a new class appears.",
     ),
     Option(
         "--n-features",
@@ -459,6 +466,14 @@ def learner_from(opts: Values) -> LearnerChoice:
     from learners.choice import LearnerChoice
 
     return LearnerChoice(**{opt.name: opts[opt.name] for opt in LEARNER})
+
+
+def schema_from(opts: Values) -> FeatureSchema | None:
+    """The declared feature schema of ``--schema``, read and checked now (a mistake is one line, exit 2)."""
+    from stream.core.features import load_schema
+
+    path = opts.get("schema")
+    return load_schema(path) if path else None
 
 
 def drift_from(opts: Values) -> DriftChoice:

@@ -30,12 +30,14 @@ from stream.cli.options import (
     QUIET,
     RANGE_FROM,
     RANGE_TO,
+    SCHEMA,
     TOPICS,
     VALIDATION_TOLERANCE,
     WINDOW,
     drift_from,
     gate_from,
     learner_from,
+    schema_from,
 )
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
@@ -47,6 +49,7 @@ REPLAY_OPTIONS = (
     PARTITIONS.but(help="Only these TOPIC:N partitions (repeatable)."),
     FILES.but(help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given)."),
     LABEL_COLUMN,
+    SCHEMA,
     RANGE_FROM,
     RANGE_TO,
     Option(
@@ -149,7 +152,13 @@ def replay(opts: Values) -> None:
         source,
         configs,
         out_dir,
-        decode=CodecConfig(task=task, n_classes=n_classes, n_features=n_features, y_field=opts.label_column),
+        decode=CodecConfig(
+            task=task,
+            n_classes=n_classes,
+            n_features=n_features,
+            y_field=opts.label_column,
+            schema=schema_from(opts),
+        ),
         max_poll_records=opts.max_poll_records,
         progress=not opts.quiet,
         about={"command": shlex.join(["streamlearn", *sys.argv[1:]]), "source": info},

@@ -22,6 +22,7 @@ from stream.cli.options import (
     QUIET,
     REGISTRY_AND_GATE,
     RETRAIN,
+    SCHEMA,
     TOPICS,
     WINDOW,
     drift_from,
@@ -30,6 +31,7 @@ from stream.cli.options import (
     open_gate,
     reconcile_from,
     registry_from,
+    schema_from,
     source_from,
 )
 from stream.cli.table import Option, Values, with_options
@@ -46,6 +48,7 @@ RUN_OPTIONS = (
     Option("--group", "group", help="Consumer group (offsets committed there for lag monitoring)."),
     FILES,
     LABEL_COLUMN,
+    SCHEMA,
     WINDOW,
     *CHECKPOINTS,
     Option(
@@ -144,6 +147,7 @@ def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
         source=source_from(opts),
         window=opts.window,
         learner=learner,
+        schema=schema_from(opts),
         checkpoints=CheckpointSpec(
             dir=opts.checkpoint_dir, keep=opts.checkpoint_keep, on_unreadable=opts.on_unreadable_checkpoint
         ),
@@ -190,6 +194,11 @@ def print_summary(summary, gate=None, reconciler=None, label_column=None) -> Non
     )
     if summary.events_learned == 0 and (why := why_nothing_learned(summary.dead_letters, label_column)):
         click.echo(f"[streamlearn] {why}", err=True)
+    if summary.unknown_fields:
+        shown = ", ".join(
+            f"{k} ({v:,})" for k, v in sorted(summary.unknown_fields.items(), key=lambda kv: -kv[1])[:8]
+        )
+        click.echo(f"[streamlearn] fields not in the feature schema (not learned from): {shown}", err=True)
     status = summary.dead_letter_status
     if status is not None and not status.healthy:
         click.echo(f"[streamlearn] WARNING {status.describe()}: a restart sends them first", err=True)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import math
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -37,8 +38,11 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 import numpy as np
 import orjson
 
+from stream.codec.named import NamedDecoder, infer_from_docs, log_inferred
+from stream.codec.result import DecodeResult, Reject
 from stream.core.deadletter import DeadLetter
-from stream.core.errors import ConfigError
+from stream.core.errors import ConfigError, SchemaMismatchError
+from stream.core.features import FeatureSchema, LabelError, LabelMap
 from stream.core.poll import PollColumns, as_columns
 from stream.core.records import Events, RawRecord, TopicPartition
 
@@ -85,8 +89,12 @@ class CodecConfig:
     n_features: int | None = None
     feature_names: tuple[str, ...] | None = None
     task: Task = "classification"
-    n_classes: int = 2
+    #: ``None``: inferred from the labels and grown when a new class appears.
+    n_classes: int | None = 2
     classes: tuple[str, ...] | None = None
+    #: Named mixed-type fields (see :mod:`stream.core.features`); ``None`` with object
+    #: ``x`` and no ``feature_names``: inferred from the first poll.
+    schema: FeatureSchema | None = None
     max_record_bytes: int = 1 << 20
     #: Longer ids are refused: numpy pads every id of a batch to the longest,
     #: so one megabyte-long id would cost gigabytes.
@@ -100,84 +108,107 @@ class CodecConfig:
         if self.feature_names is not None:
             if self.n_features not in (None, len(self.feature_names)):
                 raise ConfigError("n_features disagrees with the number of feature_names")
+        if self.schema is not None:
+            if self.feature_names is not None:
+                raise ConfigError("give either a feature schema or feature_names, not both")
+            if self.n_features not in (None, self.schema.width):
+                raise ConfigError(
+                    f"n_features {self.n_features} disagrees with the schema's {self.schema.width}"
+                )
         if self.classes is not None:
             object.__setattr__(self, "n_classes", len(self.classes))
-        if self.task == "classification" and self.n_classes < 2:
+        if self.task == "classification" and self.n_classes is not None and self.n_classes < 2:
             raise ConfigError(f"n_classes must be at least 2 for classification, got {self.n_classes}")
         if self.max_record_bytes <= 0 or self.max_id_chars <= 0:
             raise ConfigError("max_record_bytes and max_id_chars must be positive")
 
     @property
     def dimension(self) -> int | None:
+        if self.schema is not None:
+            return self.schema.width
         if self.feature_names is not None:
             return len(self.feature_names)
         return self.n_features
-
-
-@dataclass(slots=True)
-class DecodeResult:
-    """Decoded events (in poll order) and the records that were dead-lettered.
-
-    ``rows[i]`` is the poll row event ``i`` came from (so a later stage can
-    dead-letter its original record). ``own_ids[i]`` says whether the record
-    carried its own id; ``None`` means every one did. Events without one get
-    ``topic:partition:offset``, which is unique by construction.
-    """
-
-    events: Events
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    rows: np.ndarray | None = None
-    own_ids: np.ndarray | None = None
-
-    def event_rows(self) -> np.ndarray:
-        """``rows``, or ``0..n-1`` when every poll row became an event."""
-        return self.rows if self.rows is not None else np.arange(len(self.events))
-
-
-class _Reject(Exception):
-    """Internal: one record is unusable; the message is the dead-letter reason."""
 
 
 def _parse_ts(value: Any, fallback: int) -> int:
     if value is None:
         return fallback
     if isinstance(value, bool):
-        raise _Reject(f"bad timestamp: {value!r}")
+        raise Reject(f"bad timestamp: {value!r}")
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or not _TS_MIN <= value <= _TS_MAX:
-            raise _Reject(f"bad timestamp: {value!r}")
+            raise Reject(f"bad timestamp: {value!r}")
         return int(value)
     if isinstance(value, str):
         try:
             parsed = _dt.datetime.fromisoformat(value)
         except ValueError:
-            raise _Reject(f"bad timestamp: {value[:40]!r} is neither epoch ms nor ISO-8601") from None
+            raise Reject(f"bad timestamp: {value[:40]!r} is neither epoch ms nor ISO-8601") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=_dt.timezone.utc)
         return int(parsed.timestamp() * 1000)
-    raise _Reject(f"bad timestamp: {type(value).__name__}")
+    raise Reject(f"bad timestamp: {type(value).__name__}")
 
 
 class JsonCodec:
     """Decodes poll batches of JSON records; see the module docstring."""
 
-    def __init__(self, config: CodecConfig | None = None, *, locked_dimension: int | None = None) -> None:
+    def __init__(
+        self,
+        config: CodecConfig | None = None,
+        *,
+        state: Mapping[str, Any] | None = None,
+        locked_dimension: int | None = None,
+    ) -> None:
+        """``state``: a checkpoint's :meth:`schema_info` (the locks and maps learned so far)."""
         self.config = config or CodecConfig()
+        state = state or {}
         # The dimension in force: configured, restored from a checkpoint, or
         # locked by the first valid record.
-        self._dimension = self.config.dimension or locked_dimension
-        self._label_index = (
-            {name: i for i, name in enumerate(self.config.classes)} if self.config.classes else None
-        )
-        self._y_dtype = np.int64 if self.config.task == "classification" else np.float32
+        self._dimension = self.config.dimension or locked_dimension or state.get("n_features")
+        self.labels = restore_labels(self.config, state.get("labels"))
+        self.y_dtype = np.int64 if self.config.task == "classification" else np.float32
+        #: Fields met in records but not in the schema, by name (reported, never learned).
+        self.unknown_fields: Counter = Counter(state.get("unknown_fields") or {})
+        schema = restore_schema(self.config.schema, state.get("features"))
+        self._named = NamedDecoder(self, schema) if schema is not None else None
+        #: Called with (schema, summary) when a schema is inferred; logs them by default.
+        self.on_inferred = log_inferred
 
     @property
     def n_features(self) -> int | None:
         """Feature dimension, or ``None`` until the first valid record fixes it."""
         return self._dimension
 
+    @property
+    def schema(self) -> FeatureSchema | None:
+        """The feature schema in force (declared, restored or inferred), or ``None`` for numeric rows."""
+        return self._named.schema if self._named is not None else None
+
+    @property
+    def n_classes(self) -> int | None:
+        """Classes seen or configured (at least 2 once any label was seen); ``None`` for regression."""
+        if self.labels is None:
+            return None
+        return max(2, self.labels.n_classes)
+
+    def schema_info(self) -> dict[str, Any]:
+        """What a prediction needs to know about the input: stored in checkpoints and every published version."""
+        cfg, schema, labels = self.config, self.schema, self.labels
+        return {
+            "n_features": self._dimension,
+            "task": cfg.task,
+            "n_classes": self.n_classes,
+            "feature_names": list(cfg.feature_names) if cfg.feature_names is not None else None,
+            "classes": labels.classes if labels is not None else None,
+            "features": schema.to_dict() if schema is not None else None,
+            "labels": labels.to_dict() if labels is not None else None,
+            "unknown_fields": dict(self.unknown_fields.most_common(64)),
+        }
+
     def empty_events(self) -> Events:
-        return Events.empty(self._dimension or 0, self._y_dtype)
+        return Events.empty(self._dimension or 0, self.y_dtype)
 
     # ------------------------------------------------------------------ API
     def decode(self, poll: PollColumns | Mapping[TopicPartition, Sequence[RawRecord]]) -> DecodeResult:
@@ -196,6 +227,10 @@ class JsonCodec:
         # -- cost more than orjson itself. Nothing decoded here forms a cycle, so
         # reference counting frees all of it; collection simply resumes after.
         with _gc_paused():
+            if self._named is not None or self._may_be_named():
+                named = self._decode_named(cols)
+                if named is not None:
+                    return named
             if self._dimension is not None:
                 fast = self._decode_fast(cols)
                 if fast is not None:
@@ -268,8 +303,8 @@ class JsonCodec:
             if y_raw.dtype.kind not in "iuf" or not np.isfinite(y_raw).all():
                 return None
             return y_raw.astype(np.float32)
-        if self._label_index is not None:
-            return None  # string classes: the slow path maps them
+        if self.labels.named is not False or (self.labels.fixed and y_raw.dtype.kind not in "iuf"):
+            return None  # named classes (or none seen yet): the slow path maps them, growing the map
         if y_raw.dtype.kind in "iu":
             y = y_raw.astype(np.int64)
         elif y_raw.dtype.kind == "f":
@@ -278,8 +313,8 @@ class JsonCodec:
             y = y_raw.astype(np.int64)
         else:
             return None
-        if y.size and (y.min() < 0 or y.max() >= cfg.n_classes):
-            return None
+        if y.size and (y.min() < 0 or y.max() >= self.labels.n_classes):
+            return None  # a new class (the slow path grows the map) or a bad label (it names it)
         return y
 
     def _timestamps_fast(self, docs: list[dict], cols: PollColumns) -> np.ndarray | None:
@@ -324,7 +359,7 @@ class JsonCodec:
         for row, rec in enumerate(records):
             try:
                 x, y, ts, rid = self._decode_one(rec)
-            except _Reject as reject:
+            except Reject as reject:
                 letters.append(DeadLetter(rec, str(reject)))
                 continue
             except RecursionError:  # orjson refuses deep nesting itself; this guards any other walk
@@ -342,7 +377,7 @@ class JsonCodec:
         n = len(good_records)
         events = Events(
             X=np.array(xs, dtype=np.float32).reshape(n, self._dimension),
-            y=np.array(ys, dtype=self._y_dtype),
+            y=np.array(ys, dtype=self.y_dtype),
             ts=np.array(tss, dtype=np.int64),
             ids=np.array(ids, dtype=str),
             topic=np.array([r.topic for r in good_records], dtype=str),
@@ -358,15 +393,15 @@ class JsonCodec:
         cfg = self.config
         value = rec.value
         if value is None or len(value) == 0:
-            raise _Reject("empty value: record has no payload")
+            raise Reject("empty value: record has no payload")
         if len(value) > cfg.max_record_bytes:
-            raise _Reject(f"oversize: {len(value)} bytes > limit {cfg.max_record_bytes}")
+            raise Reject(f"oversize: {len(value)} bytes > limit {cfg.max_record_bytes}")
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise _Reject(f"bad json: {exc}") from None
+            raise Reject(f"bad json: {exc}") from None
         if not isinstance(doc, dict):
-            raise _Reject(f"bad json: expected an object, got {type(doc).__name__}")
+            raise Reject(f"bad json: expected an object, got {type(doc).__name__}")
         x = self._features_one(doc)
         y = self._label_one(doc)
         ts = _parse_ts(doc.get(cfg.ts_field), rec.timestamp)
@@ -375,56 +410,117 @@ class JsonCodec:
             return x, y, ts, None
         rid = str(rid)
         if len(rid) > cfg.max_id_chars:
-            raise _Reject(f"bad id: {len(rid)} characters, more than {cfg.max_id_chars}")
+            raise Reject(f"bad id: {len(rid)} characters, more than {cfg.max_id_chars}")
         return x, y, ts, rid
 
     def _features_one(self, doc: dict) -> list[float]:
         cfg = self.config
         if cfg.x_field not in doc:
-            raise _Reject(f"missing features: no {cfg.x_field!r} field")
+            raise Reject(f"missing features: no {cfg.x_field!r} field")
         raw = doc[cfg.x_field]
         if isinstance(raw, dict):
             if cfg.feature_names is None:
-                raise _Reject("bad features: x is an object but no feature_names are configured")
+                raise Reject("bad features: x is an object but no feature_names are configured")
             missing = [n for n in cfg.feature_names if n not in raw]
             if missing:
-                raise _Reject(f"missing feature: {missing[0]!r}")
+                raise Reject(f"missing feature: {missing[0]!r}")
             raw = [raw[n] for n in cfg.feature_names]
         elif not isinstance(raw, list):
-            raise _Reject(f"bad features: x must be a list or object, got {type(raw).__name__}")
+            raise Reject(f"bad features: x must be a list or object, got {type(raw).__name__}")
         # bool is an int subclass: JSON true/false count as 1/0, as numpy reads them.
         if not all(isinstance(v, (int, float)) for v in raw):
-            raise _Reject("bad features: every feature must be a number")
+            raise Reject("bad features: every feature must be a number")
         if self._dimension is None:
             if not raw:
-                raise _Reject("wrong dimension: 0 features")
+                raise Reject("wrong dimension: 0 features")
             self._dimension = len(raw)  # the first valid record locks the schema
         if len(raw) != self._dimension:
-            raise _Reject(f"wrong dimension: {len(raw)} features, expected {self._dimension}")
+            raise Reject(f"wrong dimension: {len(raw)} features, expected {self._dimension}")
         # Finite as float64 is not enough: 1e39 overflows to inf in float32.
         if not all(math.isfinite(v) and -_F32_MAX <= v <= _F32_MAX for v in raw):
-            raise _Reject(_NON_FINITE)
+            raise Reject(_NON_FINITE)
         return raw
 
     def _label_one(self, doc: dict) -> Any:
         cfg = self.config
         y = doc.get(cfg.y_field)
         if y is None:
-            raise _Reject(f"missing label: no {cfg.y_field!r} field")
+            raise Reject(f"missing label: no {cfg.y_field!r} field")
         if cfg.task == "regression":
             if isinstance(y, bool) or not isinstance(y, (int, float)) or not math.isfinite(y):
-                raise _Reject(f"bad label: regression target must be a finite number, got {y!r}")
+                raise Reject(f"bad label: regression target must be a finite number, got {y!r}")
             return float(y)
-        if self._label_index is not None:
-            if not isinstance(y, str) or y not in self._label_index:
-                raise _Reject(f"bad label: {y!r} is not one of the configured classes")
-            return self._label_index[y]
-        if isinstance(y, bool):
-            y = int(y)
-        if isinstance(y, float) and y.is_integer():
-            y = int(y)
-        if not isinstance(y, int):
-            raise _Reject(f"bad label: class label must be an integer, got {y!r}")
-        if not 0 <= y < cfg.n_classes:
-            raise _Reject(f"bad label: {y} is outside [0, {cfg.n_classes})")
-        return y
+        try:
+            return self.labels.index(y)
+        except LabelError as exc:
+            raise Reject(str(exc)) from None
+
+    # ------------------------------------------------------ named fields
+    def label(self, doc: dict) -> Any:
+        """The class index (growing the label map) or target of ``doc``; :class:`Reject` if unusable."""
+        return self._label_one(doc)
+
+    def envelope(self, rec: RawRecord, doc: dict) -> tuple[int, str | None]:
+        """``(event time, own id or None)`` of a parsed record; :class:`Reject` if unusable."""
+        cfg = self.config
+        ts = _parse_ts(doc.get(cfg.ts_field), rec.timestamp)
+        rid = doc.get(cfg.id_field)
+        if rid is None:
+            return ts, None
+        rid = str(rid)
+        if len(rid) > cfg.max_id_chars:
+            raise Reject(f"bad id: {len(rid)} characters, more than {cfg.max_id_chars}")
+        return ts, rid
+
+    def _may_be_named(self) -> bool:
+        """No schema, dimension or feature names yet: the first poll decides whether ``x`` is named."""
+        return self._dimension is None and self.config.feature_names is None
+
+    def _decode_named(self, cols: PollColumns) -> DecodeResult | None:
+        """The named-field path; ``None`` when there is no schema and no record suggests one."""
+        records = cols.records()
+        docs = [self._parse(rec) for rec in records]
+        if self._named is None:
+            schema = infer_from_docs(docs, self.config.x_field, self.on_inferred)
+            if schema is None:
+                return None  # numeric rows: the dimension is locked as before
+            self._named = NamedDecoder(self, schema)
+            self._dimension = schema.width
+        return self._named.decode(records, docs)
+
+    def _parse(self, rec: RawRecord) -> dict | str:
+        """The record's JSON object, or the reason it has none."""
+        value = rec.value
+        if value is None or len(value) == 0:
+            return "empty value: record has no payload"
+        if len(value) > self.config.max_record_bytes:
+            return f"oversize: {len(value)} bytes > limit {self.config.max_record_bytes}"
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return f"bad json: {exc}"
+        if not isinstance(doc, dict):
+            return f"bad json: expected an object, got {type(doc).__name__}"
+        return doc
+
+
+def restore_labels(config: CodecConfig, saved: Mapping[str, Any] | None) -> LabelMap | None:
+    """The label map in force: the configured classes (fixed), else a checkpoint's, else a new one that grows."""
+    if config.task != "classification":
+        return None
+    if config.classes is not None:
+        return LabelMap(config.classes, fixed=True)
+    if config.n_classes is not None:
+        return LabelMap(n_classes=config.n_classes, fixed=True)
+    return LabelMap.from_dict(saved) if saved else LabelMap()
+
+
+def restore_schema(declared: FeatureSchema | None, saved: Mapping[str, Any] | None) -> FeatureSchema | None:
+    """The feature schema in force: declared and checkpointed must agree (the model's shape depends on it)."""
+    restored = FeatureSchema.from_dict(saved) if saved else None
+    if declared is not None and restored is not None and declared != restored:
+        raise SchemaMismatchError(
+            "the checkpoint was learned with a different feature schema than --schema gives; "
+            "use a new --checkpoint-dir, or the checkpoint's schema (streamlearn inspect shows it)"
+        )
+    return declared or restored

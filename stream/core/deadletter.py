@@ -233,8 +233,8 @@ class CountingSink:
         return self.inner.status() if self.inner is not None else None
 
 
-def late_letters(events) -> list[DeadLetter]:
-    """Dead letters for events that came after their event-time window closed.
+def late_letters(events, reason: str = "late: event time behind the closed window") -> list[DeadLetter]:
+    """Dead letters for decoded events (by default: they came after their event-time window closed).
 
     They keep their decoded content (id, ts, x, y) as the value: by then the
     raw bytes are gone.
@@ -255,5 +255,5 @@ def late_letters(events) -> list[DeadLetter]:
             None,
             orjson.dumps(doc),
         )
-        letters.append(DeadLetter(rec, "late: event time behind the closed window"))
+        letters.append(DeadLetter(rec, reason))
     return letters

@@ -103,3 +103,5 @@ class RunSummary:
     dead_letter_status: SinkStatus | None = None
     #: The run's broker outages (``None`` if the broker never went away), set by :meth:`Engine.run`.
     outage: OutageSummary | None = None
+    #: Fields met in records but not in the feature schema, by name (ignored or dead-lettered).
+    unknown_fields: dict[str, int] | None = None

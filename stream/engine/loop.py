@@ -33,6 +33,7 @@ Examples
 --------
 >>> import tempfile
 >>> from stream.testing.doubles import ListSource, make_records
+>>> from stream.codec.json_codec import CodecConfig
 >>> from stream.window.count import CountWindow
 >>> from learners.neural.learner import TorchLearner
 >>> engine = Engine(
@@ -54,7 +55,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from learners.base import Learner
-from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.codec.json_codec import JsonCodec
 from stream.core.clock import Clock, SystemClock
 from stream.core.deadletter import CountingSink, DeadLetterSink, late_letters
 from stream.core.errors import SchemaMismatchError
@@ -66,6 +67,7 @@ from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import EngineConfig, RunSummary
 from stream.engine.dedup import RecentIds
 from stream.engine.intake import without_repeats
+from stream.engine.learner_shape import LearnerShape
 from stream.engine.ledger import LearnLedger
 from stream.engine.oversight import Oversight
 from stream.engine.polling import poll_until_done
@@ -116,6 +118,7 @@ class Engine:
         self.observer = self.oversight.observer
         self.reconciler = self.oversight.reconciler
         self._sink = CountingSink(dead_letters)
+        self._shape = LearnerShape(codec)
         self._live = LiveModel()
         self._stages: tuple = ()  # the batch step's stage runners, chosen with the first batch
         self._windower = None
@@ -169,7 +172,7 @@ class Engine:
 
     def new_learner(self, n_features: int) -> Learner:
         """A fresh learner as this engine builds them (the reconciler loads a retrain into one)."""
-        return self.learner_builder(n_features)
+        return self._shape.build(self.learner_builder, n_features)
 
     def decode_events(self, poll: PollColumns) -> Events:
         """``poll`` decoded as this engine decodes, without dead-lettering (a re-read of handled records)."""
@@ -213,13 +216,14 @@ class Engine:
                 f"but {configured} are configured; use a new --checkpoint-dir or fix --n-features"
             )
         if restored is not None:
-            self.codec = JsonCodec(self.codec.config, locked_dimension=restored)
+            self.codec = JsonCodec(self.codec.config, state=ckpt.schema)
+            self._shape = LearnerShape(self.codec)
         self._positions = dict(ckpt.positions)
         self._stats = RunStats.from_counters(ckpt.counters)
         self._sink.counts.update(ckpt.counters.get("dead_letters", {}))
         self._windower = self.window_config.build(resume_state=ckpt.window)
         if ckpt.learner is not None:
-            self._live.learner = self.learner_builder(restored)
+            self._live.learner = self._shape.build(self.learner_builder, restored, saved=ckpt.learner)
             self._live.learner.load_state_dict(ckpt.learner)
         if self.config.ledger:
             self._live.ledger = LearnLedger.from_snapshot(ckpt.ledger) if ckpt.ledger else LearnLedger()
@@ -359,6 +363,7 @@ class Engine:
             drift=dict(self.policy.counts) if self.policy is not None else None,
             duplicates=self._stats.duplicates,
             dead_letter_status=self._sink.status(),
+            unknown_fields=dict(self.codec.unknown_fields) or None,
         )
 
     def close(self) -> None:
@@ -406,9 +411,14 @@ class Engine:
 
     def _learn(self, batch: MicroBatch) -> None:
         """The batch step: run the stages chosen in :meth:`start` over one batch's context."""
-        ctx = BatchContext(batch, time.perf_counter())
         if self._live.learner is None:
-            self._live.learner = self.learner_builder(batch.X.shape[1])
+            self._live.learner = self._shape.build(self.learner_builder, batch.X.shape[1])
+        batch, letters = self._shape.fit(self._live.learner, batch)
+        if letters:
+            self._sink.send(letters)
+            if not len(batch):
+                return
+        ctx = BatchContext(batch, time.perf_counter())
         if not self._stages:
             self._stages = self._choose_stages()
         for run_stage in self._stages:
@@ -453,7 +463,7 @@ class Engine:
 
     def _schema(self) -> dict:
         """What a prediction needs to know about the input (stored in checkpoints and versions)."""
-        return {"n_features": self.codec.n_features, **_codec_schema(self.codec.config)}
+        return self.codec.schema_info()
 
     def report_progress(self) -> None:
         """Hand the run's statistics, brought up to date, to ``on_progress``."""
@@ -467,12 +477,3 @@ class Engine:
         if stats.last_loss is not None and not isinstance(stats.last_loss, float):
             stats.last_loss = float(stats.last_loss)  # the one host sync, at report time only
         self.on_progress(stats)
-
-
-def _codec_schema(cfg: CodecConfig) -> dict:
-    return {
-        "task": cfg.task,
-        "n_classes": cfg.n_classes,
-        "feature_names": list(cfg.feature_names) if cfg.feature_names is not None else None,
-        "classes": list(cfg.classes) if cfg.classes is not None else None,
-    }

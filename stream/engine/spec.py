@@ -38,6 +38,7 @@ from drift.choice import DriftChoice
 from learners.choice import LearnerChoice
 from stream.codec.json_codec import CodecConfig
 from stream.core.errors import ConfigError
+from stream.core.features import FeatureSchema
 from stream.core.settings import KafkaSettings
 from stream.engine.config import EngineConfig
 from stream.engine.gate import GateConfig
@@ -137,7 +138,8 @@ class EngineSpec:
     """Everything :func:`~stream.engine.builder.build_engine` needs, one typed value per concern.
 
     ``decode`` defaults to the learner's task, classes and features with the
-    source's label column. ``gate`` and ``registry`` together make the
+    source's label column and ``schema`` (named fields; ``None``: inferred when
+    records have them). ``gate`` and ``registry`` together make the
     validation gate (either ``None``: no gate); ``drift`` ``None`` or
     ``DriftChoice(detectors=("none",))``: no drift policy.
     """
@@ -145,6 +147,7 @@ class EngineSpec:
     source: SourceSpec
     window: str = "count:1000"
     learner: LearnerChoice = field(default_factory=LearnerChoice)
+    schema: FeatureSchema | None = None
     decode: CodecConfig | None = None
     checkpoints: CheckpointSpec = field(default_factory=CheckpointSpec)
     dead_letter: str = "kafka"
@@ -164,6 +167,7 @@ class EngineSpec:
                 n_classes=learner.n_classes,
                 n_features=learner.n_features,
                 y_field=self.source.label_column,
+                schema=self.schema,
             )
             object.__setattr__(self, "decode", decode)
 

@@ -44,9 +44,10 @@ __all__ = ["WindowMetrics"]
 class WindowMetrics:
     """Collects one configuration's windows and markers (see the module docstring)."""
 
-    def __init__(self, task: str, n_classes: int) -> None:
+    def __init__(self, task: str, n_classes: int | None) -> None:
+        """``n_classes`` ``None``: inferred by the codec; the per-class tallies grow with the labels."""
         self.task = task
-        self.n_classes = n_classes
+        self.n_classes = n_classes or 2
         self.columns: dict[str, list] = {
             k: []
             for k in (
@@ -65,8 +66,8 @@ class WindowMetrics:
         self.seen = 0
         self.engine_seconds = 0.0
         self.scoring_seconds = 0.0  # this collector's own time (class probabilities), not the engine's
-        self._support = np.zeros(n_classes, np.int64)
-        self._hits = np.zeros(n_classes, np.int64)
+        self._support = np.zeros(self.n_classes, np.int64)
+        self._hits = np.zeros(self.n_classes, np.int64)
         self._sums = {"correct": 0, "log_loss": 0.0, "abs": 0.0, "sq": 0.0, "n": 0}
         self._pending: dict[str, Any] | None = None
 
@@ -83,6 +84,11 @@ class WindowMetrics:
             row["accuracy"] = metrics.accuracy(pred, y)
             loss = metrics.log_losses(learner.predict_proba_batch(batch.X), y)
             row["log_loss"] = float(loss.mean())
+            if n and int(y.max()) >= self.n_classes:  # a class the label map grew to
+                grow = int(y.max()) + 1 - self.n_classes
+                self._support = np.concatenate([self._support, np.zeros(grow, np.int64)])
+                self._hits = np.concatenate([self._hits, np.zeros(grow, np.int64)])
+                self.n_classes += grow
             self._support += np.bincount(y, minlength=self.n_classes)[: self.n_classes]
             self._hits += np.bincount(y[correct], minlength=self.n_classes)[: self.n_classes]
             self._sums["correct"] += int(correct.sum())

@@ -117,7 +117,8 @@ class FeatureEncoder:
                     errors[i] = f"unknown feature {extra[0]!r}: not in the schema (unknown: reject)"
         col = 0
         for spec in self._numeric:
-            X[:, col] = self._numeric_column(spec, _column(rows, spec.name), errors)
+            with np.errstate(over="ignore"):  # a value beyond float32 is an error row, left out below
+                X[:, col] = self._numeric_column(spec, _column(rows, spec.name), errors)
             col += 1
         for spec in self._embedded:
             X[:, col : col + spec.width] = self._code_columns(spec, _column(rows, spec.name), errors)
@@ -223,7 +224,7 @@ def _scalar_text(v: Any) -> str:
 
 
 def _as_number(spec: FieldSpec, v: Any) -> float:
-    if v is None:
+    if v is None or (isinstance(v, float) and v != v):  # NaN (Avro can carry one): missing, as null
         return np.nan
     if not isinstance(v, (int, float)) or isinstance(v, bool) and spec.type != "numeric":
         raise FieldError(spec.name, "a number", v)

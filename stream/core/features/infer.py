@@ -50,25 +50,27 @@ class _FieldStats:
         kind = "boolean" if isinstance(value, bool) else "number" if isinstance(value, (int, float)) else (
             "string" if isinstance(value, str) else "other")  # fmt: skip
         self.kinds[kind] += 1
-        if self.example is None:
+        if self.example is None and kind != "other":
             self.example = value
         if kind == "string":
             self.strings += 1
             self.words += len(value.split())
-        if kind in ("string", "number") and len(self.distinct) < _DISTINCT_CAP:
+        if kind != "other" and len(self.distinct) < _DISTINCT_CAP:
             self.distinct.add(value)
 
     def spec(self, name: str) -> FieldSpec:
-        kinds = set(self.kinds)
-        if "other" in kinds:
+        # The majority decides: a few odd values become dead letters later, with their reason,
+        # instead of one bad record among the first deciding a field's type.
+        scalars = self.kinds["number"] + self.kinds["boolean"] + self.kinds["string"]
+        if not scalars and self.kinds["other"]:
             raise ConfigError(
                 f"cannot infer feature {name!r}: it holds lists or objects ({self.example!r}); "
                 "declare a schema with --schema"
             )
-        if not kinds or kinds <= {"number"}:
+        if self.kinds["string"] <= 0.05 * scalars:
+            if self.kinds["boolean"] > self.kinds["number"]:
+                return FieldSpec(name, "boolean")
             return FieldSpec(name, "numeric")
-        if kinds == {"boolean"}:
-            return FieldSpec(name, "boolean")
         if self.strings and self.words / self.strings > 2.0:
             return FieldSpec(name, "text", buckets=_buckets(len(self.distinct) * 4))
         return FieldSpec(name, "categorical", buckets=_buckets(len(self.distinct)))
