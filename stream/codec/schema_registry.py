@@ -88,6 +88,8 @@ class SchemaRegistryClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url.rstrip("/")
+        # Messages name the registry without the password of a https://user:password@host URL.
+        self._shown = str(httpx.URL(self.url).copy_with(username=None, password=None))
         self.timeout_s = timeout_s
         self.negative_ttl_s = negative_ttl_s
         self._http = client or httpx.Client(timeout=timeout_s, headers={"Accept": _MEDIA_TYPE})
@@ -178,20 +180,20 @@ class SchemaRegistryClient:
             )
         except httpx.HTTPError as exc:  # refused, reset, DNS, timeouts
             raise RegistryUnreachable(
-                f"schema registry at {self.url} unreachable: {type(exc).__name__}: {exc}"
+                f"schema registry at {self._shown} unreachable: {type(exc).__name__}: {exc}"
             ) from None
         body = _json_body(response)
         if response.status_code == 200:
             if not isinstance(body, dict):
-                raise RegistryRefused(f"schema registry at {self.url}: {method} {path} answered {body!r}")
+                raise RegistryRefused(f"schema registry at {self._shown}: {method} {path} answered {body!r}")
             return body
         message = body.get("message") if isinstance(body, dict) else None
         said = f"registry said {response.status_code}" + (f" ({message})" if message else "")
         if response.status_code == 404:
             raise SchemaNotFound(said)
         if response.status_code >= 500:
-            raise RegistryUnreachable(f"schema registry at {self.url}: {method} {path}: {said}")
-        raise RegistryRefused(f"schema registry at {self.url}: {method} {path}: {said}")
+            raise RegistryUnreachable(f"schema registry at {self._shown}: {method} {path}: {said}")
+        raise RegistryRefused(f"schema registry at {self._shown}: {method} {path}: {said}")
 
 
 def _json_body(response: httpx.Response) -> Any:

@@ -36,6 +36,7 @@ class FakeRegistry:
         self.requests: list[tuple[str, str]] = []
         self.fail_with: int | None = None
         self.delay_s = 0.0
+        self.on_request = None  # called with each request's Authorization header
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -109,6 +110,8 @@ def _handler(registry: FakeRegistry) -> type[BaseHTTPRequestHandler]:
         def _reply(self, body: dict | None) -> None:
             if registry.delay_s:
                 threading.Event().wait(registry.delay_s)
+            if registry.on_request is not None:
+                registry.on_request(self.headers.get("Authorization"))
             status, answer = registry.answer(self.command, self.path, body)
             data = json.dumps(answer).encode()
             try:

@@ -116,3 +116,17 @@ def test_latest_of_a_subject(registry):
         with pytest.raises(SchemaNotFound, match="Subject 'nope' not found"):
             client.latest("nope")
     assert registry.requests[0] == ("GET", "/subjects/a%2Fb-value/versions/latest")
+
+
+def test_basic_auth_from_the_url_is_sent_but_never_shown(registry):
+    seen = []
+    registry.on_request = seen.append
+    url = registry.url.replace("http://", "http://reader:s3cret@")
+    with SchemaRegistryClient(url) as client:
+        with pytest.raises(SchemaNotFound):
+            client.schema(1)
+    assert seen == ["Basic cmVhZGVyOnMzY3JldA=="]  # base64 of reader:s3cret
+    with SchemaRegistryClient(f"http://reader:s3cret@127.0.0.1:{free_port()}", timeout_s=1) as client:
+        with pytest.raises(RegistryUnreachable) as caught:
+            client.schema(1)
+    assert "s3cret" not in str(caught.value)
