@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 echo "== installing streamlearn and its test dependencies" >&2
 # Pin torch first: an unpinned resolve pulls the multi-GB CUDA build even on CPU machines.
 "$PYTHON" -m pip install -q torch==2.13.0
-"$PYTHON" -m pip install -q -e '.[dev,embedded,fast,avalanche]' -c .ci/constraints.txt
+"$PYTHON" -m pip install -q -e '.[dev,embedded,fast,avalanche,proto]' -c .ci/constraints.txt
 
 echo "== starting the test services (docker engine, offline images)" >&2
 eval "$(PYTHON="$PYTHON" bash .ci/services.sh)"
