@@ -22,6 +22,7 @@ from stream.cli.table import Env, Option, Values
 if TYPE_CHECKING:  # the parts are imported when a command runs: `--help` stays fast
     from drift.choice import DriftChoice
     from learners.choice import LearnerChoice
+    from stream.codec.value_format import ValueFormat
     from stream.core.features import FeatureSchema
     from stream.engine.gate import GateConfig, ValidationGate
     from stream.engine.spec import EngineSpec, RegistrySpec, SourceSpec
@@ -69,6 +70,28 @@ SCHEMA = Option(
     type=click.Path(dir_okay=False),
     help="Feature schema (YAML/JSON) for records whose x is named fields of mixed types; default: "
     "inferred from the first records (the summary and YAML to save are printed). See docs/features.md.",
+)
+RECORD_FORMAT = (
+    Option(
+        "--format",
+        "record_format",
+        type=click.Choice(["json", "avro", "protobuf"]),
+        default="json",
+        show_default=True,
+        help="How record values are written. avro/protobuf need --value-schema or --schema-registry.",
+    ),
+    Option(
+        "--value-schema",
+        "value_schema",
+        type=click.Path(dir_okay=False),
+        help="The values' Avro (.avsc) or Protobuf (.proto, .desc) schema file.",
+    ),
+    Option(
+        "--schema-registry",
+        "schema_registry",
+        help="Confluent-compatible Schema Registry URL: values in its wire format (magic byte + schema id).",
+    ),
+    Option("--proto-message", "proto_message", help="The Protobuf message type (default: the file's first)."),
 )
 WINDOW = Option(
     "--window",
@@ -474,6 +497,19 @@ def schema_from(opts: Values) -> FeatureSchema | None:
 
     path = opts.get("schema")
     return load_schema(path) if path else None
+
+
+def value_format_from(opts: Values) -> ValueFormat | None:
+    """The record format of the :data:`RECORD_FORMAT` options; ``None`` for plain JSON."""
+    from stream.codec.value_format import ValueFormat
+
+    fmt = ValueFormat(
+        opts.get("record_format") or "json",
+        opts.get("value_schema"),
+        opts.get("schema_registry"),
+        message=opts.get("proto_message"),
+    )
+    return None if fmt == ValueFormat() else fmt
 
 
 def drift_from(opts: Values) -> DriftChoice:

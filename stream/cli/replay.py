@@ -30,6 +30,7 @@ from stream.cli.options import (
     QUIET,
     RANGE_FROM,
     RANGE_TO,
+    RECORD_FORMAT,
     SCHEMA,
     TOPICS,
     VALIDATION_TOLERANCE,
@@ -38,6 +39,7 @@ from stream.cli.options import (
     gate_from,
     learner_from,
     schema_from,
+    value_format_from,
 )
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
@@ -50,6 +52,7 @@ REPLAY_OPTIONS = (
     FILES.but(help="Replay JSONL/CSV files instead of Kafka (repeatable; read in the order given)."),
     LABEL_COLUMN,
     SCHEMA,
+    *RECORD_FORMAT,
     RANGE_FROM,
     RANGE_TO,
     Option(
@@ -158,6 +161,7 @@ def replay(opts: Values) -> None:
             n_features=n_features,
             y_field=opts.label_column,
             schema=schema_from(opts),
+            value_format=value_format_from(opts),
         ),
         max_poll_records=opts.max_poll_records,
         progress=not opts.quiet,

@@ -20,6 +20,7 @@ from stream.cli.options import (
     MAX_POLL_RECORDS,
     PARTITIONS,
     QUIET,
+    RECORD_FORMAT,
     REGISTRY_AND_GATE,
     RETRAIN,
     SCHEMA,
@@ -33,6 +34,7 @@ from stream.cli.options import (
     registry_from,
     schema_from,
     source_from,
+    value_format_from,
 )
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
@@ -49,6 +51,7 @@ RUN_OPTIONS = (
     FILES,
     LABEL_COLUMN,
     SCHEMA,
+    *RECORD_FORMAT,
     WINDOW,
     *CHECKPOINTS,
     Option(
@@ -148,6 +151,7 @@ def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
         window=opts.window,
         learner=learner,
         schema=schema_from(opts),
+        value_format=value_format_from(opts),
         checkpoints=CheckpointSpec(
             dir=opts.checkpoint_dir, keep=opts.checkpoint_keep, on_unreadable=opts.on_unreadable_checkpoint
         ),

@@ -32,9 +32,8 @@ from stream.codec.parsers import JsonParser, RecordParser
 from stream.codec.proto_schema import load_proto_schema
 from stream.codec.protobuf_parser import ProtobufParser, ProtobufSerializer
 from stream.codec.schema_registry import SchemaRegistryClient
+from stream.codec.value_format import check_format as _check
 from stream.core.errors import ConfigError
-
-FORMATS = ("json", "avro", "protobuf")
 
 
 @runtime_checkable
@@ -106,23 +105,6 @@ def make_serializer(
         return AvroSerializer(schema, registry=registry, subject=subject)
     schema = load_proto_schema(schema_path) if schema_path else None
     return ProtobufSerializer(schema, message=message, registry=registry, subject=subject)
-
-
-def _check(record_format: str, schema_path: str | None, registry_url: str | None) -> None:
-    if record_format not in FORMATS:
-        raise ConfigError(
-            f"unknown record format {record_format!r}: choose {', '.join(FORMATS[:-1])} or {FORMATS[-1]}"
-        )
-    if record_format == "json":
-        if schema_path or registry_url:
-            raise ConfigError(
-                "--format json takes no --value-schema or --schema-registry (JSON Schema is not supported)"
-            )
-        return
-    if not (schema_path or registry_url):
-        raise ConfigError(f"--format {record_format} needs --value-schema FILE or --schema-registry URL")
-    if registry_url and not registry_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--schema-registry must be an http:// or https:// URL, got {registry_url!r}")
 
 
 def _registry(url: str | None) -> SchemaRegistryClient | None:

@@ -39,7 +39,9 @@ import numpy as np
 import orjson
 
 from stream.codec.named import NamedDecoder, infer_from_docs, log_inferred
+from stream.codec.parsers import ParseError
 from stream.codec.result import DecodeResult, Reject
+from stream.codec.value_format import ValueFormat
 from stream.core.deadletter import DeadLetter
 from stream.core.errors import ConfigError, SchemaMismatchError
 from stream.core.features import FeatureSchema, LabelError, LabelMap
@@ -95,6 +97,8 @@ class CodecConfig:
     #: Named mixed-type fields (see :mod:`stream.core.features`); ``None`` with object
     #: ``x`` and no ``feature_names``: inferred from the first poll.
     schema: FeatureSchema | None = None
+    #: How record values are written: JSON (``None``), or Avro/Protobuf (:mod:`stream.codec.formats`).
+    value_format: ValueFormat | None = None
     max_record_bytes: int = 1 << 20
     #: Longer ids are refused: numpy pads every id of a batch to the longest,
     #: so one megabyte-long id would cost gigabytes.
@@ -175,6 +179,8 @@ class JsonCodec:
         self._named = NamedDecoder(self, schema) if schema is not None else None
         #: Called with (schema, summary) when a schema is inferred; logs them by default.
         self.on_inferred = log_inferred
+        vf = self.config.value_format
+        self._parser = vf.parser() if vf is not None and vf.record_format != "json" else None
 
     @property
     def n_features(self) -> int | None:
@@ -231,7 +237,7 @@ class JsonCodec:
                 named = self._decode_named(cols)
                 if named is not None:
                     return named
-            if self._dimension is not None:
+            if self._dimension is not None and self._parser is None:
                 fast = self._decode_fast(cols)
                 if fast is not None:
                     return fast
@@ -347,7 +353,9 @@ class JsonCodec:
         return np.array(strs, dtype=str), np.array([v is not None for v in raw], dtype=bool)
 
     # ------------------------------------------------------------ slow path
-    def _decode_slow(self, records: list[RawRecord]) -> DecodeResult:
+    def _decode_slow(self, records: list[RawRecord], docs: list[dict | str] | None = None) -> DecodeResult:
+        if docs is None:
+            docs = [self._parse(rec) for rec in records]
         good_records: list[RawRecord] = []
         rows: list[int] = []
         own_ids: list[bool] = []
@@ -356,9 +364,9 @@ class JsonCodec:
         tss: list[int] = []
         ids: list[str] = []
         letters: list[DeadLetter] = []
-        for row, rec in enumerate(records):
+        for row, (rec, doc) in enumerate(zip(records, docs)):
             try:
-                x, y, ts, rid = self._decode_one(rec)
+                x, y, ts, rid = self._decode_one(rec, doc)
             except Reject as reject:
                 letters.append(DeadLetter(rec, str(reject)))
                 continue
@@ -389,28 +397,12 @@ class JsonCodec:
             events, letters, rows=np.array(rows, dtype=np.int64), own_ids=None if own.all() else own
         )
 
-    def _decode_one(self, rec: RawRecord) -> tuple[list[float], Any, int, str | None]:
-        cfg = self.config
-        value = rec.value
-        if value is None or len(value) == 0:
-            raise Reject("empty value: record has no payload")
-        if len(value) > cfg.max_record_bytes:
-            raise Reject(f"oversize: {len(value)} bytes > limit {cfg.max_record_bytes}")
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise Reject(f"bad json: {exc}") from None
-        if not isinstance(doc, dict):
-            raise Reject(f"bad json: expected an object, got {type(doc).__name__}")
+    def _decode_one(self, rec: RawRecord, doc: dict | str) -> tuple[list[float], Any, int, str | None]:
+        if isinstance(doc, str):
+            raise Reject(doc)
         x = self._features_one(doc)
         y = self._label_one(doc)
-        ts = _parse_ts(doc.get(cfg.ts_field), rec.timestamp)
-        rid = doc.get(cfg.id_field)
-        if rid is None:
-            return x, y, ts, None
-        rid = str(rid)
-        if len(rid) > cfg.max_id_chars:
-            raise Reject(f"bad id: {len(rid)} characters, more than {cfg.max_id_chars}")
+        ts, rid = self.envelope(rec, doc)
         return x, y, ts, rid
 
     def _features_one(self, doc: dict) -> list[float]:
@@ -489,12 +481,22 @@ class JsonCodec:
         return self._named.decode(records, docs)
 
     def _parse(self, rec: RawRecord) -> dict | str:
-        """The record's JSON object, or the reason it has none."""
+        """The record's object, or the reason it has none.
+
+        A Schema Registry that cannot be reached is not the record's fault:
+        :class:`~stream.codec.schema_registry.RegistryUnreachable` propagates, and the
+        engine retries the poll.
+        """
         value = rec.value
         if value is None or len(value) == 0:
             return "empty value: record has no payload"
         if len(value) > self.config.max_record_bytes:
             return f"oversize: {len(value)} bytes > limit {self.config.max_record_bytes}"
+        if self._parser is not None:
+            try:
+                return self._parser.parse(value)
+            except ParseError as exc:
+                return exc.reason
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:

@@ -41,22 +41,10 @@ from urllib.parse import quote
 
 import httpx
 
-from stream.core.errors import StreamlearnError
+from stream.codec.registry_errors import RegistryRefused, RegistryUnreachable, SchemaNotFound
 
 #: The media type Confluent's registry speaks (plain application/json is accepted too).
 _MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
-
-
-class RegistryUnreachable(StreamlearnError, ConnectionError):
-    """The schema registry did not answer (or answered 5xx): retry; the record is not at fault."""
-
-
-class SchemaNotFound(StreamlearnError, LookupError):
-    """The schema registry has no schema with that id (or no such subject)."""
-
-
-class RegistryRefused(StreamlearnError):
-    """The schema registry refused a request (invalid or incompatible schema, unauthorised)."""
 
 
 @dataclass(frozen=True)

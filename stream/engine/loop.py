@@ -66,7 +66,7 @@ from stream.engine.cadence import CheckpointCadence
 from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import EngineConfig, RunSummary
 from stream.engine.dedup import RecentIds
-from stream.engine.intake import without_repeats
+from stream.engine.intake import decode_patiently, without_repeats
 from stream.engine.learner_shape import LearnerShape
 from stream.engine.ledger import LearnLedger
 from stream.engine.oversight import Oversight
@@ -382,7 +382,9 @@ class Engine:
                 self.store.unlock()  # last: the final checkpoint and dead letters are written
 
     def _ingest(self, poll: PollColumns) -> WindowOutput:
-        decoded = self.codec.decode(poll)
+        decoded = decode_patiently(self.codec, poll, lambda: self.stop_requested)
+        if decoded is None:  # stopped while the schema registry was away: the poll stays unread
+            return WindowOutput([])
         self._sink.send(decoded.dead_letters)
         events = decoded.events
         if self._recent is not None and len(events):

@@ -37,6 +37,7 @@ from typing import Any, Literal, Mapping
 from drift.choice import DriftChoice
 from learners.choice import LearnerChoice
 from stream.codec.json_codec import CodecConfig
+from stream.codec.value_format import ValueFormat
 from stream.core.errors import ConfigError
 from stream.core.features import FeatureSchema
 from stream.core.settings import KafkaSettings
@@ -148,6 +149,7 @@ class EngineSpec:
     window: str = "count:1000"
     learner: LearnerChoice = field(default_factory=LearnerChoice)
     schema: FeatureSchema | None = None
+    value_format: ValueFormat | None = None
     decode: CodecConfig | None = None
     checkpoints: CheckpointSpec = field(default_factory=CheckpointSpec)
     dead_letter: str = "kafka"
@@ -168,6 +170,7 @@ class EngineSpec:
                 n_features=learner.n_features,
                 y_field=self.source.label_column,
                 schema=self.schema,
+                value_format=self.value_format,
             )
             object.__setattr__(self, "decode", decode)
 
