@@ -169,3 +169,23 @@ class ChunkedPrequential(Protocol):
     def learn_prequential(self, X: np.ndarray, y: np.ndarray, *, proba: bool = False) -> Prequential:
         """Predict each chunk with the model updated on the chunks before it, then learn it."""
         ...
+
+
+@runtime_checkable
+class GrowsClasses(Protocol):
+    """A classifier that can take more classes while it learns (optional): a stream met a new label.
+
+    Resolve it once, like the other capabilities. After ``grow_classes(n)``
+    the learner accepts labels ``0..n-1``, predicts ``n`` probabilities, and
+    its state records ``n`` classes (a fresh learner built with ``n`` classes
+    loads it).
+
+    >>> from learners.neural.learner import TorchLearner
+    >>> learner = TorchLearner(n_features=2, device="cpu")
+    >>> isinstance(learner, GrowsClasses), learner.grow_classes(4), learner.n_classes
+    (True, None, 4)
+    """
+
+    def grow_classes(self, n_classes: int) -> None:
+        """Take ``n_classes`` classes from now on (at least the current count; the same count: no-op)."""
+        ...
