@@ -8,7 +8,7 @@ fresh, identically shaped model at any time.
 ========  ==========================================================  ==========================
 name      architecture                                                keyword arguments
 ========  ==========================================================  ==========================
-logistic  one ``Linear`` (logistic / softmax / linear regression)      (only ``standardize``)
+logistic  one ``Linear`` (logistic / softmax / linear regression)      (only ``standardize``, ``layout``)
 mlp       ``Linear`` + ReLU per hidden layer, then a ``Linear`` head   ``hidden=(64, 64)``,
                                                                       ``dropout=0.0``
 resmlp    input projection, ``n_blocks`` pre-norm residual blocks      ``width=64``,
