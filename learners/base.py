@@ -173,13 +173,19 @@ class ChunkedPrequential(Protocol):
 
 @runtime_checkable
 class GrowsClasses(Protocol):
-    """A classifier that can take a class it has not been built for (optional).
+    """A classifier that can take more classes while it learns (optional): a stream met a new label.
 
-    The engine calls :meth:`grow_classes` before a batch when the stream's label
-    map has grown past the learner's classes (labels inferred, no ``--classes``).
-    What was learned for the existing classes is kept.
+    Resolve it once, like the other capabilities. After ``grow_classes(n)``
+    the learner accepts labels ``0..n-1``, predicts ``n`` probabilities, and
+    its state records ``n`` classes (a fresh learner built with ``n`` classes
+    loads it).
+
+    >>> from learners.neural.learner import TorchLearner
+    >>> learner = TorchLearner(n_features=2, device="cpu")
+    >>> isinstance(learner, GrowsClasses), learner.grow_classes(4), learner.n_classes
+    (True, None, 4)
     """
 
     def grow_classes(self, n_classes: int) -> None:
-        """Make room for ``n_classes`` classes (at least the current number)."""
+        """Take ``n_classes`` classes from now on (at least the current count; the same count: no-op)."""
         ...

@@ -104,6 +104,7 @@ class LearnerChoice:
     device: str = "auto"
     seed: int = 0
     torch_threads: int = 1
+    max_model_mb: float = 1024.0
     ewc_strength: float = 0.0
     ewc_decay: float = 0.9
     ewc_every: int = 50
@@ -117,6 +118,12 @@ class LearnerChoice:
     def __post_init__(self) -> None:
         if self.torch_threads < 1:
             raise ConfigError("--torch-threads must be at least 1")
+        if (
+            isinstance(self.max_model_mb, bool)
+            or not isinstance(self.max_model_mb, (int, float))
+            or not self.max_model_mb > 0
+        ):
+            raise ConfigError(f"--max-model-mb must be a positive number, got {self.max_model_mb!r}")
         self._build(2)  # fail fast on a bad model/optimizer/strategy, before touching Kafka
 
     @property
@@ -128,7 +135,7 @@ class LearnerChoice:
             return "hedge"
         return "avalanche" if self.avalanche else "torch"
 
-    def _plugins(self):
+    def _plugins(self, n_classes: int | None = None):
         from learners.neural.plugins import PluginSpec
 
         return PluginSpec(
@@ -139,7 +146,7 @@ class LearnerChoice:
             replay_capacity=self.replay_capacity,
             replay_mix=self.replay_mix,
             seed=self.seed,
-        ).build(task=self.task, n_classes=self.n_classes)
+        ).build(task=self.task, n_classes=self.n_classes if n_classes is None else n_classes)
 
     @property
     def learning_rate(self) -> float:
@@ -153,9 +160,13 @@ class LearnerChoice:
             young_events=self.young_events, young_steps=self.young_steps, rehearse_steps=self.rehearse_steps
         )
 
-    def _build(self, n_features: int) -> Any:
+    def _build(self, n_features: int, *, layout: dict | None = None, n_classes: int | None = None) -> Any:
         kind = self.kind
+        n_classes = self.n_classes if n_classes is None else n_classes
         model_kwargs = parse_options(self.model_options, "--model-option")
+        if layout is not None:
+            _check_layout_fits(kind, layout)
+            model_kwargs["layout"] = layout
         if kind != "avalanche" and (self.avalanche_options or self.avalanche_plugins):
             raise ConfigError("--avalanche-option/--avalanche-plugin need --avalanche STRATEGY")
         if kind != "torch" and self.score_chunk:
@@ -169,15 +180,16 @@ class LearnerChoice:
                 raise ConfigError(
                     "--ewc-*, --replay and --avalanche apply to torch models, not to river models"
                 )
+            model_kwargs.pop("layout", None)  # numeric rows: nothing for river to build
             return RiverLearner(
                 self.model,
                 n_features=n_features,
                 task=self.task,
-                n_classes=self.n_classes,
+                n_classes=n_classes,
                 model_kwargs=model_kwargs or None,
             )
         if kind == "hedge":
-            return self._build_hedge(n_features, model_kwargs)
+            return self._build_hedge(n_features, model_kwargs, n_classes)
         if kind == "avalanche":
             from learners.avalanche_adapter.learner import AvalancheLearner
 
@@ -192,7 +204,7 @@ class LearnerChoice:
                 self.avalanche,
                 self.model,
                 n_features=n_features,
-                n_classes=self.n_classes,
+                n_classes=n_classes,
                 strategy_kwargs=parse_options(self.avalanche_options, "--avalanche-option"),
                 plugins=[_parse_plugin(p) for p in self.avalanche_plugins],
                 optimizer=self.optimizer,
@@ -205,11 +217,12 @@ class LearnerChoice:
             )
         from learners.neural.learner import TorchLearner
 
+        self._check_budget([(self.model, model_kwargs, self.optimizer)], n_features, n_classes)
         return TorchLearner(
             model=self.model,
             n_features=n_features,
             task=self.task,
-            n_classes=self.n_classes,
+            n_classes=n_classes,
             optimizer=self.optimizer,
             lr=self.learning_rate,
             steps_per_batch=self.steps_per_batch,
@@ -219,14 +232,31 @@ class LearnerChoice:
             device=self.device,
             seed=self.seed,
             model_kwargs=model_kwargs or None,
-            plugins=self._plugins(),
+            plugins=self._plugins(n_classes),
         )
 
-    def _build_hedge(self, n_features: int, options: dict[str, Any]) -> Any:
+    def _check_budget(self, models: list[tuple[str, dict, str]], n_features: int, n_classes: int) -> None:
+        """Raise :class:`ConfigError` when the torch models ``(name, kwargs, optimizer)`` exceed ``max_model_mb``."""
+        from learners.neural.budget import model_megabytes
+        from learners.neural.models import ModelFactory
+
+        n_outputs = n_classes if self.task == "classification" else 1
+        sizes = [model_megabytes(ModelFactory(m, kw), n_features, n_outputs, opt) for m, kw, opt in models]
+        params_mb, state_mb = sum(p for p, _ in sizes), sum(o for _, o in sizes)
+        if params_mb + state_mb > self.max_model_mb:
+            raise ConfigError(
+                f"the model needs {params_mb + state_mb:,.0f} MB ({params_mb:,.0f} MB of parameters + "
+                f"{state_mb:,.0f} MB of optimizer state) but --max-model-mb is {self.max_model_mb:g}; use fewer "
+                "buckets or a smaller dim in the feature schema, or raise --max-model-mb"
+            )
+
+    def _build_hedge(self, n_features: int, options: dict[str, Any], n_classes: int) -> Any:
         from learners.hedge.learner import HedgeLearner
+        from learners.hedge.members import check_members
 
         if self._plugins() or self.avalanche:
             raise ConfigError("--ewc-*, --replay and --avalanche apply to torch models, not to --model hedge")
+        layout = options.pop("layout", None)
         unknown = set(options) - {"members", "eta", "share"}
         if unknown:
             raise ConfigError(
@@ -244,20 +274,53 @@ class LearnerChoice:
                 f"{', '.join(given)} do(es) not apply to --model hedge: each member sets its own, e.g. "
                 '--model-option \'members=[{"model": "mlp", "lr": 0.01, "steps": 4}]\''
             )
+        members = check_members(options.get("members"))
+        if layout is not None:  # every member reads the named features through its own FeatureInput
+            members = tuple(
+                {**m, "model_kwargs": {**(m["model_kwargs"] or {}), "layout": layout}} for m in members
+            )
+        self._check_budget(
+            [(m["model"], m["model_kwargs"] or {}, m["optimizer"]) for m in members], n_features, n_classes
+        )
         return HedgeLearner(
-            options.get("members"),
+            members,
             n_features=n_features,
             task=self.task,
-            n_classes=self.n_classes,
+            n_classes=n_classes,
             eta=options.get("eta", 0.02),
             share=options.get("share", 1e-4),
             device=self.device,
             seed=self.seed,
         )
 
-    def factory(self) -> Callable[[int], Any]:
-        """A builder ``n_features -> learner``; sets torch's CPU thread count (a process-wide setting)."""
+    def factory(self) -> Callable[..., Any]:
+        """A builder ``(n_features, *, layout=None, n_classes=None) -> learner``; sets torch's CPU threads.
+
+        ``layout``: the feature schema's :meth:`~stream.core.features.schema.FeatureSchema.layout`
+        (torch models read it through a :class:`~learners.neural.feature_input.FeatureInput`);
+        ``n_classes``: the class count to build for (``None``: the choice's own), e.g.
+        a checkpoint's after its classes grew. The thread count is a process-wide setting.
+        """
         import torch
 
         torch.set_num_threads(self.torch_threads)
         return self._build
+
+
+#: Why a river or Avalanche learner cannot take a layout with embedding tables.
+_NEEDS_TORCH = {
+    "river": "river.* models take numeric rows",
+    "avalanche": "Avalanche strategies train with a dense optimizer",
+}
+
+
+def _check_layout_fits(kind: str, layout: dict) -> None:
+    """Raise :class:`ConfigError` when learners of ``kind`` cannot read a feature ``layout``."""
+    from learners.neural.feature_input import check_layout
+
+    _, tables = check_layout(layout)
+    if tables and kind in _NEEDS_TORCH:
+        raise ConfigError(
+            f"{_NEEDS_TORCH[kind]}; a feature schema with categorical/text fields needs a torch model "
+            "(mlp, logistic, resmlp) without --avalanche"
+        )

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from learners.neural.feature_input import FeatureInput
 from learners.neural.models import MLP, Logistic, ModelFactory, ResidualBlock, ResMLP, model_factory
-from learners.neural.standardize import InputStandardizer
+from learners.neural.split_optimizer import SplitOptimizer, sparse_param_names
+from learners.neural.standardize import InputStandardizer, MaskedStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "check_arguments",
     "build_optimizer",
     "check_compatible",
+    "find_scalers",
     "make_factory",
     "mode_free",
     "resolve_device",
@@ -191,11 +194,25 @@ def make_factory(
     )
 
 
-def build_optimizer(module: nn.Module, name: str, lr: float) -> torch.optim.Optimizer:
-    """Optimizer ``name`` over ``module``'s parameters; fused when torch supports it here."""
+def build_optimizer(module: nn.Module, name: str, lr: float) -> torch.optim.Optimizer | SplitOptimizer:
+    """Optimizer ``name`` over ``module``'s parameters; fused when torch supports it here.
+
+    A module with sparse embedding tables gets a :class:`SplitOptimizer`
+    (``name`` on the dense parameters, SparseAdam on the tables), except with
+    ``sgd``, which takes sparse gradients itself.
+    """
     cls = OPTIMIZERS[name]
-    params = list(module.parameters())
-    if all(p.is_floating_point() for p in params):
+    sparse_names = sparse_param_names(module)
+    if not sparse_names or name == "sgd":
+        return _dense_optimizer(cls, list(module.parameters()), lr, fuse=not sparse_names)
+    dense, sparse = [], []
+    for pname, p in module.named_parameters():
+        (sparse if pname in sparse_names else dense).append(p)
+    return SplitOptimizer(_dense_optimizer(cls, dense, lr), torch.optim.SparseAdam(sparse, lr=float(lr)))
+
+
+def _dense_optimizer(cls: type, params: list, lr: float, fuse: bool = True) -> torch.optim.Optimizer:
+    if fuse and all(p.is_floating_point() for p in params):
         # Fused: one kernel per step instead of a Python loop over the
         # parameters -- about half of Adam's per-batch cost for a small
         # model on CPU, and one launch instead of many on CUDA.
@@ -206,10 +223,20 @@ def build_optimizer(module: nn.Module, name: str, lr: float) -> torch.optim.Opti
     return cls(params, lr=float(lr))
 
 
+def find_scalers(module: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules whose input statistics the learner feeds once per arriving batch (``update(X)``).
+
+    An :class:`InputStandardizer` or a :class:`FeatureInput` anywhere in the
+    model (zoo or user factory); a FeatureInput feeds its own numeric scaler.
+    """
+    return tuple(m for m in module.modules() if isinstance(m, (InputStandardizer, FeatureInput)))
+
+
 # Modules whose forward ignores ``training`` (dropout and batch norm do not).
 _MODE_FREE = (
     nn.Linear, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Sequential, nn.LayerNorm,
     nn.Flatten, Logistic, MLP, ResMLP, ResidualBlock, InputStandardizer,
+    nn.Embedding, nn.ModuleList, FeatureInput, MaskedStandardizer,
 )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from learners.neural.hooks import BasePlugin
+from learners.neural.split_optimizer import sparse_param_names
 from stream.core.errors import ConfigError
 
 __all__ = ["EWC"]
@@ -126,7 +127,7 @@ class EWC(BasePlugin):
             for name, f in fisher.items():
                 old = self._fisher.get(name)
                 self._fisher[name] = f if old is None else self.decay * old + (1 - self.decay) * f
-            self._anchors = {name: p.detach().clone() for name, p in model.named_parameters()}
+            self._anchors = {name: p.detach().clone() for name, p in _dense_parameters(model)}
         self._consolidations += 1
         return True
 
@@ -147,6 +148,17 @@ class EWC(BasePlugin):
     def restore_strength(self) -> None:
         """Back to the configured strength (the end of a drift adaptation)."""
         self._plasticity_scale = 1.0
+
+    def grow_classes(self, n_classes: int, model: nn.Module) -> None:
+        """Fit anchors and Fisher to the grown output layer: its new rows start unanchored (Fisher 0)."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                f = self._fisher.get(name)
+                if f is None or f.shape == p.shape:
+                    continue
+                rows = f.shape[0]
+                self._fisher[name] = torch.cat([f, f.new_zeros((p.shape[0] - rows, *f.shape[1:]))])
+                self._anchors[name] = torch.cat([self._anchors[name], p.detach()[rows:].clone()])
 
     def reset(self) -> None:
         """Forget anchors and Fisher (after a full retrain is adopted)."""
@@ -182,7 +194,9 @@ class EWC(BasePlugin):
 
 def _empirical_fisher(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean squared per-sample gradient of the data loss, per parameter (on the model's device)."""
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    # Sparse tables stay out (functional_call reads them from the module): a dense
+    # penalty gradient on a table breaks SparseAdam and costs O(table) per step.
+    params = {k: v.detach() for k, v in _dense_parameters(model)}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     classify = not torch.is_floating_point(y)
 
@@ -195,9 +209,18 @@ def _empirical_fisher(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dic
     was_training = model.training
     model.eval()  # dropout off: the Fisher of the model as it predicts
     try:
-        per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0), randomness="same")(
-            params, buffers, X, y
-        )
+        # no_grad outside a torch.func transform holds only outside it: the tables the
+        # module keeps (requires_grad) would otherwise chain the Fisher into the loss graph.
+        with torch.no_grad():
+            per_sample = vmap(grad(sample_loss), in_dims=(None, None, 0, 0), randomness="same")(
+                params, buffers, X, y
+            )
     finally:
         model.train(was_training)
     return {k: g.pow(2).mean(dim=0) for k, g in per_sample.items()}
+
+
+def _dense_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``model``'s named parameters except sparse embedding tables."""
+    sparse = sparse_param_names(model)
+    return [(k, p) for k, p in model.named_parameters() if k not in sparse]

@@ -40,6 +40,7 @@ from torch import nn
 __all__ = [
     "BasePlugin",
     "Consolidates",
+    "FollowsClasses",
     "PluginHooks",
     "Refreshable",
     "Relaxable",
@@ -168,6 +169,15 @@ class Refreshable(Protocol):
     def refresh(self, fraction: float) -> int: ...
 
 
+@runtime_checkable
+class FollowsClasses(Protocol):
+    """A plugin that holds per-class or per-output state (EWC's head anchors, a class-balanced buffer)."""
+
+    def grow_classes(self, n_classes: int, model: nn.Module) -> None:
+        """The learner now has ``n_classes`` classes and ``model`` its grown output layer."""
+        ...
+
+
 @dataclass(frozen=True)
 class PluginHooks:
     """A learner's plugins sorted by optional capability, once (see the module docstring)."""
@@ -176,6 +186,7 @@ class PluginHooks:
     resetting: tuple[ResetsAnchors, ...] = ()
     relaxable: tuple[Relaxable, ...] = ()
     refreshable: tuple[Refreshable, ...] = ()
+    growing: tuple[FollowsClasses, ...] = ()
     #: ``(plugin, relaxable, refreshable)`` in the learner's plugin order: :meth:`adapt` keeps that order.
     adapting: tuple[tuple[Any, bool, bool], ...] = ()
 
@@ -186,6 +197,7 @@ class PluginHooks:
             resetting=tuple(p for p in plugins if isinstance(p, ResetsAnchors)),
             relaxable=tuple(p for p in plugins if isinstance(p, Relaxable)),
             refreshable=tuple(p for p in plugins if isinstance(p, Refreshable)),
+            growing=tuple(p for p in plugins if isinstance(p, FollowsClasses)),
             adapting=tuple(
                 (p, isinstance(p, Relaxable), isinstance(p, Refreshable))
                 for p in plugins
@@ -196,6 +208,11 @@ class PluginHooks:
     def consolidate(self) -> int:
         """Ask every consolidating plugin to anchor; how many did."""
         return sum(1 for plugin in self.consolidating if plugin.consolidate())
+
+    def grow_classes(self, n_classes: int, model: nn.Module) -> None:
+        """Tell every plugin with per-class state that the learner grew to ``n_classes``."""
+        for plugin in self.growing:
+            plugin.grow_classes(n_classes, model)
 
     def reset(self) -> int:
         """Reset every anchoring plugin; how many."""

@@ -51,23 +51,24 @@ from learners.neural.config import (
     check_arguments,
     check_compatible,
     check_score_chunk,
+    find_scalers,
     make_factory,
     mode_free,
     resolve_device,
     snapshot,
 )
+from learners.neural.grow import ClassGrowth
 from learners.neural.hooks import PluginHooks, UpdatePlugin
 from learners.neural.plasticity import PlasticityVerbs
 from learners.neural.prequential import learn_in_chunks
 from learners.neural.schedule import Schedule
-from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError, SchemaMismatchError
 
 __all__ = ["TorchLearner"]
 
 
 # ------------------------------------------------------------------- learner
-class TorchLearner(PlasticityVerbs):
+class TorchLearner(PlasticityVerbs, ClassGrowth):
     """An incremental PyTorch learner for tabular micro-batches.
 
     Parameters
@@ -208,10 +209,7 @@ class TorchLearner(PlasticityVerbs):
         self._shuffle_seed = int(seed)
 
     # ------------------------------------------------------------ building
-    @staticmethod
-    def _find_scalers(module: nn.Module) -> tuple[InputStandardizer, ...]:
-        # Any InputStandardizer in the model (zoo or user factory) is fed here.
-        return tuple(m for m in module.modules() if isinstance(m, InputStandardizer))
+    _find_scalers = staticmethod(find_scalers)  # InputStandardizer and FeatureInput modules
 
     def _build(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         # fork_rng(devices=[]) saves and restores only the CPU generator; the

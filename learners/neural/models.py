@@ -8,7 +8,7 @@ fresh, identically shaped model at any time.
 ========  ==========================================================  ==========================
 name      architecture                                                keyword arguments
 ========  ==========================================================  ==========================
-logistic  one ``Linear`` (logistic / softmax / linear regression)      (only ``standardize``)
+logistic  one ``Linear`` (logistic / softmax / linear regression)      (only ``standardize``, ``layout``)
 mlp       ``Linear`` + ReLU per hidden layer, then a ``Linear`` head   ``hidden=(64, 64)``,
                                                                       ``dropout=0.0``
 resmlp    input projection, ``n_blocks`` pre-norm residual blocks      ``width=64``,
@@ -17,7 +17,11 @@ resmlp    input projection, ``n_blocks`` pre-norm residual blocks      ``width=6
                                                                       ``dropout=0.0``
 ========  ==========================================================  ==========================
 
-Every model takes ``standardize=True``: its first layer is an
+Every model takes ``layout=None``: a feature layout
+(:meth:`~stream.core.features.schema.FeatureSchema.layout`) makes its first
+layer a :class:`~learners.neural.feature_input.FeatureInput` (missing values,
+embedding tables) reading ``n_features`` = the layout's encoded width.
+Without one, every model takes ``standardize=True``: its first layer is an
 :class:`~learners.neural.standardize.InputStandardizer` whose running feature
 statistics are buffers, so they are checkpointed, published and served with
 the weights; :class:`~learners.neural.learner.TorchLearner` updates them once
@@ -50,6 +54,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from learners.neural.feature_input import FeatureInput, layout_width
 from learners.neural.standardize import InputStandardizer
 from stream.core.errors import ConfigError
 
@@ -78,19 +83,32 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 # -------------------------------------------------------------------- models
-def _input_layer(n_features: int, standardize: bool) -> nn.Module:
+def _input_layer(
+    n_features: int, standardize: bool, layout: Mapping[str, Any] | None
+) -> tuple[nn.Module, int]:
+    """The input layer and its output width: a :class:`FeatureInput` for a layout, else a standardiser."""
+    if layout is not None:
+        layer = FeatureInput(layout, standardize=standardize)
+        if layer.in_features != n_features:
+            raise ConfigError(
+                f"n_features is {n_features} but the feature layout encodes {layer.in_features} columns "
+                f"({layer.n_numeric} numeric + the tables' codes); build the model for the schema's width"
+            )
+        return layer, layer.out_features
     # Identity has no state, so a model without standardisation keeps the
     # same state_dict keys as before the option existed.
-    return InputStandardizer(n_features) if standardize else nn.Identity()
+    return (InputStandardizer(n_features) if standardize else nn.Identity()), n_features
 
 
 class Logistic(nn.Module):
     """One affine map; with softmax cross-entropy it is multinomial logistic regression."""
 
-    def __init__(self, n_features: int, n_outputs: int, standardize: bool = True) -> None:
+    def __init__(
+        self, n_features: int, n_outputs: int, standardize: bool = True, layout: Mapping | None = None
+    ) -> None:
         super().__init__()
-        self.scaler = _input_layer(n_features, standardize)
-        self.linear = nn.Linear(n_features, n_outputs)
+        self.scaler, width = _input_layer(n_features, standardize, layout)
+        self.linear = nn.Linear(width, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.scaler(x))
@@ -106,11 +124,11 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (64, 64),
         dropout: float = 0.0,
         standardize: bool = True,
+        layout: Mapping | None = None,
     ) -> None:
         super().__init__()
-        self.scaler = _input_layer(n_features, standardize)
+        self.scaler, width = _input_layer(n_features, standardize, layout)
         layers: list[nn.Module] = []
-        width = n_features
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             if dropout:
@@ -154,10 +172,11 @@ class ResMLP(nn.Module):
         expansion: int = 2,
         dropout: float = 0.0,
         standardize: bool = True,
+        layout: Mapping | None = None,
     ) -> None:
         super().__init__()
-        self.scaler = _input_layer(n_features, standardize)
-        self.proj = nn.Linear(n_features, width)
+        self.scaler, in_width = _input_layer(n_features, standardize, layout)
+        self.proj = nn.Linear(in_width, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width, expansion, dropout) for _ in range(n_blocks)))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, n_outputs)
@@ -185,8 +204,10 @@ def _flag(name: str, value: Any) -> bool:
 
 
 @register_model("logistic")
-def _build_logistic(n_features: int, n_outputs: int, standardize: bool = True) -> nn.Module:
-    return Logistic(n_features, n_outputs, standardize=_flag("standardize", standardize))
+def _build_logistic(
+    n_features: int, n_outputs: int, standardize: bool = True, layout: Mapping | None = None
+) -> nn.Module:
+    return Logistic(n_features, n_outputs, standardize=_flag("standardize", standardize), layout=layout)
 
 
 @register_model("mlp")
@@ -196,6 +217,7 @@ def _build_mlp(
     hidden: Sequence[int] = (64, 64),
     dropout: float = 0.0,
     standardize: bool = True,
+    layout: Mapping | None = None,
 ) -> nn.Module:
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
         raise ConfigError(f"mlp hidden must be a sequence of layer widths, got {hidden!r}")
@@ -206,6 +228,7 @@ def _build_mlp(
         hidden=hidden,
         dropout=_dropout(dropout),
         standardize=_flag("standardize", standardize),
+        layout=layout,
     )
 
 
@@ -218,6 +241,7 @@ def _build_resmlp(
     expansion: int = 2,
     dropout: float = 0.0,
     standardize: bool = True,
+    layout: Mapping | None = None,
 ) -> nn.Module:
     return ResMLP(
         n_features,
@@ -227,6 +251,7 @@ def _build_resmlp(
         expansion=_positive("resmlp expansion", expansion),
         dropout=_dropout(dropout),
         standardize=_flag("standardize", standardize),
+        layout=layout,
     )
 
 
@@ -315,6 +340,11 @@ def model_factory(name: str, **kwargs: Any) -> ModelFactory:
     torch.Size([4, 2])
     """
     factory = ModelFactory(name, kwargs)
+    layout = kwargs.get("layout")
     with torch.random.fork_rng(devices=[]):
-        factory(1, 1)
+        if layout is None:
+            factory(1, 1)
+        else:  # on the meta device: a check must not allocate the embedding tables
+            with torch.device("meta"):
+                factory(layout_width(layout), 1)
     return factory

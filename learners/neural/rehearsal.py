@@ -202,6 +202,8 @@ class ClassBalancedReplay(_Replay):
                 f"class-balanced replay needs capacity >= n_classes ({n_classes}), got {capacity}"
             )
         super().__init__(capacity - capacity % n_classes, mix, seed)
+        # As asked for: a buffer grown to more classes rounds it as one built at that count would.
+        self.requested_capacity = int(capacity)
         self.n_classes = int(n_classes)
         self._per_class = self.capacity // self.n_classes
         self._counts: torch.Tensor | None = None
@@ -239,6 +241,40 @@ class ClassBalancedReplay(_Replay):
         self._seen = sum(kept)
         return sum(filled) - self._seen
 
+    def grow_classes(self, n_classes: int, model: nn.Module) -> None:
+        """Re-slot the buffer for ``n_classes`` classes: each old class keeps its first ``capacity // n_classes`` rows.
+
+        Not on the hot path (it reads the counts back from the device).
+
+        Raises
+        ------
+        ConfigError
+            The buffer has fewer slots than ``n_classes``.
+        """
+        if n_classes <= self.n_classes:
+            return
+        asked = self.requested_capacity
+        if asked < n_classes:
+            raise ConfigError(f"class-balanced replay needs capacity >= n_classes ({n_classes}), got {asked}")
+        old_per, old_n = self._per_class, self.n_classes
+        self.n_classes, self.capacity = int(n_classes), asked - asked % n_classes
+        self._per_class = self.capacity // self.n_classes
+        if self._X is None:
+            return
+        X, y = self._X, self._y
+        self._X = X.new_zeros((self.capacity + 1, X.shape[1]))
+        self._y = y.new_zeros((self.capacity + 1,))
+        filled = torch.clamp(self._counts, max=old_per).tolist()
+        for c, n in enumerate(filled):
+            keep = min(n, self._per_class)
+            src, dst = c * old_per, c * self._per_class
+            self._X[dst : dst + keep] = X[src : src + keep]
+            self._y[dst : dst + keep] = y[src : src + keep]
+        # A class with more rows than its new share continues as a full reservoir at its count.
+        grown = self._counts.new_zeros(self.n_classes)
+        grown[:old_n] = self._counts
+        self._counts = grown
+
     def class_counts(self) -> torch.Tensor:
         """Events seen per class (a device tensor; reading it syncs)."""
         return torch.zeros(self.n_classes, dtype=torch.long) if self._counts is None else self._counts
@@ -252,7 +288,7 @@ class ClassBalancedReplay(_Replay):
         self._counts = None if counts is None else counts.clone()
 
     def clone(self) -> ClassBalancedReplay:
-        return ClassBalancedReplay(self.n_classes, self.capacity, self.mix, self.seed)
+        return ClassBalancedReplay(self.n_classes, self.requested_capacity, self.mix, self.seed)
 
     def __repr__(self) -> str:
         return f"ClassBalancedReplay(n_classes={self.n_classes}, capacity={self.capacity}, mix={self.mix:g})"

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["InputStandardizer"]
+__all__ = ["InputStandardizer", "MaskedStandardizer"]
 
 # A feature whose running std is below this is treated as constant: centred,
 # not divided (dividing by ~0 would turn float noise into huge inputs).
@@ -98,6 +98,62 @@ class InputStandardizer(nn.Module):
 
     def _refresh(self) -> None:
         """The float32 forward copies from the float64 moments."""
+        std = (self.m2 / self.count.clamp_min(1)).sqrt()
+        self.shift.copy_(self.mean)
+        self.scale.copy_(
+            torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std))
+        )
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}"
+
+
+class MaskedStandardizer(nn.Module):
+    """:class:`InputStandardizer` for columns with missing values (NaN): mean imputation after scaling.
+
+    Each column counts only its present values (Chan's merge with a count per
+    column), so a field missing in 90% of rows is scaled by the 10% that have
+    it. ``forward`` maps NaN to 0 after standardising, i.e. to the running
+    mean; the caller adds the missing indicators (:class:`~learners.neural.feature_input.FeatureInput`).
+
+    >>> s = MaskedStandardizer(2)
+    >>> x = torch.tensor([[0.0, float("nan")], [2.0, 5.0], [float("nan"), 7.0]])
+    >>> s.update(x)
+    >>> s.count.tolist(), s.mean.tolist()
+    ([2.0, 2.0], [1.0, 6.0])
+    >>> s(x).tolist()
+    [[-1.0, 0.0], [1.0, -1.0], [0.0, 1.0]]
+    """
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.n_features = int(n_features)
+        self.register_buffer("count", torch.zeros(self.n_features, dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(self.n_features, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(self.n_features, dtype=torch.float64))
+        self.register_buffer("shift", torch.zeros(self.n_features))
+        self.register_buffer("scale", torch.ones(self.n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num((x - self.shift) * self.scale, nan=0.0)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge the moments of the present values of batch ``x`` (no host synchronisation)."""
+        if x.shape[0] == 0:
+            return
+        x64 = x.detach().to(torch.float64)
+        present = ~torch.isnan(x64)
+        b = present.sum(dim=0, dtype=torch.float64)
+        batch_mean = torch.where(present, x64, 0.0).sum(dim=0) / b.clamp_min(1)
+        batch_m2 = torch.where(present, x64 - batch_mean, 0.0).square().sum(dim=0)
+        total = self.count + b
+        # b / total is 0 for a column with nothing present: its moments stay as they were.
+        frac = b / total.clamp_min(1)
+        delta = batch_mean - self.mean
+        self.mean.add_(delta * frac)
+        self.m2.add_(batch_m2 + delta.square() * self.count * frac)
+        self.count.copy_(total)
         std = (self.m2 / self.count.clamp_min(1)).sqrt()
         self.shift.copy_(self.mean)
         self.scale.copy_(

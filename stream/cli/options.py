@@ -257,6 +257,16 @@ LEARNER = (
         "need the other cores, and oversubscribed torch threads stall.",
     ),
     Option(
+        "--max-model-mb",
+        "max_model_mb",
+        type=float,
+        default=1024.0,
+        show_default=True,
+        help="Memory budget of a torch model: parameters plus optimizer state (Adam: ~3x the "
+        "parameters), checked before anything is allocated. Embedding tables dominate it: "
+        "lower a field's buckets or dim in the feature schema rather than raising this.",
+    ),
+    Option(
         "--ewc-strength",
         "ewc_strength",
         type=float,
