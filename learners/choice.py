@@ -99,7 +99,8 @@ class LearnerChoice:
     young_steps: int = 4
     rehearse_steps: int = 8
     task: str = "classification"
-    n_classes: int = 2
+    #: ``None``: the stream's labels decide (the engine passes the count it has seen to the builder).
+    n_classes: int | None = 2
     n_features: int | None = None
     device: str = "auto"
     seed: int = 0
@@ -146,7 +147,7 @@ class LearnerChoice:
             replay_capacity=self.replay_capacity,
             replay_mix=self.replay_mix,
             seed=self.seed,
-        ).build(task=self.task, n_classes=self.n_classes if n_classes is None else n_classes)
+        ).build(task=self.task, n_classes=(self.n_classes or 2) if n_classes is None else n_classes)
 
     @property
     def learning_rate(self) -> float:
@@ -162,7 +163,7 @@ class LearnerChoice:
 
     def _build(self, n_features: int, *, layout: dict | None = None, n_classes: int | None = None) -> Any:
         kind = self.kind
-        n_classes = self.n_classes if n_classes is None else n_classes
+        n_classes = (self.n_classes or 2) if n_classes is None else n_classes
         model_kwargs = parse_options(self.model_options, "--model-option")
         if layout is not None:
             _check_layout_fits(kind, layout)

@@ -154,6 +154,17 @@ class MaskedStandardizer(nn.Module):
         self.mean.add_(delta * frac)
         self.m2.add_(batch_m2 + delta.square() * self.count * frac)
         self.count.copy_(total)
+        self._refresh()
+
+    @torch.no_grad()
+    def set_moments(self, count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Replace the per-column statistics with moments computed elsewhere (a full retrain's global ones)."""
+        self.count.copy_(count)
+        self.mean.copy_(mean)
+        self.m2.copy_(m2)
+        self._refresh()
+
+    def _refresh(self) -> None:
         std = (self.m2 / self.count.clamp_min(1)).sqrt()
         self.shift.copy_(self.mean)
         self.scale.copy_(

@@ -162,6 +162,10 @@ class Engine:
         return self._live.ledger is not None
 
     @property
+    def codec_state(self) -> dict:
+        return self.codec.schema_info()
+
+    @property
     def positions(self) -> dict[TopicPartition, int]:
         """Per partition, the next offset to read (a copy)."""
         return dict(self._positions)

@@ -69,6 +69,11 @@ class EngineView(Protocol):
         """Whether the engine records the id of every learned event (then a retrain must record its ids)."""
         ...
 
+    @property
+    def codec_state(self) -> dict:
+        """How the engine reads records now: feature schema, label map (a retrain must read them the same way)."""
+        ...
+
     def pending(self) -> Events | None:
         """Events read but not learned yet: the open window's residue."""
         ...

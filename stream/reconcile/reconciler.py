@@ -267,6 +267,7 @@ class Reconciler:
             end=exact_bound(cutoff, "earliest").spec,
             record_ids=engine.keeps_ledger,
             note=f"daemon retrain ({why})",
+            codec=engine.codec_state,
         )
         job = RetrainJob(
             spec, job_dir, self.config.launch, timeout_s=self.config.timeout_s, env=self.config.job_env

@@ -59,6 +59,8 @@ class RetrainSpec:
     record_ids: bool = False
     kafka: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    #: The daemon's codec state (feature schema, label map) at launch; empty: numeric rows.
+    codec: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "topics", tuple(self.topics))

@@ -49,13 +49,16 @@ import torch
 from torch import nn
 
 from learners.choice import LearnerChoice
-from learners.neural.standardize import InputStandardizer
+from learners.neural.standardize import InputStandardizer, MaskedStandardizer
 from stream.core.errors import ConfigError, StreamlearnError
 from stream.core.records import TopicPartition
 from stream.reconcile.distributed import DistContext
 from stream.reconcile.shards import owned, plan_shards
 from stream.reconcile.spec import RetrainSpec
 from stream.reconcile.worker_data import ShardData, read_shard, resolve_range
+
+if TYPE_CHECKING:
+    from stream.codec.json_codec import JsonCodec
 
 __all__ = ["RetrainResult", "main", "retrain"]
 
@@ -106,30 +109,52 @@ def _say(ctx: DistContext, message: str) -> None:
 
 
 # ------------------------------------------------------------------ pieces
-def _build_learner(spec: RetrainSpec, ctx: DistContext, n_features: int):
+def _build_learner(spec: RetrainSpec, ctx: DistContext, n_features: int, codec: JsonCodec):
     choice = LearnerChoice(**{**spec.learner, "device": str(ctx.device)})
     if choice.kind != "torch":
         raise ConfigError(f"a full retrain trains torch models; {choice.model!r} is a {choice.kind} model")
     # EWC and replay plugins come out empty: a retrain learns every event of
     # its range, so it has nothing to hold on to or rehearse yet.
-    learner = choice.factory()(n_features)
+    shape = {}
+    if codec.schema is not None:
+        shape["layout"] = codec.schema.layout()
+    if codec.labels is not None and not codec.labels.fixed:
+        shape["n_classes"] = codec.n_classes
+    learner = choice.factory()(n_features, **shape)
     return choice, learner
 
 
 def _global_moments(ctx: DistContext, parts: list[torch.Tensor], d: int, device) -> tuple:
-    """Count, mean and M2 of every feature over the whole range (two all-reduces, float64)."""
-    sums = torch.zeros(d + 1, dtype=torch.float64, device=device)
+    """Per-column count, mean and M2 of the first ``d`` columns over the whole range (two all-reduces, float64).
+
+    Missing values (NaN, in the numeric block of a feature schema's rows) count
+    in no column, as in :class:`~learners.neural.standardize.MaskedStandardizer`.
+    """
+    sums = torch.zeros(2 * d, dtype=torch.float64, device=device)
     for X in parts:
-        sums[0] += X.shape[0]
-        sums[1:] += X.to(torch.float64).sum(dim=0)
+        X64 = X[:, :d].to(torch.float64)
+        present = ~torch.isnan(X64)
+        sums[:d] += present.sum(dim=0)
+        sums[d:] += torch.where(present, X64, 0.0).sum(dim=0)
     ctx.all_reduce_sum(sums)
-    count = sums[0]
-    mean = sums[1:] / count.clamp_min(1)
+    count = sums[:d]
+    mean = sums[d:] / count.clamp_min(1)
     m2 = torch.zeros(d, dtype=torch.float64, device=device)
     for X in parts:
-        m2 += (X.to(torch.float64) - mean).square().sum(dim=0)
+        X64 = X[:, :d].to(torch.float64)
+        m2 += torch.where(torch.isnan(X64), 0.0, X64 - mean).square().sum(dim=0)
     ctx.all_reduce_sum(m2)
     return count, mean, m2
+
+
+def _set_global_moments(ctx: DistContext, model: nn.Module, parts: list[torch.Tensor], device) -> None:
+    """Every input standardiser of ``model`` gets the whole range's statistics of the columns it scales."""
+    for module in model.modules():
+        if isinstance(module, InputStandardizer):
+            count, mean, m2 = _global_moments(ctx, parts, module.n_features, device)
+            module.set_moments(count.max(), mean, m2)  # no NaN in plain rows: one count for all
+        elif isinstance(module, MaskedStandardizer) and module.n_features:
+            module.set_moments(*_global_moments(ctx, parts, module.n_features, device))
 
 
 def _fault_step(ctx: DistContext) -> int | None:
@@ -196,12 +221,15 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
         f"{_fmt_ranges(ranges)}",
     )
 
+    # The daemon's codec state: its feature schema and label map, so the retrain reads
+    # records exactly as the live model does (an empty state: numeric rows, as before).
     codec = JsonCodec(
         CodecConfig(
             task=learner_opts.get("task", "classification"),
             n_classes=learner_opts.get("n_classes", 2),
             n_features=learner_opts.get("n_features"),
-        )
+        ),
+        state=spec.codec or None,
     )
     mine: list[ShardData] = [
         read_shard(kafka, s, codec) for s in owned(shards, rank=ctx.rank, world=ctx.world)
@@ -233,18 +261,14 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
     d = dims.pop()
     _say(ctx, f"read {total:,} events ({undecodable:,} undecodable skipped) in {read_s:.1f}s")
 
-    choice, learner = _build_learner(spec, ctx, d)
+    choice, learner = _build_learner(spec, ctx, d, codec)
     classify = choice.task == "classification"
     dev = learner.torch_device
     X = {s.index: torch.from_numpy(np.ascontiguousarray(s.events.X)).to(dev) for s in mine}
     y = {s.index: torch.from_numpy(np.ascontiguousarray(s.events.y)).to(dev) for s in mine}
 
     model: nn.Module = learner.module
-    scalers = [m for m in model.modules() if isinstance(m, InputStandardizer)]
-    if scalers:
-        moments = _global_moments(ctx, list(X.values()), d, dev)
-        for s in scalers:
-            s.set_moments(*moments)
+    _set_global_moments(ctx, model, list(X.values()), dev)
     opt = learner.torch_optimizer
     for group in opt.param_groups:
         group["lr"] = retrain_lr(spec, choice)
