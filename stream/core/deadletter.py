@@ -62,6 +62,8 @@ from stream.core.records import RawRecord
 
 ENVELOPE_FORMAT = "streamlearn.dead-letter.v1"
 _TEXT_PREVIEW_CHARS = 2048
+#: The reason of an event that came after its event-time window closed.
+LATE_REASON = "late: event time behind the closed window"
 # A reason is a short sentence; this bound only guards against a pathological one.
 _MAX_REASON_CHARS = 1000
 
@@ -255,5 +257,5 @@ def late_letters(events) -> list[DeadLetter]:
             None,
             orjson.dumps(doc),
         )
-        letters.append(DeadLetter(rec, "late: event time behind the closed window"))
+        letters.append(DeadLetter(rec, LATE_REASON))
     return letters
