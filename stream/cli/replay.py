@@ -200,6 +200,10 @@ def _replay_logging(path: str):
     handler.setLevel(logging.INFO)
     quiet_console = logging.getLogger().getEffectiveLevel() > logging.INFO
     drift_log = logging.getLogger("drift")
+    # Every configuration's engine warns about the dead-letter rate of the same records: say it once.
+    once = _OncePerMessage()
+    engine_log = logging.getLogger("stream.engine.loop")
+    engine_log.addFilter(once)
     saved = drift_log.level, drift_log.propagate
     drift_log.addHandler(handler)
     drift_log.setLevel(logging.INFO)
@@ -211,7 +215,23 @@ def _replay_logging(path: str):
         drift_log.removeHandler(handler)
         drift_log.setLevel(saved[0])
         drift_log.propagate = saved[1]
+        engine_log.removeFilter(once)
         handler.close()
+
+
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
 
 
 def _file_source(files, start, end, label_column):

@@ -152,3 +152,23 @@ def test_a_raised_threshold_keeps_the_alarm_quiet(tmp_path, caplog):
         summary = engine_over(three_class_records(1_200), tmp_path, max_dead_letter_rate=0.5).run()
     assert not alarms(caplog) and not summary.dead_letter_rate.exceeded
     assert summary.dead_letter_rate.rate == pytest.approx(1 / 3)
+
+
+# ------------------------------------------------------------------ replay, in process
+def test_replay_of_several_configurations_warns_once_and_fails_with_exit_1(tmp_path, caplog):
+    from click.testing import CliRunner
+
+    from stream.cli.main import main
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b"\n".join(r.value for r in three_class_records(600)) + b"\n")
+    (tmp_path / "a.yaml").write_text("name: a\nmodel: logistic\n")
+    (tmp_path / "b.yaml").write_text("name: b\nmodel: logistic\nlr: 0.01\n")
+    args = ["replay", "--file", str(rows), "--window", "count:100", "--quiet", "--out", str(tmp_path / "out")]
+    configs = ["--config", str(tmp_path / "a.yaml"), "--config", str(tmp_path / "b.yaml")]
+    with caplog.at_level(logging.WARNING, logger="stream.engine.loop"):
+        result = CliRunner().invoke(main, args + configs)
+    assert result.exit_code == 1, result.output
+    assert len(alarms(caplog)) == 1  # both engines read the same records: one warning
+    assert f"top reason: '{LABEL_2}' x 200" in result.stderr
+    assert (tmp_path / "out" / "report.html").exists()
