@@ -27,6 +27,7 @@ from stream.cli.options import (
     BOOTSTRAP,
     DRIFT,
     LEARNER,
+    MAX_DEAD_LETTER_RATE,
     REGISTRY,
     REGISTRY_AND_GATE,
     TOPICS,
@@ -40,6 +41,7 @@ from stream.cli.table import Option, Values, with_options
 if TYPE_CHECKING:  # imported when the demo runs: `--help` stays fast
     from drift.choice import DriftChoice
     from learners.choice import LearnerChoice
+    from stream.engine.config import RunSummary
     from stream.engine.gate import GateConfig
     from stream.engine.progress import RunStats
     from stream.engine.spec import EngineSpec
@@ -64,6 +66,7 @@ class DemoConfig:
     gate: GateConfig
     learner: LearnerChoice
     drift: DriftChoice | None = None  # None: drift handling off
+    max_dead_letter_rate: float = 0.05
 
     def engine_spec(self, *, bootstrap: str | None, run_id: str, run_dir: str) -> EngineSpec:
         """The engine the demo runs on ``bootstrap``, writing under ``run_dir``."""
@@ -84,7 +87,10 @@ class DemoConfig:
             checkpoints=CheckpointSpec(dir=os.path.join(run_dir, "checkpoints"), keep=3),
             dead_letter="kafka",
             loop=EngineConfig(
-                checkpoint_every_batches=20, checkpoint_every_seconds=5, until_idle_seconds=3.0
+                checkpoint_every_batches=20,
+                checkpoint_every_seconds=5,
+                until_idle_seconds=3.0,
+                max_dead_letter_rate=self.max_dead_letter_rate,
             ),
             gate=self.gate,
             # A fresh registry per run unless one is named: versions of an earlier demo
@@ -158,7 +164,8 @@ class AccuracyTimeline:
         return [(b[0], (b[1] - a[1]) / (b[2] - a[2])) for a, b in zip(ends, ends[1:]) if b[2] > a[2]]
 
 
-def run_demo(cfg: DemoConfig) -> None:
+def run_demo(cfg: DemoConfig) -> RunSummary:
+    """Run the demo (see the module docstring); the daemon's summary."""
     import httpx
 
     from serving.api.app import create_app
@@ -302,6 +309,7 @@ def run_demo(cfg: DemoConfig) -> None:
         registry.close()
         if broker_ctx is not None:
             broker_ctx.stop()
+    return summary
 
 
 #: ``streamlearn demo``'s options, in ``--help`` order.
@@ -349,6 +357,7 @@ DEMO_OPTIONS = (
     *LEARNER,
     *(REGISTRY.but(env=None) if opt is REGISTRY else opt for opt in REGISTRY_AND_GATE),
     *DRIFT,
+    MAX_DEAD_LETTER_RATE,
 )
 
 
@@ -356,8 +365,10 @@ DEMO_OPTIONS = (
 @with_options(DEMO_OPTIONS)
 def demo(opts: Values) -> None:
     """The embedded default: broker + drifting stream + daemon + registry + API, end to end."""
+    from stream.cli.run import fail_on_dead_letters
+
     learner = learner_from(opts)
-    run_demo(
+    summary = run_demo(
         DemoConfig(
             bootstrap=opts.bootstrap,
             n_events=opts.n_events,
@@ -373,5 +384,7 @@ def demo(opts: Values) -> None:
             gate=gate_from(opts),
             learner=learner,
             drift=drift_from(opts),
+            max_dead_letter_rate=opts.max_dead_letter_rate,
         )
     )
+    fail_on_dead_letters(summary)  # the demo's stream ends: a bounded run

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from stream.sources.kafka import KafkaSourceConfig
 
 EXIT_USAGE = 2
+#: A command that ran to its end but whose result is not to be trusted (e.g. most records
+#: dead-lettered): not the user's command line, so not :data:`EXIT_USAGE`.
+EXIT_UNTRUSTED_RESULT = 1
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

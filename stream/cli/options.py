@@ -102,6 +102,17 @@ WINDOW = Option(
 )
 MAX_POLL_RECORDS = Option("--max-poll-records", "max_poll_records", type=int, default=5000, show_default=True)
 QUIET = Option("--quiet", "quiet", is_flag=True, help="No progress lines.")
+MAX_DEAD_LETTER_RATE = Option(
+    "--max-dead-letter-rate",
+    "max_dead_letter_rate",
+    type=click.FloatRange(0.0, 1.0),
+    metavar="RATE",
+    help="Share of records that may go unlearned (undecodable or late; judged from 200 records on) "
+    "before the run warns loudly (log, progress line, summary, /metrics); a bounded run "
+    "(--until-idle, --max-events, --file, demo) then exits 1 at its end; 1: off "
+    "[env STREAMLEARN_DEAD_LETTER_MAX_RATE; default 0.05].",
+    env=Env("stream.core.settings.DeadLetterSettings", "max_rate"),
+)
 RANGE_FROM = Option(
     "--from",
     "range_from",

@@ -15,7 +15,7 @@ import time
 
 import click
 
-from stream.cli.errors import require_broker, require_topics
+from stream.cli.errors import EXIT_UNTRUSTED_RESULT, fail, require_broker, require_topics
 from stream.cli.options import (
     BOOTSTRAP,
     DRIFT,
@@ -24,6 +24,7 @@ from stream.cli.options import (
     KAFKA_SETTINGS,
     LABEL_COLUMN,
     LEARNER,
+    MAX_DEAD_LETTER_RATE,
     MAX_POLL_RECORDS,
     PARTITIONS,
     PUBLISH_EVERY_BATCHES,
@@ -72,6 +73,11 @@ REPLAY_OPTIONS = (
     VALIDATION_TOLERANCE.but(help=None),
     HOLDOUT_MIN_EVENTS.but(help=None),
     Option("--out", "out_dir", help="Report directory [default: .streamlearn/replay-<topic>-<time>]."),
+    MAX_DEAD_LETTER_RATE.but(
+        help="Share of the range's records that may go unlearned (undecodable or late) before the "
+        "replay fails with exit code 1 (the report is still written); 1: off "
+        "[env STREAMLEARN_DEAD_LETTER_MAX_RATE; default 0.05]."
+    ),
     MAX_POLL_RECORDS,
     QUIET.but(help="No progress bar."),
     *LEARNER,
@@ -166,6 +172,7 @@ def replay(opts: Values) -> None:
         max_poll_records=opts.max_poll_records,
         progress=not opts.quiet,
         about={"command": shlex.join(["streamlearn", *sys.argv[1:]]), "source": info},
+        max_dead_letter_rate=opts.max_dead_letter_rate,
     )
     with _replay_logging(os.path.join(out_dir, "replay.log")):
         result = backtest.run()
@@ -174,11 +181,23 @@ def replay(opts: Values) -> None:
     rate = f"{read['records_per_second']:,.0f} records/s" if read["records_per_second"] else "n/a"
     click.echo(
         f"[streamlearn] read {read['records']:,} records once ({rate}), "
-        f"{read['dead_letters']:,} dead letter(s); {read['wall_seconds']:.1f}s in all",
+        f"{read['dead_letters']:,} dead letter(s) ({result['dead_letter_rate']['rate']:.1%} not learned); "
+        f"{read['wall_seconds']:.1f}s in all",
         err=True,
     )
     click.echo(format_table(result))
     click.echo(f"[streamlearn] report: {files_written.html}  (plots and summary.json beside it)", err=True)
+    verdict = result["dead_letter_rate"]
+    if verdict["exceeded"]:
+        # After the report: the user can look at what was refused (dead-letters.jsonl, the report).
+        reason, count = verdict["top_reasons"][0]
+        fail(
+            f"{verdict['rate']:.1%} of the records were dead-lettered ({verdict['rejected']:,} of "
+            f"{verdict['records']:,}), above --max-dead-letter-rate {verdict['threshold']:g}; top reason: "
+            f"{reason!r} x {count:,}; the metrics cover only the rest -- check --classes, the feature "
+            "schema and --topic",
+            EXIT_UNTRUSTED_RESULT,
+        )
 
 
 @contextlib.contextmanager
@@ -194,6 +213,10 @@ def _replay_logging(path: str):
     handler.setLevel(logging.INFO)
     quiet_console = logging.getLogger().getEffectiveLevel() > logging.INFO
     drift_log = logging.getLogger("drift")
+    # Every configuration's engine warns about the dead-letter rate of the same records: say it once.
+    once = _OncePerMessage()
+    engine_log = logging.getLogger("stream.engine.loop")
+    engine_log.addFilter(once)
     saved = drift_log.level, drift_log.propagate
     drift_log.addHandler(handler)
     drift_log.setLevel(logging.INFO)
@@ -205,7 +228,23 @@ def _replay_logging(path: str):
         drift_log.removeHandler(handler)
         drift_log.setLevel(saved[0])
         drift_log.propagate = saved[1]
+        engine_log.removeFilter(once)
         handler.close()
+
+
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
 
 
 def _file_source(files, start, end, label_column):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from stream.cli.errors import require_broker, why_nothing_learned
+from stream.cli.errors import EXIT_UNTRUSTED_RESULT, fail, require_broker, why_nothing_learned
 from stream.cli.options import (
     BOOTSTRAP,
     CHECKPOINTS,
@@ -17,6 +17,7 @@ from stream.cli.options import (
     KAFKA_SETTINGS,
     LABEL_COLUMN,
     LEARNER,
+    MAX_DEAD_LETTER_RATE,
     MAX_POLL_RECORDS,
     PARTITIONS,
     QUIET,
@@ -82,6 +83,7 @@ RUN_OPTIONS = (
         show_default=True,
         help="What happens to a record whose id was taken in recently.",
     ),
+    MAX_DEAD_LETTER_RATE,
     Option(
         "--until-idle",
         "until_idle",
@@ -139,6 +141,10 @@ def run(opts: Values) -> None:
     extras = EngineExtras(on_progress=progress_reporter(opts.quiet, opts.metrics_port), quiet=opts.quiet)
     summary = run_engine(build_engine(spec, gate=gate, reconciler=reconciler, extras=extras))
     print_summary(summary, gate, reconciler, label_column=opts.label_column if opts.files else None)
+    # A bounded run is a job whose numbers someone will read: fail it. The daemon was warned
+    # when the rate passed, and keeps (and ends) its usual way: a bad producer must not kill it.
+    if opts.until_idle is not None or opts.max_events is not None or opts.files:
+        fail_on_dead_letters(summary)
 
 
 def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
@@ -166,6 +172,7 @@ def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
             max_poll_records=opts.max_poll_records,
             dedup_window=opts.dedup_window,
             duplicate_policy=opts.duplicate_policy,
+            max_dead_letter_rate=opts.max_dead_letter_rate,
         ),
         gate=gate_from(opts),
         registry=registry_from(opts),
@@ -186,6 +193,17 @@ def run_engine(engine, *, install_signals: bool = True):
     return engine.run()
 
 
+def fail_on_dead_letters(summary) -> None:
+    """Exit 1 (:data:`~stream.cli.errors.EXIT_UNTRUSTED_RESULT`) when the run's dead-letter rate ended above its threshold."""
+    verdict = summary.dead_letter_rate
+    if verdict is not None and verdict.exceeded:
+        fail(
+            f"{verdict.rate:.1%} of the records were not learned (above --max-dead-letter-rate "
+            f"{verdict.threshold:g}): the results cover only the rest",
+            EXIT_UNTRUSTED_RESULT,
+        )
+
+
 def print_summary(summary, gate=None, reconciler=None, label_column=None) -> None:
     """The end-of-run lines; ``label_column`` (file input) names the label when nothing was learned."""
     acc = f"{summary.accuracy:.3f}" if summary.accuracy is not None else "n/a"
@@ -203,6 +221,11 @@ def print_summary(summary, gate=None, reconciler=None, label_column=None) -> Non
             f"{k} ({v:,})" for k, v in sorted(summary.unknown_fields.items(), key=lambda kv: -kv[1])[:8]
         )
         click.echo(f"[streamlearn] fields not in the feature schema (not learned from): {shown}", err=True)
+    verdict = summary.dead_letter_rate
+    if verdict is not None and verdict.exceeded:
+        from stream.engine.rejects import HINT
+
+        click.echo(f"[streamlearn] WARNING {verdict.describe()}; {HINT}", err=True)
     status = summary.dead_letter_status
     if status is not None and not status.healthy:
         click.echo(f"[streamlearn] WARNING {status.describe()}: a restart sends them first", err=True)

@@ -62,6 +62,8 @@ from stream.core.records import RawRecord
 
 ENVELOPE_FORMAT = "streamlearn.dead-letter.v1"
 _TEXT_PREVIEW_CHARS = 2048
+#: The reason of an event that came after its event-time window closed.
+LATE_REASON = "late: event time behind the closed window"
 # A reason is a short sentence; this bound only guards against a pathological one.
 _MAX_REASON_CHARS = 1000
 
@@ -233,7 +235,7 @@ class CountingSink:
         return self.inner.status() if self.inner is not None else None
 
 
-def late_letters(events, reason: str = "late: event time behind the closed window") -> list[DeadLetter]:
+def late_letters(events, reason: str = LATE_REASON) -> list[DeadLetter]:
     """Dead letters for decoded events (by default: they came after their event-time window closed).
 
     They keep their decoded content (id, ts, x, y) as the value: by then the

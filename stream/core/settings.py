@@ -14,7 +14,7 @@ Examples
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,9 @@ class DeadLetterSettings(BaseSettings):
     max_value_kb: int = 256
     #: Spool size (MiB) at which the daemon stops while the destination is down.
     spool_mb: float = 256
+    #: The share of a run's records that may go unlearned (undecodable or late) before the
+    #: run says so loudly, a bounded run exits 1 and a replay fails (``--max-dead-letter-rate``).
+    max_rate: float = Field(0.05, ge=0.0, le=1.0)
 
 
 class CheckpointSettings(BaseSettings):

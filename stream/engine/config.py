@@ -22,6 +22,7 @@ from typing import Literal
 from stream.core.deadletter import SinkStatus
 from stream.core.errors import ConfigError
 from stream.core.records import TopicPartition
+from stream.engine.rejects import DeadLetterVerdict
 from stream.sources.outage import OutageSummary
 
 
@@ -63,6 +64,11 @@ class EngineConfig:
     #: batch was not full (nothing waiting: a lagging daemon does the minimum);
     #: ``always`` -- after every batch (replay: the same steps on every run); ``never``.
     rehearse: Literal["caught_up", "always", "never"] = "caught_up"
+    #: The share of records a run may fail to learn (undecodable or late) before it says so
+    #: loudly (:mod:`stream.engine.rejects`); 1.0: never. Judged from ``dead_letter_min_records``
+    #: records read on, so that one bad record at the start is not a rate of 100%.
+    max_dead_letter_rate: float = 0.05
+    dead_letter_min_records: int = 200
 
     def __post_init__(self) -> None:
         if self.checkpoint_every_batches is not None and self.checkpoint_every_batches < 1:
@@ -79,6 +85,12 @@ class EngineConfig:
             raise ConfigError("dedup_window must be 0 (off) or a number of ids")
         if self.max_poll_records < 1 or self.poll_timeout_ms < 0:
             raise ConfigError("max_poll_records must be >= 1 and poll_timeout_ms >= 0")
+        if not 0.0 <= self.max_dead_letter_rate <= 1.0:
+            raise ConfigError(
+                f"max_dead_letter_rate must be between 0 and 1 (1: off), got {self.max_dead_letter_rate}"
+            )
+        if self.dead_letter_min_records < 1:
+            raise ConfigError("dead_letter_min_records must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -105,3 +117,5 @@ class RunSummary:
     outage: OutageSummary | None = None
     #: Fields met in records but not in the feature schema, by name (ignored or dead-lettered).
     unknown_fields: dict[str, int] | None = None
+    #: This run's records not learned (undecodable or late) against ``max_dead_letter_rate``.
+    dead_letter_rate: DeadLetterVerdict | None = None

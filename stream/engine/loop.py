@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from learners.base import Learner
 from stream.codec.json_codec import JsonCodec
 from stream.core.clock import Clock, SystemClock
-from stream.core.deadletter import CountingSink, DeadLetterSink, late_letters
+from stream.core.deadletter import LATE_REASON, CountingSink, DeadLetterSink, late_letters
 from stream.core.errors import SchemaMismatchError
 from stream.core.poll import PollColumns
 from stream.core.records import Events, MicroBatch, TopicPartition
@@ -72,6 +72,7 @@ from stream.engine.ledger import LearnLedger
 from stream.engine.oversight import Oversight
 from stream.engine.polling import poll_until_done
 from stream.engine.progress import RunStats
+from stream.engine.rejects import HINT, RejectTracker
 from stream.engine.stages import batch_stages
 from stream.sources.base import Source
 from stream.sources.outage import OutageWatch
@@ -124,6 +125,8 @@ class Engine:
         self._windower = None
         self._positions: dict[TopicPartition, int] = {}
         self._stats = RunStats()
+        # Per run, not checkpointed: the question is whether *this* run's input fits its configuration.
+        self._rejects = RejectTracker(self.config.max_dead_letter_rate, self.config.dead_letter_min_records)
         self._recent: RecentIds | None = None
         self._ckpt_seq = 0
         self._cadence = CheckpointCadence(
@@ -335,6 +338,9 @@ class Engine:
         if len(poll):
             self._handle(self._ingest(poll))
         self._handle(self._windower.tick(self.clock.now_ms()))
+        if self._rejects.newly_exceeded():
+            # Once per run, and the run goes on: a daemon must not die on a bad producer.
+            log.warning("records are not being learned: %s; %s", self._rejects.verdict().describe(), HINT)
         if self._dirty and self._cadence.due(batches_learned=self._stats.batches_learned):
             self.checkpoint()
             self._cadence.timer_restarted()
@@ -368,6 +374,7 @@ class Engine:
             duplicates=self._stats.duplicates,
             dead_letter_status=self._sink.status(),
             unknown_fields=dict(self.codec.unknown_fields) or None,
+            dead_letter_rate=self._rejects.verdict(),
         )
 
     def close(self) -> None:
@@ -390,6 +397,7 @@ class Engine:
         if decoded is None:  # stopped while the schema registry was away: the poll stays unread
             return WindowOutput([])
         self._sink.send(decoded.dead_letters)
+        self._rejects.observe(len(poll), (letter.reason for letter in decoded.dead_letters))
         events = decoded.events
         if self._recent is not None and len(events):
             dead_letter = self.config.duplicate_policy == "dead_letter"
@@ -405,6 +413,7 @@ class Engine:
     def _handle(self, out: WindowOutput) -> None:
         if out.late is not None and len(out.late):
             self._stats.late += len(out.late)
+            self._rejects.add(LATE_REASON, len(out.late))  # dropped or dead-lettered: not learned
             if self.config.late_policy == "dead_letter":
                 self._sink.send(late_letters(out.late))
             self._dirty = True
@@ -476,6 +485,7 @@ class Engine:
         stats = self._stats
         stats.dead_letters = dict(self._sink.counts)
         stats.dead_letter_status = self._sink.status()
+        stats.dead_letter_rate = self._rejects.verdict()
         try:
             stats.lag = self.source.lag()
         except Exception:  # noqa: BLE001 -- lag is informational

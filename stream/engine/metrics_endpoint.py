@@ -2,8 +2,9 @@
 
 The serving API has its own ``/metrics``; this is the learning side's: events
 learned and read, dead letters by reason, duplicates, lag, and -- the loud
-part -- whether the dead-letter destination is up and how many letters wait
-in its on-disk spool. Values are refreshed at every progress report
+parts -- whether the dead-letter destination is up, how many letters wait
+in its on-disk spool, and whether the share of records not learned passed
+``--max-dead-letter-rate``. Values are refreshed at every progress report
 (``progress_every_seconds``), from the same :class:`~stream.engine.progress.RunStats`
 the progress line prints.
 
@@ -17,6 +18,12 @@ Examples
 >>> metrics.update(stats)
 >>> text = metrics.render().decode()
 >>> "streamlearn_dead_letter_destination_up 0.0" in text, "streamlearn_dead_letter_spooled 2.0" in text
+(True, True)
+>>> from stream.engine.rejects import DeadLetterVerdict
+>>> stats.dead_letter_rate = DeadLetterVerdict(records=1000, rejected=700, threshold=0.05, min_records=200)
+>>> metrics.update(stats)
+>>> text = metrics.render().decode()
+>>> "streamlearn_dead_letter_rate 0.7" in text, "streamlearn_dead_letter_rate_exceeded 1.0" in text
 (True, True)
 """
 
@@ -68,6 +75,16 @@ class DaemonMetrics:
         self._spool_bytes = Gauge(
             "streamlearn_dead_letter_spool_bytes", "Size of the dead-letter spool", registry=r
         )
+        self._dl_rate = Gauge(
+            "streamlearn_dead_letter_rate",
+            "Share of this run's records not learned (undecodable or late)",
+            registry=r,
+        )
+        self._dl_rate_exceeded = Gauge(
+            "streamlearn_dead_letter_rate_exceeded",
+            "1 while that share is above --max-dead-letter-rate (judged from its minimum record count on)",
+            registry=r,
+        )
         self._undeliverable = Gauge(
             "streamlearn_dead_letter_undeliverable",
             "Dead letters the destination refused for good (kept locally)",
@@ -88,6 +105,9 @@ class DaemonMetrics:
         self._spooled.set(status.spooled if status is not None else 0)
         self._spool_bytes.set(status.spool_bytes if status is not None else 0)
         self._undeliverable.set(status.undeliverable if status is not None else 0)
+        verdict = stats.dead_letter_rate
+        self._dl_rate.set(verdict.rate if verdict is not None else 0)
+        self._dl_rate_exceeded.set(1 if verdict is not None and verdict.exceeded else 0)
 
     def render(self) -> bytes:
         """The exposition text (what ``GET /metrics`` answers)."""

@@ -19,6 +19,7 @@ from stream.core import metrics
 
 if TYPE_CHECKING:
     from stream.core.deadletter import SinkStatus
+    from stream.engine.rejects import DeadLetterVerdict
 
 
 @dataclass
@@ -44,6 +45,8 @@ class RunStats:
     outage: str | None = None
     #: The dead-letter destination's health (``None`` with ``--dead-letter none``).
     dead_letter_status: SinkStatus | None = None
+    #: This run's share of records not learned, against its threshold (set at each report).
+    dead_letter_rate: DeadLetterVerdict | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -117,6 +120,9 @@ class ProgressPrinter:
             parts.append(f"dead-letter {dead:,} late {stats.late:,}")
         if stats.duplicates:
             parts.append(f"duplicates {stats.duplicates:,}")
+        verdict = stats.dead_letter_rate
+        if verdict is not None and verdict.exceeded:
+            parts.append(f"WARNING dead-letter rate {verdict.rate:.1%} > {verdict.threshold:g}")
         if stats.dead_letter_status is not None and not stats.dead_letter_status.healthy:
             parts.append(f"WARNING {stats.dead_letter_status.describe()}")
         more = self.extra() if self.extra is not None else None

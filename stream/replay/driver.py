@@ -143,7 +143,10 @@ class Backtest:
     with ETA on stderr. ``decode`` is how every engine decodes the records
     (task, classes, features, label field: one for all, since they score the same
     labels). ``about`` is what the report says about the run: ``command`` and
-    ``source`` (topics, specs).
+    ``source`` (topics, specs). ``max_dead_letter_rate`` is every engine's
+    threshold (:mod:`stream.engine.rejects`); the result's ``dead_letter_rate``
+    is the worst configuration's verdict (they read the same records; only late
+    events, which depend on the window, can differ).
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class Backtest:
         progress: bool = True,
         dead_letters: str | None = "file",
         about: Mapping[str, Any] | None = None,
+        max_dead_letter_rate: float = 0.05,
     ) -> None:
         if not configs:
             raise ConfigError("a backtest needs at least one configuration")
@@ -171,6 +175,7 @@ class Backtest:
         self.max_poll_records = max_poll_records
         self.progress = progress
         self.dead_letters = dead_letters
+        self.max_dead_letter_rate = max_dead_letter_rate
         about = about or {}
         self.command = about.get("command")
         self.source_info = dict(about.get("source") or {})
@@ -222,7 +227,11 @@ class Backtest:
             dead_letter=dead_letter,
             # Checkpoints only at the end: the final state is kept for `inspect`, mid-run ones would only cost.
             loop=without_checkpoint_cadence(
-                EngineConfig(max_poll_records=self.max_poll_records, rehearse="always")
+                EngineConfig(
+                    max_poll_records=self.max_poll_records,
+                    rehearse="always",
+                    max_dead_letter_rate=self.max_dead_letter_rate,
+                )
             ),
             # A scratch registry per configuration: nothing is published to the production one.
             gate=cfg.gate,
@@ -294,6 +303,7 @@ class Backtest:
         dead = sum(lanes_results[0]["_dead_letters"].values())
         for r in lanes_results:
             del r["_dead_letters"]
+        worst = max((r["dead_letter_rate"] for r in lanes_results), key=lambda v: (v["exceeded"], v["rate"]))
         return {
             "streamlearn_version": own_version,
             "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -308,6 +318,7 @@ class Backtest:
                 "dead_letters": dead,
                 "wall_seconds": wall,
             },
+            "dead_letter_rate": worst,
             "configs": lanes_results,
         }
 
@@ -382,6 +393,7 @@ class _Lane:
             "windows": m["windows"],
             "per_class": m["per_class"],
             "markers": m["markers"],
+            "dead_letter_rate": summary.dead_letter_rate.as_dict(),
             "_dead_letters": summary.dead_letters,
         }
 

@@ -249,6 +249,7 @@ def _context(result: dict, images: dict[str, bytes]) -> dict:
         "seed": result.get("seed"),
         "version": result.get("streamlearn_version") or "",
         "created_at": result.get("created_at") or "",
+        "dead_letter_alarm": _dead_letter_alarm(result.get("dead_letter_rate")),
         "summary": _summary_table(configs, task),
         "figures": _figures(result, images, task),
         "configs": [_config_view(i, c) for i, c in enumerate(configs)],
@@ -271,12 +272,35 @@ def _meta(result: dict, source: dict, topics: list[str]) -> list[tuple[str, str]
             f"({_fmt(read.get('records_per_second'), '{:,.0f}')} records/s)",
         ),
         ("dead letters", _fmt(read.get("dead_letters"), "{:,.0f}")),
+        ("not learned", _rate_text(result.get("dead_letter_rate"))),
         ("task", str(result.get("task") or "?")),
         ("seed", _show(result.get("seed"), "-")),
         ("created", str(result.get("created_at") or "-")),
         ("streamlearn", str(result.get("streamlearn_version") or "-")),
     ]
     return items
+
+
+def _rate_text(verdict: Any) -> str:
+    """``33.3% (400 of 1,200; threshold 0.05)``, or ``-`` for a result from before the check."""
+    if not isinstance(verdict, dict) or _number(verdict.get("rate")) is None:
+        return "-"
+    return (
+        f"{_fmt(verdict.get('rate'), '{:.1%}')} ({_fmt(verdict.get('rejected'), '{:,.0f}')} of "
+        f"{_fmt(verdict.get('records'), '{:,.0f}')}; threshold {_fmt(verdict.get('threshold'), '{:g}')})"
+    )
+
+
+def _dead_letter_alarm(verdict: Any) -> dict | None:
+    """What the report's warning box says when the range's dead-letter rate passed its threshold, else None."""
+    if not isinstance(verdict, dict) or not verdict.get("exceeded"):
+        return None
+    reasons = [
+        (str(pair[0]), _fmt(pair[1], "{:,.0f}"))
+        for pair in verdict.get("top_reasons") or []
+        if isinstance(pair, (list, tuple)) and len(pair) == 2
+    ]
+    return {"rate": _rate_text(verdict), "reasons": reasons}
 
 
 def _partitions(partitions: Any) -> list[tuple[str, str, str, str]]:

@@ -78,6 +78,20 @@ def sample_result(
             "records_per_second": 5242.1,
             "dead_letters": records - total,
         },
+        # The worst configuration's share of records not learned (stream.engine.rejects); here all
+        # read the same records with count windows, so one verdict, well within the threshold.
+        "dead_letter_rate": {
+            "records": records,
+            "rejected": records - total,
+            "rate": (records - total) / records if records else 0.0,
+            "threshold": 0.05,
+            "min_records": 200,
+            "exceeded": False,
+            "alarmed": False,
+            "top_reasons": [["bad json: unexpected end of input", records - total]]
+            if records > total
+            else [],
+        },
         "configs": [
             _config(i, name, task, rng, events, end_event, ts_start) for i, name in enumerate(configs)
         ],

@@ -255,3 +255,29 @@ def test_format_table_regression_columns():
     header, *rows = format_table(result).splitlines()
     assert "RMSE" in header and "MAE" in header and "accuracy" not in header
     assert f"{result['configs'][1]['summary']['rmse']:.4f}" in rows[1]
+
+
+def test_a_range_above_the_dead_letter_threshold_gets_a_warning_box_with_the_top_reasons(tmp_path):
+    result = sample_result(n_windows=20)
+    result["dead_letter_rate"] = {
+        "records": 1200,
+        "rejected": 400,
+        "rate": 400 / 1200,
+        "threshold": 0.05,
+        "min_records": 200,
+        "exceeded": True,
+        "alarmed": True,
+        "top_reasons": [["bad label: 2 is outside [0, 2)", 400]],
+    }
+    html = write_report(result, tmp_path / "bad").html.read_text()
+    assert 'id="dead-letters"' in html and "33.3% (400 of 1,200; threshold 0.05)" in html
+    assert "<code>bad label: 2 is outside [0, 2)</code> × 400" in html
+    assert html.index('id="dead-letters"') < html.index('id="summary"')  # before the numbers it questions
+    result["dead_letter_rate"] = {
+        **result["dead_letter_rate"],
+        "rejected": 10,
+        "rate": 0.008,
+        "exceeded": False,
+    }
+    fine = write_report(result, tmp_path / "fine").html.read_text()
+    assert 'id="dead-letters"' not in fine and "0.8% (10 of 1,200; threshold 0.05)" in fine
