@@ -81,7 +81,7 @@ def test_integer_labels_grow_the_class_count_on_both_the_named_and_the_numeric_p
     assert named.n_classes == 5 and numeric.n_classes == 7 and out.events.y.tolist() == [0, 1, 6]
     fixed = JsonCodec(CodecConfig(n_classes=2, n_features=2))
     refused = fixed.decode(poll([{"x": [1, 2], "y": 6}]))
-    assert refused.dead_letters[0].reason == "bad label: 6 is not one of the 2 configured classes 0..1"
+    assert refused.dead_letters[0].reason == "bad label: 6 is outside [0, 2)"
 
 
 def test_the_state_restores_schema_labels_and_unknown_counts_and_decodes_identically():

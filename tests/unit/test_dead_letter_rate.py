@@ -164,7 +164,9 @@ def test_replay_of_several_configurations_warns_once_and_fails_with_exit_1(tmp_p
     rows.write_bytes(b"\n".join(r.value for r in three_class_records(600)) + b"\n")
     (tmp_path / "a.yaml").write_text("name: a\nmodel: logistic\n")
     (tmp_path / "b.yaml").write_text("name: b\nmodel: logistic\nlr: 0.01\n")
-    args = ["replay", "--file", str(rows), "--window", "count:100", "--quiet", "--out", str(tmp_path / "out")]
+    # --classes 2 on a 3-class stream: the mistake the issue describes (without it the classes are inferred).
+    args = ["replay", "--file", str(rows), "--classes", "2", "--window", "count:100", "--quiet"]
+    args += ["--out", str(tmp_path / "out")]
     configs = ["--config", str(tmp_path / "a.yaml"), "--config", str(tmp_path / "b.yaml")]
     with caplog.at_level(logging.WARNING, logger="stream.engine.loop"):
         result = CliRunner().invoke(main, args + configs)

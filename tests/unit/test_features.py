@@ -193,8 +193,11 @@ def test_integer_and_boolean_labels_are_their_own_index_and_grow_the_count():
 
 def test_a_fixed_map_refuses_new_classes_and_a_growing_one_stops_at_its_limit():
     fixed = LabelMap(n_classes=2, fixed=True)
-    with pytest.raises(LabelError, match="not one of the 2 configured classes"):
+    with pytest.raises(LabelError, match=r"4 is outside \[0, 2\)"):
         fixed.index(4)
+    named = LabelMap(["ham", "spam"], fixed=True)
+    with pytest.raises(LabelError, match="not one of the 2 configured classes"):
+        named.index("eggs")
     capped = LabelMap(max_classes=3)
     capped.index(2)
     with pytest.raises(LabelError, match="more than the limit of 3"):

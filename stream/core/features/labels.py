@@ -112,6 +112,8 @@ class LabelMap:
         return self._index[label]
 
     def _grow(self, n: int, label: Any) -> None:
+        if self.fixed and self._names is None:
+            raise LabelError(f"bad label: {label} is outside [0, {self._n})")
         if self.fixed:
             raise LabelError(
                 f"bad label: {label!r} is not one of the {self._n} configured classes {self._show()}"
