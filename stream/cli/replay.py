@@ -31,17 +31,14 @@ from stream.cli.options import (
     QUIET,
     RANGE_FROM,
     RANGE_TO,
-    RECORD_FORMAT,
-    SCHEMA,
     TOPICS,
     VALIDATION_TOLERANCE,
     WINDOW,
     drift_from,
     gate_from,
     learner_from,
-    schema_from,
-    value_format_from,
 )
+from stream.cli.record_options import RECORD_FORMAT, SCHEMA, schema_from, value_format_from
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
 

@@ -21,10 +21,8 @@ from stream.cli.options import (
     MAX_POLL_RECORDS,
     PARTITIONS,
     QUIET,
-    RECORD_FORMAT,
     REGISTRY_AND_GATE,
     RETRAIN,
-    SCHEMA,
     TOPICS,
     WINDOW,
     drift_from,
@@ -33,10 +31,9 @@ from stream.cli.options import (
     open_gate,
     reconcile_from,
     registry_from,
-    schema_from,
     source_from,
-    value_format_from,
 )
+from stream.cli.record_options import RECORD_FORMAT, SCHEMA, schema_from, value_format_from
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
 

@@ -32,6 +32,8 @@ from stream.codec.parsers import JsonParser, RecordParser
 from stream.codec.proto_schema import load_proto_schema
 from stream.codec.protobuf_parser import ProtobufParser, ProtobufSerializer
 from stream.codec.schema_registry import SchemaRegistryClient
+from stream.codec.value_format import FORMATS as FORMATS  # re-exported: the formats by name
+from stream.codec.value_format import ValueFormat
 from stream.codec.value_format import check_format as _check
 from stream.core.errors import ConfigError
 
@@ -77,6 +79,20 @@ def make_parser(
         return AvroParser(schema, registry=registry)
     schema = load_proto_schema(schema_path) if schema_path else None
     return ProtobufParser(schema, message=message, registry=registry)
+
+
+def parser_for(value_format: ValueFormat) -> RecordParser:
+    """The parser of a configured :class:`~stream.codec.value_format.ValueFormat`."""
+    vf = value_format
+    return make_parser(vf.record_format, vf.schema_path, vf.registry_url, message=vf.message)
+
+
+def serializer_for(value_format: ValueFormat, subject: str | None = None) -> RecordSerializer:
+    """The serializer of a configured :class:`~stream.codec.value_format.ValueFormat` (``subject``: with a registry)."""
+    vf = value_format
+    return make_serializer(
+        vf.record_format, vf.schema_path, vf.registry_url, subject=subject, message=vf.message
+    )
 
 
 def make_serializer(

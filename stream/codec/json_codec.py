@@ -180,7 +180,7 @@ class JsonCodec:
         #: Called with (schema, summary) when a schema is inferred; logs them by default.
         self.on_inferred = log_inferred
         vf = self.config.value_format
-        self._parser = vf.parser() if vf is not None and vf.record_format != "json" else None
+        self._parser = _parser_for(vf) if vf is not None and vf.record_format != "json" else None
 
     @property
     def n_features(self) -> int | None:
@@ -526,3 +526,11 @@ def restore_schema(declared: FeatureSchema | None, saved: Mapping[str, Any] | No
             "use a new --checkpoint-dir, or the checkpoint's schema (streamlearn inspect shows it)"
         )
     return declared or restored
+
+
+def _parser_for(value_format: ValueFormat) -> Any:
+    # Imported only when a binary format is configured: the parsers pull in fastavro,
+    # protobuf and an HTTP client, which a JSON stream never needs.
+    from stream.codec.formats import parser_for
+
+    return parser_for(value_format)

@@ -32,7 +32,8 @@ Examples
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections import Counter
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -41,8 +42,20 @@ from stream.core.deadletter import DeadLetter
 from stream.core.features import FeatureEncoder, FeatureSchema, infer_schema
 from stream.core.records import Events, RawRecord
 
-if TYPE_CHECKING:
-    from stream.codec.json_codec import JsonCodec
+
+class RecordReader(Protocol):
+    """What the named path needs of its codec (:class:`~stream.codec.json_codec.JsonCodec` is one)."""
+
+    config: Any
+    y_dtype: Any
+    unknown_fields: Counter
+
+    def envelope(self, rec: RawRecord, doc: dict) -> tuple[int, str | None]: ...
+
+    def label(self, doc: dict) -> Any: ...
+
+    def empty_events(self) -> Events: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +65,7 @@ __all__ = ["NamedDecoder", "infer_from_docs"]
 class NamedDecoder:
     """The named-field path of a :class:`~stream.codec.json_codec.JsonCodec` (which owns the label map)."""
 
-    def __init__(self, codec: JsonCodec, schema: FeatureSchema) -> None:
+    def __init__(self, codec: RecordReader, schema: FeatureSchema) -> None:
         self.codec = codec
         self.schema = schema
         self.encoder = FeatureEncoder(schema)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from stream.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from stream.codec.formats import RecordSerializer
-    from stream.codec.parsers import RecordParser
 
 __all__ = ["FORMATS", "ValueFormat", "check_format"]
 
@@ -20,11 +15,12 @@ FORMATS = ("json", "avro", "protobuf")
 class ValueFormat:
     """A record format by name, as configured (``--format``, ``--value-schema``, ``--schema-registry``).
 
-    Plain data, so it can sit in a frozen configuration; :meth:`parser` and
-    :meth:`serializer` build the live objects (and check the settings).
+    Plain data, so it can sit in a frozen configuration (the settings are
+    checked here); :func:`stream.codec.formats.parser_for` builds the live parser.
 
-    >>> ValueFormat("json").parser().parse(b'{"y": 1}')
-    {'y': 1}
+    >>> ValueFormat("avro")
+    Traceback (most recent call last):
+    stream.core.errors.ConfigError: --format avro needs --value-schema FILE or --schema-registry URL
     """
 
     record_format: str = "json"
@@ -34,18 +30,6 @@ class ValueFormat:
 
     def __post_init__(self) -> None:
         check_format(self.record_format, self.schema_path, self.registry_url)
-
-    def parser(self) -> RecordParser:
-        from stream.codec.formats import make_parser
-
-        return make_parser(self.record_format, self.schema_path, self.registry_url, message=self.message)
-
-    def serializer(self, subject: str | None = None) -> RecordSerializer:
-        from stream.codec.formats import make_serializer
-
-        return make_serializer(
-            self.record_format, self.schema_path, self.registry_url, subject=subject, message=self.message
-        )
 
 
 def check_format(record_format: str, schema_path: str | None, registry_url: str | None) -> None:

@@ -38,7 +38,9 @@ def test_the_first_poll_infers_a_schema_and_locks_it_with_the_dimension():
         ("amount", "numeric"), ("device", "categorical"), ("is_new", "boolean")
     ]  # fmt: skip
     assert codec.n_features == schema.width == 3 and len(seen) == 1 and "device" in seen[0][1]
-    np.testing.assert_array_equal(out.events.X, FeatureEncoder(schema).encode([click(i)["x"] for i in range(20)]).X)
+    np.testing.assert_array_equal(
+        out.events.X, FeatureEncoder(schema).encode([click(i)["x"] for i in range(20)]).X
+    )
     assert out.events.y.tolist() == [i % 2 for i in range(20)] and codec.labels.classes == ["skip", "click"]
 
 

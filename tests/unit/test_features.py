@@ -113,7 +113,10 @@ def test_codes_never_use_the_reserved_slots_and_spread_over_the_table():
     "x, reason",
     [
         ({"amount": "12"}, "feature 'amount': expected a number, got str '12'"),
-        ({"amount": 1e39}, "feature 'amount': expected a finite number within float32 range, got float 1e+39"),
+        (
+            {"amount": 1e39},
+            "feature 'amount': expected a finite number within float32 range, got float 1e+39",
+        ),
         ({"is_new": 2}, "feature 'is_new': expected a boolean (true/false, 0/1), got int 2"),
         ({"is_new": "yes"}, "feature 'is_new': expected a boolean (true/false, 0/1), got str 'yes'"),
         ({"user": {"id": 1}}, "feature 'user': expected a string, number or boolean, got dict {'id': 1}"),
@@ -159,7 +162,13 @@ def test_inference_types_fields_by_their_majority_and_sizes_tables_by_distinct_v
     xs[3]["amount"] = "oops"  # one odd value does not decide the type
     schema, summary = infer_schema(xs)
     types = {f.name: f.type for f in schema.fields}
-    assert types == {"age": "numeric", "amount": "numeric", "flag": "boolean", "title": "text", "user": "categorical"}
+    assert types == {
+        "age": "numeric",
+        "amount": "numeric",
+        "flag": "boolean",
+        "title": "text",
+        "user": "categorical",
+    }
     assert dict((f.name, f.buckets) for f in schema.embedded)["user"] == 8192  # 300 * 16 -> next power of two
     assert "user" in summary and "categorical/8192" in summary
     assert FeatureSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
