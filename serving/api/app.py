@@ -54,6 +54,8 @@ from serving.api.inputs import check_finite, parse_body, rows_to_matrix, unproce
 from serving.api.metrics import MetricsMiddleware, ServingMetrics
 from serving.api.model import ServedModel
 from serving.api.schemas import (
+    BATCH_EXAMPLES,
+    PREDICT_EXAMPLES,
     BatchPrediction,
     BatchPredictRequest,
     Prediction,
@@ -133,11 +135,11 @@ def _json(payload: dict) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def _body_doc(schema: type[BaseModel]) -> dict:
+def _body_doc(schema: type[BaseModel], examples: dict) -> dict:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema.model_json_schema()}},
+            "content": {"application/json": {"schema": schema.model_json_schema(), "examples": examples}},
         }
     }
 
@@ -150,7 +152,8 @@ _ERROR_TEXT = {
     409: "the registry refused the transition (no weights any more, nothing to roll back to)",
     413: "the body is larger than max_body_bytes (or /predict/batch has more rows than max_batch_rows)",
     415: "the body is not JSON",
-    422: "the rows do not fit the model, or a feature value is not finite in float32",
+    422: "the rows do not fit the model: wrong count or shape, a value not finite in float32, a named "
+    "field of the wrong kind (or unknown, where the schema rejects unknown fields)",
     503: "no validated model yet, or the registry is unreachable",
 }
 
@@ -283,16 +286,16 @@ def create_app(
         "/predict",
         response_model=Prediction,
         tags=["predict"],
-        openapi_extra=_body_doc(PredictRequest),
+        openapi_extra=_body_doc(PredictRequest, PREDICT_EXAMPLES),
         responses=_responses(413, 415, 422, 503),
     )
     async def predict(request: Request) -> Response:
         """Predict one row; the answer names the model version that produced it."""
         body = parse_body(PredictRequest, await _json_body(request))
         model = _served(request)
-        X = rows_to_matrix([body.x], model, ("body", "x"))
+        X = rows_to_matrix([body.x], model, ("body", "x"), metrics.count_unknown_fields)
         labels, proba = model.predict(X)
-        check_finite(labels if proba is None else proba, ("body", "x"), model.version.number)
+        check_finite(labels if proba is None else proba, ("body", "x"), model, X)
         metrics.predicted_rows.inc()
         return _json(
             {
@@ -306,7 +309,7 @@ def create_app(
         "/predict/batch",
         response_model=BatchPrediction,
         tags=["predict"],
-        openapi_extra=_body_doc(BatchPredictRequest),
+        openapi_extra=_body_doc(BatchPredictRequest, BATCH_EXAMPLES),
         responses=_responses(413, 415, 422, 503),
     )
     async def predict_batch(request: Request) -> Response:
@@ -322,9 +325,9 @@ def create_app(
             )
         if n == 0:
             return _json({"version": model.version.number, "predictions": [], "probabilities": None})
-        X = rows_to_matrix(body.rows, model, ("body", "rows"))
+        X = rows_to_matrix(body.rows, model, ("body", "rows"), metrics.count_unknown_fields)
         labels, proba = model.predict(X)
-        check_finite(labels if proba is None else proba, ("body", "rows"), model.version.number)
+        check_finite(labels if proba is None else proba, ("body", "rows"), model, X)
         metrics.predicted_rows.inc(n)
         if proba is None:
             return _json(
