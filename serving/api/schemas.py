@@ -39,7 +39,15 @@ Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MA
 # Any, not a union of scalar types: which values a field takes is the served
 # version's to say, and the encoder's FieldError names the field, what it
 # expected and what came; a union would answer with one error per scalar type.
-FieldValue = Annotated[Any, WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
+FieldValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "type": ["string", "number", "boolean", "null"],
+            "description": "null or absent: missing; what each field takes is the served version's schema",
+        }
+    ),
+]
 Row = list[Number] | dict[str, FieldValue]
 
 NAMED_ROW = {"user": "u_81723", "country": "FR", "amount": 12.5, "age": None, "is_new": True}
