@@ -33,6 +33,12 @@ includes waiting for a core; the floor pays the same tax, hence the ratio.
     python -m bench.serving                                  # 5 s x 6 rows x 3 rounds
     python -m bench.serving --duration 2 --rounds 1          # quick look
     python -m bench.serving --model mlp --concurrency 16 --json serving.json
+    python -m bench.serving --rows named                     # rows of named fields, see NAMED_SCHEMA
+
+``--rows named`` publishes the model with a feature schema (:data:`NAMED_SCHEMA`:
+numeric, boolean and 2**16-bucket categorical fields) and sends rows of named
+fields, which the app validates and encodes per request; ``--n-features`` is
+then the schema's width.
 """
 
 from __future__ import annotations
@@ -63,6 +69,19 @@ SCENARIOS = (  # (name, server, endpoint, swaps)
     ("app batch", "app", "batch", False),
     ("app batch + swaps", "app", "batch", True),
 )
+#: The feature schema of ``--rows named``: a click stream's kinds of fields.
+NAMED_SCHEMA = {
+    "fields": [
+        {"name": "amount", "type": "numeric"},
+        {"name": "age", "type": "numeric"},
+        {"name": "score", "type": "numeric"},
+        {"name": "is_new", "type": "boolean"},
+        {"name": "user", "type": "categorical", "buckets": 1 << 16},
+        {"name": "country", "type": "categorical", "buckets": 1 << 16},
+        {"name": "device", "type": "categorical", "buckets": 1 << 16},
+    ],
+    "unknown": "ignore",
+}
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 _VERSION = re.compile(rb'"version":\s*(\d+)')
 
@@ -135,9 +154,26 @@ def http_request(port: int, path: str, body: bytes = b"") -> bytes:
     ).encode() + body
 
 
-def request_for(port: int, endpoint: str, n_features: int, batch_rows: int, seed: int) -> bytes:
+def named_row(rng: random.Random) -> dict:
+    """A row of :data:`NAMED_SCHEMA`'s fields. Every number is present: the bench's MLP does not impute."""
+    return {
+        "amount": round(rng.uniform(0, 200), 2),
+        "age": rng.randint(18, 90),
+        "score": round(rng.uniform(-1, 1), 4),
+        "is_new": rng.random() < 0.3,
+        "user": f"u_{rng.randrange(10**6)}",
+        "country": rng.choice(["FR", "DE", "US", "BR", "IN"]),
+        "device": rng.choice(["ios", "android", "web", None]),
+    }
+
+
+def request_for(port: int, endpoint: str, args: argparse.Namespace, seed: int) -> bytes:
     rng = random.Random(seed)
-    row = lambda: [round(rng.uniform(-1, 1), 4) for _ in range(n_features)]  # noqa: E731
+    if args.rows == "named":
+        row = lambda: named_row(rng)  # noqa: E731
+    else:
+        row = lambda: [round(rng.uniform(-1, 1), 4) for _ in range(args.n_features)]  # noqa: E731
+    batch_rows = args.batch_rows
     if endpoint == "single":
         return http_request(port, "/predict", json.dumps({"x": row()}).encode())
     return http_request(
@@ -186,7 +222,7 @@ def measure(port: int, endpoint: str, args: argparse.Namespace, duration: float)
         ctx.Process(
             target=client,
             args=(
-                request_for(port, endpoint, args.n_features, args.batch_rows, i),
+                request_for(port, endpoint, args, i),
                 port,
                 duration,
                 start,
@@ -325,6 +361,8 @@ def run(args: argparse.Namespace) -> dict[str, list[dict]]:
     from serving.registry.versions import Version
 
     schema = {"n_features": args.n_features, "task": "classification", "n_classes": 2}
+    if args.rows == "named":
+        schema["features"] = NAMED_SCHEMA
     blobs = [
         dumps_state(TorchLearner(args.model, n_features=args.n_features, device="cpu", seed=s).state_dict())
         for s in range(4)
@@ -478,13 +516,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="client processes, one connection each")
     parser.add_argument("--batch-rows", type=int, default=64)
     parser.add_argument("--model", choices=("logistic", "mlp"), default="logistic")
-    parser.add_argument("--n-features", type=int, default=10)
+    parser.add_argument("--n-features", type=int, default=10, help="with --rows numbers")
+    parser.add_argument(
+        "--rows",
+        choices=("numbers", "named"),
+        default="numbers",
+        help="lists of numbers, or named fields (NAMED_SCHEMA, encoded by the app)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="PATH", help="also write the per-round results and medians here")
     args = parser.parse_args(argv)
+    if args.rows == "named":
+        args.n_features = len(NAMED_SCHEMA["fields"])  # one column each: no text fields
     print(
         f"{os.cpu_count()} cores shared by clients and servers; {args.concurrency} clients; model {args.model}, "
-        f"{args.n_features} features; batch {args.batch_rows} rows; {args.duration:g} s per row, "
+        f"{args.n_features} features ({args.rows}); batch {args.batch_rows} rows; {args.duration:g} s per row, "
         f"{args.rounds} round(s)",
         flush=True,
     )

@@ -39,22 +39,23 @@ import math
 import secrets
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Annotated, Any, Sequence
+from typing import Annotated
 
-import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from serving.api.body_limit import BodySizeLimitMiddleware
 from serving.api.hot_swap import HotSwapper, ModelSlot, same_version
+from serving.api.inputs import check_finite, parse_body, rows_to_matrix, unprocessable
 from serving.api.metrics import MetricsMiddleware, ServingMetrics
 from serving.api.model import ServedModel
 from serving.api.schemas import (
-    FLOAT32_MAX,
+    BATCH_EXAMPLES,
+    PREDICT_EXAMPLES,
     BatchPrediction,
     BatchPredictRequest,
     Prediction,
@@ -112,60 +113,6 @@ AdminDep = Depends(require_admin)
 
 
 # ---------------------------------------------------------------- JSON bodies
-_FLOAT32_MSG = (
-    f"Input should be a number finite in float32 (between -{FLOAT32_MAX:.8g} and {FLOAT32_MAX:.8g}): "
-    "the model computes in float32, where this value is infinite"
-)
-
-
-#: pydantic's names for the two shapes of a row (list | dict), which it puts in an error's loc.
-_ROW_SHAPES = ("list[constrained-float]", "dict[str,constrained-float]")
-
-
-def _body_errors(errors: list[dict]) -> list[dict]:
-    """pydantic's errors for a body in the client's terms: ``loc`` from ``"body"``, one row shape, plain words.
-
-    A row may be a list or a dict, so pydantic reports a failure under each
-    shape; "should be a valid array" from the shape the client did not use is
-    noise when the other one says what is really wrong, and the shape names
-    are not part of the client's document.
-    """
-    inside = {
-        tuple(e["loc"][:i]) for e in errors for i, part in enumerate(e["loc"][:-1]) if part in _ROW_SHAPES
-    }
-    out = []
-    for err in errors:
-        loc = tuple(err["loc"])
-        if (
-            loc
-            and loc[-1] in _ROW_SHAPES
-            and err["type"] in ("list_type", "dict_type")
-            and loc[:-1] in inside
-        ):
-            continue
-        err = {**err, "loc": ("body", *(part for part in loc if part not in _ROW_SHAPES))}
-        bound = (err.get("ctx") or {}).get("le", (err.get("ctx") or {}).get("ge"))
-        if (
-            err["type"] in ("less_than_equal", "greater_than_equal")
-            and bound is not None
-            and abs(bound) == FLOAT32_MAX
-        ):
-            # pydantic's own message prints the bound as a 39-digit integer; say what is wrong instead.
-            err["msg"] = _FLOAT32_MSG
-        out.append(err)
-    return out
-
-
-def _parse(schema: type[BaseModel], raw: bytes) -> Any:
-    """Validate a JSON body against ``schema``; 422 in FastAPI's error format otherwise."""
-    try:
-        return schema.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            _body_errors(exc.errors(include_input=False, include_url=False))
-        ) from None
-
-
 async def _json_body(request: Request) -> bytes:
     """The raw body of a predict request, or 415 if it says it is not JSON.
 
@@ -188,11 +135,11 @@ def _json(payload: dict) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def _body_doc(schema: type[BaseModel]) -> dict:
+def _body_doc(schema: type[BaseModel], examples: dict) -> dict:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema.model_json_schema()}},
+            "content": {"application/json": {"schema": schema.model_json_schema(), "examples": examples}},
         }
     }
 
@@ -205,7 +152,8 @@ _ERROR_TEXT = {
     409: "the registry refused the transition (no weights any more, nothing to roll back to)",
     413: "the body is larger than max_body_bytes (or /predict/batch has more rows than max_batch_rows)",
     415: "the body is not JSON",
-    422: "the rows do not fit the model, or a feature value is not finite in float32",
+    422: "the rows do not fit the model: wrong count or shape, a value not finite in float32, a named "
+    "field of the wrong kind (or unknown, where the schema rejects unknown fields)",
     503: "no validated model yet, or the registry is unreachable",
 }
 
@@ -231,77 +179,6 @@ def _served(request: Request) -> ServedModel:
             headers={"Retry-After": "1"},
         )
     return model
-
-
-# ---------------------------------------------------------------------- inputs
-def _unprocessable(loc: Sequence[Any], message: str) -> HTTPException:
-    # Same shape as FastAPI's own validation errors, so clients parse one format.
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT,
-        detail=[{"loc": list(loc), "msg": message, "type": "value_error"}],
-    )
-
-
-def rows_to_matrix(
-    rows: Sequence[list[float] | dict[str, float]], model: ServedModel, loc: Sequence[Any]
-) -> np.ndarray:
-    """Turn request rows into an (n, n_features) float32 matrix, or raise 422 saying what was expected."""
-    d = model.n_features
-    names = model.feature_names
-    if rows and isinstance(rows[0], list):
-        try:
-            X = np.asarray(rows, dtype=np.float32)  # the common case, in one C call
-        except (ValueError, TypeError):
-            X = None  # ragged or mixed rows: the loop below says which row is wrong
-        if X is not None and X.shape == (len(rows), d):
-            return X
-    X = np.empty((len(rows), d), np.float32)
-    for i, row in enumerate(rows):
-        where = [*loc, i] if len(rows) > 1 or loc[-1] == "rows" else list(loc)
-        if isinstance(row, dict):
-            if names is None:
-                raise _unprocessable(
-                    where,
-                    f"this model (version {model.version.number}) has unnamed features: "
-                    f"send x as a list of {d} numbers",
-                )
-            missing = [n for n in names if n not in row]
-            extra = sorted(set(row) - set(names))
-            if missing or extra:
-                raise _unprocessable(
-                    where, f"expected the {d} features {names}; missing {missing}, unknown {extra}"
-                )
-            X[i] = [row[n] for n in names]
-        else:
-            if len(row) != d:
-                raise _unprocessable(
-                    where, f"expected {d} features, got {len(row)} (model version {model.version.number})"
-                )
-            X[i] = row
-    return X
-
-
-def _check_finite(values: np.ndarray, loc: Sequence[Any], version: int) -> None:
-    """422 if the model's output is not finite (inf/NaN), naming the first row it happened on.
-
-    Inputs are all finite in float32, but a model's arithmetic can still
-    overflow on huge ones; answering 200 with ``null`` probabilities would
-    hand the client a prediction that means nothing.
-    """
-    flat = values.ravel()
-    # A Python loop over a short row: a numpy ufunc here added ~13 us to a
-    # ~100 us single-row /predict (measured in-process); batches take numpy.
-    all_finite = all(map(math.isfinite, flat.tolist())) if flat.size <= 64 else bool(np.isfinite(flat).all())
-    if all_finite:
-        return
-    finite = np.isfinite(values).reshape(len(values), -1)
-    row = int(np.flatnonzero(~finite.all(axis=1))[0])
-    where = [*loc, row] if loc[-1] == "rows" else list(loc)
-    raise _unprocessable(
-        where,
-        f"model version {version} overflows on this row (its output is not finite): "
-        "the feature values are too large for it; send them on the scale it was trained on",
-    )
 
 
 # -------------------------------------------------------------------------- app
@@ -409,16 +286,16 @@ def create_app(
         "/predict",
         response_model=Prediction,
         tags=["predict"],
-        openapi_extra=_body_doc(PredictRequest),
+        openapi_extra=_body_doc(PredictRequest, PREDICT_EXAMPLES),
         responses=_responses(413, 415, 422, 503),
     )
     async def predict(request: Request) -> Response:
         """Predict one row; the answer names the model version that produced it."""
-        body = _parse(PredictRequest, await _json_body(request))
+        body = parse_body(PredictRequest, await _json_body(request))
         model = _served(request)
-        X = rows_to_matrix([body.x], model, ("body", "x"))
+        X = rows_to_matrix([body.x], model, ("body", "x"), metrics.count_unknown_fields)
         labels, proba = model.predict(X)
-        _check_finite(labels if proba is None else proba, ("body", "x"), model.version.number)
+        check_finite(labels if proba is None else proba, ("body", "x"), model, X)
         metrics.predicted_rows.inc()
         return _json(
             {
@@ -432,12 +309,12 @@ def create_app(
         "/predict/batch",
         response_model=BatchPrediction,
         tags=["predict"],
-        openapi_extra=_body_doc(BatchPredictRequest),
+        openapi_extra=_body_doc(BatchPredictRequest, BATCH_EXAMPLES),
         responses=_responses(413, 415, 422, 503),
     )
     async def predict_batch(request: Request) -> Response:
         """Predict up to ``max_batch_rows`` rows with one model version."""
-        body = _parse(BatchPredictRequest, await _json_body(request))
+        body = parse_body(BatchPredictRequest, await _json_body(request))
         model = _served(request)
         n = len(body.rows)
         if n > settings.max_batch_rows:
@@ -448,9 +325,9 @@ def create_app(
             )
         if n == 0:
             return _json({"version": model.version.number, "predictions": [], "probabilities": None})
-        X = rows_to_matrix(body.rows, model, ("body", "rows"))
+        X = rows_to_matrix(body.rows, model, ("body", "rows"), metrics.count_unknown_fields)
         labels, proba = model.predict(X)
-        _check_finite(labels if proba is None else proba, ("body", "rows"), model.version.number)
+        check_finite(labels if proba is None else proba, ("body", "rows"), model, X)
         metrics.predicted_rows.inc(n)
         if proba is None:
             return _json(
@@ -541,11 +418,11 @@ def create_app(
             # float() parses "nan" and "inf"; no time is either, and a NaN
             # bound would silently compare false against every event.
             if bound is not None and not math.isfinite(bound):
-                raise _unprocessable(
+                raise unprocessable(
                     ("query", name), f"{name} must be a finite number of epoch seconds, got {bound}"
                 )
         if since is not None and until is not None and until < since:
-            raise _unprocessable(("query", "until"), f"until ({until}) is before since ({since})")
+            raise unprocessable(("query", "until"), f"until ({until}) is before since ({since})")
         return {"events": [e.to_dict() for e in reg.events(kind=kind, since=since, limit=limit, until=until)]}
 
     # ---------------------------------------------------------------- health

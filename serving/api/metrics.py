@@ -11,17 +11,25 @@ Examples
 >>> m.model_version.set(3)
 >>> b"streamlearn_model_version 3.0" in m.render()[0]
 True
+>>> m.count_unknown_fields({"referrer": 2})
+>>> b'streamlearn_api_unknown_fields_total{field="referrer"} 2.0' in m.render()[0]
+True
 """
 
 from __future__ import annotations
 
 import time
+from typing import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Buckets sized for a sub-10 ms API: most requests fall below 5 ms.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: Unknown field names given a series of their own; the rest share OTHER_FIELDS. Names come
+#: from clients, so without a bound one sending random keys would grow /metrics without end.
+UNKNOWN_FIELD_SERIES = 32
+OTHER_FIELDS = "(other names)"
 
 
 class ServingMetrics:
@@ -54,6 +62,26 @@ class ServingMetrics:
         self.registry_up = Gauge(
             "streamlearn_registry_up", "1 if the model registry is reachable", registry=r
         )
+
+        self.unknown_fields = Counter(
+            "streamlearn_api_unknown_fields",
+            f"Fields of named rows not in the served version's schema, by name (the first "
+            f"{UNKNOWN_FIELD_SERIES} names seen; later ones as {OTHER_FIELDS!r})",
+            ["field"],
+            registry=r,
+        )
+        self._unknown_series: dict[str, Counter] = {}
+
+    def count_unknown_fields(self, counts: Mapping[str, int]) -> None:
+        """Count unknown fields by name, giving at most ``UNKNOWN_FIELD_SERIES`` names their own series."""
+        for name, n in counts.items():
+            series = self._unknown_series.get(name)
+            if series is None:
+                if len(self._unknown_series) >= UNKNOWN_FIELD_SERIES:
+                    series = self.unknown_fields.labels(OTHER_FIELDS)
+                else:
+                    series = self._unknown_series[name] = self.unknown_fields.labels(name[:100])
+            series.inc(n)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

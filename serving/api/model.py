@@ -18,8 +18,20 @@ Examples
 >>> v = reg.publish(learner.state_dict(), Version(number=0, schema={"n_features": 2, "task": "classification"}))
 >>> served = ServedModel.load(reg, v.number)
 >>> labels, proba = served.predict(np.zeros((3, 2), np.float32))
->>> served.version.number, labels.shape, proba.shape
-(1, (3,), (3, 2))
+>>> served.version.number, labels.shape, proba.shape, served.encoder
+(1, (3,), (3, 2), None)
+
+A version whose stream has named fields carries its feature schema; the
+served model builds its encoder once, here, not per request:
+
+>>> from stream.core.features import FeatureSchema, FieldSpec
+>>> schema = FeatureSchema((FieldSpec("amount"), FieldSpec("country", "categorical")))
+>>> learner = TorchLearner(n_features=schema.width, device="cpu")
+>>> v = reg.publish(learner.state_dict(), Version(number=0, schema={
+...     "n_features": schema.width, "task": "classification", "features": schema.to_dict()}))
+>>> served = ServedModel.load(reg, v.number)
+>>> served.encoder.schema == schema, served.encoder.encode_one({"country": "FR"}).shape
+(True, (2,))
 """
 
 from __future__ import annotations
@@ -33,7 +45,8 @@ import numpy as np
 from learners.families import InferenceModel, load_inference_model
 from serving.registry.base import ModelRegistry
 from serving.registry.versions import Version
-from stream.core.errors import RegistryError
+from stream.core.errors import ConfigError, RegistryError
+from stream.core.features import FeatureEncoder, FeatureSchema
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,10 @@ class ServedModel:
     model: InferenceModel
     device: str = "cpu"
     loaded_at: float = field(default_factory=time.time)
+    #: Named fields -> the model's input, from the version's feature schema; ``None`` without one.
+    encoder: FeatureEncoder | None = None
+    #: The schema's field names, for the per-request test for unknown ones.
+    field_names: frozenset[str] = frozenset()
 
     @property
     def n_features(self) -> int:
@@ -90,7 +107,20 @@ class ServedModel:
             model = load_inference_model(state, device)
         except RegistryError as exc:
             raise RegistryError(f"version {version.number} cannot be served: {exc}") from exc
-        served = cls(version, model, device)
+        encoder = _encoder_of(version)
+        served = cls(
+            version,
+            model,
+            device,
+            encoder=encoder,
+            field_names=frozenset(encoder.schema.names if encoder else ()),
+        )
+        if encoder is not None and encoder.width != served.n_features:
+            # Serving it would answer every request with a shape error; refuse it once, here.
+            raise RegistryError(
+                f"version {version.number} cannot be served: its feature schema encodes "
+                f"{encoder.width} columns, its model takes {served.n_features}"
+            )
         # Warm-up: the first forward pass pays for lazy initialisation (kernel
         # selection, allocator); let the swapper thread pay it, not a request.
         served.predict(np.zeros((1, served.n_features), np.float32))
@@ -103,3 +133,13 @@ class ServedModel:
     def label(self, index: int) -> Any:
         classes = self.classes
         return classes[index] if classes else int(index)
+
+
+def _encoder_of(version: Version) -> FeatureEncoder | None:
+    doc = version.schema.get("features")
+    if doc is None:
+        return None
+    try:
+        return FeatureEncoder(FeatureSchema.from_dict(doc))
+    except (ConfigError, TypeError) as exc:
+        raise RegistryError(f"version {version.number} cannot be served: its feature schema: {exc}") from exc

@@ -1,14 +1,20 @@
 """Request and response bodies of the prediction API (pydantic models, shown in /docs).
 
-Feature values are strict numbers, finite in float32 (the precision models
-compute in): ``"1.5"`` (a string), ``true``, ``NaN`` and ``1e39`` (finite in
-float64, infinite once cast) are rejected with 422 rather than silently
-coerced, because a model fed a coerced value answers confidently and wrongly.
+A row is a list of numbers in feature order, or an object of named fields.
+Numbers in a list are strict, finite in float32 (the precision models compute
+in): ``"1.5"`` (a string), ``true``, ``NaN`` and ``1e39`` (finite in float64,
+infinite once cast) are rejected with 422 rather than silently coerced,
+because a model fed a coerced value answers confidently and wrongly. An
+object's values are any JSON scalars here; what each field must hold depends
+on the served version -- its feature schema, or numbers as above when it has
+none -- and is checked against it (:mod:`serving.api.inputs`).
 
 Examples
 --------
 >>> PredictRequest.model_validate_json('{"x": [1.5, -2]}').x
 [1.5, -2.0]
+>>> PredictRequest.model_validate_json('{"x": {"country": "FR", "age": null}}').x
+{'country': 'FR', 'age': None}
 >>> from pydantic import ValidationError
 >>> try:
 ...     PredictRequest.model_validate_json('{"x": [1e39]}')
@@ -22,7 +28,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 #: The largest finite float32; anything beyond it becomes inf when cast.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -30,19 +36,53 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The range is checked by pydantic's Rust validator as it parses, so it costs
 # nothing extra, points at the offending element and is documented in /openapi.json.
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-Row = list[Number] | dict[str, Number]
+# Any, not a union of scalar types: which values a field takes is the served
+# version's to say, and the encoder's FieldError names the field, what it
+# expected and what came; a union would answer with one error per scalar type.
+FieldValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "type": ["string", "number", "boolean", "null"],
+            "description": "null or absent: missing; what each field takes is the served version's schema",
+        }
+    ),
+]
+Row = list[Number] | dict[str, FieldValue]
+
+NAMED_ROW = {"user": "u_81723", "country": "FR", "amount": 12.5, "age": None, "is_new": True}
+#: Request examples for /docs: both shapes of a row.
+PREDICT_EXAMPLES = {
+    "numbers": {"summary": "a list of numbers, in feature order", "value": {"x": [0.1, 0.5, -0.3]}},
+    "named fields": {
+        "summary": "named fields (a model published with a feature schema); null or absent: missing",
+        "value": {"x": NAMED_ROW},
+    },
+}
+BATCH_EXAMPLES = {
+    "numbers": {"summary": "lists of numbers", "value": {"rows": [[0.1, 0.5, -0.3], [0.2, 0.1, 0.0]]}},
+    "named fields": {
+        "summary": "objects of named fields",
+        "value": {"rows": [NAMED_ROW, {"user": "u_2", "country": "DE", "amount": 3.0}]},
+    },
+}
 
 
 class PredictRequest(BaseModel):
-    """One row: ``x`` is a list of numbers in feature order, or ``{name: number}`` when the stream named them."""
+    """One row: ``x`` is a list of numbers in feature order, or an object of named fields.
 
-    x: Row = Field(examples=[[0.1, 0.5, -0.3]])
+    Named fields are the served version's feature schema (any JSON scalar,
+    ``null`` or absent for missing), or ``{name: number}`` for a version whose
+    stream only named its numeric features; ``GET /models/current`` shows which.
+    """
+
+    x: Row = Field(examples=[[0.1, 0.5, -0.3], NAMED_ROW])
 
 
 class BatchPredictRequest(BaseModel):
     """Several rows (at most the server's ``max_batch_rows``)."""
 
-    rows: list[Row] = Field(examples=[[[0.1, 0.5, -0.3], [0.2, 0.1, 0.0]]])
+    rows: list[Row] = Field(examples=[[[0.1, 0.5, -0.3], [0.2, 0.1, 0.0]], [NAMED_ROW]])
 
 
 class Prediction(BaseModel):
