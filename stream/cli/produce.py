@@ -8,6 +8,7 @@ import click
 
 from stream.cli.errors import require_broker
 from stream.cli.options import BOOTSTRAP, TOPICS
+from stream.cli.record_options import RECORD_FORMAT, value_format_from
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError
 
@@ -61,6 +62,7 @@ PRODUCE_OPTIONS = (
         help="Spacing of backdated timestamps.",
     ),
     Option("--seed", "seed", type=int, default=42, show_default=True),
+    *RECORD_FORMAT,
 )
 
 
@@ -91,6 +93,7 @@ def produce(opts: Values) -> None:
             start_ts_ms=_parse_time(opts.start_time),
             interval_ms=opts.interval_ms,
         ),
+        serialize=_serializer(value_format_from(opts), topic),
         partitions=opts.partitions,
         rate=opts.rate,
     )
@@ -98,6 +101,18 @@ def produce(opts: Values) -> None:
         f"[streamlearn] produced {sent:,} {opts.generator} records to {topic} in {time.monotonic() - started:.1f}s",
         err=True,
     )
+
+
+def _serializer(value_format, topic: str):
+    """``row -> bytes`` in the configured format; with a registry the subject is Confluent's default ``<topic>-value``."""
+    import orjson
+
+    if value_format is None:
+        return orjson.dumps
+    from stream.codec.formats import serializer_for
+
+    subject = f"{topic}-value" if value_format.registry_url else None
+    return serializer_for(value_format, subject).serialize
 
 
 def _parse_time(spec: str | None) -> int | None:

@@ -21,7 +21,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import orjson
 
@@ -173,11 +173,19 @@ class SyntheticStream:
 
 
 def produce(
-    bootstrap: str, topic: str, stream: SyntheticStream, *, partitions: int = 3, rate: float | None = None
+    bootstrap: str,
+    topic: str,
+    stream: SyntheticStream,
+    *,
+    partitions: int = 3,
+    rate: float | None = None,
+    serialize: Callable[[dict], bytes] = orjson.dumps,
 ) -> int:
     """Write ``stream``'s records round-robin over ``partitions`` of ``topic``; returns the count sent.
 
-    ``rate`` caps records per second (default: as fast as the broker takes them).
+    ``rate`` caps records per second (default: as fast as the broker takes them);
+    ``serialize`` writes a row's value (JSON by default; Avro or Protobuf through
+    :func:`stream.codec.formats.serializer_for`).
     """
     from kafka import KafkaProducer
 
@@ -210,7 +218,7 @@ def produce(
         if stream.poison is not None:
             rows = poisoned_rows(rows, *stream.poison)
         for i, row in enumerate(rows):
-            value = orjson.dumps(row)
+            value = serialize(row)
             if corrupt_every and i % corrupt_every == corrupt_every - 1:
                 value = value[: len(value) // 2]
             producer.send(
