@@ -25,9 +25,9 @@ Bayes-optimal prediction, outside ``"x"``): the mean log loss of ``p`` against
 ``y`` is the floor no learner can beat in expectation.
 
 The world (latent vectors, biases, user attributes, which ads drift) depends on
-the seed and the world's sizes only; the records are drawn in fixed chunks of
+the seed and the world's sizes only; the records are drawn in whole chunks of
 :data:`CHUNK` from per-chunk generators, so the same seed gives the same
-records, and records before the drift point do not depend on ``n`` beyond it.
+records, and a record before the drift point does not depend on ``n``.
 
 Examples
 --------
@@ -138,7 +138,9 @@ class ClickStream:
         w = world if world is not None else self.world()
         drift = self.drift_row(n)
         for c, start in enumerate(range(0, n, CHUNK)):
-            yield w.draw(np.random.default_rng([self.seed, 1, c]), start, min(CHUNK, n - start), drift)
+            # Always a whole chunk, then cut: row k's draws do not depend on where the stream ends.
+            cols = w.draw(np.random.default_rng([self.seed, 1, c]), start, CHUNK, drift)
+            yield {k: v[: n - start] for k, v in cols.items()} if n - start < CHUNK else cols
 
     def records(self, n: int) -> Iterator[dict]:
         """``n`` records as plain dicts (see :func:`click_records`)."""
