@@ -131,7 +131,7 @@ def score(p1: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
     >>> ll, acc = score(np.array([0.9, 0.2, 1.0]), np.array([1, 0, 0]))
     >>> round(ll, 4), round(acc, 4)
-    (5.5815, 0.6667)
+    (5.4822, 0.6667)
     """
     p = np.clip(np.asarray(p1, dtype=np.float64), CLIP, 1.0 - CLIP)
     return log_loss(np.stack([1.0 - p, p], axis=1), y), accuracy((p > 0.5).astype(y.dtype), y)
@@ -597,7 +597,8 @@ def main(
     if river_lanes:
         dicts = [river_dict(r["x"]) for r in records]
         cache = RiverCache(args.river_cache)
-        key = f"click/{args.rows}/{args.seed}/{cfg.n_users}/{cfg.n_ads}/{cfg.drift_at}"
+        # The labels' checksum in the key: a changed generator never reads an old stream's figures.
+        key = f"click/{args.rows}/{args.seed}/{cfg.n_users}/{cfg.n_ads}/{cfg.drift_at}/y{zlib.crc32(y.tobytes()):08x}"
         for name in river_lanes:
             n = min(args.arf_rows, len(dicts)) if name in PREFIX_LANES else len(dicts)
             results[name] = cached_river(cache, key, name, dicts[:n], y[:n], args.seed, drift)
