@@ -301,7 +301,9 @@ def streamlearn_lane(records: list[dict], opts: LaneOptions) -> LaneResult:
     learner): each categorical is hashed (CRC32) into its own dense one-hot
     block of ``2**hash_bits`` columns (``--streamlearn hash_bits=N``, default
     10), the numerics are standardised from the first batch with missing
-    flags, and today's ``TorchLearner("logistic")`` predicts each batch of
+    flags, and today's ``TorchLearner("logistic")`` (its input standardiser
+    off: it would scale a rare one-hot column by ~1/sqrt(its frequency))
+    predicts each batch of
     ``opts.batch`` rows before learning it in minibatches of 100. The result is
     marked ``pending``; the real lane replaces this body.
     """
@@ -321,6 +323,8 @@ def streamlearn_lane(records: list[dict], opts: LaneOptions) -> LaneResult:
         minibatch_size=100,
         device="cpu",
         seed=opts.seed,
+        # The input standardiser would blow a rare one-hot column up to ~1/sqrt(its frequency).
+        model_kwargs={"standardize": False},
     )
     buckets: list[dict] = [{} for _ in CATEGORICALS]
     mean = std = None
