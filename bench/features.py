@@ -23,7 +23,7 @@ record at a time for river:
   river's own factorisation machine, the river model that can learn a user x ad
   affinity through latent vectors as the hashed embeddings do.
 * ``river-arf``: ``forest.ARFClassifier(n_models=10)`` on the same dicts,
-  strings as nominal attributes. It runs at ~30 rows/s and grows by ~50 MB per
+  strings as nominal attributes. It runs at ~30-80 rows/s and grows by ~50 MB per
   1,000 rows on 10^5-valued ids, so it runs on the first ``--arf-rows`` rows
   only; its figures are over that prefix (before the drift), flagged as such,
   and not used for "river's best".
@@ -540,7 +540,9 @@ def main(
     p.add_argument(
         "--lanes", default=None, help=f"comma list of {', '.join((*RIVER, STREAMLEARN))} (default: all)"
     )
-    p.add_argument("--arf-rows", type=int, default=5000, help="ARF runs on this many first rows (~30 rows/s)")
+    p.add_argument(
+        "--arf-rows", type=int, default=5000, help="ARF runs on this many first rows (~30-80 rows/s)"
+    )
     p.add_argument("--memory-budget-mb", type=float, default=256.0, help="the model's memory budget")
     p.add_argument("--batch", type=int, default=1000, help="the streamlearn lane's micro-batch")
     p.add_argument(
