@@ -294,76 +294,98 @@ def cached_river(
 
 # -------------------------------------------------------------- streamlearn
 def streamlearn_lane(records: list[dict], opts: LaneOptions) -> LaneResult:
-    """streamlearn on the click records, test-then-train: figures per :class:`LaneResult`.
+    """streamlearn on the click records as the daemon runs them: figures per :class:`LaneResult`.
 
-    PLACEHOLDER until the feature pipeline lands (``FeatureSchema`` in
-    ``stream/core/features/``, hashed ``EmbeddingBag`` inputs in the torch
-    learner): each categorical is hashed (CRC32) into its own dense one-hot
-    block of ``2**hash_bits`` columns (``--streamlearn hash_bits=N``, default
-    10), the numerics are standardised from the first batch with missing
-    flags, and today's ``TorchLearner("logistic")`` (its input standardiser
-    off: it would scale a rare one-hot column by ~1/sqrt(its frequency))
-    predicts each batch of
-    ``opts.batch`` rows before learning it in minibatches of 100. The result is
-    marked ``pending``; the real lane replaces this body.
+    Timed: each micro-batch of ``opts.batch`` records goes from JSON bytes through
+    the codec (the feature schema's encoding; labels through the label map) into
+    the default learner (``LearnerChoice()``: an MLP over the schema's
+    ``FeatureInput`` -- hashed embeddings with sparse updates, masked standardiser,
+    missing indicators), which tests-then-trains it in chunks and then rehearses,
+    as ``replay`` does. Serialising the records to JSON is not timed (river gets
+    dicts too). Settings (``--streamlearn KEY=VALUE``):
+
+    - ``schema``: ``inferred`` (default: from the first batch, as ``run`` does) or
+      ``declared`` (user/ad tables of ``2**user_bits``/``2**ad_bits`` rows, ``dim``);
+    - ``user_bits`` (18), ``ad_bits`` (16), ``dim`` (16): the declared schema's sizes;
+    - any ``LearnerChoice`` field, e.g. ``lr=0.003``, ``rehearse_steps=0``.
     """
-    from learners.neural.learner import TorchLearner
+    import orjson
 
-    bits = int(opts.settings.get("hash_bits", 10))
-    width = 1 << bits
-    n_cat = len(CATEGORICALS)
-    n_features = n_cat * width + 2 * len(NUMERIC) + 1
-    y = np.array([r["y"] for r in records], dtype=np.int64)
-    drift = _drift_row(records)
-    learner = TorchLearner(
-        "logistic",
-        n_features=n_features,
-        n_classes=2,
-        lr=0.01,
-        minibatch_size=100,
-        device="cpu",
-        seed=opts.seed,
-        # The input standardiser would blow a rare one-hot column up to ~1/sqrt(its frequency).
-        model_kwargs={"standardize": False},
-    )
-    buckets: list[dict] = [{} for _ in CATEGORICALS]
-    mean = std = None
-    p1 = []
+    from stream.codec.json_codec import CodecConfig, JsonCodec
+    from stream.core.records import RawRecord, TopicPartition
+
+    settings = dict(opts.settings)
+    codec = JsonCodec(CodecConfig(n_classes=None, schema=_declared_schema(settings)))
+    codec.on_inferred = lambda *_: None
+    choice = _learner_choice(settings, opts)
+    build = choice.factory()
+    values = [orjson.dumps({"id": r["id"], "ts": r["ts"], "x": r["x"], "y": r["y"]}) for r in records]
+    tp = TopicPartition("clicks", 0)
+    y_all = np.array([r["y"] for r in records], dtype=np.int64)
+    learner, p1 = None, []
     t0 = time.perf_counter()
-    for start in range(0, len(records), opts.batch):
-        chunk = records[start : start + opts.batch]
-        X = np.zeros((len(chunk), n_features), np.float32)
-        for j, k in enumerate(CATEGORICALS):
-            cache = buckets[j]
-            cols = []
-            for r in chunk:
-                v = r["x"][k]
-                b = cache.get(v)
-                if b is None:
-                    b = cache[v] = zlib.crc32(f"{k}={v}".encode()) & (width - 1)
-                cols.append(b)
-            X[np.arange(len(chunk)), j * width + np.array(cols)] = 1.0
-        num = np.array([[np.nan if r["x"][k] is None else r["x"][k] for k in NUMERIC] for r in chunk], float)
-        if mean is None:
-            mean, std = np.nanmean(num, axis=0), np.nanstd(num, axis=0) + 1e-9
-        base = n_cat * width
-        X[:, base : base + len(NUMERIC)] = np.nan_to_num((num - mean) / std)
-        X[:, base + len(NUMERIC) : base + 2 * len(NUMERIC)] = np.isnan(num)
-        X[:, -1] = [r["x"]["is_new"] for r in chunk]
-        yb = y[start : start + len(chunk)]
-        p1.append(learner.predict_proba_batch(X)[:, 1])
-        learner.learn_batch(X, yb)
+    for start in range(0, len(values), opts.batch):
+        chunk = [
+            RawRecord("clicks", 0, start + i, 0, None, v)
+            for i, v in enumerate(values[start : start + opts.batch])
+        ]
+        events = codec.decode({tp: chunk}).events
+        if learner is None:
+            learner = build(events.X.shape[1], layout=codec.schema.layout(), n_classes=2)
+        out = learner.learn_prequential(events.X, events.y, proba=True)
+        p1.append(out.proba[:, 1])
+        learner.rehearse()
     seconds = time.perf_counter() - t0
-    state_bytes = _tensor_bytes(learner.state_dict())
+    schema = codec.schema
+    tables = ", ".join(f"{f.name} {f.buckets}x{f.dim}" for f in schema.embedded)
     return result_from(
         STREAMLEARN,
         np.concatenate(p1) if p1 else np.zeros(0),
-        y,
+        y_all,
         seconds,
-        state_bytes,
-        drift,
-        note=f"PLACEHOLDER (dense hashed one-hot, 2^{bits} per field, logistic); not the streamlearn result",
-        pending=True,
+        _tensor_bytes(learner.state_dict()) if learner is not None else None,
+        _drift_row(records),
+        note=f"{settings.get('schema', 'inferred')} schema ({tables}); {choice.model}, JSON -> codec -> learner",
+    )
+
+
+def _declared_schema(settings: dict[str, str]):
+    """The bench's declared schema (``schema=declared``), or ``None`` to infer it as ``run`` does."""
+    from stream.core.features import FeatureSchema, FieldSpec
+
+    kind = settings.pop("schema", "inferred")
+    bits = {k: int(settings.pop(k, d)) for k, d in (("user_bits", 18), ("ad_bits", 16), ("dim", 16))}
+    if kind == "inferred":
+        return None
+    if kind != "declared":
+        raise SystemExit(f"--streamlearn schema={kind}: use inferred or declared")
+    dim = bits["dim"]
+    return FeatureSchema(
+        (
+            FieldSpec("user", "categorical", buckets=1 << bits["user_bits"], dim=dim),
+            FieldSpec("ad", "categorical", buckets=1 << bits["ad_bits"], dim=dim),
+            FieldSpec("device", "categorical", buckets=64, dim=4),
+            FieldSpec("country", "categorical", buckets=256, dim=4),
+            FieldSpec("hour", "categorical", buckets=64, dim=4),
+            FieldSpec("amount"),
+            FieldSpec("age"),
+            FieldSpec("is_new", "boolean"),
+        )
+    )
+
+
+def _learner_choice(settings: dict[str, str], opts: LaneOptions):
+    """``LearnerChoice()`` with the remaining settings applied (numbers parsed as JSON)."""
+    from learners.choice import LearnerChoice
+
+    fields_ = {}
+    for key, raw in settings.items():
+        try:
+            fields_[key] = json.loads(raw)
+        except ValueError:
+            fields_[key] = raw
+    return LearnerChoice(
+        n_classes=None, device="cpu", seed=opts.seed, max_model_mb=opts.memory_budget_mb * 4, **fields_
     )
 
 

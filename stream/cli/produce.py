@@ -20,9 +20,12 @@ PRODUCE_OPTIONS = (
     Option(
         "--generator",
         "generator",
-        type=click.Choice(["agrawal", "sea", "hyperplane", "rbf"]),
+        type=click.Choice(["agrawal", "sea", "hyperplane", "rbf", "clicks"]),
         default="hyperplane",
         show_default=True,
+        help="river's numeric generators, or clicks: impressions as named fields (user, ad, device, country, "
+        "amount, age with missing values, hour, is_new) and a 0/1 click, with a drift of ad preferences at "
+        "--drift-at (default: halfway). See docs/features.md.",
     ),
     Option(
         "--partitions",
@@ -94,6 +97,7 @@ def produce(opts: Values) -> None:
             interval_ms=opts.interval_ms,
         ),
         serialize=_serializer(value_format_from(opts), topic),
+        rows=_click_rows(opts) if opts.generator == "clicks" else None,
         partitions=opts.partitions,
         rate=opts.rate,
     )
@@ -101,6 +105,24 @@ def produce(opts: Values) -> None:
         f"[streamlearn] produced {sent:,} {opts.generator} records to {topic} in {time.monotonic() - started:.1f}s",
         err=True,
     )
+
+
+def _click_rows(opts: Values):
+    """The click stream's records (``stream.testing.click_stream``), with fresh ids and the stream's timing."""
+    import uuid
+
+    from stream.testing.click_stream import click_records
+
+    n = opts.n_events
+    drift = 0.5 if opts.drift_at is None else min(max(opts.drift_at / max(n, 1), 0.0), 1.0)
+    start = _parse_time(opts.start_time)
+    prefix = f"{uuid.uuid4().hex[:8]}-"
+    for i, rec in enumerate(click_records(n, seed=opts.seed, drift_at=drift)):
+        rec.pop("p", None)  # the ground truth stays out of the stream
+        rec["id"] = f"{prefix}{i}"
+        if start is not None:
+            rec["ts"] = start + i * opts.interval_ms
+        yield rec
 
 
 def _serializer(value_format, topic: str):

@@ -21,7 +21,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import orjson
 
@@ -180,12 +180,15 @@ def produce(
     partitions: int = 3,
     rate: float | None = None,
     serialize: Callable[[dict], bytes] = orjson.dumps,
+    rows: Iterable[dict] | None = None,
 ) -> int:
     """Write ``stream``'s records round-robin over ``partitions`` of ``topic``; returns the count sent.
 
     ``rate`` caps records per second (default: as fast as the broker takes them);
     ``serialize`` writes a row's value (JSON by default; Avro or Protobuf through
-    :func:`stream.codec.formats.serializer_for`).
+    :func:`stream.codec.formats.serializer_for`). ``rows`` replaces the river
+    generator's rows (e.g. the click stream of named fields); ``stream`` still
+    sets their damage (``corrupt_every``) and their Kafka timestamps.
     """
     from kafka import KafkaProducer
 
@@ -205,15 +208,19 @@ def produce(
             {} if start_ts_ms is None else {"start_ts_ms": start_ts_ms, "interval_ms": stream.interval_ms}
         )
         id_prefix = stream.id_prefix if stream.id_prefix is not None else f"{uuid.uuid4().hex[:8]}-"
-        rows = synthetic_rows(
-            stream.generator,
-            stream.n,
-            seed=stream.seed,
-            drift_at=stream.drift_at,
-            drift_width=stream.drift_width,
-            n_features=stream.n_features,
-            id_prefix=id_prefix,
-            **timing,
+        rows = (
+            rows
+            if rows is not None
+            else synthetic_rows(
+                stream.generator,
+                stream.n,
+                seed=stream.seed,
+                drift_at=stream.drift_at,
+                drift_width=stream.drift_width,
+                n_features=stream.n_features,
+                id_prefix=id_prefix,
+                **timing,
+            )
         )
         if stream.poison is not None:
             rows = poisoned_rows(rows, *stream.poison)
