@@ -25,6 +25,7 @@ from stream.cli.options import (
     TOPICS,
     learner_from,
 )
+from stream.cli.record_options import SCHEMA, schema_from
 from stream.cli.table import Option, Values, with_options
 from stream.core.errors import ConfigError, RetrainFailedError
 
@@ -85,6 +86,10 @@ RETRAIN_OPTIONS = (
     ),
     Option("--timeout", "timeout_s", type=float, help="Stop the job after SECONDS."),
     KAFKA_OPTIONS.but(help="Extra client option KEY=VALUE."),
+    SCHEMA.but(
+        help="Feature schema (YAML/JSON) for records of named fields; default: the schema of the "
+        "registry's current version, if it has one."
+    ),
     *LEARNER,
     KAFKA_SETTINGS,
 )
@@ -133,6 +138,7 @@ def retrain(opts: Values) -> None:
         # Security settings (SASL password) stay in the environment the workers inherit, not in spec.json.
         kafka=parse_options(opts.kafka_options, "--kafka-option"),
     )
+    spec = dataclasses.replace(spec, codec=_codec_state(schema_from(opts), spec))
     launch = Launch(
         nproc=opts.nproc, nnodes=opts.nnodes, rdzv_endpoint=opts.rdzv_endpoint, rdzv_id=opts.rdzv_id
     )
@@ -156,6 +162,24 @@ def retrain(opts: Values) -> None:
         f"{outcome.seconds:.1f}s -> {where}; {metrics}",
         err=True,
     )
+
+
+def _codec_state(schema, spec) -> dict:
+    """How the workers read records: the given schema, else the registry's current version's (schema and labels)."""
+    from serving.registry.factory import open_registry
+
+    if schema is not None:
+        return {"features": schema.to_dict(), "n_features": schema.width}
+    if not spec.registry:
+        return {}
+    registry = open_registry(spec.registry, namespace=spec.registry_namespace)
+    try:
+        current = registry.current()
+    except Exception:  # noqa: BLE001 -- unreachable is reported by the preflight, with its own message
+        return {}
+    finally:
+        registry.close()
+    return dict(current.schema) if current is not None and current.schema.get("features") else {}
 
 
 def _preflight(spec, launch, kafka) -> None:

@@ -124,6 +124,14 @@ def _build_learner(spec: RetrainSpec, ctx: DistContext, n_features: int, codec: 
     return choice, learner
 
 
+def _refuse_inference(schema, summary) -> NoReturn:
+    """Each rank would infer a schema from its own shard's first records: they could differ. Refuse instead."""
+    raise ConfigError(
+        "the retrain range holds named fields but no feature schema was given: pass --schema FILE, "
+        "or retrain into a registry whose current version has one (a daemon's retrain passes its own)"
+    )
+
+
 def _global_moments(ctx: DistContext, parts: list[torch.Tensor], d: int, device) -> tuple:
     """Per-column count, mean and M2 of the first ``d`` columns over the whole range (two all-reduces, float64).
 
@@ -231,6 +239,7 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
         ),
         state=spec.codec or None,
     )
+    codec.on_inferred = _refuse_inference
     mine: list[ShardData] = [
         read_shard(kafka, s, codec) for s in owned(shards, rank=ctx.rank, world=ctx.world)
     ]
@@ -342,7 +351,7 @@ def retrain(spec: RetrainSpec, ctx: DistContext | None = None) -> RetrainResult:
         spec=asdict(spec),
     )
     if ctx.rank == 0:
-        _publish(spec, result, learner, choice, d, ids)
+        _publish(spec, result, learner, choice, d, ids, codec)
     # Every node's launcher reports the job, so each node's first process
     # writes result.json -- with the version rank 0 (maybe elsewhere) published.
     result.version = ctx.broadcast_object(result.version)
@@ -371,7 +380,13 @@ def _evaluate(ctx: DistContext, learner, X: dict, y: dict, classify: bool, dev) 
 
 
 def _publish(
-    spec: RetrainSpec, result: RetrainResult, learner, choice, n_features: int, ids: list | None
+    spec: RetrainSpec,
+    result: RetrainResult,
+    learner,
+    choice,
+    n_features: int,
+    ids: list | None,
+    codec: JsonCodec,
 ) -> None:
     """Rank 0: the candidate to the registry (or a file), and ``result.json``."""
     from learners.state_io import dumps_state
@@ -388,12 +403,12 @@ def _publish(
             flat = [i for per_rank in ids for shard in per_rank for i in shard]
             (out / "ids.json").write_text(json.dumps(flat))
             result.ids_path = str(out / "ids.json")
+    # What the records were read with (feature schema, labels), as the daemon publishes it.
     schema = {
+        **codec.schema_info(),
         "n_features": n_features,
         "task": choice.task,
-        "n_classes": choice.n_classes if choice.task == "classification" else None,
-        "feature_names": None,
-        "classes": None,
+        "n_classes": getattr(learner, "n_classes", None) if choice.task == "classification" else None,
     }
     note = (
         f"full retrain of {', '.join(f'{k}[{lo},{hi})' for k, (lo, hi) in result.ranges.items())}: "

@@ -11,8 +11,8 @@ stream written as Avro through a schema file is learned just the same.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -90,6 +90,12 @@ def learn(bootstrap: str, topic: str, tmp_path, *extra: str) -> subprocess.Compl
     return ran
 
 
+def current_features(tmp_path) -> dict:
+    from serving.registry.file_backend import FileRegistry
+
+    return FileRegistry(tmp_path / "registry").current().schema["features"]
+
+
 def test_a_named_field_stream_is_learned_inspected_and_served(bootstrap, tmp_path):
     topic = produce_clicks(bootstrap, tmp_path)
     ran = learn(bootstrap, topic, tmp_path)
@@ -98,6 +104,14 @@ def test_a_named_field_stream_is_learned_inspected_and_served(bootstrap, tmp_pat
     shown = cli("inspect", "ckpt", cwd=tmp_path)
     assert shown.returncode == 0 and '{"name": "ad", "type": "categorical"' in shown.stdout, shown.stdout
     assert "classes        : 2 (integer labels)" in shown.stdout
+    # A full retrain reads the topic with the served version's schema and publishes a candidate that has it.
+    retrained = cli("retrain", "--bootstrap", bootstrap, "--topic", topic, "--registry", "registry",
+                    "--nproc", "2", "--shards", "2", "--epochs", "1", cwd=tmp_path)  # fmt: skip
+    assert retrained.returncode == 0, retrained.stderr
+    from serving.registry.file_backend import FileRegistry
+
+    candidate = max(FileRegistry(tmp_path / "registry").history(), key=lambda v: v.number)
+    assert candidate.status == "candidate" and candidate.schema["features"] == current_features(tmp_path)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
