@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                 os.path.join(work, "ckpt"),
                 "--until-idle",
                 "5",
+                # The stream is binary: declared, so a label 2 is out of range (poison) rather than
+                # a new class (without --classes the classes are inferred and grown).
+                "--classes",
+                "2",
                 "--ledger",
                 "--registry",
                 "none",

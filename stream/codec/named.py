@@ -144,9 +144,18 @@ def _events(
 def infer_from_docs(
     docs: list[Any], x_field: str, on_inferred: Callable[[FeatureSchema, str], None]
 ) -> FeatureSchema | None:
-    """The schema the object ``x`` values of ``docs`` suggest, or ``None`` when no doc has one."""
+    """The schema the object ``x`` values of ``docs`` suggest; ``None`` unless most ``x`` values are objects.
+
+    The majority decides, as for a field's type: one record with an object ``x``
+    in a stream of number lists is a dead letter, not a reason to read the whole
+    stream as named fields (and the other way round).
+
+    >>> infer_from_docs([{"x": [1.0]}, {"x": {"a": 1}}, {"x": [2.0]}], "x", print) is None
+    True
+    """
     xs = [d.get(x_field) for d in docs if isinstance(d, dict) and isinstance(d.get(x_field), dict)]
-    if not xs:
+    lists = sum(1 for d in docs if isinstance(d, dict) and isinstance(d.get(x_field), list))
+    if not xs or len(xs) <= lists:
         return None
     schema, summary = infer_schema(xs)
     on_inferred(schema, summary)
