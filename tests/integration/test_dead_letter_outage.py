@@ -37,6 +37,8 @@ def _run(bootstrap, topic, group, ckpt, **env):
         "--until-idle",
         "3",
         "--ledger",
+        "--classes",  # binary, declared: a label 2 is poison, not a new class
+        "2",
         "--registry",
         "none",
         env=env,

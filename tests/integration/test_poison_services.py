@@ -49,6 +49,8 @@ def test_run_with_the_kafka_dead_letter_topic_learns_every_good_record_once_and_
         "--until-idle",
         "4",
         "--ledger",
+        "--classes",  # binary, declared: a label 2 is poison, not a new class
+        "2",
         "--registry",
         "none",
         "--quiet",
@@ -87,6 +89,8 @@ def test_run_with_the_kafka_dead_letter_topic_learns_every_good_record_once_and_
         "--until-idle",
         "3",
         "--ledger",
+        "--classes",  # binary, declared: a label 2 is poison, not a new class
+        "2",
         "--registry",
         "none",
         "--quiet",
@@ -139,6 +143,8 @@ def test_run_over_a_file_of_the_same_kinds_learns_every_good_line_once(tmp_path)
         "--checkpoint-dir",
         str(ckpt),
         "--ledger",
+        "--classes",  # binary, declared: a label 2 is poison, not a new class
+        "2",
         "--registry",
         "none",
         "--quiet",

@@ -116,7 +116,11 @@ def test_numeric_list_rows_keep_the_numeric_path():
 
 def test_one_object_x_among_number_lists_does_not_turn_the_stream_into_named_fields():
     codec = JsonCodec(CodecConfig(n_classes=None))
-    docs = [{"x": [1.0, 2.0, 3.0], "y": 0}] * 5 + [{"x": {"a": 1}, "y": 0}] + [{"x": [4.0, 5.0, 6.0], "y": 1}] * 5
+    docs = (
+        [{"x": [1.0, 2.0, 3.0], "y": 0}] * 5
+        + [{"x": {"a": 1}, "y": 0}]
+        + [{"x": [4.0, 5.0, 6.0], "y": 1}] * 5
+    )
     out = codec.decode(poll(docs))
     assert codec.schema is None and codec.n_features == 3 and len(out.events) == 10
     assert [letter.reason for letter in out.dead_letters] == [
