@@ -40,7 +40,43 @@ __all__ = ["InputStandardizer", "MaskedStandardizer"]
 _MIN_STD = 1e-6
 
 
-class InputStandardizer(nn.Module):
+class _Moments:
+    """The moments -> forward statistics part both standardisers share (count is a scalar or per column)."""
+
+    count: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+    n_features: int
+
+    @torch.no_grad()
+    def set_moments(self, count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Replace the statistics with moments computed elsewhere (a distributed full retrain's global ones).
+
+        >>> s = InputStandardizer(1)
+        >>> s.set_moments(torch.tensor(4.0), torch.tensor([1.0]), torch.tensor([16.0]))
+        >>> s(torch.tensor([[3.0]])).tolist()
+        [[1.0]]
+        """
+        self.count.copy_(count)
+        self.mean.copy_(mean)
+        self.m2.copy_(m2)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """The float32 forward copies from the float64 moments."""
+        std = (self.m2 / self.count.clamp_min(1)).sqrt()
+        self.shift.copy_(self.mean)
+        self.scale.copy_(
+            torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std))
+        )
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}"
+
+
+class InputStandardizer(_Moments, nn.Module):
     """``(x - mean) / std`` with mean and std accumulated over every batch passed to :meth:`update`.
 
     Statistics are exact over all data seen (Chan et al.'s pairwise merge of
@@ -82,33 +118,8 @@ class InputStandardizer(nn.Module):
         self.count.copy_(total)
         self._refresh()
 
-    @torch.no_grad()
-    def set_moments(self, count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        """Replace the statistics with moments computed elsewhere (a distributed full retrain's global ones).
 
-        >>> s = InputStandardizer(1)
-        >>> s.set_moments(torch.tensor(4.0), torch.tensor([1.0]), torch.tensor([16.0]))
-        >>> s(torch.tensor([[3.0]])).tolist()
-        [[1.0]]
-        """
-        self.count.copy_(count)
-        self.mean.copy_(mean)
-        self.m2.copy_(m2)
-        self._refresh()
-
-    def _refresh(self) -> None:
-        """The float32 forward copies from the float64 moments."""
-        std = (self.m2 / self.count.clamp_min(1)).sqrt()
-        self.shift.copy_(self.mean)
-        self.scale.copy_(
-            torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std))
-        )
-
-    def extra_repr(self) -> str:
-        return f"n_features={self.n_features}"
-
-
-class MaskedStandardizer(nn.Module):
+class MaskedStandardizer(_Moments, nn.Module):
     """:class:`InputStandardizer` for columns with missing values (NaN): mean imputation after scaling.
 
     Each column counts only its present values (Chan's merge with a count per
@@ -155,21 +166,3 @@ class MaskedStandardizer(nn.Module):
         self.m2.add_(batch_m2 + delta.square() * self.count * frac)
         self.count.copy_(total)
         self._refresh()
-
-    @torch.no_grad()
-    def set_moments(self, count: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        """Replace the per-column statistics with moments computed elsewhere (a full retrain's global ones)."""
-        self.count.copy_(count)
-        self.mean.copy_(mean)
-        self.m2.copy_(m2)
-        self._refresh()
-
-    def _refresh(self) -> None:
-        std = (self.m2 / self.count.clamp_min(1)).sqrt()
-        self.shift.copy_(self.mean)
-        self.scale.copy_(
-            torch.where(std > _MIN_STD, std.clamp_min(_MIN_STD).reciprocal(), torch.ones_like(std))
-        )
-
-    def extra_repr(self) -> str:
-        return f"n_features={self.n_features}"
