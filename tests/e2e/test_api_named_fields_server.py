@@ -7,13 +7,9 @@ encoded and answered the same way, and that the metrics count unknown fields.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
+from cli_processes import serving
 
 from learners.neural.learner import TorchLearner
 from serving.api.model import ServedModel
@@ -37,12 +33,6 @@ ROWS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
     reg = FileRegistry(tmp_path / "registry")
@@ -50,24 +40,8 @@ def served(tmp_path):
     doc["features"] = SCHEMA.to_dict()
     learner = TorchLearner(n_features=SCHEMA.width, device="cpu", seed=0)
     version = reg.validate(reg.publish(learner.state_dict(), Version(number=0, schema=doc)).number)
-    port = free_port()
-    cmd = [sys.executable, "-m", "stream.cli", "serve", "--registry", str(tmp_path / "registry")]
-    proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.1)
+    with serving(tmp_path / "registry") as url:
         yield url, reg, version
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_a_real_server_encodes_named_rows_as_the_schema_does_and_says_what_is_wrong(served):

