@@ -118,6 +118,8 @@ def test_replay_over_the_same_stream_learns_the_good_records_and_letters_the_bad
         "--quiet",
         "--window",
         "count:500",
+        "--classes",  # binary, declared: a label 2 is poison, not a new class
+        "2",
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_bytes())
