@@ -40,7 +40,7 @@ import fastavro
 import orjson
 
 from stream.codec.parsers import ParseError, require_payload
-from stream.codec.schema_registry import SchemaNotFound, SchemaRegistryClient
+from stream.codec.schema_registry import SchemaNotFound, SchemaRegistryClient, usable_schema
 from stream.codec.wire import frame, unframe
 from stream.core.errors import ConfigError
 
@@ -125,14 +125,12 @@ class AvroParser:
     def _fetch(self, schema_id: int) -> Any:
         """The parsed writer's schema, or the reason it cannot be used (a str); RegistryUnreachable passes."""
         try:
-            found = self._registry.schema(schema_id)
+            found = usable_schema(self._registry, schema_id, "AVRO")
         except SchemaNotFound as exc:
             # Not cached here: the client remembers a miss only briefly, as the id may yet appear.
             raise ParseError(f"unknown schema id {schema_id}: {exc}") from None
-        if found.schema_type != "AVRO":
-            return f"wrong schema type: schema id {schema_id} is {found.schema_type}, not AVRO"
-        if found.references:
-            return f"bad avro schema: schema id {schema_id} has references, which are not supported"
+        if isinstance(found, str):
+            return found
         try:
             return parse_avro_schema(found.schema)
         except ConfigError as exc:

@@ -471,7 +471,7 @@ class JsonCodec:
     def _decode_named(self, cols: PollColumns) -> DecodeResult | None:
         """The named-field path; ``None`` when there is no schema and no record suggests one."""
         records = cols.records()
-        docs = [self._parse(rec) for rec in records]
+        docs = self._parse_all(records)
         if self._named is None:
             schema = infer_from_docs(docs, self.config.x_field, self.on_inferred)
             if schema is None:
@@ -479,6 +479,20 @@ class JsonCodec:
             self._named = NamedDecoder(self, schema)
             self._dimension = schema.width
         return self._named.decode(records, docs)
+
+    def _parse_all(self, records: list[RawRecord]) -> list[dict | str]:
+        """Every record's object or reason: one C-level pass when all are good JSON objects, else record by record."""
+        if self._parser is None:
+            try:
+                values = [rec.value for rec in records]
+                # len(None) raises TypeError: a tombstone takes the per-record path, which names it.
+                if min(map(len, values)) > 0 and max(map(len, values)) <= self.config.max_record_bytes:
+                    docs = list(map(orjson.loads, values))
+                    if all(type(doc) is dict for doc in docs):
+                        return docs
+            except (orjson.JSONDecodeError, TypeError):
+                pass
+        return [self._parse(rec) for rec in records]
 
     def _parse(self, rec: RawRecord) -> dict | str:
         """The record's object, or the reason it has none.

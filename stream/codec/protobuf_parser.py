@@ -55,7 +55,7 @@ from stream.codec.proto_schema import (
     message_class,
     message_indexes,
 )
-from stream.codec.schema_registry import SchemaNotFound, SchemaRegistryClient
+from stream.codec.schema_registry import SchemaNotFound, SchemaRegistryClient, usable_schema
 from stream.codec.wire import frame, unframe
 from stream.core.errors import ConfigError
 
@@ -117,13 +117,11 @@ class ProtobufParser:
     def _fetch(self, schema_id: int) -> Any:
         """The compiled file of ``schema_id``, or the reason it cannot be used (a str)."""
         try:
-            found = self._registry.schema(schema_id)
+            found = usable_schema(self._registry, schema_id, "PROTOBUF")
         except SchemaNotFound as exc:
             raise ParseError(f"unknown schema id {schema_id}: {exc}") from None
-        if found.schema_type != "PROTOBUF":
-            return f"wrong schema type: schema id {schema_id} is {found.schema_type}, not PROTOBUF"
-        if found.references:
-            return f"bad protobuf schema: schema id {schema_id} has references, which are not supported"
+        if isinstance(found, str):
+            return found
         try:
             return compile_proto(found.schema, name=f"schema_{schema_id}.proto").file
         except ConfigError as exc:

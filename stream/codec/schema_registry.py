@@ -200,3 +200,18 @@ def _registered(schema_id: int, body: dict[str, Any]) -> RegisteredSchema:
         body.get("schemaType") or "AVRO",
         tuple(body.get("references") or ()),
     )
+
+
+def usable_schema(registry: SchemaRegistryClient, schema_id: int, schema_type: str) -> RegisteredSchema | str:
+    """The registered schema ``schema_id`` if it is of ``schema_type`` and self-contained, else the reason (a str).
+
+    An unknown id is :class:`SchemaNotFound` (a parser makes it a dead letter); an
+    unreachable registry is :class:`RegistryUnreachable` (the engine retries).
+    """
+    found = registry.schema(schema_id)
+    if found.schema_type != schema_type:
+        return f"wrong schema type: schema id {schema_id} is {found.schema_type}, not {schema_type}"
+    if found.references:
+        kind = schema_type.lower()
+        return f"bad {kind} schema: schema id {schema_id} has references, which are not supported"
+    return found
