@@ -75,7 +75,9 @@ class RecentIds:
         # batch) and, beside it, each key's generation number, so the oldest
         # generation is dropped with one mask.
         self._keys = np.empty(0, np.uint64)
-        self._gens = np.empty(0, np.int64)
+        # Each key's generation, counted from the oldest alive (0): never more than
+        # _GENERATIONS, so uint8 holds it at an eighth of int64's size in every checkpoint.
+        self._gens = np.empty(0, np.uint8)
         self._oldest = 0
         self._next = 0
 
@@ -117,7 +119,7 @@ class RecentIds:
         # cheaper than sorting the union again.
         at = np.searchsorted(self._keys, new)
         self._keys = np.insert(self._keys, at, new)
-        self._gens = np.insert(self._gens, at, self._next)
+        self._gens = np.insert(self._gens, at, np.uint8(self._next - self._oldest))
         self._current = set()
         self._current_arrays = []
         self._next += 1
@@ -125,8 +127,8 @@ class RecentIds:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        keep = self._gens != self._oldest
-        self._keys, self._gens = self._keys[keep], self._gens[keep]
+        keep = self._gens != 0
+        self._keys, self._gens = self._keys[keep], self._gens[keep] - np.uint8(1)
         self._oldest += 1
 
     def snapshot(self) -> dict:
@@ -134,8 +136,11 @@ class RecentIds:
         return {
             "capacity": self.capacity,
             "keys": self._keys,
-            "generations": self._gens - self._oldest,
-            "current": np.fromiter(self._current, dtype=np.uint64, count=len(self._current)),
+            "generations": self._gens,
+            # The same hashes as the set, already in arrays: no walk over a million Python ints.
+            "current": np.concatenate(self._current_arrays)
+            if self._current_arrays
+            else np.empty(0, np.uint64),
         }
 
     @classmethod
@@ -143,12 +148,14 @@ class RecentIds:
         """Restore; a different ``capacity`` keeps the newest ids that fit."""
         out = cls(capacity or int(snap["capacity"]))
         out._keys = np.asarray(snap["keys"], dtype=np.uint64)
-        out._gens = np.asarray(snap["generations"], dtype=np.int64)
+        out._gens = np.asarray(snap["generations"]).astype(np.uint8)  # int64 in checkpoints before uint8
         out._next = int(out._gens.max()) + 1 if len(out._gens) else 0
         current = np.asarray(snap["current"], dtype=np.uint64)
         out._current = set(current.tolist())
         out._current_arrays = [current]
-        while len(out) > out.capacity and len(out._keys):
+        # Only a smaller capacity trims: generations may overshoot their size by
+        # part of a batch, and a restore must forget exactly what the live memory would.
+        while out.capacity < int(snap["capacity"]) and len(out) > out.capacity and len(out._keys):
             out._drop_oldest()
         return out
 

@@ -129,6 +129,30 @@ def test_recent_ids_refuse_repeats_across_generations_and_restores():
     assert not restored.admit(np.array(["new-99"])).any()
 
 
+def test_recent_ids_restored_at_any_point_answer_as_the_uninterrupted_memory():
+    from stream.engine.dedup import RecentIds
+
+    rng = np.random.default_rng(7)
+    live, restored = RecentIds(capacity=200), RecentIds(capacity=200)
+    for step in range(120):  # ~30 generations sealed and dropped
+        ids = np.array([f"e{i}" for i in rng.integers(0, 400, size=7)])
+        if step % 9 == 0:
+            snap = restored.snapshot()
+            assert snap["generations"].dtype == np.uint8
+            restored = RecentIds.from_snapshot(snap)
+        assert restored.admit(ids).tolist() == live.admit(ids).tolist()
+    assert len(restored) == len(live)
+
+
+def test_recent_ids_load_a_snapshot_with_int64_generations():
+    from stream.engine.dedup import RecentIds
+
+    recent = RecentIds(capacity=100)
+    recent.admit(np.array([f"id-{i}" for i in range(35)]))
+    old = dict(recent.snapshot(), generations=recent.snapshot()["generations"].astype(np.int64))
+    assert not RecentIds.from_snapshot(old).admit(np.array(["id-3", "id-34"])).any()
+
+
 def test_hash_ids_is_stable_and_ignores_padding():
     from stream.engine.dedup import hash_ids
 
