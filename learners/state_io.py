@@ -253,7 +253,8 @@ def _digest(skeleton_json: str, tensors: Mapping[str, torch.Tensor]) -> str:
         t = tensors[name]
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         # uint8 view: bf16 and friends have no numpy dtype, bytes are bytes.
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # The array itself, not .tobytes(): hashing reads the buffer, a copy would double the cost.
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
     return h.hexdigest()
 
 
