@@ -83,7 +83,7 @@ def _timed(obj: object, name: str, part: str, spent: Counter) -> None:
     setattr(obj, name, wrapper)
 
 
-def _engine(records: list, window: int, workdir: str, spent: Counter):
+def _engine(records: list, window: int, workdir: str, spent: Counter, device: str = "cpu"):
     from drift.choice import DriftChoice
     from learners.choice import LearnerChoice
     from stream.engine.builder import EngineExtras, build_engine
@@ -92,7 +92,7 @@ def _engine(records: list, window: int, workdir: str, spent: Counter):
     from stream.engine.spec import CheckpointSpec, EngineSpec, RegistrySpec, SourceSpec
     from stream.testing.doubles import ListSource
 
-    choice = LearnerChoice(n_classes=2)
+    choice = LearnerChoice(n_classes=2, device=device)
     spec = EngineSpec(
         source=SourceSpec(bootstrap="unused:9092", topics=("bench",)),
         window=f"count:{window}",
@@ -125,11 +125,11 @@ def _engine(records: list, window: int, workdir: str, spent: Counter):
     return engine
 
 
-def measure(records: list, window: int) -> Cost:
-    """Run one engine over ``records`` at ``count:window``; its costs."""
+def measure(records: list, window: int, device: str = "cpu") -> Cost:
+    """Run one engine over ``records`` at ``count:window`` with the learner on ``device``; its costs."""
     spent: Counter = Counter()
     with tempfile.TemporaryDirectory() as workdir:
-        engine = _engine(records, window, workdir, spent)
+        engine = _engine(records, window, workdir, spent, device)
         thread0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
         summary = engine.run()
         thread_cpu = time.thread_time() - thread0
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> list[Cost]:
     parser.add_argument("--windows", default="100,1000", help="comma-separated count window sizes")
     parser.add_argument("--n-features", type=int, default=10)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="the learner's device (cpu, cuda, auto)")
     parser.add_argument("--json", metavar="PATH", help="also write the per-part seconds here")
     args = parser.parse_args(argv)
 
