@@ -262,7 +262,9 @@ class JsonCodec:
             if len(left) < len(cols):
                 rest = cols.take(left)
                 fast = self._decode_fast(rest)
-                return merge_results(part.result, fast if fast is not None else self._decode_slow(rest.records()), left)
+                return merge_results(
+                    part.result, fast if fast is not None else self._decode_slow(rest.records()), left
+                )
         fast = self._decode_fast(cols)
         return fast if fast is not None else self._decode_slow(cols.records())
 
@@ -273,15 +275,18 @@ class JsonCodec:
         key = (self._dimension, None if self.labels is None else self.labels.n_classes)
         if self._typed is None or self._typed[0] != key:
             cfg = self.config
-            self._typed = key, TypedRows.build(
-                x_field=cfg.x_field,
-                y_field=cfg.y_field,
-                ts_field=cfg.ts_field,
-                id_field=cfg.id_field,
-                dimension=self._dimension,
-                n_classes=key[1],
-                feature_names=cfg.feature_names,
-                max_id_chars=cfg.max_id_chars,
+            self._typed = (
+                key,
+                TypedRows.build(
+                    x_field=cfg.x_field,
+                    y_field=cfg.y_field,
+                    ts_field=cfg.ts_field,
+                    id_field=cfg.id_field,
+                    dimension=self._dimension,
+                    n_classes=key[1],
+                    feature_names=cfg.feature_names,
+                    max_id_chars=cfg.max_id_chars,
+                ),
             )
         return self._typed[1]
 

@@ -140,7 +140,9 @@ class TypedRows:
         except _REFUSED:
             recs, good = self._decode_rows(values, max_record_bytes)
         if not recs:
-            return TypedPart(DecodeResult(Events.empty(self.dimension, self._y_dtype), rows=_NO_ROWS), np.arange(n))
+            return TypedPart(
+                DecodeResult(Events.empty(self.dimension, self._y_dtype), rows=_NO_ROWS), np.arange(n)
+            )
         k = len(recs)
         if self._named_x:
             flat = chain.from_iterable(map(msgspec.structs.astuple, map(_X, recs)))
@@ -165,7 +167,13 @@ class TypedRows:
         ts, ids, own = self._envelope(recs, cols, rows)
         sub = slice(None) if good is None else rows
         events = Events(
-            X=X, y=y, ts=ts, ids=ids, topic=cols.topic[sub], partition=cols.partition[sub], offset=cols.offset[sub]
+            X=X,
+            y=y,
+            ts=ts,
+            ids=ids,
+            topic=cols.topic[sub],
+            partition=cols.partition[sub],
+            offset=cols.offset[sub],
         )
         leftover = _NO_ROWS if good is None else np.setdiff1d(np.arange(n), rows, assume_unique=True)
         return TypedPart(DecodeResult(events, rows=rows, own_ids=own), leftover)
@@ -208,4 +216,3 @@ class TypedRows:
 
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
-

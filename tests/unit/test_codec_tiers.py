@@ -27,7 +27,9 @@ numbers = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False, width=64),
     st.floats(min_value=-1, max_value=1),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([0, -0.0, 1e-45, F32_MAX, -F32_MAX, F32_MAX * (1 + 2**-26), 3.5e38, 1e39, 2**60 + 2**36 + 1]),
+    st.sampled_from(
+        [0, -0.0, 1e-45, F32_MAX, -F32_MAX, F32_MAX * (1 + 2**-26), 3.5e38, 1e39, 2**60 + 2**36 + 1]
+    ),
 )
 texts = st.text(max_size=12)  # any code point but lone surrogates (orjson cannot write them)
 ids = st.one_of(
@@ -47,7 +49,9 @@ timestamps = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["2024-01-02T03:04:05", "2024-01-02T03:04:05+02:00", "yesterday", True]),
 )
-labels = st.one_of(st.sampled_from([0, 1, 1, 0, 2, 5, -1, 1.0, 0.5, True, "1", None]), st.floats(allow_nan=False))
+labels = st.one_of(
+    st.sampled_from([0, 1, 1, 0, 2, 5, -1, 1.0, 0.5, True, "1", None]), st.floats(allow_nan=False)
+)
 xs = st.one_of(
     st.lists(numbers, min_size=D, max_size=D),
     st.lists(numbers, min_size=D, max_size=D),  # twice: most records have the right shape
@@ -167,8 +171,15 @@ def assert_same(fast, ref) -> None:
 
 
 @pytest.mark.parametrize("layout", sorted(CONFIGS))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
-@given(polls=st.lists(st.lists(values, min_size=1, max_size=40), min_size=1, max_size=3), partitions=st.integers(1, 3))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example],
+)
+@given(
+    polls=st.lists(st.lists(values, min_size=1, max_size=40), min_size=1, max_size=3),
+    partitions=st.integers(1, 3),
+)
 def test_fast_tiers_decode_exactly_as_the_reference(layout, polls, partitions):
     cfg = CONFIGS[layout]
     fast, ref = JsonCodec(cfg), JsonCodec(cfg)
@@ -202,7 +213,9 @@ def test_one_bad_record_leaves_the_rest_of_the_poll_on_the_typed_tier(monkeypatc
     vals[7] = b'{"x": [1, 2], "y": 0}'
     judged: list[int] = []
     slow = codec._decode_slow
-    monkeypatch.setattr(codec, "_decode_slow", lambda recs, *a: judged.extend(r.offset for r in recs) or slow(recs, *a))
+    monkeypatch.setattr(
+        codec, "_decode_slow", lambda recs, *a: judged.extend(r.offset for r in recs) or slow(recs, *a)
+    )
     out = codec.decode(columns(vals, 1))
     assert judged == [107]
     assert [d.reason for d in out.dead_letters] == ["wrong dimension: 2 features, expected 3"]
