@@ -274,20 +274,7 @@ class JsonCodec:
             return None  # string classes, or none seen yet: the label map is grown on the reference path
         key = (self._dimension, None if self.labels is None else self.labels.n_classes)
         if self._typed is None or self._typed[0] != key:
-            cfg = self.config
-            self._typed = (
-                key,
-                TypedRows.build(
-                    x_field=cfg.x_field,
-                    y_field=cfg.y_field,
-                    ts_field=cfg.ts_field,
-                    id_field=cfg.id_field,
-                    dimension=self._dimension,
-                    n_classes=key[1],
-                    feature_names=cfg.feature_names,
-                    max_id_chars=cfg.max_id_chars,
-                ),
-            )
+            self._typed = key, TypedRows.build(self.config, self._dimension, key[1])
         return self._typed[1]
 
     def _decode_fast(self, cols: PollColumns) -> DecodeResult | None:

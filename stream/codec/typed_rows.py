@@ -21,8 +21,8 @@ Examples
 --------
 >>> from stream.core.poll import PollColumns
 >>> from stream.core.records import RawRecord
->>> typed = TypedRows.build(x_field="x", y_field="y", ts_field="ts", id_field="id", dimension=2,
-...                         n_classes=2, feature_names=None, max_id_chars=256)
+>>> from stream.codec.json_codec import CodecConfig
+>>> typed = TypedRows.build(CodecConfig(), dimension=2, n_classes=2)
 >>> cols = PollColumns.from_records([RawRecord("t", 0, 0, 5, None, b'{"id": 7, "x": [1, 2], "y": 1}'),
 ...                                  RawRecord("t", 0, 1, 6, None, b'{"x": [1], "y": 0}')])
 >>> part = typed.decode(cols, max_record_bytes=1 << 20)
@@ -80,52 +80,44 @@ class TypedRows:
         self._y_dtype = np.float32 if n_classes is None else np.int64
 
     @classmethod
-    def build(
-        cls,
-        *,
-        x_field: str,
-        y_field: str,
-        ts_field: str,
-        id_field: str,
-        dimension: int,
-        n_classes: int | None,
-        feature_names: tuple[str, ...] | None,
-        max_id_chars: int,
-    ) -> TypedRows | None:
-        """The typed decoder for this layout, or ``None`` when msgspec cannot express it (e.g. two
+    def build(cls, layout: Any, dimension: int, n_classes: int | None) -> TypedRows | None:
+        """The typed decoder for ``layout`` (a :class:`~stream.codec.json_codec.CodecConfig`: field names,
+        ``feature_names``, ``max_id_chars``), or ``None`` when msgspec cannot express it (e.g. two
         fields configured with one name): the codec then uses its other paths only."""
-        if feature_names is not None:
-            x_type: Any = msgspec.defstruct(
-                "Features",
-                [(f"f{i}", float) for i in range(len(feature_names))],
-                rename=dict(zip((f"f{i}" for i in range(len(feature_names))), feature_names)),
-                array_like=False,
-                forbid_unknown_fields=True,
-                gc=False,
-            )
-        else:
-            x_type = Annotated[list[float], msgspec.Meta(min_length=dimension, max_length=dimension)]
-        y_type: Any = float if n_classes is None else Annotated[int, msgspec.Meta(ge=0, lt=n_classes)]
+        names, max_id = layout.feature_names, layout.max_id_chars
         # str(int) must fit max_id_chars as the reference measures it (a minus sign counts).
         id_int = Annotated[
-            int,
-            msgspec.Meta(
-                ge=max(_I64_MIN, -(10 ** (max_id_chars - 1) - 1)), le=min(_I64_MAX, 10**max_id_chars - 1)
-            ),
+            int, msgspec.Meta(ge=max(_I64_MIN, 1 - 10 ** (max_id - 1)), le=min(_I64_MAX, 10**max_id - 1))
         ]
-        id_type: Any = Annotated[str, msgspec.Meta(max_length=max_id_chars)] | id_int | None
+        id_type: Any = Annotated[str, msgspec.Meta(max_length=max_id)] | id_int | None
         ts_type: Any = Annotated[int, msgspec.Meta(ge=_I64_MIN, le=_I64_MAX)] | None
+        y_type: Any = float if n_classes is None else Annotated[int, msgspec.Meta(ge=0, lt=n_classes)]
         try:
+            if names is not None:
+                x_type: Any = msgspec.defstruct(
+                    "Features",
+                    [(f"f{i}", float) for i in range(len(names))],
+                    rename={f"f{i}": name for i, name in enumerate(names)},
+                    forbid_unknown_fields=True,
+                    gc=False,
+                )
+            else:
+                x_type = Annotated[list[float], msgspec.Meta(min_length=dimension, max_length=dimension)]
             record = msgspec.defstruct(
                 "Record",
                 [("x", x_type), ("y", y_type), ("ts", ts_type, None), ("id", id_type, None)],
-                rename={"x": x_field, "y": y_field, "ts": ts_field, "id": id_field},
+                rename={
+                    "x": layout.x_field,
+                    "y": layout.y_field,
+                    "ts": layout.ts_field,
+                    "id": layout.id_field,
+                },
                 forbid_unknown_fields=True,
                 gc=False,  # nothing decoded here forms a cycle: keep it out of the collector's sight
             )
-            return cls(record, dimension, n_classes, named_x=feature_names is not None)
         except (TypeError, ValueError):
             return None
+        return cls(record, dimension, n_classes, named_x=names is not None)
 
     def decode(self, cols: PollColumns, *, max_record_bytes: int) -> TypedPart:
         """Decode the rows of ``cols`` the type accepts; the others are left over (see the module docstring)."""
