@@ -40,7 +40,8 @@ import orjson
 
 from stream.codec.named import NamedDecoder, infer_from_docs, log_inferred
 from stream.codec.parsers import ParseError
-from stream.codec.result import DecodeResult, Reject
+from stream.codec.result import DecodeResult, Reject, merge_results
+from stream.codec.typed_rows import TypedRows
 from stream.codec.value_format import ValueFormat
 from stream.core.deadletter import DeadLetter
 from stream.core.errors import ConfigError, SchemaMismatchError
@@ -181,6 +182,7 @@ class JsonCodec:
         self.on_inferred = log_inferred
         vf = self.config.value_format
         self._parser = _parser_for(vf) if vf is not None and vf.record_format != "json" else None
+        self._typed: tuple[tuple, TypedRows | None] | None = None
 
     @property
     def n_features(self) -> int | None:
@@ -238,12 +240,43 @@ class JsonCodec:
                 if named is not None:
                     return named
             if self._dimension is not None and self._parser is None:
-                fast = self._decode_fast(cols)
-                if fast is not None:
-                    return fast
+                return self._decode_numeric(cols)
             return self._decode_slow(cols.records())
 
-    # ------------------------------------------------------------ fast path
+    # ------------------------------------------------------------ fast paths
+    def _decode_numeric(self, cols: PollColumns) -> DecodeResult:
+        """Numeric rows of a known dimension, in up to three tiers, each judging only what the one before left.
+
+        1. :class:`~stream.codec.typed_rows.TypedRows`: msgspec with the closed record
+           type, for the rows that fit it exactly (the common case: all of them);
+        2. :meth:`_decode_fast`: orjson over the rest as a batch (records with extra
+           fields, float labels, ISO times...), all or nothing;
+        3. :meth:`_decode_slow`: record by record, the reference, which names every bad record.
+        """
+        typed = self._typed_rows()
+        if typed is not None:
+            part = typed.decode(cols, max_record_bytes=self.config.max_record_bytes)
+            left = part.leftover
+            if not len(left):
+                return part.result
+            if len(left) < len(cols):
+                rest = cols.take(left)
+                fast = self._decode_fast(rest)
+                return merge_results(
+                    part.result, fast if fast is not None else self._decode_slow(rest.records()), left
+                )
+        fast = self._decode_fast(cols)
+        return fast if fast is not None else self._decode_slow(cols.records())
+
+    def _typed_rows(self) -> TypedRows | None:
+        """The typed decoder for the current dimension and classes (rebuilt when a class is added)."""
+        if self.labels is not None and self.labels.named is not False:
+            return None  # string classes, or none seen yet: the label map is grown on the reference path
+        key = (self._dimension, None if self.labels is None else self.labels.n_classes)
+        if self._typed is None or self._typed[0] != key:
+            self._typed = key, TypedRows.build(self.config, self._dimension, key[1])
+        return self._typed[1]
+
     def _decode_fast(self, cols: PollColumns) -> DecodeResult | None:
         """All-good polls in a few C-level passes; ``None`` means use the slow path.
 
@@ -274,8 +307,12 @@ class JsonCodec:
         # the slow path rejects; casting first would silently parse "1.5".
         if X.dtype.kind not in "biuf":
             return None
-        with np.errstate(over="ignore"):  # overflow to inf is caught just below, per row
-            X = X.astype(np.float32, copy=False)
+        # Judged as float64, as the reference does: 3.40282352e38 is beyond float32's
+        # range but would round to a finite float32. Out-of-range rows are dropped below.
+        X64 = X.astype(np.float64, copy=False)
+        finite = (np.abs(X64) <= _F32_MAX).all(axis=-1)
+        with np.errstate(over="ignore"):
+            X = X64.astype(np.float32)
         if X.ndim != 2 or X.shape[1] != self._dimension or y_raw.ndim != 1:
             return None
         y = self._labels_fast(y_raw)
@@ -291,7 +328,6 @@ class JsonCodec:
             X=X, y=y, ts=ts, ids=ids, topic=cols.topic, partition=cols.partition, offset=cols.offset
         )
         # Non-finite features are a per-row defect: drop just those rows.
-        finite = np.isfinite(X).all(axis=1)
         if finite.all():
             return DecodeResult(events, own_ids=own_ids)
         bad_rows = np.flatnonzero(~finite)

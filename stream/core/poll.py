@@ -98,6 +98,28 @@ class PollColumns:
         """
         return self._positions
 
+    def take(self, rows: np.ndarray) -> PollColumns:
+        """The poll rows ``rows`` (ascending) as a poll of their own; its row ``i`` is row ``rows[i]`` here.
+
+        >>> cols = PollColumns.from_records([RawRecord("t", 0, o, o, None, b"v") for o in (4, 5, 6)])
+        >>> sub = cols.take(np.array([0, 2]))
+        >>> sub.offset.tolist(), sub.record(1).offset, sub.timestamps().tolist(), sub.next_positions()
+        ([4, 6], 6, [4, 6], {TopicPartition(topic='t', partition=0): 7})
+        """
+        index = rows.tolist()
+        record, timestamps = self._record, self._timestamps
+        topic, partition, offset = self.topic[rows], self.partition[rows], self.offset[rows]
+        distinct = sorted(set(topic.tolist()))
+        return PollColumns(
+            [self.values[i] for i in index],
+            topic,
+            partition,
+            offset,
+            record=lambda i: record(index[i]),
+            timestamps=lambda: timestamps()[rows],
+            positions=_last_positions(distinct, topic, partition, offset) if index else {},
+        )
+
     # ------------------------------------------------------------ builders
     @classmethod
     def empty(cls) -> PollColumns:
