@@ -371,6 +371,14 @@ REGISTRY_AND_GATE = (
         show_default=True,
         help="... or every T seconds, whichever comes first.",
     ),
+    Option(
+        "--publish-in-background/--publish-inline",
+        "publish_background",
+        default=True,
+        show_default=True,
+        help="Serialise and write versions to the registry on a worker thread that never blocks "
+        "learning (a due point is skipped while a write is in flight), or on the learning thread.",
+    ),
     VALIDATION_TOLERANCE,
     HOLDOUT_MIN_EVENTS,
     REGISTRY_KEEP_STATES,
@@ -494,12 +502,14 @@ def drift_from(opts: Values) -> DriftChoice:
 
 
 def gate_from(opts: Values) -> GateConfig:
-    """The gate of the registry options; without ``--publish-every-seconds`` (replay) it is paced in batches only."""
+    """The gate of the registry options; without ``--publish-every-seconds`` (replay) it is paced in batches
+    only, and without ``--publish-in-background`` (replay) it writes versions on the learning thread."""
     from stream.engine.gate import GateConfig
 
     return GateConfig(
         every_batches=opts.publish_every_batches,
         every_seconds=opts.get("publish_every_seconds"),
+        background=opts.get("publish_background", False),
         tolerance=opts.validation_tolerance,
         holdout_min_events=opts.holdout_min_events,
     )

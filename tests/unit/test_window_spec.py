@@ -177,7 +177,15 @@ def test_parse_window_rejects_malformed_specs_showing_accepted_forms(spec):
 
 
 @pytest.mark.parametrize(
-    "spec", ["count:0", "count:10,max=0ms", "event:0s", "event:10s,idle=0ms", "event:1.0005s", "event:10s,idle=1s,idle=2s"]
+    "spec",
+    [
+        "count:0",
+        "count:10,max=0ms",
+        "event:0s",
+        "event:10s,idle=0ms",
+        "event:1.0005s",
+        "event:10s,idle=1s,idle=2s",
+    ],
 )
 def test_parse_window_rejects_out_of_range_values(spec):
     with pytest.raises(ConfigError):
