@@ -65,9 +65,10 @@ LABEL_COLUMN = Option(
 WINDOW = Option(
     "--window",
     "window",
-    default="count:1000",
+    default="count:1000,max=250ms",
     show_default=True,
-    help="count:N | processing:5s | event:10s[,lateness=2s,idle=5s]",
+    help="count:N[,max=DUR] | processing:5s | event:10s[,lateness=2s,idle=5s]. max: a partial count "
+    "window closes once DUR old (bounds an event's wait when the stream is slow).",
 )
 MAX_POLL_RECORDS = Option("--max-poll-records", "max_poll_records", type=int, default=5000, show_default=True)
 QUIET = Option("--quiet", "quiet", is_flag=True, help="No progress lines.")

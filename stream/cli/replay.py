@@ -62,7 +62,9 @@ REPLAY_OPTIONS = (
         "override the options given here.",
     ),
     WINDOW.but(
-        help="count:N | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)"
+        default="count:1000",  # backtests as before; count:N,max=DUR closes by record time here
+        help="count:N[,max=DUR] | event:10s[,lateness=2s] | processing:5s (processing time = record "
+        "timestamps)",
     ),
     PUBLISH_EVERY_BATCHES.but(
         help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic)."

@@ -3,6 +3,7 @@ without a time limit (no loss / no duplicate, order, resume equivalence, the wai
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from window_helpers import (
     PROPS,
@@ -16,8 +17,6 @@ from window_helpers import (
     ids,
     random_events,
 )
-
-import pytest
 
 from stream.core.clock import ManualClock
 from stream.core.errors import ConfigError
