@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,13 @@ def _produce(bootstrap: str, topic: str, rate: float, stop: threading.Event, lan
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, acks="all", bootstrap_timeout_ms=10_000
     )
-    rows = synthetic_rows("hyperplane", 10**9, n_features=N_FEATURES, id_prefix=f"{uuid.uuid4().hex[:6]}-")
+    # A pool generated up front and cycled with fresh ids: river's generator per row would
+    # cost the producer more CPU than the daemon it measures.
+    pool = [(r["x"], r["y"]) for r in synthetic_rows("hyperplane", 20_000, n_features=N_FEATURES)]
+    prefix = uuid.uuid4().hex[:6]
+    rows = (
+        {"id": f"{prefix}-{i}", "x": pool[i % len(pool)][0], "y": pool[i % len(pool)][1]} for i in count()
+    )
 
     def acked(meta):
         lane.acks[(meta.partition, meta.offset)] = time.monotonic()

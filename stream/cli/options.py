@@ -70,6 +70,12 @@ WINDOW = Option(
     help="count:N[,max=DUR] | processing:5s | event:10s[,lateness=2s,idle=5s]. max: a partial count "
     "window closes once DUR old (bounds an event's wait when the stream is slow).",
 )
+#: Backtests keep plain count windows by default (as before max= existed); there
+#: ``max=DUR`` closes a window by record time.
+REPLAY_WINDOW = WINDOW.but(
+    default="count:1000",
+    help="count:N[,max=DUR] | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)",
+)
 MAX_POLL_RECORDS = Option("--max-poll-records", "max_poll_records", type=int, default=5000, show_default=True)
 QUIET = Option("--quiet", "quiet", is_flag=True, help="No progress lines.")
 MAX_DEAD_LETTER_RATE = Option(

@@ -31,9 +31,9 @@ from stream.cli.options import (
     QUIET,
     RANGE_FROM,
     RANGE_TO,
+    REPLAY_WINDOW,
     TOPICS,
     VALIDATION_TOLERANCE,
-    WINDOW,
     drift_from,
     gate_from,
     learner_from,
@@ -61,11 +61,7 @@ REPLAY_OPTIONS = (
         help="A YAML configuration to backtest (repeatable; all read the topic in one pass). Its keys "
         "override the options given here.",
     ),
-    WINDOW.but(
-        default="count:1000",  # backtests as before; count:N,max=DUR closes by record time here
-        help="count:N[,max=DUR] | event:10s[,lateness=2s] | processing:5s (processing time = record "
-        "timestamps)",
-    ),
+    REPLAY_WINDOW,
     PUBLISH_EVERY_BATCHES.but(
         help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic)."
     ),
