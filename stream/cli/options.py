@@ -65,9 +65,16 @@ LABEL_COLUMN = Option(
 WINDOW = Option(
     "--window",
     "window",
-    default="count:1000",
+    default="count:1000,max=250ms",
     show_default=True,
-    help="count:N | processing:5s | event:10s[,lateness=2s,idle=5s]",
+    help="count:N[,max=DUR] | processing:5s | event:10s[,lateness=2s,idle=5s]. max: a partial count "
+    "window closes once DUR old (bounds an event's wait when the stream is slow).",
+)
+#: Backtests keep plain count windows by default (as before max= existed); there
+#: ``max=DUR`` closes a window by record time.
+REPLAY_WINDOW = WINDOW.but(
+    default="count:1000",
+    help="count:N[,max=DUR] | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)",
 )
 MAX_POLL_RECORDS = Option("--max-poll-records", "max_poll_records", type=int, default=5000, show_default=True)
 QUIET = Option("--quiet", "quiet", is_flag=True, help="No progress lines.")
@@ -371,6 +378,14 @@ REGISTRY_AND_GATE = (
         show_default=True,
         help="... or every T seconds, whichever comes first.",
     ),
+    Option(
+        "--publish-in-background/--publish-inline",
+        "publish_background",
+        default=True,
+        show_default=True,
+        help="Serialise and write versions to the registry on a worker thread that never blocks "
+        "learning (a due point is skipped while a write is in flight), or on the learning thread.",
+    ),
     VALIDATION_TOLERANCE,
     HOLDOUT_MIN_EVENTS,
     REGISTRY_KEEP_STATES,
@@ -494,12 +509,14 @@ def drift_from(opts: Values) -> DriftChoice:
 
 
 def gate_from(opts: Values) -> GateConfig:
-    """The gate of the registry options; without ``--publish-every-seconds`` (replay) it is paced in batches only."""
+    """The gate of the registry options; without ``--publish-every-seconds`` (replay) it is paced in batches
+    only, and without ``--publish-in-background`` (replay) it writes versions on the learning thread."""
     from stream.engine.gate import GateConfig
 
     return GateConfig(
         every_batches=opts.publish_every_batches,
         every_seconds=opts.get("publish_every_seconds"),
+        background=opts.get("publish_background", False),
         tolerance=opts.validation_tolerance,
         holdout_min_events=opts.holdout_min_events,
     )

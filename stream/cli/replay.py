@@ -31,9 +31,9 @@ from stream.cli.options import (
     QUIET,
     RANGE_FROM,
     RANGE_TO,
+    REPLAY_WINDOW,
     TOPICS,
     VALIDATION_TOLERANCE,
-    WINDOW,
     drift_from,
     gate_from,
     learner_from,
@@ -61,9 +61,7 @@ REPLAY_OPTIONS = (
         help="A YAML configuration to backtest (repeatable; all read the topic in one pass). Its keys "
         "override the options given here.",
     ),
-    WINDOW.but(
-        help="count:N | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)"
-    ),
+    REPLAY_WINDOW,
     PUBLISH_EVERY_BATCHES.but(
         help="The gate publishes a candidate every N micro-batches (batches, not seconds: deterministic)."
     ),

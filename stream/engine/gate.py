@@ -15,6 +15,18 @@ rolled back through the API, or another run published). A registry that is
 unreachable never stops learning: the gate logs, counts the failure and tries
 again at the next due point.
 
+Judging is on the learning thread (deterministic, and the EWC anchor of a
+validated version is taken on the spot); writing the judged version is a
+publisher's job (:mod:`stream.engine.publisher`). With ``background`` the
+serialisation, registry writes and fsyncs run on one worker thread: the
+learning thread only copies the weights, and while a write is in flight the
+gate is not due (the newest model goes out when the worker is free); the
+pointer it compares against is the one the worker read after its last write.
+The returned version is then the judged draft (number 0, status ``validated``
+or ``rejected``) and ``last_version`` / ``counts`` follow when the write is
+done. Rollbacks, adoptions and :meth:`ValidationGate.validated` wait for the
+write in flight first (rare), so the registry sees every decision in order.
+
 Examples
 --------
 >>> import tempfile, numpy as np
@@ -36,7 +48,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -47,6 +59,7 @@ from serving.registry.versions import Version
 from stream.core import metrics
 from stream.core.errors import ConfigError, RegistryError, SchemaMismatchError
 from stream.core.records import Events, MicroBatch, merge_ranges
+from stream.engine.publisher import BackgroundPublisher, InlinePublisher, Publication, Published, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +71,16 @@ class GateConfig:
     ``tolerance`` is in the metric's units: accuracy points for
     classification (0.01 = one point), RMSE for regression. A holdout batch
     smaller than ``holdout_min_events`` is not evidence enough; the gate
-    waits for the next one.
+    waits for the next one. ``background``: write versions on a worker thread
+    that never blocks learning (``streamlearn run``); ``False`` writes them on the
+    learning thread, deterministically (replays, tests).
     """
 
     every_batches: int = 20
     every_seconds: float | None = 2.0
     tolerance: float = 0.01
     holdout_min_events: int = 100
+    background: bool = False
 
     def __post_init__(self) -> None:
         if self.every_batches < 1:
@@ -102,10 +118,16 @@ class ValidationGate:
         config: GateConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        publisher: Publisher | None = None,
     ) -> None:
         self.registry = registry
         self.config = config or GateConfig()
         self._clock = clock
+        if publisher is None:
+            publisher = BackgroundPublisher(registry) if self.config.background else InlinePublisher(registry)
+        self._publisher = publisher
+        # The baseline before the judgement being written, restored if the write fails.
+        self._prior: tuple[Learner | None, Version | None, int | None] | None = None
         self._baseline: Learner | None = None
         self._baseline_version: Version | None = None
         self._baseline_generation: int | None = None  # None: not loaded yet
@@ -125,7 +147,8 @@ class ValidationGate:
         self._batches_since += 1
 
     def due(self) -> bool:
-        if self._batches_since == 0:
+        """A candidate should be judged now: enough batches or seconds, and no write in flight."""
+        if self._batches_since == 0 or self._publisher.busy:
             return False
         if self._batches_since >= self.config.every_batches:
             return True
@@ -145,15 +168,38 @@ class ValidationGate:
             return None
         self._last_publish = self._clock()
         try:
+            self._collect()
             return self._publish(learner, batch, pred, schema)
         except RegistryError as exc:
-            self.counts["failed"] += 1
-            log.warning(
-                "could not publish a model version (learning goes on; next try in %d batches): %s",
-                self.config.every_batches,
-                exc,
-            )
+            self._failed(exc)
             return None
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for the version being written, then take in its outcome (errors reported as at a due point)."""
+        self._publisher.wait(timeout)
+        try:
+            self._collect()
+        except RegistryError as exc:
+            self._failed(exc)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Finish writing the last judged version and stop the publisher (the engine closes the gate).
+
+        Never raises (the engine closes its source after it): a write that
+        failed with an unexpected error is logged with its traceback.
+        """
+        try:
+            self.drain(timeout)
+        except Exception:  # noqa: BLE001 -- closing goes on; the error is reported, not lost
+            log.exception("writing the last model version failed")
+        finally:
+            self._publisher.close(timeout)
+
+    def _failed(self, exc: Exception) -> None:
+        self.counts["failed"] += 1
+        log.warning(
+            "could not publish a model version (learning goes on; next try at the next due point): %s", exc
+        )
 
     def validated(self, learner: Learner) -> tuple[Learner, Version] | None:
         """The validated version as a ready-to-predict learner, and its metadata (or ``None``).
@@ -161,8 +207,9 @@ class ValidationGate:
         The drift policy's snapshot. Follows the registry's pointer; while the
         registry is unreachable it answers with the baseline it already has.
         """
+        self.drain()
         try:
-            self._sync_baseline(learner)
+            self._sync_baseline(learner, self.registry.pointer())
         except RegistryError as exc:
             log.warning(
                 "could not refresh the validated version from the registry (using the one loaded): %s", exc
@@ -178,6 +225,7 @@ class ValidationGate:
         since then were discarded with the live model), and the next due
         point is counted afresh.
         """
+        self.drain()
         self._pending.clear()
         self._ranges = {k: [int(v[0]), int(v[1])] for k, v in version.offsets.items()}
         self._batches_since = 0
@@ -185,6 +233,7 @@ class ValidationGate:
 
     def adopted(self, version: Version, learner: Learner) -> None:
         """The engine adopted a reconciled retrain published as ``version``: it is the baseline and the range."""
+        self.drain()
         baseline = learner.clone()
         baseline.load_state_dict(learner.state_dict())
         self._baseline, self._baseline_version = baseline, version
@@ -199,9 +248,47 @@ class ValidationGate:
         self.last_version = version
 
     # --------------------------------------------------------------- gating
-    def _sync_baseline(self, learner: Learner) -> None:
+    def _pointer(self):
+        """The validated pointer to judge against: read now, or as the background writer last saw it."""
+        seen = self._publisher.observed_pointer
+        if seen is not None and self._baseline_generation is not None:
+            return seen  # no registry read on the learning thread in the steady state
+        return self.registry.pointer()
+
+    def _collect(self) -> None:
+        """Take in the outcomes of finished writes; a registry error is raised after all are applied."""
+        failure = None
+        for outcome in self._publisher.collect():
+            failure = self._apply(outcome) or failure
+        if failure is not None:
+            raise failure
+
+    def _apply(self, outcome: Published) -> Exception | None:
+        prior, self._prior = self._prior, None
+        if outcome.version is not None:
+            self.counts["published"] += 1
+            self.last_version = outcome.version
+        if outcome.error is not None:
+            if not isinstance(outcome.error, RegistryError):
+                raise outcome.error  # a bug, not an outage: as loud as on the learning thread
+            if prior is not None:  # the judged version is not the validated one after all
+                self._baseline, self._baseline_version, self._baseline_generation = prior
+            return outcome.error
+        version = outcome.version
+        self.counts["validated" if version.status == "validated" else "rejected"] += 1
+        log.info("model version %d %s: %s", version.number, version.status, version.note)
+        if version.status != "validated" and prior is not None:
+            # Judged validated against a pointer that moved meanwhile: back to the prior
+            # baseline, and the moved pointer reloads the new one at the next due point.
+            self._baseline, self._baseline_version, self._baseline_generation = prior
+        if version.status == "validated":
+            self._baseline_version = version
+            self._baseline_generation = outcome.pointer[1] if outcome.pointer is not None else None
+        return None
+
+    def _sync_baseline(self, learner: Learner, pointer) -> None:
         """Load the validated version as the baseline when the pointer moved (or first time)."""
-        number, generation = self.registry.pointer()
+        number, generation = pointer
         if generation == self._baseline_generation:
             return
         self._baseline, self._baseline_version = None, None
@@ -224,8 +311,8 @@ class ValidationGate:
 
     def _publish(
         self, learner: Learner, batch: MicroBatch, pred: np.ndarray | None, schema: Mapping[str, Any]
-    ) -> Version:
-        self._sync_baseline(learner)
+    ) -> Version | None:
+        self._sync_baseline(learner, self._pointer())
         for events in self._pending:
             merge_ranges(self._ranges, events)
         self._pending.clear()
@@ -239,20 +326,17 @@ class ValidationGate:
         holdout: dict[str, list[int]] = {}
         merge_ranges(holdout, batch.events)
         parent = self._baseline_version.number if self._baseline_version is not None else None
-        state = learner.state_dict()
+        state = learner.state_dict()  # a snapshot: learning on does not change what is written
         draft = Version(
             number=0,
             parent=parent,
-            offsets=self._ranges,
+            offsets={k: list(v) for k, v in self._ranges.items()},
             holdout=holdout,
             metrics=metrics,
             events_learned=int(learner.n_learned),
             schema=dict(schema),
             learner=repr(learner),
         )
-        version = self.registry.publish(state, draft)
-        self.counts["published"] += 1
-        self._batches_since = 0
         tol = self.config.tolerance
         if base is None:
             ok, why = True, f"first version: {name} {cand:.4f} on {len(batch)} held-out events"
@@ -262,19 +346,20 @@ class ValidationGate:
                 f"{name} {cand:.4f} vs validated v{parent} {base:.4f} (tolerance {tol:g}) "
                 f"on {len(batch)} held-out events: {'no worse' if ok else 'worse'}"
             )
+        self._batches_since = 0
         if ok:
-            version = self.registry.validate(version.number, reason=why)
-            self.counts["validated"] += 1
+            # The judged state is the baseline from now on; restored if its write fails.
+            self._prior = (self._baseline, self._baseline_version, self._baseline_generation)
             baseline = learner.clone()
             baseline.load_state_dict(state)
-            self._baseline, self._baseline_version = baseline, version
-            self._baseline_generation = self.registry.pointer()[1]
-        else:
-            version = self.registry.reject(version.number, reason=why)
-            self.counts["rejected"] += 1
-        self.last_version = version
-        log.info("model version %d %s: %s", version.number, version.status, why)
-        return version
+            self._baseline = baseline
+        self._publisher.submit(
+            Publication(state, draft, validate=ok, reason=why, judged_at=self._baseline_generation)
+        )
+        if self._publisher.busy:
+            return replace(draft, status="validated" if ok else "rejected", note=why)
+        self._collect()  # written already (inline): the registry's record, or its error raised
+        return self.last_version
 
     # ------------------------------------------------------- snapshot/resume
     def snapshot(self) -> dict:

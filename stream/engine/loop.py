@@ -352,6 +352,8 @@ class Engine:
     def finish(self, reason: str) -> RunSummary:
         """Make the last batches durable, report, close the source; the run's summary."""
         try:
+            if self.gate is not None:
+                self.gate.drain()  # the last judged version written before the final checkpoint
             if self._dirty:
                 self.checkpoint()
             if self.on_progress is not None:
@@ -383,6 +385,8 @@ class Engine:
             return
         self._closed = True
         try:
+            if self.gate is not None:
+                self.gate.close()  # stops the background publisher once its write is done
             if self.reconciler is not None:
                 self.reconciler.close()
             self.source.close()

@@ -1,5 +1,5 @@
 """The window kinds as one type, :data:`WindowConfig`, and :func:`parse_window`, which turns
-the CLI's window specs (``count:1000``, ``event:10s,lateness=2s``) into one of them.
+the CLI's window specs (``count:1000``, ``count:1000,max=250ms``, ``event:10s,lateness=2s``) into one of them.
 
 The kinds themselves live one per module (:mod:`stream.window.count`,
 :mod:`stream.window.processing_time`, :mod:`stream.window.event_time`); this module
@@ -24,9 +24,10 @@ WindowConfig = CountWindow | ProcessingTimeWindow | EventTimeWindow
 :class:`~stream.window.base.Windower`."""
 
 _FORMS = (
-    "accepted window specs: 'count:N' or 'N' (a batch every N events), "
+    "accepted window specs: 'count:N[,max=DUR]' or 'N' (a batch every N events, or when the "
+    "open one is DUR old), "
     "'processing:DUR', 'event:DUR[,lateness=DUR][,idle=DUR]', where DUR is a number "
-    "with a unit ms, s or m (e.g. 'count:1000', 'processing:5s', 'event:10s,lateness=2s,idle=5s')"
+    "with a unit ms, s or m (e.g. 'count:1000', 'count:1000,max=250ms', 'processing:5s', 'event:10s,lateness=2s,idle=5s')"
 )
 _COUNT = re.compile(r"[0-9]+")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m)")
@@ -54,12 +55,13 @@ def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
     Parameters
     ----------
     spec : str
-        ``count:N`` or ``N``; ``processing:DUR``; ``event:DUR`` optionally
+        ``count:N`` or ``N``, optionally ``count:N,max=DUR`` (close a partial
+        window once it is ``DUR`` old); ``processing:DUR``; ``event:DUR`` optionally
         followed by ``,lateness=DUR`` and/or ``,idle=DUR``. ``DUR`` is a number
         with a unit ``ms``, ``s`` or ``m`` (``1.5s`` is 1500 ms).
     clock : Clock or None
-        Processing-time clock for processing windows (default
-        :class:`~stream.core.clock.SystemClock`) and for the event-time idle timeout.
+        Processing-time clock for processing windows and a count window's ``max``
+        (default :class:`~stream.core.clock.SystemClock`), and for the event-time idle timeout.
 
     Returns
     -------
@@ -74,7 +76,9 @@ def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
     Examples
     --------
     >>> parse_window("1000")
-    CountWindow(size=1000)
+    CountWindow(size=1000, max_ms=None)
+    >>> parse_window("count:1000,max=250ms")
+    CountWindow(size=1000, max_ms=250)
     >>> parse_window("processing:5s").length_ms
     5000
     >>> parse_window("event:10s,lateness=2s,idle=1m")
@@ -91,9 +95,15 @@ def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
     kind = kind.strip().lower()
     head, *options = [part.strip() for part in rest.split(",")]
     if kind == "count":
-        if options or not _COUNT.fullmatch(head):
+        if not _COUNT.fullmatch(head) or len(options) > 1:
             raise ConfigError(f"bad count window spec {spec!r}; {_FORMS}")
-        return CountWindow(int(head))
+        max_ms = None
+        for option in options:
+            key, eq, value = option.partition("=")
+            if not eq or key.strip().lower() != "max":
+                raise ConfigError(f"unknown option {option!r} in window spec {spec!r}; {_FORMS}")
+            max_ms = _duration_ms(value, "max", spec)
+        return CountWindow(int(head), max_ms=max_ms, clock=clock or SystemClock())
     if kind == "processing":
         if options:
             raise ConfigError(f"processing windows take no options, got {spec!r}; {_FORMS}")

@@ -28,10 +28,11 @@ from stream.window.spec import parse_window
     "config",
     [
         CountWindow(4),
+        CountWindow(4, max_ms=50, clock=ManualClock()),
         ProcessingTimeWindow(10, clock=ManualClock()),
         EventTimeWindow(10, idle_timeout_ms=5, clock=ManualClock()),
     ],
-    ids=["count", "processing", "event"],
+    ids=["count", "count-or-time", "processing", "event"],
 )
 def test_snapshot_is_plain_and_round_trips(config):
     windower = config.build()
@@ -125,6 +126,8 @@ def test_configs_are_frozen_and_accept_numpy_ints():
         ("count:1000", CountWindow(1000)),
         ("1000", CountWindow(1000)),
         (" COUNT : 7 ", CountWindow(7)),
+        ("count:1000,max=250ms", CountWindow(1000, max_ms=250)),
+        ("count:10, MAX=1.5s", CountWindow(10, max_ms=1_500)),
         ("processing:5s", ProcessingTimeWindow(5_000)),
         ("processing:250ms", ProcessingTimeWindow(250)),
         ("event:10s", EventTimeWindow(10_000)),
@@ -141,6 +144,7 @@ def test_parse_window_passes_the_clock():
     clock = ManualClock()
     assert parse_window("processing:1s", clock=clock).clock is clock
     assert parse_window("event:1s,idle=2s", clock=clock).clock is clock
+    assert parse_window("count:10,max=1s", clock=clock).clock is clock
     assert isinstance(parse_window("processing:1s").clock, SystemClock)
 
 
@@ -152,6 +156,9 @@ def test_parse_window_passes_the_clock():
         "count:-1",
         "count:1.5",
         "count:5,idle=1s",
+        "count:5,max",
+        "count:5,max=1s,max=2s",
+        "count:5,max=10",
         "processing:5",
         "processing:5h",
         "processing:5s,idle=1s",
@@ -170,7 +177,15 @@ def test_parse_window_rejects_malformed_specs_showing_accepted_forms(spec):
 
 
 @pytest.mark.parametrize(
-    "spec", ["count:0", "event:0s", "event:10s,idle=0ms", "event:1.0005s", "event:10s,idle=1s,idle=2s"]
+    "spec",
+    [
+        "count:0",
+        "count:10,max=0ms",
+        "event:0s",
+        "event:10s,idle=0ms",
+        "event:1.0005s",
+        "event:10s,idle=1s,idle=2s",
+    ],
 )
 def test_parse_window_rejects_out_of_range_values(spec):
     with pytest.raises(ConfigError):

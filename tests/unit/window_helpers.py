@@ -220,6 +220,22 @@ def count_case(draw):
 
 
 @st.composite
+def count_or_time_case(draw):
+    n = draw(st.integers(0, 60))
+    partitions = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    size = draw(st.integers(1, 12))
+    max_ms = draw(st.sampled_from([1, 7, 10, 100]))
+    op = st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 10)),
+        st.tuples(st.just("advance"), st.integers(0, 250)),
+        st.tuples(st.just("tick")),
+    )
+    ops = draw(st.lists(op, max_size=30)) + [("add", n)]
+    restore_at = draw(st.integers(0, len(ops)))
+    return make_events(partitions), size, max_ms, ops, restore_at
+
+
+@st.composite
 def processing_case(draw):
     n = draw(st.integers(0, 60))
     partitions = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
