@@ -23,7 +23,7 @@ from torch import nn
 
 from learners.neural.config import STATE_FORMAT
 from learners.neural.models import build_model
-from learners.neural.numpy_forward import Forward, numpy_forward, softmax
+from learners.neural.numpy_forward import NumpyForward, numpy_forward, softmax
 from stream.core.errors import RegistryError, StreamlearnError
 
 __all__ = ["TorchInference", "inference_module", "load"]
@@ -57,9 +57,10 @@ class TorchInference:
     """A torch module in eval mode, predicting under ``inference_mode`` -- or in numpy, when it can.
 
     On the CPU, a model :func:`~learners.neural.numpy_forward.numpy_forward`
-    knows (every zoo model) predicts in numpy with the same weights: the same
-    numbers within float32 rounding, without torch's fixed cost per op, which
-    is most of a one-row forward (~3 us instead of ~25 us for a logistic model).
+    knows (every zoo model) predicts small batches in numpy with the same
+    weights: the same numbers within float32 rounding, without torch's fixed
+    cost per op, which is most of a one-row forward (a logistic model: ~8 us
+    instead of ~25). Batches larger than its ``max_rows`` go to torch.
     """
 
     module: nn.Module
@@ -67,10 +68,10 @@ class TorchInference:
     classification: bool
     device: str = "cpu"
     #: The numpy forward of ``module``; ``None``: predict with torch.
-    forward: Forward | None = field(default=None, compare=False)
+    forward: NumpyForward | None = field(default=None, compare=False)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.forward is not None:
+        if self.forward is not None and len(X) <= self.forward.max_rows:
             out = self.forward(np.asarray(X, dtype=np.float32))
             if not self.classification:
                 return out[:, 0], None

@@ -1,12 +1,18 @@
 """The zoo's models as numpy functions, for serving small models on the CPU.
 
 A torch call has a fixed cost of a few microseconds per op (dispatch,
-autograd bookkeeping, tensor wrappers), so a logistic model's one-row forward
-spends ~25 us in torch and ~3 us in numpy. :func:`numpy_forward` reads the
+autograd bookkeeping, tensor wrappers), so a logistic model's one-row
+prediction (softmax included) takes ~25 us in torch and ~10 us in numpy. :func:`numpy_forward` reads the
 weights of an eval-mode module once (when a version is loaded) and returns
 ``X -> outputs`` in numpy, the same arithmetic in float32: it equals the torch
 forward within float32 rounding (tests/unit/test_numpy_forward.py checks every
 model it claims against torch, named fields and missing values included).
+
+Beyond a few dozen rows torch's kernels win (its fixed cost is spread over
+the rows, numpy's LayerNorm and ``erf`` are slower), so :attr:`NumpyForward.max_rows`
+says up to how many rows the numpy forward is the faster one, measured on
+the zoo's default sizes: 256 rows for ``logistic`` and ``mlp``, 32 for models
+with a ``LayerNorm`` (``resmlp``: 115 vs 140 us at 16 rows, 1,180 vs 360 us at 256).
 
 It knows the zoo's building blocks -- ``Logistic``, ``MLP``, ``ResMLP``, their
 input layers (``InputStandardizer``, ``FeatureInput``: standardiser, missing
@@ -20,6 +26,8 @@ Examples
 >>> from learners.neural.models import build_model
 >>> module = build_model("mlp", 3, 2, hidden=(4,)).eval()
 >>> forward = numpy_forward(module)
+>>> forward.max_rows
+256
 >>> X = np.array([[0.5, -1.0, 2.0]], np.float32)
 >>> bool(np.allclose(forward(X), module(torch.from_numpy(X)).detach().numpy(), atol=1e-6))
 True
@@ -30,6 +38,7 @@ True
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -40,37 +49,49 @@ from learners.neural.feature_input import FeatureInput
 from learners.neural.models import MLP, Logistic, ResidualBlock, ResMLP
 from learners.neural.standardize import InputStandardizer
 
-__all__ = ["Forward", "numpy_forward", "softmax"]
+__all__ = ["Forward", "NumpyForward", "numpy_forward", "softmax"]
 
 #: ``(n, in) float32 -> (n, out) float32``.
 Forward = Callable[[np.ndarray], np.ndarray]
 
 _SQRT_HALF = np.float32(math.sqrt(0.5))
+#: Rows up to which numpy is faster than torch (see the module docstring).
+MAX_ROWS = 256
+MAX_ROWS_WITH_LAYER_NORM = 32
 
 
 class _Unsupported(Exception):
     """A module this translation does not know: the caller keeps the torch forward."""
 
 
-def numpy_forward(module: nn.Module) -> Forward | None:
+@dataclass(frozen=True)
+class NumpyForward:
+    """A module's forward as numpy steps; call it on an (n, in) float32 matrix."""
+
+    steps: tuple[Forward, ...]
+    #: Up to this many rows it is faster than the torch forward; beyond, use torch.
+    max_rows: int
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        # Huge inputs may overflow float32; the caller checks the outputs, so no warnings.
+        with np.errstate(all="ignore"):
+            for step in self.steps:
+                X = step(X)
+        return X
+
+
+def numpy_forward(module: nn.Module) -> NumpyForward | None:
     """``module``'s forward in numpy (float32, inference only), or ``None`` if it holds a layer it does not know.
 
     The weights are copied, so later changes to ``module`` are not seen: build
     it from a loaded, eval-mode module that no one trains any more.
     """
     try:
-        steps = _steps(module)
+        steps = tuple(_steps(module))
     except _Unsupported:
         return None
-
-    def forward(X: np.ndarray) -> np.ndarray:
-        # Huge inputs may overflow float32; the caller checks the outputs, so no warnings.
-        with np.errstate(all="ignore"):
-            for step in steps:
-                X = step(X)
-        return X
-
-    return forward
+    normed = any(isinstance(m, nn.LayerNorm) for m in module.modules())
+    return NumpyForward(steps, MAX_ROWS_WITH_LAYER_NORM if normed else MAX_ROWS)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
