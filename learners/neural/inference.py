@@ -93,6 +93,11 @@ def load(state: Mapping[str, Any], device: str = "cpu") -> TorchInference:
     """The torch family's loader (see :data:`learners.families.FAMILIES`)."""
     module, config = inference_module(state, device)
     forward = numpy_forward(module) if device == "cpu" else None
+    if forward is not None:
+        # The served model's warm-up runs the numpy forward; batches beyond its
+        # max_rows go to torch, whose first call pays for lazy initialisation.
+        with torch.inference_mode():
+            module(torch.zeros((1, int(config["n_features"])), device=device))
     return TorchInference(
         module, int(config["n_features"]), config["task"] == "classification", device, forward=forward
     )

@@ -83,8 +83,9 @@ class NumpyForward:
 def numpy_forward(module: nn.Module) -> NumpyForward | None:
     """``module``'s forward in numpy (float32, inference only), or ``None`` if it holds a layer it does not know.
 
-    The weights are copied, so later changes to ``module`` are not seen: build
-    it from a loaded, eval-mode module that no one trains any more.
+    The numpy arrays share the module's memory (an embedding table is not
+    held twice): build it from a loaded, eval-mode module that no one trains
+    any more.
     """
     try:
         steps = tuple(_steps(module))
@@ -106,7 +107,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ translation
 def _array(tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy().astype(np.float32, copy=True)
+    return np.asarray(tensor.detach().cpu().numpy(), dtype=np.float32)  # no copy for a CPU float32 tensor
 
 
 def _steps(module: nn.Module) -> list[Forward]:
