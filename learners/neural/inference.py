@@ -59,7 +59,7 @@ class TorchInference:
     On the CPU, a model :func:`~learners.neural.numpy_forward.numpy_forward`
     knows (every zoo model) predicts small batches in numpy with the same
     weights: the same numbers within float32 rounding, without torch's fixed
-    cost per op, which is most of a one-row forward (a logistic model: ~8 us
+    cost per op, which is most of a one-row forward (a logistic model: ~10 us
     instead of ~25). Batches larger than its ``max_rows`` go to torch.
     """
 

@@ -9,7 +9,10 @@ The lifespan opens the registry, loads its current version onto
 Prediction handlers read the slot ONCE per request and answer with the
 version they used, so a swap in the middle of a request is invisible to it.
 They are ``async def`` on purpose: a forward pass of a tabular model takes
-tens of microseconds, less than a hop to the thread pool would.
+tens of microseconds, less than a hop to the thread pool would. The plain
+predict request does not even reach them: :mod:`serving.api.fast_path`
+answers it in pure ASGI with the same function (:mod:`serving.api.predict`)
+and hands every other request -- every error included -- to the routes.
 
 Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /models``,
 ``GET /models/current``, ``POST /models/{version}/promote`` and
