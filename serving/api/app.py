@@ -9,7 +9,10 @@ The lifespan opens the registry, loads its current version onto
 Prediction handlers read the slot ONCE per request and answer with the
 version they used, so a swap in the middle of a request is invisible to it.
 They are ``async def`` on purpose: a forward pass of a tabular model takes
-tens of microseconds, less than a hop to the thread pool would.
+tens of microseconds, less than a hop to the thread pool would. The plain
+predict request does not even reach them: :mod:`serving.api.fast_path`
+answers it in pure ASGI with the same function (:mod:`serving.api.predict`)
+and hands every other request -- every error included -- to the routes.
 
 Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /models``,
 ``GET /models/current``, ``POST /models/{version}/promote`` and
@@ -39,9 +42,8 @@ import math
 import secrets
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
-import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -49,10 +51,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from serving.api.body_limit import BodySizeLimitMiddleware
+from serving.api.fast_path import Answer, PredictFastPath
 from serving.api.hot_swap import HotSwapper, ModelSlot, same_version
-from serving.api.inputs import check_finite, parse_body, rows_to_matrix, unprocessable
+from serving.api.inputs import unprocessable
 from serving.api.metrics import MetricsMiddleware, ServingMetrics
 from serving.api.model import ServedModel
+from serving.api.predict import answer_batch, answer_one
 from serving.api.schemas import (
     BATCH_EXAMPLES,
     PREDICT_EXAMPLES,
@@ -131,8 +135,8 @@ async def _json_body(request: Request) -> bytes:
     return await request.body()
 
 
-def _json(payload: dict) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json")
+def _json(payload: bytes) -> Response:
+    return Response(payload, media_type="application/json")
 
 
 def _body_doc(schema: type[BaseModel], examples: dict) -> dict:
@@ -169,9 +173,9 @@ def _responses(*codes: int) -> dict[int | str, dict]:
     return {code: {"description": _ERROR_TEXT[code], **doc} for code in codes}
 
 
-def _served(request: Request) -> ServedModel:
+def _served(app: FastAPI) -> ServedModel:
     """The served model, read ONCE: this request uses it throughout, whatever swaps meanwhile."""
-    model = request.app.state.slot.model
+    model = app.state.slot.model
     if model is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -246,7 +250,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    # Added first so it sits inside the metrics middleware: a 413 is still counted.
+    # Filled in once the predict routes exist; read by the middleware from the first request on.
+    fast_answers: dict[str, Answer] = {}
+    fast_routes: dict[str, Any] = {}
+    # Innermost: the fast path's answers are size-limited and counted like the routes' ones.
+    app.add_middleware(
+        PredictFastPath, answers=fast_answers, routes=fast_routes, on_unknown=metrics.count_unknown_fields
+    )
+    # Added before the metrics middleware so it sits inside it: a 413 is still counted.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
@@ -281,7 +292,17 @@ def create_app(
     # Rust JSON parser, straight from the bytes) and answer with orjson bytes,
     # instead of going through FastAPI's dependency solver, json.loads and
     # response-model validation: ~25% of a single-row request (bench/serving.py).
-    # The schemas still document them in /docs.
+    # The schemas still document them in /docs. The plain case does not reach
+    # them at all: PredictFastPath answers it with the same function.
+    def served() -> ServedModel:
+        return _served(app)
+
+    def answer_predict(raw: bytes, on_unknown) -> bytes:
+        return answer_one(raw, served, on_unknown, metrics.predicted_rows.inc)
+
+    def answer_predict_batch(raw: bytes, on_unknown) -> bytes:
+        return answer_batch(raw, served, settings.max_batch_rows, on_unknown, metrics.predicted_rows.inc)
+
     @app.post(
         "/predict",
         response_model=Prediction,
@@ -291,19 +312,7 @@ def create_app(
     )
     async def predict(request: Request) -> Response:
         """Predict one row; the answer names the model version that produced it."""
-        body = parse_body(PredictRequest, await _json_body(request))
-        model = _served(request)
-        X = rows_to_matrix([body.x], model, ("body", "x"), metrics.count_unknown_fields)
-        labels, proba = model.predict(X)
-        check_finite(labels if proba is None else proba, ("body", "x"), model, X)
-        metrics.predicted_rows.inc()
-        return _json(
-            {
-                "version": model.version.number,
-                "prediction": model.label(int(labels[0])) if proba is not None else float(labels[0]),
-                "probabilities": proba[0].tolist() if proba is not None else None,
-            }
-        )
+        return _json(answer_predict(await _json_body(request), metrics.count_unknown_fields))
 
     @app.post(
         "/predict/batch",
@@ -314,32 +323,12 @@ def create_app(
     )
     async def predict_batch(request: Request) -> Response:
         """Predict up to ``max_batch_rows`` rows with one model version."""
-        body = parse_body(BatchPredictRequest, await _json_body(request))
-        model = _served(request)
-        n = len(body.rows)
-        if n > settings.max_batch_rows:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                detail=f"{n} rows is more than the maximum of {settings.max_batch_rows} per "
-                "request; split the batch",
-            )
-        if n == 0:
-            return _json({"version": model.version.number, "predictions": [], "probabilities": None})
-        X = rows_to_matrix(body.rows, model, ("body", "rows"), metrics.count_unknown_fields)
-        labels, proba = model.predict(X)
-        check_finite(labels if proba is None else proba, ("body", "rows"), model, X)
-        metrics.predicted_rows.inc(n)
-        if proba is None:
-            return _json(
-                {
-                    "version": model.version.number,
-                    "predictions": labels.astype(float).tolist(),
-                    "probabilities": None,
-                }
-            )
-        classes = model.classes
-        preds = [classes[i] for i in labels] if classes else labels.tolist()
-        return _json({"version": model.version.number, "predictions": preds, "probabilities": proba.tolist()})
+        return _json(answer_predict_batch(await _json_body(request), metrics.count_unknown_fields))
+
+    fast_answers.update({"/predict": answer_predict, "/predict/batch": answer_predict_batch})
+    fast_routes.update(
+        {route.path: route for route in app.routes if getattr(route, "path", None) in fast_answers}
+    )
 
     # ---------------------------------------------------------------- models
     @app.get("/models", tags=["models"], responses=_responses(503))
