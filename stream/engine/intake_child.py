@@ -38,7 +38,7 @@ from stream.engine.intake import decode_patiently
 from stream.engine.intake_wire import ShippedPoll
 from stream.sources.base import Source, source_extras
 
-__all__ = ["ChildSpec", "serve"]
+__all__ = ["ChildSpec", "main", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,17 @@ class ParentLink:
             self._ask(("revoked", list(partitions)), "revoked_done")
 
 
-def serve(conn, stop, spec: ChildSpec) -> None:
-    """The intake process: open the source, then answer each request until stopped (see the module docstring)."""
+def main(conn, stop, spec: ChildSpec) -> None:
+    """The intake process's entry point: its signals and logging, then :func:`serve`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the learning process stops us
     logging.basicConfig(
         level=spec.log_level, format="%(asctime)s %(levelname)s [intake] %(name)s: %(message)s"
     )
+    serve(conn, stop, spec)
+
+
+def serve(conn, stop, spec: ChildSpec) -> None:
+    """Open the source, then answer each request until stopped (see the module docstring)."""
     link = ParentLink(conn, stop, spec.parent_pid)
     source = None
     try:

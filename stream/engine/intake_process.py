@@ -29,24 +29,17 @@ if the learning process dies, the child sees its pipe close and exits.
 
 Examples
 --------
->>> import functools, os, tempfile, orjson
->>> from stream.codec.json_codec import CodecConfig
->>> from stream.sources.files import FileSource
->>> path = os.path.join(tempfile.mkdtemp(), "rows.jsonl")
->>> with open(path, "wb") as f:
-...     _ = f.write(b"\\n".join(orjson.dumps({"x": [i, 1], "y": i % 2}) for i in range(5)))
->>> intake = BoundedProcessIntake(
-...     functools.partial(FileSource, [path]), CodecConfig(n_features=2), with_records=False
-... )
->>> class Start:  # the engine's side: no saved positions, a fresh codec
-...     codec_state = None
-...     def on_assigned(self, partitions): return {}
-...     def on_revoked(self, partitions): pass
->>> intake.open(Start())
->>> poll = intake.poll_columns(100, 10)
->>> len(poll), poll.decoded.events.X[:, 0].tolist(), intake.exhausted
-(5, [0.0, 1.0, 2.0, 3.0, 4.0], True)
->>> intake.close()
+The child's source is made from a picklable factory, in the child (tests/e2e/test_intake_process.py
+runs it)::
+
+    intake = ProcessIntake(functools.partial(KafkaSource, config), codec_config, with_records=True)
+    intake.open(engine)                 # the child seeks where the engine's checkpoint says
+    poll = intake.poll_columns(100, 5000)  # a DecodedPoll: poll.decoded, poll.next_positions()
+
+>>> ProcessIntake(dict, None, with_records=False, prefetch=0)
+Traceback (most recent call last):
+...
+stream.core.errors.ConfigError: the intake prefetch must be at least 1 poll, got 0
 """
 
 from __future__ import annotations
@@ -58,9 +51,9 @@ import time
 from typing import Any, Callable, Mapping, Protocol
 
 from stream.codec.json_codec import CodecConfig
-from stream.core.errors import IntakeProcessError
+from stream.core.errors import ConfigError, IntakeProcessError
 from stream.core.records import TopicPartition
-from stream.engine.intake_child import ChildSpec, serve
+from stream.engine.intake_child import ChildSpec, main
 from stream.engine.intake_wire import DecodedPoll
 from stream.sources.base import Outage, RebalanceHandler, Source
 
@@ -107,8 +100,6 @@ class ProcessIntake:
         prefetch: int = 2,
     ) -> None:
         if prefetch < 1:
-            from stream.core.errors import ConfigError
-
             raise ConfigError(f"the intake prefetch must be at least 1 poll, got {prefetch}")
         self.source_factory = source_factory
         self.codec_config = codec_config
@@ -147,7 +138,7 @@ class ProcessIntake:
             log_level=logging.getLogger().getEffectiveLevel(),
         )
         self._proc = ctx.Process(
-            target=serve, args=(child_conn, self._stop, spec), name="streamlearn-intake", daemon=True
+            target=main, args=(child_conn, self._stop, spec), name="streamlearn-intake", daemon=True
         )
         self._proc.start()
         child_conn.close()  # only the child holds its end: its death closes the pipe
