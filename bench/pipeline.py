@@ -8,7 +8,9 @@ For each client (kafka-python, confluent-kafka) on the same broker and topic:
   polls, with no window, learner or checkpoint -- the share of the gap that
   decoding alone explains;
 * **pipeline**: streamlearn's engine over the same records -- decode, window,
-  prequential predict, learn, checkpoint every 20 batches.
+  prequential predict, learn, checkpoint every 20 batches;
+* **process** (with ``--intake process``): the same engine, polling and decoding
+  in a child process (:mod:`stream.engine.intake_process`), overlapped with learning.
 
 All three build their consumer from the same ``KafkaSourceConfig`` (raw through
 ``kafka_python_settings`` / ``confluent_conf``, the functions the sources use),
@@ -28,6 +30,7 @@ consumer by a quarter and flatters every ratio.
 
     python -m bench.pipeline                       # embedded broker (tansu), 200k events
     python -m bench.pipeline --bootstrap host:9092 --events 1000000
+    python -m bench.pipeline --intake process      # adds the process-intake row
 """
 
 from __future__ import annotations
@@ -140,13 +143,27 @@ def pipeline(
     backend: str,
     model: str,
     window: int,
+    intake: str = "inline",
 ) -> float:
     from learners.neural.learner import TorchLearner
+
+    source = make_source(backend, config)
+    if intake == "process":
+        import functools
+
+        from stream.engine.intake_process import ProcessIntake
+
+        # As `streamlearn run` builds it: records shipped too (duplicate ids are dead-lettered by default).
+        source = ProcessIntake(
+            functools.partial(make_source, backend, config),
+            CodecConfig(n_features=N_FEATURES),
+            with_records=True,
+        )
 
     with tempfile.TemporaryDirectory() as ckpt_dir:
         started = time.perf_counter()
         engine = Engine(
-            source=make_source(backend, config),
+            source=source,
             codec=JsonCodec(CodecConfig(n_features=N_FEATURES)),
             window=CountWindow(window),
             learner_builder=lambda d: TorchLearner(model=model, n_features=d),
@@ -178,6 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=1_000, help="count window size")
     parser.add_argument("--model", default="logistic")
     parser.add_argument("--clients", default="kafka-python,confluent")
+    parser.add_argument(
+        "--intake",
+        choices=("inline", "process"),
+        default="inline",
+        help="process: add the process-intake row",
+    )
     parser.add_argument("--torch-threads", type=int, default=1, help="as streamlearn run's --torch-threads")
     parser.add_argument(
         "--no-gc-freeze",
@@ -228,18 +251,21 @@ def main(argv: list[str] | None = None) -> None:
         clients = [c.strip() for c in args.clients.split(",") if c.strip()]
         raw_fns = {"kafka-python": raw_kafka_python, "confluent": raw_confluent}
         common = (config, args.events, args.max_poll_records, args.poll_timeout_ms)
-        results: dict[str, dict[str, list[float]]] = {c: {k: [] for k in KINDS} for c in clients}
+        kinds = KINDS + (("process",) if args.intake == "process" else ())
+        results: dict[str, dict[str, list[float]]] = {c: {k: [] for k in kinds} for c in clients}
         for r in range(args.repeats):
             for client in clients:
                 # Rotate the order per round so drift in machine load hits every row alike.
-                order = KINDS[r % len(KINDS) :] + KINDS[: r % len(KINDS)]
+                order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
                 for kind in order:
                     if kind == "raw":
                         rate = raw_fns[client](*common)
                     elif kind == "decode":
                         rate = decode_only(*common, client)
-                    else:
+                    elif kind == "pipeline":
                         rate = pipeline(*common, client, args.model, args.window)
+                    else:
+                        rate = pipeline(*common, client, args.model, args.window, intake="process")
                     results[client][kind].append(rate)
                     print(f"  round {r + 1}: {client:<12} {kind:<8} {rate:>10,.0f} ev/s", flush=True)
         print()
@@ -262,6 +288,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {client:<12} | {raw:>16,.0f} | {dec:>16,.0f} | {pipe:>13,.0f} | {dec_ratio:>12.2f} "
                 f"| {pipe_ratio:>14.2f} | >= 0.90 |"
             )
+        if "process" in kinds:
+            print()
+            print("| client       | pipeline ev/s | process intake ev/s | pipeline / raw | process / raw |")
+            print("|--------------|--------------:|--------------------:|---------------:|--------------:|")
+            for client in clients:
+                rates = results[client]
+                pipe, proc = statistics.median(rates["pipeline"]), statistics.median(rates["process"])
+                pipe_ratio = statistics.median(p / r for p, r in zip(rates["pipeline"], rates["raw"]))
+                proc_ratio = statistics.median(p / r for p, r in zip(rates["process"], rates["raw"]))
+                print(
+                    f"| {client:<12} | {pipe:>13,.0f} | {proc:>19,.0f} | {pipe_ratio:>14.2f} | {proc_ratio:>13.2f} |"
+                )
         print(
             f"(rates: medians of {args.repeats} rounds of {args.events:,} events; ratios: medians of the "
             "per-round ratios)"

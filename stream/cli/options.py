@@ -76,6 +76,18 @@ REPLAY_WINDOW = WINDOW.but(
     default="count:1000",
     help="count:N[,max=DUR] | event:10s[,lateness=2s] | processing:5s (processing time = record timestamps)",
 )
+INTAKE = (
+    Option(
+        "--intake",
+        "intake",
+        type=click.Choice(["inline", "process"]),
+        help="Where the Kafka client polls and records are decoded: inline (on the learning thread) or "
+        "process (a second process, overlapping with learning: worth it with a spare core; explicit "
+        "partitions only; docs/running.md) [env STREAMLEARN_INTAKE_MODE; default inline].",
+        env=Env("stream.core.settings.IntakeSettings", "mode"),
+    ),
+    Option(None, "intake_prefetch", env=Env("stream.core.settings.IntakeSettings", "prefetch")),
+)
 MAX_POLL_RECORDS = Option("--max-poll-records", "max_poll_records", type=int, default=5000, show_default=True)
 QUIET = Option("--quiet", "quiet", is_flag=True, help="No progress lines.")
 MAX_DEAD_LETTER_RATE = Option(

@@ -13,6 +13,7 @@ from stream.cli.options import (
     CHECKPOINTS,
     DRIFT,
     FILES,
+    INTAKE,
     KAFKA_OPTIONS,
     KAFKA_SETTINGS,
     LABEL_COLUMN,
@@ -96,6 +97,7 @@ RUN_OPTIONS = (
         show_default=True,
     ),
     KAFKA_OPTIONS,
+    *INTAKE,
     MAX_POLL_RECORDS,
     Option(
         "--ledger/--no-ledger", "ledger", default=False, help="Record learned event ids (exactly-once audit)."
@@ -147,7 +149,7 @@ def run(opts: Values) -> None:
 def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
     """The engine ``streamlearn run`` builds from its resolved options."""
     from stream.engine.config import EngineConfig
-    from stream.engine.spec import CheckpointSpec, EngineSpec
+    from stream.engine.spec import CheckpointSpec, EngineSpec, IntakeSpec
 
     return EngineSpec(
         source=source_from(opts),
@@ -174,6 +176,7 @@ def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
         gate=gate_from(opts),
         registry=registry_from(opts),
         drift=drift,
+        intake=IntakeSpec(mode=opts.intake, prefetch=opts.intake_prefetch),
     )
 
 

@@ -48,6 +48,10 @@ class UnreadableCheckpointError(CheckpointError):
     """Checkpoint files exist but none can be read: starting fresh would re-learn everything."""
 
 
+class IntakeProcessError(StreamlearnError):
+    """The intake process (``--intake process``) died or failed; the engine stops and a restart resumes."""
+
+
 class SchemaMismatchError(StreamlearnError):
     """Restored state does not fit the configured model or feature schema."""
 

@@ -14,6 +14,8 @@ Examples
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -74,6 +76,17 @@ class CheckpointSettings(BaseSettings):
     every_batches: int = 20
     every_seconds: float = 5.0
     keep: int = 3
+
+
+class IntakeSettings(BaseSettings):
+    """Where the client polls and records are decoded: on the learning thread, or in a second process."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_INTAKE_")
+
+    #: ``inline``: poll, decode and learn on one thread; ``process``: poll and decode in a child process.
+    mode: Literal["inline", "process"] = "inline"
+    #: With ``process``: polls in flight at most between the two processes.
+    prefetch: int = Field(2, ge=1)
 
 
 class TorchSettings(BaseSettings):

@@ -25,10 +25,12 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from stream.core.clock import SystemClock
+from stream.core.errors import ConfigError
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.gate import ValidationGate
 from stream.engine.loop import Engine
@@ -108,6 +110,8 @@ def build_engine(
     gate = gate if gate is not None else open_gate(spec, extras.clock)
     policy = spec.drift.build(task=spec.learner.task) if spec.drift is not None else None
     connect_drift_policy(policy, gate, reconciler)
+    if extras.source is not None and spec.intake.mode == "process":
+        raise ConfigError("--intake process reads the spec's own source; this caller feeds the engine itself")
     source = extras.source if extras.source is not None else _open_source(spec)
     codec = JsonCodec(spec.decode)
     ckpt = spec.checkpoints
@@ -140,7 +144,26 @@ def build_engine(
 
 
 def _open_source(spec: EngineSpec) -> Source:
-    """The source ``spec.source`` describes: files, or a Kafka consumer of the chosen backend (not opened yet)."""
+    """The source ``spec.source`` describes (not opened yet); with ``--intake process``, the child process that reads it."""
+    factory = _source_factory(spec)
+    if spec.intake.mode == "inline":
+        return factory()
+    from stream.engine.intake_process import BoundedProcessIntake, ProcessIntake
+
+    loop = spec.loop
+    intake = BoundedProcessIntake if spec.source.files else ProcessIntake
+    factory()  # made once here too: a bad path or option is reported before a process starts
+    return intake(
+        factory,
+        spec.decode,
+        # The engine dead-letters a duplicate id's record: it needs the records' keys and headers too.
+        with_records=loop.dedup_window > 0 and loop.duplicate_policy == "dead_letter",
+        prefetch=spec.intake.prefetch,
+    )
+
+
+def _source_factory(spec: EngineSpec) -> Callable[[], Source]:
+    """What makes the source ``spec.source`` describes: files, or a Kafka consumer of the chosen backend (picklable)."""
     from stream.sources.base import parse_partitions
     from stream.sources.kafka import KafkaSourceConfig
 
@@ -148,7 +171,7 @@ def _open_source(spec: EngineSpec) -> Source:
     if src.files:
         from stream.sources.files import FileSource
 
-        return FileSource(list(src.files), label_column=src.label_column)
+        return functools.partial(FileSource, list(src.files), label_column=src.label_column)
     kafka = src.kafka
     config = KafkaSourceConfig(
         bootstrap=src.bootstrap,
@@ -165,7 +188,7 @@ def _open_source(spec: EngineSpec) -> Source:
     if src.backend == "confluent":
         from stream.sources.confluent import ConfluentKafkaSource
 
-        return ConfluentKafkaSource(config)
+        return functools.partial(ConfluentKafkaSource, config)
     from stream.sources.kafka import KafkaSource
 
-    return KafkaSource(config)
+    return functools.partial(KafkaSource, config)

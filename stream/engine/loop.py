@@ -67,6 +67,7 @@ from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import EngineConfig, RunSummary
 from stream.engine.dedup import RecentIds
 from stream.engine.intake import decode_patiently, without_repeats
+from stream.engine.intake_wire import DecodedPoll
 from stream.engine.learner_shape import LearnerShape
 from stream.engine.ledger import LearnLedger
 from stream.engine.oversight import Oversight
@@ -397,7 +398,7 @@ class Engine:
                 self.store.unlock()  # last: the final checkpoint and dead letters are written
 
     def _ingest(self, poll: PollColumns) -> WindowOutput:
-        decoded = decode_patiently(self.codec, poll, lambda: self.stop_requested)
+        decoded = self._decoded(poll)
         if decoded is None:  # stopped while the schema registry was away: the poll stays unread
             return WindowOutput([])
         self._sink.send(decoded.dead_letters)
@@ -413,6 +414,16 @@ class Engine:
         self._stats.events_read += len(poll)
         self._dirty = True
         return self._windower.add(events)
+
+    def _decoded(self, poll: PollColumns):
+        """``poll`` decoded here, or already by the intake process (``--intake process``), whose codec state is adopted."""
+        if isinstance(poll, DecodedPoll):
+            # What the intake's codec produced up to this poll: checkpointed and published with it.
+            if poll.codec_state is not None:
+                self.codec = JsonCodec(self.codec.config, state=poll.codec_state)
+                self._shape = LearnerShape(self.codec)
+            return poll.decoded
+        return decode_patiently(self.codec, poll, lambda: self.stop_requested)
 
     def _handle(self, out: WindowOutput) -> None:
         if out.late is not None and len(out.late):

@@ -11,7 +11,8 @@ Every way of starting an engine -- ``streamlearn run``, ``demo``, each lane of
 - the dead-letter target (``kafka``, ``file:PATH``, ``none``);
 - :class:`~stream.engine.config.EngineConfig`: loop pacing, checkpoint cadence, when to stop;
 - :class:`~learners.choice.LearnerChoice`, :class:`~drift.choice.DriftChoice`;
-- :class:`~stream.engine.gate.GateConfig` and :class:`RegistrySpec`: the validation gate and its registry.
+- :class:`~stream.engine.gate.GateConfig` and :class:`RegistrySpec`: the validation gate and its registry;
+- :class:`IntakeSpec`: whether polling and decoding run on the learning thread or in a second process.
 
 Each value validates itself when it is made (a :class:`~stream.core.errors.ConfigError`
 names the mistake), so a spec that exists is one the builder can build.
@@ -47,6 +48,7 @@ from stream.engine.gate import GateConfig
 __all__ = [
     "CheckpointSpec",
     "EngineSpec",
+    "IntakeSpec",
     "RegistrySpec",
     "SourceSpec",
     "check_label_column",
@@ -126,6 +128,28 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
+class IntakeSpec:
+    """Where polling and decoding run: ``inline`` (the learning thread) or ``process`` (a child process).
+
+    ``prefetch``: with ``process``, polls in flight at most (see :mod:`stream.engine.intake_process`).
+
+    >>> IntakeSpec(mode="thread")
+    Traceback (most recent call last):
+    ...
+    stream.core.errors.ConfigError: --intake 'thread': use inline or process
+    """
+
+    mode: Literal["inline", "process"] = "inline"
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("inline", "process"):
+            raise ConfigError(f"--intake {self.mode!r}: use inline or process")
+        if self.prefetch < 1:
+            raise ConfigError(f"the intake prefetch must be at least 1 poll, got {self.prefetch}")
+
+
+@dataclass(frozen=True)
 class RegistrySpec:
     """The registry the gate publishes to: a directory or a ``redis://`` URL (defaults as the registry's own)."""
 
@@ -157,9 +181,17 @@ class EngineSpec:
     gate: GateConfig | None = None
     registry: RegistrySpec | None = None
     drift: DriftChoice | None = None
+    intake: IntakeSpec = field(default_factory=IntakeSpec)
 
     def __post_init__(self) -> None:
         from stream.window.spec import parse_window
+
+        if self.intake.mode == "process" and self.source.group:
+            # Group rebalances would round-trip to this process mid-poll; not proven yet: refused.
+            raise ConfigError(
+                "--intake process reads explicit partitions only (--topic without --group, or --partition); "
+                "drop --group or use --intake inline"
+            )
 
         parse_window(self.window)  # a typo is reported before anything is opened
         if self.decode is None:
