@@ -39,6 +39,8 @@ from stream.core.records import RawRecord, TopicPartition
 _VALUE = attrgetter("value")
 _OFFSET = attrgetter("offset")
 _TIMESTAMP = attrgetter("timestamp")
+_KEY = attrgetter("key")
+_HEADERS = attrgetter("headers")
 _EMPTY_STR = np.array([], dtype=str)
 
 
@@ -54,7 +56,16 @@ class PollColumns:
     offset : (n,) int64 array
     """
 
-    __slots__ = ("values", "topic", "partition", "offset", "_positions", "_record", "_timestamps")
+    __slots__ = (
+        "values",
+        "topic",
+        "partition",
+        "offset",
+        "_positions",
+        "_record",
+        "_timestamps",
+        "_keys_headers",
+    )
 
     def __init__(
         self,
@@ -66,6 +77,7 @@ class PollColumns:
         record: Callable[[int], Any],
         timestamps: Callable[[], np.ndarray],
         positions: dict[TopicPartition, int],
+        keys_headers: Callable[[], tuple[list, list]] | None = None,
     ) -> None:
         self.values = values
         self.topic = topic
@@ -74,6 +86,7 @@ class PollColumns:
         self._record = record
         self._timestamps = timestamps
         self._positions = positions
+        self._keys_headers = keys_headers
 
     def __len__(self) -> int:
         return len(self.values)
@@ -85,6 +98,20 @@ class PollColumns:
     def records(self) -> list[RawRecord]:
         """Every row as a record, in poll order (the codec's slow path)."""
         return [self._record(i) for i in range(len(self.values))]
+
+    def keys_and_headers(self) -> tuple[list, list]:
+        """Every row's key and headers, in poll order: one C-level pass where the client allows.
+
+        The intake process ships them so the engine can dead-letter any row; building
+        a whole record per row for that cost four times the poll and its decoding.
+
+        >>> PollColumns.from_records([RawRecord("t", 0, 5, 100, b"k", b"v", (("h", b"1"),))]).keys_and_headers()
+        ([b'k'], [(('h', b'1'),)])
+        """
+        if self._keys_headers is not None:
+            return self._keys_headers()
+        records = self.records()
+        return [r.key for r in records], [r.headers for r in records]
 
     def timestamps(self) -> np.ndarray:
         """(n,) int64 client/broker timestamps in ms; computed on demand (rarely needed)."""
@@ -158,6 +185,7 @@ class PollColumns:
             record=records.__getitem__,
             timestamps=lambda: np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=n),
             positions=positions,
+            keys_headers=lambda: (list(map(_KEY, records)), list(map(_HEADERS, records))),
         )
 
     @classmethod
@@ -191,6 +219,10 @@ class PollColumns:
             record=record,
             timestamps=lambda: np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=n),
             positions=_last_positions(distinct, topic, partition, offset),
+            keys_headers=lambda: (
+                list(map(msg_type.key, messages)),
+                [h or () for h in map(msg_type.headers, messages)],
+            ),
         )
 
     @classmethod
@@ -222,6 +254,7 @@ class PollColumns:
             record=records.__getitem__,
             timestamps=lambda: np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=n),
             positions=_last_positions(distinct, topic, partition, offset),
+            keys_headers=lambda: (list(map(_KEY, records)), list(map(_HEADERS, records))),
         )
 
     def to_mapping(self) -> dict[TopicPartition, list[RawRecord]]:

@@ -27,7 +27,6 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -38,9 +37,6 @@ from stream.core.records import RawRecord, TopicPartition
 from stream.sources.base import Outage
 
 __all__ = ["DecodedPoll", "ShippedPoll"]
-
-_KEY = attrgetter("key")
-_HEADERS = attrgetter("headers")
 
 
 class DecodedPoll(PollColumns):
@@ -83,8 +79,7 @@ class ShippedPoll:
         """``poll`` and its decoding; the keys, timestamps and headers too when ``with_records``."""
         keys = timestamps = headers = None
         if with_records and len(poll):
-            records = poll.records()
-            keys, headers = list(map(_KEY, records)), list(map(_HEADERS, records))
+            keys, headers = poll.keys_and_headers()
             timestamps = poll.timestamps()
         return cls(
             values=poll.values,

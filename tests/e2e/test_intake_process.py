@@ -73,7 +73,12 @@ def assert_learned_exactly_once(tmp_path) -> None:
     assert ckpt.counters["events_learned"] == N
     assert sum(ckpt.positions.values()) == N + len(POISON)
     letters = [orjson.loads(line) for line in (tmp_path / "dead.jsonl").read_bytes().splitlines()]
-    assert sorted(letter["value_text"] for letter in letters) == sorted(v.decode() for v in POISON.values())
+    # Dead letters are at least once (docs/dead-letters.md): a kill after a letter was written but
+    # before the checkpoint sends it again on restart. One per source record is what must hold.
+    by_record = {(letter["partition"], letter["offset"]): letter for letter in letters}
+    assert sorted(letter["value_text"] for letter in by_record.values()) == sorted(
+        v.decode() for v in POISON.values()
+    )
     assert all(letter["reason"] for letter in letters)
 
 
