@@ -84,7 +84,7 @@ def _timed(obj: object, name: str, part: str, spent: Counter) -> None:
     setattr(obj, name, wrapper)
 
 
-def _engine(records: list, window: int, workdir: str, spent: Counter, device: str = "cpu", background: bool = True):
+def _engine(records: list, window: int, workdir: str, spent: Counter, device: str = "cpu"):
     from drift.choice import DriftChoice
     from learners.choice import LearnerChoice
     from stream.engine.builder import EngineExtras, build_engine
@@ -100,7 +100,7 @@ def _engine(records: list, window: int, workdir: str, spent: Counter, device: st
         learner=choice,
         checkpoints=CheckpointSpec(dir=f"{workdir}/checkpoints"),
         loop=EngineConfig(until_idle_seconds=0, rehearse="never"),
-        gate=GateConfig(background=background),
+        gate=GateConfig(background=True),
         registry=RegistrySpec(url=f"{workdir}/registry"),
         drift=DriftChoice(),
     )
