@@ -219,18 +219,21 @@ def count_case(draw):
     return make_events(partitions), size, ops, restore_at
 
 
+#: One step of a processing-time or count-or-time scenario: add up to 10 events, move the clock, or tick.
+_WINDOW_OP = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 10)),
+    st.tuples(st.just("advance"), st.integers(0, 250)),
+    st.tuples(st.just("tick")),
+)
+
+
 @st.composite
 def count_or_time_case(draw):
     n = draw(st.integers(0, 60))
     partitions = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     size = draw(st.integers(1, 12))
     max_ms = draw(st.sampled_from([1, 7, 10, 100]))
-    op = st.one_of(
-        st.tuples(st.just("add"), st.integers(0, 10)),
-        st.tuples(st.just("advance"), st.integers(0, 250)),
-        st.tuples(st.just("tick")),
-    )
-    ops = draw(st.lists(op, max_size=30)) + [("add", n)]
+    ops = draw(st.lists(_WINDOW_OP, max_size=30)) + [("add", n)]
     restore_at = draw(st.integers(0, len(ops)))
     return make_events(partitions), size, max_ms, ops, restore_at
 
@@ -240,12 +243,7 @@ def processing_case(draw):
     n = draw(st.integers(0, 60))
     partitions = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     length = draw(st.sampled_from([1, 7, 10, 100]))
-    op = st.one_of(
-        st.tuples(st.just("add"), st.integers(0, 10)),
-        st.tuples(st.just("advance"), st.integers(0, 250)),
-        st.tuples(st.just("tick")),
-    )
-    ops = draw(st.lists(op, max_size=30)) + [("add", n)]
+    ops = draw(st.lists(_WINDOW_OP, max_size=30)) + [("add", n)]
     restore_at = draw(st.integers(0, len(ops)))
     return make_events(partitions), length, ops, restore_at
 
