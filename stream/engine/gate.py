@@ -63,6 +63,9 @@ from stream.engine.publisher import BackgroundPublisher, InlinePublisher, Public
 
 log = logging.getLogger(__name__)
 
+#: Due points in a row whose batch is too small to judge on, before the gate says so (once).
+_TOO_SMALL_WARN_AFTER = 20
+
 
 @dataclass(frozen=True)
 class GateConfig:
@@ -137,6 +140,7 @@ class ValidationGate:
         self._pending: list[Events] = []
         self.counts = {"published": 0, "validated": 0, "rejected": 0, "failed": 0}
         self.last_version: Version | None = None
+        self._too_small = 0  # due points in a row passed over: the batch was below the holdout minimum
 
     # ------------------------------------------------------------ engine API
     def after_learn(self, batch: MicroBatch) -> None:
@@ -164,8 +168,12 @@ class ValidationGate:
         computed it (prequential scoring); ``None`` makes the gate compute it.
         Returns the published version, or ``None`` when nothing was published.
         """
-        if not self.due() or len(batch) < self.config.holdout_min_events:
+        if not self.due():
             return None
+        if len(batch) < self.config.holdout_min_events:
+            self._passed_over(len(batch))
+            return None
+        self._too_small = 0
         self._last_publish = self._clock()
         try:
             self._collect()
@@ -173,6 +181,19 @@ class ValidationGate:
         except RegistryError as exc:
             self._failed(exc)
             return None
+
+    def _passed_over(self, size: int) -> None:
+        """Say once, loudly, when small windows keep every version from being published."""
+        self._too_small += 1
+        if self._too_small == _TOO_SMALL_WARN_AFTER:
+            log.warning(
+                "no model version has been published for %d due points: every batch (the last had %d "
+                "events) is smaller than the gate's holdout minimum of %d; use larger windows or a "
+                "smaller --holdout-min-events",
+                self._too_small,
+                size,
+                self.config.holdout_min_events,
+            )
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait for the version being written, then take in its outcome (errors reported as at a due point)."""

@@ -195,3 +195,18 @@ def test_an_incompatible_validated_version_is_not_a_baseline(tmp_path):
     end = _train(learner, 3)
     mine = _offer(gate, learner, end)
     assert mine.status == "validated" and "first version" in mine.note
+
+
+def test_batches_below_the_holdout_minimum_never_publish_and_the_gate_says_so_once(tmp_path, caplog):
+    # A count-or-time window on a slow stream: every batch is smaller than the holdout minimum.
+    gate, learner = _gate(tmp_path, holdout_min_events=100), _learner()
+    end = _train(learner, 3)
+    with caplog.at_level("WARNING", logger="stream.engine.gate"):
+        for i in range(45):
+            gate.after_learn(make_batch(25, n_features=4, start_offset=end + 25 * i))
+            assert gate.before_learn(learner, make_batch(25, n_features=4, seed=i), None, SCHEMA) is None
+    warnings = [r.getMessage() for r in caplog.records if "holdout minimum" in r.getMessage()]
+    assert len(warnings) == 1 and "smaller --holdout-min-events" in warnings[0]
+    assert gate.counts["published"] == 0 and gate.registry.current() is None
+    # One batch big enough ends the drought: it is published, and the count starts again.
+    assert _offer(gate, learner, end + 25 * 45).status == "validated"
