@@ -96,21 +96,16 @@ class ShippedPoll:
 
     def columns(self) -> DecodedPoll:
         """The poll as the engine ingests it (records rebuilt on demand)."""
-        n = len(self.values)
-        return (
-            DecodedPoll(
-                self.values,
-                self.topic,
-                self.partition,
-                self.offset,
-                record=self._record,
-                timestamps=self._timestamps,
-                positions=self.positions,
-                decoded=self.decoded,
-                codec_state=self.codec_state,
-            )
-            if n
-            else _empty(self.decoded, self.codec_state)
+        return DecodedPoll(
+            self.values,
+            self.topic,
+            self.partition,
+            self.offset,
+            record=self._record,
+            timestamps=self._timestamps,
+            positions=self.positions,
+            decoded=self.decoded,
+            codec_state=self.codec_state,
         )
 
     def _record(self, i: int) -> RawRecord:
@@ -129,21 +124,8 @@ class ShippedPoll:
         )
 
     def _timestamps(self) -> np.ndarray:
+        if not len(self.values):
+            return np.empty(0, np.int64)
         if self.timestamps is None:
             raise RuntimeError("the intake process did not ship this poll's timestamps")
         return self.timestamps
-
-
-def _empty(decoded: DecodeResult, codec_state: dict | None) -> DecodedPoll:
-    empty = PollColumns.empty()
-    return DecodedPoll(
-        empty.values,
-        empty.topic,
-        empty.partition,
-        empty.offset,
-        record=empty.record,
-        timestamps=empty.timestamps,
-        positions={},
-        decoded=decoded,
-        codec_state=codec_state,
-    )
