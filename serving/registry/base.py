@@ -46,6 +46,8 @@ import time
 from dataclasses import replace
 from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
+import orjson
+
 from learners.state_io import dumps_state, loads_state
 from serving.registry.versions import AuditEvent, Version
 from stream.core.errors import CheckpointError, ConfigError, RegistryError, VersionNotFoundError
@@ -110,6 +112,14 @@ class ModelRegistry(Protocol):
     def subscribe(self, poll_interval: float = 1.0, stop: threading.Event | None = None) -> Iterator[Pointer]:
         """Yield the pointer each time it moves (first: its value now)."""
 
+    def record_live(self, live: Mapping[str, Any]) -> None:
+        """Replace the live-metrics document (per version, from joined labels; see :mod:`stream.engine.live`)."""
+        ...
+
+    def live(self) -> dict[str, Any]:
+        """The live-metrics document last recorded (``{}`` before any)."""
+        ...
+
     def ping(self) -> None:
         """Raise :class:`~stream.core.errors.RegistryUnavailableError` if the registry cannot be reached."""
 
@@ -123,6 +133,7 @@ class RegistryBase:
     A backend implements the primitives (``_next_number``, ``_store_new``,
     ``_transition``, ``_read_version``, ``_read_versions``, ``_read_pointer``,
     ``_read_state``, ``_has_state``, ``_append_event``, ``_read_events``,
+    ``_write_live``, ``_read_live``,
     ``_wait_for_notification``); each mutating primitive is atomic in its
     backend (a Redis MULTI, or writes under a file lock).
     """
@@ -203,6 +214,20 @@ class RegistryBase:
 
     def record_event(self, event: AuditEvent) -> AuditEvent:
         return self._append_event(event)
+
+    def record_live(self, live: Mapping[str, Any]) -> None:
+        # One small document overwritten whole: the daemon's cumulative figures, as of its last checkpoint.
+        self._write_live(orjson.dumps(dict(live), option=orjson.OPT_NON_STR_KEYS))
+
+    def live(self) -> dict[str, Any]:
+        blob = self._read_live()
+        if not blob:
+            return {}
+        try:
+            doc = orjson.loads(blob)
+        except orjson.JSONDecodeError as exc:
+            raise RegistryError(f"the live-metrics document is unreadable: {exc}") from exc
+        return doc if isinstance(doc, dict) else {}
 
     # ------------------------------------------------------------ reading
     def current(self) -> Version | None:
@@ -336,6 +361,12 @@ class RegistryBase:
         raise NotImplementedError
 
     def _append_event(self, event: AuditEvent) -> AuditEvent:
+        raise NotImplementedError
+
+    def _write_live(self, blob: bytes) -> None:
+        raise NotImplementedError
+
+    def _read_live(self) -> bytes | None:
         raise NotImplementedError
 
     def _read_events(

@@ -65,6 +65,7 @@ class FileRegistry(RegistryBase):
         self._states = self.root / "states"
         self._pointer = self.root / "pointer.json"
         self._audit = self.root / "audit.jsonl"
+        self._live = self.root / "live.json"
         try:
             self._versions.mkdir(parents=True, exist_ok=True)
             self._states.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,20 @@ class FileRegistry(RegistryBase):
             fh.flush()
             os.fsync(fh.fileno())
         return event
+
+    def _write_live(self, blob: bytes) -> None:
+        try:
+            atomic_write_bytes(self._live, blob)  # a whole document: readers never see half of one
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot write live metrics in {self.root}: {exc}") from exc
+
+    def _read_live(self) -> bytes | None:
+        try:
+            return self._live.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryUnavailableError(f"cannot read live metrics in {self.root}: {exc}") from exc
 
     def _append_event(self, event: AuditEvent) -> AuditEvent:
         with self._locked():

@@ -98,6 +98,7 @@ class RedisRegistry(RegistryBase):
         ns = namespace
         self._k_next, self._k_meta, self._k_pointer = f"{ns}:next", f"{ns}:meta", f"{ns}:pointer"
         self._k_audit, self._channel = f"{ns}:audit", f"{ns}:notify"
+        self._k_live = f"{ns}:live"
 
     def __repr__(self) -> str:
         # Never print the password that may be in the URL.
@@ -195,6 +196,14 @@ class RedisRegistry(RegistryBase):
         if doomed:
             with self._errors("pruning old weights"):
                 self._client.delete(*doomed)
+
+    def _write_live(self, blob: bytes) -> None:
+        with self._errors("recording live metrics"):
+            self._client.set(self._k_live, blob)
+
+    def _read_live(self) -> bytes | None:
+        with self._errors("reading live metrics"):
+            return self._client.get(self._k_live)
 
     def _append_event(self, event: AuditEvent) -> AuditEvent:
         with self._errors(f"recording audit event '{event.kind}'"):

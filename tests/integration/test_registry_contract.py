@@ -205,6 +205,13 @@ def test_a_nan_event_bound_is_a_config_error(registry):
             registry.events(**bound)
 
 
+def test_live_metrics_document_is_replaced_whole(registry):
+    assert registry.live() == {}
+    registry.record_live({"versions": {"3": {"n": 10, "accuracy": 0.5}}, "updated_at": 1.0})
+    registry.record_live({"versions": {"4": {"n": 2, "accuracy": 1.0}}, "updated_at": 2.0})
+    assert registry.live() == {"versions": {"4": {"n": 2, "accuracy": 1.0}}, "updated_at": 2.0}
+
+
 def test_subscribe_yields_each_pointer_move(registry):
     a = registry.publish(_state(1), _draft())
     stop = threading.Event()
