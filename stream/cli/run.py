@@ -83,6 +83,27 @@ RUN_OPTIONS = (
     ),
     MAX_DEAD_LETTER_RATE,
     Option(
+        "--labels-topic",
+        "labels_topic",
+        help="Learn from delayed labels: join this topic's {id, y} records by id with the --topic records "
+        "(prediction logs or {id, x}); see docs/feedback.md.",
+    ),
+    Option(
+        "--join-ttl",
+        "join_ttl",
+        default="1h",
+        show_default=True,
+        help="How far apart (record time) a prediction and its label may be; later, both are dead-lettered.",
+    ),
+    Option(
+        "--join-max-pending",
+        "join_max_pending",
+        type=click.IntRange(min=1),
+        default=1_000_000,
+        show_default=True,
+        help="Most predictions and labels waiting for their other half; beyond it the oldest is dead-lettered.",
+    ),
+    Option(
         "--until-idle",
         "until_idle",
         type=float,
@@ -138,8 +159,11 @@ def run(opts: Values) -> None:
     if not opts.files:
         require_broker(opts.bootstrap)  # in seconds, where each Kafka client would wait out its own timeout
     extras = EngineExtras(on_progress=progress_reporter(opts.quiet, opts.metrics_port), quiet=opts.quiet)
-    summary = run_engine(build_engine(spec, gate=gate, reconciler=reconciler, extras=extras))
+    engine = build_engine(spec, gate=gate, reconciler=reconciler, extras=extras)
+    summary = run_engine(engine)
     print_summary(summary, gate, reconciler, label_column=opts.label_column if opts.files else None)
+    if engine.feedback is not None:
+        print_join(engine.feedback.join.report())
     # A bounded run is a job whose numbers someone will read: fail it. The daemon was warned
     # when the rate passed, and keeps (and ends) its usual way: a bad producer must not kill it.
     if opts.until_idle is not None or opts.max_events is not None or opts.files:
@@ -177,6 +201,29 @@ def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
         registry=registry_from(opts),
         drift=drift,
         intake=IntakeSpec(mode=opts.intake, prefetch=opts.intake_prefetch),
+        join=join_from(opts),
+    )
+
+
+def join_from(opts: Values):
+    """The join of delayed labels ``--labels-topic`` asks for (``None`` without one)."""
+    if not opts.labels_topic:
+        return None
+    from stream.engine.join import JoinConfig, parse_ttl
+
+    return JoinConfig(
+        labels_topic=opts.labels_topic, ttl_ms=parse_ttl(opts.join_ttl), max_pending=opts.join_max_pending
+    )
+
+
+def print_join(report: dict) -> None:
+    """The end-of-run line of a join of delayed labels."""
+    click.echo(
+        f"[streamlearn] labels joined {report['joined']:,}; waiting: {report['pending_features']:,} predictions, "
+        f"{report['pending_labels']:,} labels ({report['pending_bytes']:,} bytes); expired "
+        f"{report['expired_features'] + report['expired_labels']:,}, evicted {report['evicted']:,}, "
+        f"repeated labels ignored {report['repeated_labels']:,}",
+        err=True,
     )
 
 

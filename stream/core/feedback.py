@@ -13,7 +13,7 @@ A logged prediction (JSON, keyed by its id)::
      "classes": ["no", "click"] | null, "ts": 1764547200123,
      "shadow": {"9": {"prediction": ..., "probabilities": [...], "classes": [...]}}}
 
-``x`` is the row exactly as the client sent it; ``ts`` is epoch milliseconds;
+``x`` is the row exactly as the client sent it; ``version`` is null for a plain features record; ``ts`` is epoch milliseconds;
 ``classes`` names the probabilities' order (null: class ``i`` is ``i``);
 ``shadow`` (optional) holds what shadow versions answered for the same row.
 A label: ``{"id": "4f1c...", "y": "click", "ts": 1764547260000}`` (``ts`` optional).
@@ -76,7 +76,7 @@ class LoggedPrediction:
 
     id: str
     x: Any
-    version: int
+    version: int | None
     prediction: Any
     probabilities: list[float] | None = None
     classes: list[Any] | None = None
@@ -152,10 +152,13 @@ def _ts(doc: dict, what: str) -> int | None:
 def decode_prediction(raw: bytes | None) -> LoggedPrediction:
     """Read a prediction-log record.
 
+    A plain features record (``{"id", "x", "ts"}``, no ``version``) reads as a
+    prediction of no version: it joins with its label but scores no version.
+
     Raises
     ------
     FeedbackFormatError
-        Not a JSON object, or no usable ``id``, ``x`` or ``version``.
+        Not a JSON object, no usable ``id`` or ``x``, or a ``version`` that is not an integer.
     """
     what = "prediction-log record"
     doc = _document(raw, what)
@@ -163,8 +166,8 @@ def decode_prediction(raw: bytes | None) -> LoggedPrediction:
     if "x" not in doc:
         raise FeedbackFormatError(f'{what} {ident!r} has no "x"')
     version = doc.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise FeedbackFormatError(f'{what} {ident!r} has no integer "version"')
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise FeedbackFormatError(f'{what} {ident!r}: "version" must be an integer, got {version!r}')
     shadow = {}
     for key, answer in (doc.get("shadow") or {}).items():
         if isinstance(answer, dict) and str(key).isdigit():
@@ -199,6 +202,10 @@ def decode_label(raw: bytes | None) -> Label:
     return Label(ident, doc["y"], _ts(doc, what))
 
 
-def joined_record(prediction: LoggedPrediction, label: Label) -> bytes:
-    """The training record a joined pair becomes: the row as served, its label, the prediction's time."""
-    return orjson.dumps({"id": prediction.id, "x": prediction.x, "y": label.y, "ts": prediction.ts})
+def joined_record(prediction: LoggedPrediction, label: Label, ts: int | None = None) -> bytes:
+    """The training record a joined pair becomes: the row as served, its label, the prediction's time.
+
+    ``ts`` stands in for a prediction that carried no time of its own (``ts`` 0).
+    """
+    when = prediction.ts or (ts if ts is not None else 0)
+    return orjson.dumps({"id": prediction.id, "x": prediction.x, "y": label.y, "ts": when})

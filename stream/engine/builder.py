@@ -136,11 +136,30 @@ def build_engine(
                 if extras.on_progress is not None
                 else (None if extras.quiet else ProgressPrinter())
             ),
-            oversight=Oversight(gate=gate, policy=policy, observer=extras.observer, reconciler=reconciler),
+            oversight=Oversight(
+                gate=gate,
+                policy=policy,
+                observer=extras.observer,
+                reconciler=reconciler,
+                feedback=_feedback_loop(spec, gate),
+            ),
         )
     except BaseException:
         store.unlock()
         raise
+
+
+def _feedback_loop(spec: EngineSpec, gate: ValidationGate | None):
+    """The join of delayed labels the spec asks for, reporting live metrics to the gate's registry (or the spec's)."""
+    if spec.join is None:
+        return None
+    from stream.engine.feedback_loop import FeedbackLoop
+
+    if gate is not None:
+        registry = gate.registry
+    else:
+        registry = _open_registry(spec.registry) if spec.registry is not None else None
+    return FeedbackLoop(spec.join, registry)
 
 
 def _open_source(spec: EngineSpec) -> Source:
@@ -175,7 +194,8 @@ def _source_factory(spec: EngineSpec) -> Callable[[], Source]:
     kafka = src.kafka
     config = KafkaSourceConfig(
         bootstrap=src.bootstrap,
-        topics=tuple(src.topics),
+        # With a join, the labels topic is read beside the features (stream.engine.join).
+        topics=tuple(src.topics) + ((spec.join.labels_topic,) if spec.join is not None else ()),
         group_id=src.group,
         partitions=tuple(parse_partitions(src.partitions)),
         client_id=kafka.client_id,

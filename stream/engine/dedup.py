@@ -113,6 +113,24 @@ class RecentIds:
             self._seal()
         return fresh
 
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """True where an id was admitted and is still remembered; remembers nothing (a read-only ask).
+
+        >>> recent = RecentIds(capacity=100); _ = recent.admit(np.array(["a"]))
+        >>> recent.contains(np.array(["a", "b"])).tolist()
+        [True, False]
+        """
+        hashes = hash_ids(ids)
+        found = np.zeros(len(hashes), dtype=bool)
+        keys = self._keys
+        if len(keys) and len(hashes):
+            at = np.searchsorted(keys, hashes)
+            at[at == len(keys)] = 0
+            found = keys[at] == hashes
+        if self._current:
+            found |= np.fromiter((h in self._current for h in hashes.tolist()), bool, len(hashes))
+        return found
+
     def _seal(self) -> None:
         new = np.sort(np.concatenate(self._current_arrays))
         # Insert the sorted generation into the sorted keys: one O(N) copy,

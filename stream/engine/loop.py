@@ -119,6 +119,7 @@ class Engine:
         self.policy = self.oversight.policy
         self.observer = self.oversight.observer
         self.reconciler = self.oversight.reconciler
+        self.feedback = self.oversight.feedback
         self._sink = CountingSink(dead_letters)
         self._shape = LearnerShape(codec)
         self._live = LiveModel()
@@ -242,6 +243,8 @@ class Engine:
         recent = ckpt.components.get("dedup")
         if window:
             self._recent = RecentIds.from_snapshot(recent, window) if recent else RecentIds(window)
+        if self.feedback is not None:
+            self.feedback.restore(ckpt.components.get("feedback"))
         self._ckpt_seq = ckpt.seq
         log.info(
             "restored checkpoint %d: %d events learned, positions %s",
@@ -397,12 +400,20 @@ class Engine:
             finally:
                 self.store.unlock()  # last: the final checkpoint and dead letters are written
 
-    def _ingest(self, poll: PollColumns) -> WindowOutput:
+    def _ingest(self, read: PollColumns) -> WindowOutput:
+        poll, joining = read, []
+        if self.feedback is not None:
+            # Both topics in, the joined training records out: what follows sees only those.
+            poll, joining = self.feedback.take(read)
+            self._sink.send(joining)
         decoded = self._decoded(poll)
         if decoded is None:  # stopped while the schema registry was away: the poll stays unread
+            # (never with a join: joined records are JSON, and the spec refuses a registry format with one)
             return WindowOutput([])
         self._sink.send(decoded.dead_letters)
-        self._rejects.observe(len(poll), (letter.reason for letter in decoded.dead_letters))
+        # A prediction whose label never came is the join working, not a bad record: not in the rate.
+        refused = [letter for letter in joining if not letter.reason.startswith(("join expired", "join evicted"))]
+        self._rejects.observe(len(read), (letter.reason for letter in [*refused, *decoded.dead_letters]))
         events = decoded.events
         if self._recent is not None and len(events):
             dead_letter = self.config.duplicate_policy == "dead_letter"
@@ -410,8 +421,8 @@ class Engine:
             self._stats.duplicates += len(decoded.events) - len(events)
             self._sink.send(letters)
         # INVARIANT: positions only move forward, one past the last record handed on.
-        self._positions.update(poll.next_positions())
-        self._stats.events_read += len(poll)
+        self._positions.update(read.next_positions())
+        self._stats.events_read += len(read)
         self._dirty = True
         return self._windower.add(events)
 
@@ -476,6 +487,8 @@ class Engine:
         self._stats.checkpoints += 1
         self._cadence.checkpointed(batches_learned=self._stats.batches_learned)
         self._dirty = False
+        if self.feedback is not None:
+            self.feedback.report()  # after the save: the registry shows committed figures only
         try:
             self.source.commit(self._positions)
         except Exception as exc:  # noqa: BLE001 -- monitoring only; the checkpoint is the truth
@@ -489,6 +502,8 @@ class Engine:
             components["drift"] = self.policy.snapshot()
         if self._recent is not None:
             components["dedup"] = self._recent.snapshot()
+        if self.feedback is not None:
+            components["feedback"] = self.feedback.snapshot()
         return components
 
     def _schema(self) -> dict:

@@ -12,7 +12,8 @@ Every way of starting an engine -- ``streamlearn run``, ``demo``, each lane of
 - :class:`~stream.engine.config.EngineConfig`: loop pacing, checkpoint cadence, when to stop;
 - :class:`~learners.choice.LearnerChoice`, :class:`~drift.choice.DriftChoice`;
 - :class:`~stream.engine.gate.GateConfig` and :class:`RegistrySpec`: the validation gate and its registry;
-- :class:`IntakeSpec`: whether polling and decoding run on the learning thread or in a second process.
+- :class:`IntakeSpec`: whether polling and decoding run on the learning thread or in a second process;
+- :class:`~stream.engine.join.JoinConfig`: delayed labels from a labels topic, joined by id (``None``: records carry them).
 
 Each value validates itself when it is made (a :class:`~stream.core.errors.ConfigError`
 names the mistake), so a spec that exists is one the builder can build.
@@ -44,6 +45,7 @@ from stream.core.features import FeatureSchema
 from stream.core.settings import KafkaSettings
 from stream.engine.config import EngineConfig
 from stream.engine.gate import GateConfig
+from stream.engine.join import JoinConfig
 
 __all__ = [
     "CheckpointSpec",
@@ -51,6 +53,7 @@ __all__ = [
     "IntakeSpec",
     "RegistrySpec",
     "SourceSpec",
+    "check_join",
     "check_label_column",
     "without_checkpoint_cadence",
 ]
@@ -182,10 +185,13 @@ class EngineSpec:
     registry: RegistrySpec | None = None
     drift: DriftChoice | None = None
     intake: IntakeSpec = field(default_factory=IntakeSpec)
+    join: JoinConfig | None = None
 
     def __post_init__(self) -> None:
         from stream.window.spec import parse_window
 
+        if self.join is not None:
+            check_join(self)
         if self.intake.mode == "process" and self.source.group:
             # Group rebalances would round-trip to this process mid-poll; not proven yet: refused.
             raise ConfigError(
@@ -205,6 +211,32 @@ class EngineSpec:
                 value_format=self.value_format,
             )
             object.__setattr__(self, "decode", decode)
+
+
+def check_join(spec: EngineSpec) -> None:
+    """A join of delayed labels needs every partition of both topics, read here, as JSON records.
+
+    Raises
+    ------
+    ConfigError
+        Files, explicit partitions, a consumer group, ``--intake process`` or a non-JSON format.
+    """
+    src = spec.source
+    if src.files or src.partitions or not src.topics:
+        raise ConfigError(
+            "--labels-topic joins Kafka topics: name the features with --topic (not --file or --partition)"
+        )
+    if src.group:
+        # A rebalance would move a partition away while its records wait in this daemon's join state.
+        raise ConfigError("--labels-topic reads every partition of both topics itself: drop --group")
+    if spec.intake.mode != "inline":
+        raise ConfigError("--labels-topic joins on the learning thread: drop --intake process")
+    if spec.value_format is not None and spec.value_format.record_format != "json":
+        raise ConfigError("--labels-topic joins JSON records (prediction logs and labels): drop --format")
+    if spec.join.labels_topic in src.topics:
+        raise ConfigError(
+            f"--labels-topic {spec.join.labels_topic!r} is also a --topic of features: name another"
+        )
 
 
 def without_checkpoint_cadence(loop: EngineConfig) -> EngineConfig:

@@ -1,0 +1,142 @@
+"""The engine's side of delayed labels: join them with their predictions, score the versions that served, report.
+
+A :class:`FeedbackLoop` sits between a poll and the codec
+(:meth:`stream.engine.loop.Engine._ingest`): :meth:`FeedbackLoop.take` turns
+a poll of both topics into the poll of joined training records
+(:mod:`stream.engine.join`) and scores each joined pair against the version
+that answered it (:mod:`stream.engine.live`). Both are one checkpoint
+component, saved with the positions of both topics. After each checkpoint
+:meth:`FeedbackLoop.report` records the live-metrics document in the
+registry, for the API's ``/metrics`` and ``GET /models/{version}`` and for
+``streamlearn inspect``; a version that newly does worse live than on its
+holdout gets an audit event (``live_below_holdout``) with the evidence.
+
+Examples
+--------
+>>> import tempfile
+>>> from serving.registry.factory import open_registry
+>>> from stream.core.poll import PollColumns
+>>> from stream.core.records import RawRecord
+>>> registry = open_registry(tempfile.mkdtemp())
+>>> loop = FeedbackLoop(JoinConfig(labels_topic="labels"), registry)
+>>> poll = PollColumns.from_records([
+...     RawRecord("predictions", 0, 0, 1_000, b"a", b'{"id":"a","x":[1.0],"version":1,"prediction":1.5}'),
+...     RawRecord("labels", 0, 0, 1_500, b"a", b'{"id":"a","y":2.0}'),
+... ])
+>>> joined, letters = loop.take(poll)
+>>> joined.record(0).value, letters
+(b'{"id":"a","x":[1.0],"y":2.0,"ts":1000}', [])
+>>> loop.report(); registry.live()["served"]["1"]["mae"]
+0.5
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Mapping
+
+from stream.core.deadletter import DeadLetter
+from stream.core.poll import PollColumns
+from stream.engine.join import JoinConfig, LabelJoin
+from stream.engine.live import LiveScores
+
+if TYPE_CHECKING:
+    from serving.registry.base import ModelRegistry
+
+__all__ = ["FeedbackLoop", "JoinConfig"]
+
+log = logging.getLogger(__name__)
+
+
+class FeedbackLoop:
+    """The join, the live scores and their report; see the module docstring.
+
+    ``registry`` ``None``: nothing is reported (the scores are still kept and checkpointed).
+    """
+
+    def __init__(self, config: JoinConfig, registry: ModelRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.join = LabelJoin(config)
+        self.live = LiveScores()
+        self._holdout: dict[int, Mapping[str, float]] = {}
+        self._flagged: set[str] = set()
+
+    def take(self, poll: PollColumns) -> tuple[PollColumns, list[DeadLetter]]:
+        """The joined training records ``poll`` completes (as a poll), and the dead letters of the join."""
+        out = self.join.feed(poll.records())
+        for pair in out.pairs:
+            self.live.add(pair)
+        joined = PollColumns.from_records(out.records) if out.records else PollColumns.empty()
+        return joined, out.letters
+
+    # ------------------------------------------------------------ checkpoint
+    def snapshot(self) -> dict:
+        return {"join": self.join.snapshot(), "live": self.live.snapshot(), "flagged": sorted(self._flagged)}
+
+    def restore(self, snap: dict | None) -> None:
+        """Take the checkpointed state (``None``: start empty)."""
+        snap = snap or {}
+        self.join = LabelJoin.from_snapshot(snap.get("join"), self.config)
+        self.live = LiveScores.from_snapshot(snap.get("live"))
+        self._flagged = set(snap.get("flagged", ()))
+
+    # ------------------------------------------------------------ reporting
+    def document(self) -> dict:
+        """The live-metrics document as of now (what :meth:`report` records)."""
+        return self.live.document(self._holdout_of, join=self.join.report())
+
+    def report(self) -> None:
+        """Record the live metrics in the registry (after a checkpoint: the figures are committed ones)."""
+        if self.registry is None:
+            return
+        from stream.core.errors import RegistryError
+
+        try:
+            doc = self.document()
+            self.registry.record_live(doc)
+            self._audit_new_flags(doc)
+        except RegistryError as exc:  # reporting only: the next checkpoint tries again
+            log.warning("could not record live metrics in the registry: %s", exc)
+
+    def _holdout_of(self, version: int) -> Mapping[str, float] | None:
+        if version not in self._holdout:
+            from stream.core.errors import VersionNotFoundError
+
+            try:
+                metrics = dict(self.registry.get(version).metrics) if self.registry is not None else {}
+            except VersionNotFoundError:
+                metrics = {}
+            if not metrics:
+                return None  # not judged yet (or unknown here): asked again next time
+            self._holdout[version] = metrics
+        return self._holdout[version]
+
+    def _audit_new_flags(self, doc: dict) -> None:
+        from serving.registry.versions import AuditEvent
+
+        for role in ("served", "shadow"):
+            for version, entry in doc.get(role, {}).items():
+                key = f"{role}:{version}"
+                if not entry["flagged"] or key in self._flagged:
+                    continue
+                self._flagged.add(key)
+                log.warning(
+                    "version %s (%s) does worse live than on its holdout: %s",
+                    version,
+                    role,
+                    entry["flag_reason"],
+                )
+                self.registry.record_event(
+                    AuditEvent(
+                        "live_below_holdout",
+                        int(version),
+                        reason=entry["flag_reason"],
+                        details={
+                            "role": role,
+                            "n": entry["n"],
+                            "accuracy": entry["accuracy"],
+                            "rmse": entry["rmse"],
+                        },
+                    )
+                )

@@ -1,0 +1,251 @@
+"""Delayed labels joined with their predictions in the engine: the join's rules, its checkpoint, and crashes."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import orjson
+import pytest
+
+from learners.neural.learner import TorchLearner
+from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.records import RawRecord
+from stream.engine.checkpoint import CheckpointStore
+from stream.engine.feedback_loop import FeedbackLoop
+from stream.engine.join import JoinConfig, LabelJoin
+from stream.engine.loop import Engine, EngineConfig
+from stream.engine.oversight import Oversight
+from stream.testing.doubles import Abort, ListSource
+from stream.window.count import CountWindow
+
+pytestmark = pytest.mark.unit
+
+TTL = 5_000
+
+
+def prediction(
+    i: int, at: int, *, partition: int = 0, offset: int | None = None, version: int = 1
+) -> RawRecord:
+    x = [((i * 7) % 11) / 10 - 0.5, ((i * 3) % 5) / 4 - 0.5]
+    value = orjson.dumps(
+        {"id": f"e{i}", "x": x, "version": version, "prediction": 1, "probabilities": [0.4, 0.6], "ts": at}
+    )
+    return RawRecord("predictions", partition, i if offset is None else offset, at, f"e{i}".encode(), value)
+
+
+def label(i: int, at: int, y: int = 1, *, partition: int = 0, offset: int = 0) -> RawRecord:
+    return RawRecord("labels", partition, offset, at, f"e{i}".encode(), orjson.dumps({"id": f"e{i}", "y": y}))
+
+
+def reasons(letters) -> list[str]:
+    return [letter.reason.split(":")[0] for letter in letters]
+
+
+# ----------------------------------------------------------------- the rules
+def test_a_label_joins_its_prediction_whichever_comes_first_and_across_polls():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    assert join.feed([prediction(0, 1_000), label(1, 1_500)]).records == []
+    out = join.feed([label(0, 2_000, y=0), prediction(1, 2_500)])
+    joined = {orjson.loads(r.value)["id"]: r for r in out.records}
+    assert sorted(joined) == ["e0", "e1"]
+    assert orjson.loads(joined["e0"].value) == {"id": "e0", "x": [-0.5, -0.5], "y": 0, "ts": 1_000}
+    # The joined record keeps the prediction's place: its topic, partition, offset and key.
+    assert joined["e1"][:5] == ("predictions", 0, 1, 2_500, b"e1")
+    assert join.pending == 0 and join.counters.joined == 2
+
+
+def test_waiting_items_expire_on_the_other_sides_record_time_as_dead_letters():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    join.feed([prediction(0, 0), label(9, 10)])  # e0 waits for a label, e9 for a prediction
+    out = join.feed([label(1, TTL - 1), prediction(1, TTL - 1)])  # neither watermark is past its TTL yet
+    assert join.pending == 2 and out.letters == []
+    out = join.feed([label(2, TTL + 1)])  # the labels' watermark passes e0's time + TTL
+    assert (
+        reasons(out.letters) == ["join expired"] and "no label for id 'e0' within 5s" in out.letters[0].reason
+    )
+    assert out.letters[0].record.topic == "predictions"  # the record itself is dead-lettered
+    out = join.feed([prediction(3, TTL + 20)])
+    assert [letter.record.topic for letter in out.letters] == ["labels"]
+    assert join.counters.expired_features == 1 and join.counters.expired_labels == 1
+
+
+def test_a_repeated_label_is_ignored_and_a_second_waiting_prediction_is_a_dead_letter():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    assert len(join.feed([prediction(0, 0), label(0, 5), label(0, 6, y=0)]).records) == 1
+    assert len(join.feed([label(0, 7)]).records) == 0  # after the join too
+    assert join.counters.repeated_labels == 2 and join.pending == 0
+    out = join.feed([prediction(1, 10), prediction(1, 11, offset=99)])
+    assert reasons(out.letters) == ["join duplicate"] and out.letters[0].record.offset == 99
+    assert (
+        len(join.feed([prediction(0, 12, offset=50)]).records) == 0
+    )  # a re-logged, already joined prediction
+    assert join.counters.repeated_features == 1
+
+
+def test_a_full_join_state_evicts_its_oldest_item_and_says_so():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL, max_pending=3))
+    out = join.feed([prediction(0, 0), label(5, 1), prediction(1, 2), prediction(2, 3)])
+    assert join.pending == 3 and reasons(out.letters) == ["join evicted"]
+    assert (
+        "--join-max-pending" in out.letters[0].reason
+        and out.letters[0].record.value == prediction(0, 0).value
+    )
+    assert join.counters.evicted == 1 and join.report()["pending_bytes"] > 0
+
+
+def test_unreadable_feedback_records_are_dead_letters_with_the_reason():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    bad = [
+        RawRecord("labels", 0, 0, 0, None, b'{"id": "a"}'),
+        RawRecord("labels", 0, 1, 0, None, b"not json"),
+        RawRecord("predictions", 0, 0, 0, None, b'{"x": [1]}'),
+    ]
+    out = join.feed(bad)
+    assert [letter.reason for letter in out.letters] == [
+        "feedback record: label 'a' has no \"y\"",
+        "feedback record: label is not JSON: invalid literal, expected 'null': line 1 column 1 (char 0)",
+        'feedback record: prediction-log record has no "id" (a string or an integer)',
+    ]
+    assert join.counters.bad_records == 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_restored_join_answers_as_the_uninterrupted_one(seed):
+    rng = random.Random(seed)
+    records = feedback_stream(rng, 300)
+    polls, at = [], 0
+    while at < len(records):
+        size = rng.randint(1, 40)
+        polls.append(records[at : at + size])
+        at += size
+    config = JoinConfig("labels", ttl_ms=TTL, max_pending=150)
+    straight, restarted = LabelJoin(config), LabelJoin(config)
+    for poll in polls:
+        a, b = straight.feed(poll), restarted.feed(poll)
+        assert a.records == b.records and [x.reason for x in a.letters] == [x.reason for x in b.letters]
+        if rng.random() < 0.3:
+            restarted = LabelJoin.from_snapshot(restarted.snapshot(), config)
+    assert straight.report() == restarted.report()
+
+
+# ------------------------------------------------------------ in the engine
+def feedback_stream(rng: random.Random, n: int, *, partitions: int = 2) -> list[RawRecord]:
+    """Predictions every 100 ms; each label comes within TTL/2 before or after it, much too late, or never.
+
+    Records are in arrival (time) order, offsets given in that order per partition, as a broker would.
+    """
+    timed: list[tuple[int, str, int, int]] = []  # (time, topic, event, label)
+    for i in range(n):
+        at = 10_000 + 100 * i
+        fate = rng.random()
+        if fate < 0.75:
+            delay = rng.randint(-TTL // 2 + 1, TTL // 2 - 1)
+        elif fate < 0.85:
+            delay = 3 * TTL + rng.randint(0, TTL)
+        else:
+            delay = None
+        timed.append((at, "predictions", i, 0))
+        if delay is not None:
+            timed.append((at + delay, "labels", i, int(sum(orjson.loads(prediction(i, 0).value)["x"]) > 0)))
+    timed.sort()
+    offsets: dict[tuple[str, int], int] = {}
+    out = []
+    for at, topic, i, y in timed:
+        p = i % partitions
+        o = offsets.get((topic, p), 0)
+        offsets[topic, p] = o + 1
+        make = (
+            prediction(i, at, partition=p, offset=o)
+            if topic == "predictions"
+            else label(i, at, y, partition=p, offset=o)
+        )
+        out.append(make)
+    return out
+
+
+def joinable(records: list[RawRecord]) -> set[str]:
+    """The ids whose label came within TTL/2 of the prediction: joined whatever the polls or crashes."""
+    times: dict[str, dict[str, int]] = {}
+    for r in records:
+        times.setdefault(orjson.loads(r.value)["id"], {})[r.topic] = r.timestamp
+    return {i for i, t in times.items() if len(t) == 2 and abs(t["labels"] - t["predictions"]) < TTL // 2}
+
+
+class CrashingLearner:
+    def __init__(self, inner, crash_at: int | None):
+        self.inner, self.crash_at, self.calls = inner, crash_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def learn_batch(self, X, y):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Abort("crash before learning")
+        return self.inner.learn_batch(X, y)
+
+
+def make_engine(records, ckpt_dir, *, abort_at_poll=None, crash_learn_at=None) -> Engine:
+    return Engine(
+        source=ListSource(records, batch_size=37, abort_at_poll=abort_at_poll),
+        codec=JsonCodec(CodecConfig(n_features=2)),
+        window=CountWindow(20),
+        learner_builder=lambda d: CrashingLearner(TorchLearner(n_features=d, seed=1), crash_learn_at),
+        store=CheckpointStore(ckpt_dir),
+        config=EngineConfig(until_idle_seconds=0, ledger=True, checkpoint_every_batches=2, poll_timeout_ms=0),
+        oversight=Oversight(feedback=FeedbackLoop(JoinConfig("labels", ttl_ms=TTL))),
+    )
+
+
+def learned_counts(ckpt_dir, engine: Engine | None = None) -> dict[str, int]:
+    """Per id, how often it was learned (the ledger), after running ``engine`` if one is given."""
+    if engine is not None:
+        engine.run()
+    ledger = CheckpointStore(ckpt_dir).latest().ledger
+    return dict(zip(ledger["ids"], np.asarray(ledger["counts"]).tolist()))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_crashes_at_random_points_neither_lose_nor_double_learn_a_labelled_event(tmp_path, seed):
+    rng = random.Random(seed)
+    records = feedback_stream(rng, 400)
+    for _ in range(5):
+        crash = rng.choice(["poll", "learn"])
+        engine = make_engine(
+            records,
+            tmp_path,
+            abort_at_poll=rng.randint(0, 20) if crash == "poll" else None,
+            crash_learn_at=rng.randint(1, 10) if crash == "learn" else None,
+        )
+        try:
+            engine.run()
+        except Abort:
+            pass
+    engine = make_engine(records, tmp_path)
+    summary = engine.run()
+    counts = learned_counts(tmp_path)
+    # What an uninterrupted run learns: every label within TTL/2, and the late ones that beat their expiry.
+    expected = set(
+        learned_counts(uninterrupted := tmp_path / "uninterrupted", make_engine(records, uninterrupted))
+    )
+    assert (
+        joinable(records) <= expected <= {orjson.loads(r.value)["id"] for r in records if r.topic == "labels"}
+    )
+    assert set(counts) == expected, (
+        f"lost {sorted(expected - set(counts))[:5]}, extra {sorted(set(counts) - expected)[:5]}"
+    )
+    assert max(counts.values()) == 1, "a labelled event was learned twice"
+    assert summary.events_learned == len(expected)
+    # Scored once per joined label, whatever the crashes: live n = joined = learned.
+    doc = engine.feedback.document()
+    assert doc["served"]["1"]["n"] == len(expected) == doc["join"]["joined"]
+    assert doc["served"]["1"]["accuracy"] == pytest.approx(
+        sum(
+            orjson.loads(r.value)["y"] == 1
+            for r in records
+            if r.topic == "labels" and orjson.loads(r.value)["id"] in expected
+        )
+        / len(expected)
+    )
+    assert doc["join"]["expired_features"] > 0 and doc["join"]["expired_labels"] > 0
