@@ -62,9 +62,10 @@ class FeedbackLoop:
         self._holdout: dict[int, Mapping[str, float]] = {}
         self._flagged: set[str] = set()
 
-    def take(self, poll: PollColumns) -> tuple[PollColumns, list[DeadLetter]]:
-        """The joined training records ``poll`` completes (as a poll), and the dead letters of the join."""
-        out = self.join.feed(poll.records())
+    def take(self, poll: PollColumns, now_ms: int = 0) -> tuple[PollColumns, list[DeadLetter]]:
+        """The joined training records ``poll`` (read at ``now_ms``, engine clock) completes, as a poll, and
+        the dead letters of the join."""
+        out = self.join.feed(poll.records(), now_ms)
         for pair in out.pairs:
             self.live.add(pair)
         joined = PollColumns.from_records(out.records) if out.records else PollColumns.empty()

@@ -10,13 +10,22 @@ learns like any labelled record.
 
 Semantics, all per id:
 
-- **Time-to-live, on record time.** Each side's *watermark* is the newest
-  record time (the broker timestamp, else the value's ``ts``) read on it. A
-  waiting prediction expires once the labels' watermark is more than ``ttl``
-  past it, a waiting label once the features' watermark is: the outcome
-  depends on the data, not on when or how often the daemon ran, so a restart
-  or a slow daemon expires nothing that an uninterrupted one would join.
-  Expiry walks each side in arrival order.
+- **Time-to-live, on record time.** Each side's *watermark* is the oldest,
+  over that side's partitions read so far, of the newest record time (the
+  broker timestamp, else the value's ``ts``) read on the partition -- the
+  rule of Flink's per-partition watermarks, so a partition read ahead of the
+  others expires nothing early. A waiting prediction expires once the labels'
+  watermark is more than ``ttl`` past it, a waiting label once the features'
+  watermark is: the outcome depends on the data, not on when or how often the
+  daemon ran, so a restart or a slow daemon expires nothing that an
+  uninterrupted one would join. Expiry walks each side in arrival order.
+  Every assigned partition holds its side back from the start, read or not
+  (a consumer drains one partition's fetch before the next one's). A
+  partition that delivered nothing for :data:`PARTITION_IDLE_MS` of the
+  engine's clock is *idle* and holds nothing back until it delivers again
+  (Flink's ``withIdleness``); with every partition of a side idle, its
+  watermark is the newest time read there. ``max_pending`` bounds the state
+  whatever the watermarks do.
 - **Expired, evicted and unreadable records are dead letters** with the reason
   (``join expired: ...``, ``join evicted: ...``, ``feedback record: ...``).
 - **Bounded.** At most ``max_pending`` items wait; beyond it the oldest one is
@@ -66,6 +75,9 @@ from stream.core.feedback import (
 )
 from stream.core.records import RawRecord
 from stream.engine.dedup import RecentIds
+
+#: A partition that delivered no record for this long (engine clock) no longer holds its side's watermark back.
+PARTITION_IDLE_MS = 30_000
 
 __all__ = ["JoinConfig", "JoinCounters", "JoinOutput", "Joined", "LabelJoin", "parse_ttl"]
 
@@ -162,7 +174,12 @@ class LabelJoin:
         self._features: dict[str, _Waiting] = {}
         self._labels: dict[str, _Waiting] = {}
         self._joined = RecentIds(max(config.remember_joined, 10))
-        self._watermark = {"features": -1, "labels": -1}
+        # Per side, per (topic, partition): the newest record time read there.
+        self._marks: dict[str, dict[tuple[str, int], int]] = {"features": {}, "labels": {}}
+        # Per (topic, partition): when it last delivered, on the engine's clock (not checkpointed:
+        # after a restart every partition holds back again until it is idle anew -- the safe side).
+        self._delivered_at: dict[tuple[str, int], int] = {}
+        self._now = 0
         self._bytes = 0
 
     # ------------------------------------------------------------ reading
@@ -186,8 +203,17 @@ class LabelJoin:
         }
 
     # ------------------------------------------------------------ joining
-    def feed(self, records: Sequence[RawRecord]) -> JoinOutput:
-        """Take in one poll's records (both topics), in order; what joined, and the dead letters."""
+    def assigned(self, partitions: Sequence[tuple[str, int]], now_ms: int = 0) -> None:
+        """The partitions read from now on (``(topic, partition)``): each holds its side back until read or idle."""
+        for topic, partition in partitions:
+            side = "labels" if topic == self.config.labels_topic else "features"
+            self._marks[side].setdefault((topic, partition), -1)
+            self._delivered_at[topic, partition] = now_ms
+
+    def feed(self, records: Sequence[RawRecord], now_ms: int = 0) -> JoinOutput:
+        """Take in one poll's records (both topics), in order, read at ``now_ms`` (engine clock); what joined,
+        and the dead letters."""
+        self._now = now_ms
         out = JoinOutput()
         joined_now: set[str] = set()
         features, labels = self._parse(records, out.letters)
@@ -211,9 +237,23 @@ class LabelJoin:
                 continue
             side = labels if is_label else features
             side.append(_Waiting(record, item, _record_time(record, item.ts)))
-            key = "labels" if is_label else "features"
-            self._watermark[key] = max(self._watermark[key], side[-1].time)
+            marks = self._marks["labels" if is_label else "features"]
+            where = (record.topic, record.partition)
+            marks[where] = max(marks.get(where, -1), side[-1].time)
+            self._delivered_at[where] = self._now
         return features, labels
+
+    def watermark(self, side: str) -> int:
+        """``side``'s watermark ("features" or "labels"): -1 before any record (see the module docstring)."""
+        marks = self._marks[side]
+        active = [
+            mark
+            for where, mark in marks.items()
+            if self._now - self._delivered_at.get(where, self._now) <= PARTITION_IDLE_MS
+        ]
+        if active:
+            return min(active)
+        return max(marks.values(), default=-1)
 
     def _seen(self, ids: list[str], joined_now: set[str]) -> set[str]:
         """Which of ``ids`` were joined already (remembered, or earlier in this poll)."""
@@ -276,7 +316,7 @@ class LabelJoin:
             (self._features, "labels", "no label for id {!r} within {} of its prediction"),
             (self._labels, "features", "no prediction for id {!r} within {} of its label"),
         ):
-            horizon = self._watermark[other] - ttl
+            horizon = self.watermark(other) - ttl
             while side:
                 ident, waiting = next(iter(side.items()))
                 if waiting.time >= horizon:
@@ -313,7 +353,7 @@ class LabelJoin:
         return {
             "features": _pack_waiting(self._features.values()),
             "labels": _pack_waiting(self._labels.values()),
-            "watermark": dict(self._watermark),
+            "marks": [[side, t, p, m] for side, marks in self._marks.items() for (t, p), m in marks.items()],
             "joined": self._joined.snapshot(),
             "counters": asdict(self.counters),
         }
@@ -325,7 +365,8 @@ class LabelJoin:
         if not snap:
             return join
         join.counters = JoinCounters(**snap["counters"])
-        join._watermark = {k: int(v) for k, v in snap["watermark"].items()}
+        for side, topic, partition, mark in snap["marks"]:
+            join._marks[side][topic, int(partition)] = int(mark)
         join._joined = RecentIds.from_snapshot(snap["joined"], max(config.remember_joined, 10))
         for record, time in _unpack_waiting(snap["features"]):
             join._wait(join._features, _Waiting(record, decode_prediction(record.value), time))

@@ -256,6 +256,10 @@ class Engine:
     # ------------------------------------------------- RebalanceHandler API
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
         self._assigned_at = time.monotonic()
+        if self.feedback is not None:
+            self.feedback.join.assigned(
+                [(tp.topic, tp.partition) for tp in partitions], self.clock.monotonic_ms()
+            )
         return {tp: self._positions[tp] for tp in partitions if tp in self._positions}
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
@@ -404,7 +408,7 @@ class Engine:
         poll, joining = read, []
         if self.feedback is not None:
             # Both topics in, the joined training records out: what follows sees only those.
-            poll, joining = self.feedback.take(read)
+            poll, joining = self.feedback.take(read, self.clock.monotonic_ms())
             self._sink.send(joining)
         decoded = self._decoded(poll)
         if decoded is None:  # stopped while the schema registry was away: the poll stays unread
@@ -412,7 +416,9 @@ class Engine:
             return WindowOutput([])
         self._sink.send(decoded.dead_letters)
         # A prediction whose label never came is the join working, not a bad record: not in the rate.
-        refused = [letter for letter in joining if not letter.reason.startswith(("join expired", "join evicted"))]
+        refused = [
+            letter for letter in joining if not letter.reason.startswith(("join expired", "join evicted"))
+        ]
         self._rejects.observe(len(read), (letter.reason for letter in [*refused, *decoded.dead_letters]))
         events = decoded.events
         if self._recent is not None and len(events):

@@ -70,6 +70,28 @@ def test_waiting_items_expire_on_the_other_sides_record_time_as_dead_letters():
     assert join.counters.expired_features == 1 and join.counters.expired_labels == 1
 
 
+def test_a_partition_read_ahead_of_the_others_expires_nothing_early():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    join.feed([prediction(0, 0), label(5, 0, partition=1)])
+    assert join.feed([label(1, TTL + 100, partition=0)]).letters == []  # partition 1 is still at 0
+    assert join.watermark("labels") == 0
+    out = join.feed([label(2, TTL + 100, partition=1, offset=1)])
+    assert reasons(out.letters) == ["join expired"] and join.watermark("labels") == TTL + 100
+
+
+def test_an_assigned_partition_holds_back_until_it_delivers_or_is_idle():
+    from stream.engine.join import PARTITION_IDLE_MS
+
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    join.assigned([("predictions", 0), ("labels", 0), ("labels", 1)], now_ms=0)
+    join.feed([prediction(0, 0), label(1, TTL + 100, partition=0)], now_ms=1_000)
+    assert (
+        join.watermark("labels") == -1 and join.pending == 2
+    )  # labels[1] not read yet: it may hold e0's label
+    out = join.feed([], now_ms=PARTITION_IDLE_MS + 1)  # labels[1] delivered nothing for too long: idle
+    assert join.watermark("labels") == TTL + 100 and reasons(out.letters) == ["join expired"]
+
+
 def test_a_repeated_label_is_ignored_and_a_second_waiting_prediction_is_a_dead_letter():
     join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
     assert len(join.feed([prediction(0, 0), label(0, 5), label(0, 6, y=0)]).records) == 1
