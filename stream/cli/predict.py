@@ -181,7 +181,7 @@ def run_prediction(opts: Values, kafka_options: dict) -> None:
         ),
         positions=None if opts.group else PositionsFile(opts.checkpoint_dir, opts.to),
         dead_letters=CountingSink(sink),
-        on_progress=None if opts.quiet else _progress_line,
+        on_progress=None if opts.quiet else _progress_printer(),
     )
     install_stop_signals(loop)
     swapper.start()
@@ -205,14 +205,21 @@ def _reasons(dead_letters: dict[str, int]) -> str:
     return f" ({', '.join(f'{k}: {n:,}' for k, n in sorted(dead_letters.items()))})" if dead_letters else ""
 
 
-def _progress_line(summary) -> None:
-    lag = f"{summary.lag:,}" if summary.lag is not None else "?"
-    click.echo(
-        f"[streamlearn] predicted {summary.predicted:,} of {summary.read:,} read, "
-        f"{summary.predicted / max(summary.elapsed_seconds, 1e-9):,.0f} rows/s, version {summary.version}, "
-        f"lag {lag}, dead-letter {sum(summary.dead_letters.values()):,}",
-        err=True,
-    )
+def _progress_printer():
+    """The progress line, its rate over the time since the line before (as ``run``'s)."""
+    last = {"at": 0.0, "predicted": 0}
+
+    def line(summary) -> None:
+        rate = (summary.predicted - last["predicted"]) / max(summary.elapsed_seconds - last["at"], 1e-9)
+        last.update(at=summary.elapsed_seconds, predicted=summary.predicted)
+        lag = f"{summary.lag:,}" if summary.lag is not None else "?"
+        click.echo(
+            f"[streamlearn] predicted {summary.predicted:,} of {summary.read:,} read, {rate:,.0f} rows/s, "
+            f"version {summary.version}, lag {lag}, dead-letter {sum(summary.dead_letters.values()):,}",
+            err=True,
+        )
+
+    return line
 
 
 def _source(opts: Values, kafka_options: dict):

@@ -242,6 +242,7 @@ class PredictionStream:
             time.sleep(0.05)  # no validated version yet: the hot swapper fills the slot when one comes
         if self._stop_reason is not None:
             self.summary.stopped_because = self._stop_reason
+            self.summary.elapsed_seconds = time.monotonic() - started
             return self.summary
         self.source.open(self.positions or _GroupPositions())
         try:
