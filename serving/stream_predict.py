@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
@@ -83,7 +84,7 @@ def read_feature(rec: RawRecord, now_ms: int | None = None) -> FeatureRow | str:
 
     The id is the record's ``id`` (a string or an integer), else
     ``topic:partition:offset`` as ``streamlearn run`` names an id-less event;
-    the time is its ``ts`` (epoch ms), else the Kafka timestamp, else now.
+    the time is its ``ts`` (epoch ms or ISO-8601), else the Kafka timestamp, else now.
 
     >>> read_feature(RawRecord("f", 0, 3, 5, None, b'{"x": {"country": "FR"}}'))
     FeatureRow(id='f:0:3', x={'country': 'FR'}, ts=5)
@@ -119,8 +120,20 @@ def read_feature(rec: RawRecord, now_ms: int | None = None) -> FeatureRow | str:
 
 
 def _time_of(ts: Any, record_ts: int, now_ms: int | None) -> int:
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
+    """Epoch ms of the record's ``ts`` (a number, or ISO-8601 as ``run`` reads it), else the fallbacks.
+
+    A ``ts`` that cannot be read is no reason to refuse a prediction: the row
+    is still answered, stamped with the Kafka time.
+    """
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts) and abs(ts) < 2**62:
         return int(ts)
+    if isinstance(ts, str):
+        try:
+            parsed = datetime.fromisoformat(ts)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp() * 1000)
     if record_ts is not None and record_ts >= 0:
         return int(record_ts)
     return now_ms if now_ms is not None else int(time.time() * 1000)

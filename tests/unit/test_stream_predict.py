@@ -73,6 +73,10 @@ def test_a_record_without_id_or_ts_takes_its_position_and_kafka_time():
     row = read_feature(rec({"id": 7, "x": {"a": "b"}, "ts": 55}, timestamp=-1))
     assert (row.id, row.x, row.ts) == ("7", {"a": "b"}, 55)
     assert read_feature(rec({"id": "n", "x": [1]}, timestamp=-1), now_ms=99).ts == 99
+    # ISO-8601 as `run` reads it; an unreadable ts does not cost the prediction: the Kafka time stands in.
+    assert read_feature(rec({"x": [1], "ts": "2023-11-14T22:13:20+00:00"})).ts == 1_700_000_000_000
+    assert read_feature(rec({"x": [1], "ts": "yesterday"}, timestamp=77)).ts == 77
+    assert read_feature(rec({"x": [1], "ts": True}, timestamp=78)).ts == 78
 
 
 # ------------------------------------------------------------------ predicting a poll
