@@ -204,3 +204,22 @@ def test_no_version_yet_with_no_wait_is_one_line_and_exit_2(bootstrap, tmp_path)
     assert ran.returncode == 2, ran.stderr
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1 and "no validated version" in lines[0], ran.stderr
+
+
+def test_a_killed_run_loses_nothing_on_restart(bootstrap, tmp_path):
+    publish(tmp_path / "registry", seed=1)
+    topic, out = new_topic(bootstrap, "features", partitions=2), f"preds-{uuid.uuid4().hex[:8]}"
+    produce(bootstrap, topic, features(0, 3000))
+    cmd = [sys.executable, "-m", "stream.cli", "predict", "--bootstrap", bootstrap, "--topic", topic,
+           "--to", out, "--registry", "registry", "--max-poll-records", "50", "--dead-letter", "none"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        read_topic(bootstrap, out, 1)  # killed once it has produced something, wherever it is then
+    finally:
+        proc.kill()
+        proc.wait(30)
+    again = predict(bootstrap, topic, out, tmp_path)
+    assert again.returncode == 0, again.stderr
+    ids = {value["id"] for _, value in read_topic(bootstrap, out, 3000)}
+    # At least once: every record predicted (some perhaps twice, those of the poll the kill cut).
+    assert ids == {f"r{i}" for i in range(3000)}
