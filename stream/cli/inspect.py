@@ -1,26 +1,83 @@
-"""``streamlearn inspect``: what a checkpoint directory holds (positions, counters, ledger), for people or as JSON."""
+"""``streamlearn inspect``: what a checkpoint directory holds (positions, counters, ledger), and with
+``--registry`` the live metrics the daemon recorded there (per served and shadow version, from joined
+labels, and the join's counters), for people or as JSON.
+
+>>> doc = {"updated_at": 100.0, "served": {"7": {"n": 120, "task": "classification", "accuracy": 0.9083,
+...        "log_loss": 0.25, "holdout_accuracy": 0.93, "flagged": False}},
+...        "join": {"joined": 5000, "pending_features": 10, "pending_labels": 2, "pending_bytes": 2048}}
+>>> for line in live_lines(doc, now=112.0):
+...     print(line)
+live metrics (from joined labels, recorded 12s ago)
+  served v7      : n 120, accuracy 0.9083, log loss 0.2500, holdout accuracy 0.9300
+  join           : joined 5,000; pending 10 predictions, 2 labels (2.0 KiB); expired ? predictions, ? labels; evicted ?; repeated labels ?; bad records ?
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from typing import Any
 
 import click
 
-from stream.cli.errors import user_errors
+from stream.cli.errors import require_registry, user_errors
+from stream.cli.options import REGISTRY, REGISTRY_NAMESPACE
 from stream.core.errors import ConfigError
 
 
 @click.command()
-@click.argument("checkpoint_dir", type=click.Path(file_okay=False))
+@click.argument("checkpoint_dir", type=click.Path(file_okay=False), required=False)
+@REGISTRY.but(
+    env=None,
+    help="Also show the live metrics recorded in this registry (a directory or redis:// URL): "
+    "per served and shadow version from joined labels, and the join's counters.",
+).click_option()
+@REGISTRY_NAMESPACE.but(env=None, default="streamlearn", show_default=True).click_option()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--ids", "with_ids", is_flag=True, help="With --json: include the ledger's learned ids and counts."
 )
 @user_errors
-def inspect(checkpoint_dir, as_json, with_ids):
-    """Show what the newest checkpoint in CHECKPOINT_DIR holds."""
+def inspect(checkpoint_dir, registry, registry_namespace, as_json, with_ids):
+    """Show what the newest checkpoint in CHECKPOINT_DIR holds (and with --registry, the live metrics)."""
+    if checkpoint_dir is None and registry is None:
+        raise ConfigError(
+            "nothing to inspect: pass a CHECKPOINT_DIR (the --checkpoint-dir of a `streamlearn run`), "
+            "--registry for the live metrics, or both"
+        )
+    info = _checkpoint_info(checkpoint_dir, with_ids) if checkpoint_dir is not None else None
+    live = _read_live(registry, registry_namespace) if registry is not None else None
+    if as_json:
+        doc = dict(info or {})
+        if live is not None:
+            doc["live"] = live
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    if info is not None:
+        _echo_checkpoint(info)
+    if live is not None:
+        for line in live_lines(live, time.time()):
+            click.echo(line)
+
+
+def _read_live(url: str, namespace: str) -> dict:
+    """The registry's live-metrics document (``{}`` before the daemon recorded one)."""
+    from serving.registry.factory import open_registry
+    from stream.cli.errors import require_registry_dir
+
+    if url == "none":
+        raise ConfigError("--registry none has no live metrics: pass a directory or redis:// URL")
+    require_registry_dir(url)
+    registry = open_registry(url, namespace=namespace)
+    try:
+        require_registry(registry)
+        return registry.live()
+    finally:
+        registry.close()
+
+
+def _checkpoint_info(checkpoint_dir: str, with_ids: bool) -> dict:
     from stream.engine.checkpoint import CheckpointStore
     from stream.engine.ledger import LearnLedger
 
@@ -57,12 +114,12 @@ def inspect(checkpoint_dir, as_json, with_ids):
         if with_ids:
             info["ledger"]["ids"] = list(ckpt.ledger["ids"])
             info["ledger"]["counts"] = [int(c) for c in ckpt.ledger["counts"]]
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
-        return
-    click.echo(
-        f"checkpoint #{info['checkpoint']} ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ckpt.created_at))})"
-    )
+    return info
+
+
+def _echo_checkpoint(info: dict) -> None:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_at"]))
+    click.echo(f"checkpoint #{info['checkpoint']} ({created})")
     click.echo(f"  events learned : {info['events_learned']:,} in {info['batches_learned']:,} batches")
     acc = info["prequential_accuracy"]
     click.echo(f"  accuracy       : {acc:.4f} (prequential)" if acc is not None else "  accuracy       : n/a")
@@ -78,7 +135,7 @@ def inspect(checkpoint_dir, as_json, with_ids):
         click.echo(
             f"  ledger         : {led['distinct_ids']:,} ids, {led['duplicated']:,} learned more than once"
         )
-    _echo_schema(ckpt.schema)
+    _echo_schema(info["schema"])
 
 
 def _echo_schema(schema: dict) -> None:
@@ -100,3 +157,61 @@ def _echo_schema(schema: dict) -> None:
     click.echo("  feature schema :")
     for line in FeatureSchema.from_dict(features).to_yaml().splitlines():
         click.echo(f"    {line}")
+
+
+# ----------------------------------------------------------------- live metrics
+def live_lines(doc: dict[str, Any], now: float) -> list[str]:
+    """The live-metrics document as lines, in the checkpoint lines' style; any part may be missing."""
+    if not doc:
+        return [
+            "live metrics   : none recorded yet (the daemon records them at its checkpoints once "
+            "labels join logged predictions)"
+        ]
+    updated = doc.get("updated_at")
+    when = f", recorded {max(0.0, now - updated):.0f}s ago" if isinstance(updated, (int, float)) else ""
+    lines = [f"live metrics (from joined labels{when})"]
+    for role in ("served", "shadow"):
+        versions = doc.get(role) or {}
+        for number in sorted(versions, key=lambda v: int(v) if str(v).isdigit() else 0):
+            lines.append(f"  {role + ' v' + str(number):<15}: {_version_line(versions[number] or {})}")
+    if len(lines) == 1:
+        lines.append("  versions       : none yet (no label has joined a prediction)")
+    join = doc.get("join")
+    if join:
+        lines.append(f"  join           : {_join_line(join)}")
+    return lines
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _version_line(m: dict[str, Any]) -> str:
+    parts = [f"n {m.get('n', 0):,}"]
+    if m.get("task") == "regression":
+        parts += [f"MAE {_number(m.get('mae'))}", f"RMSE {_number(m.get('rmse'))}"]
+    else:
+        parts.append(f"accuracy {_number(m.get('accuracy'))}")
+        if m.get("log_loss") is not None:
+            parts.append(f"log loss {_number(m.get('log_loss'))}")
+    if m.get("holdout_accuracy") is not None:
+        parts.append(f"holdout accuracy {_number(m.get('holdout_accuracy'))}")
+    line = ", ".join(parts)
+    if m.get("flagged"):
+        line += f" -- FLAGGED: {m.get('flag_reason') or 'no reason given'}"
+    return line
+
+
+def _join_line(j: dict[str, Any]) -> str:
+    def count(key: str) -> str:
+        value = j.get(key)
+        return f"{value:,}" if isinstance(value, int) else "?"
+
+    pending_kib = j.get("pending_bytes")
+    size = f" ({pending_kib / 1024:.1f} KiB)" if isinstance(pending_kib, (int, float)) else ""
+    return (
+        f"joined {count('joined')}; pending {count('pending_features')} predictions, "
+        f"{count('pending_labels')} labels{size}; expired {count('expired_features')} predictions, "
+        f"{count('expired_labels')} labels; evicted {count('evicted')}; "
+        f"repeated labels {count('repeated_labels')}; bad records {count('bad_records')}"
+    )

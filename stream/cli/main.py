@@ -18,6 +18,7 @@ from stream.cli.errors import (
     OneLineGroup,
 )
 from stream.cli.inspect import inspect
+from stream.cli.predict import predict
 from stream.cli.produce import produce
 from stream.cli.replay import replay
 from stream.cli.retrain import retrain
@@ -40,7 +41,7 @@ def main(verbose: int) -> None:
 
 
 # Registered here, imported nowhere else: a command module never imports this one.
-for _command in (run, produce, broker, demo, inspect, replay, retrain, serve):
+for _command in (run, produce, predict, broker, demo, inspect, replay, retrain, serve):
     main.add_command(_command)
 
 if __name__ == "__main__":
