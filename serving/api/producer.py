@@ -59,6 +59,8 @@ def kafka_producer_factory(
         {
             "bootstrap_servers": bootstrap,
             "acks": acks,
+            # Idempotence needs acks="all"; said here, kafka-python would warn that it turned it off.
+            "enable_idempotence": acks in ("all", -1),
             # Batch by time as well as size: rows come one per request.
             "linger_ms": 20,
             "batch_size": 64 * 1024,
