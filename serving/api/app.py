@@ -15,10 +15,17 @@ answers it in pure ASGI with the same function (:mod:`serving.api.predict`)
 and hands every other request -- every error included -- to the routes.
 
 Endpoints: ``POST /predict``, ``POST /predict/batch``, ``GET /models``,
-``GET /models/current``, ``POST /models/{version}/promote`` and
+``GET /models/current``, ``GET /models/{version}``, ``POST /models/{version}/promote`` and
 ``POST /rollback`` (bearer admin token), ``GET /events``, ``GET /health``
 (liveness, always 200), ``GET /health/ready`` (200 only with the registry
-reachable and a model loaded, else 503), ``GET /metrics`` (Prometheus).
+reachable and a model loaded, else 503), ``GET /metrics`` (Prometheus), and
+``POST /feedback`` (:mod:`serving.api.feedback`).
+
+The feedback loop (docs/serving.md#feedback-loop): with ``prediction_log``
+set, every answered row is queued for the prediction log
+(:mod:`serving.api.prediction_log`, which also scores the ``shadow``
+versions); with ``labels_topic``, ``POST /feedback`` writes labels. Both
+reach the broker of ``kafka_settings`` (``STREAMLEARN_KAFKA_BOOTSTRAP``).
 
 Bad input is a 4xx, never a 500: a body over ``max_body_bytes`` is 413 before
 it is parsed (:mod:`serving.api.body_limit`), a predict body that is not JSON is
@@ -37,6 +44,7 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
@@ -50,13 +58,17 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from serving.api import feedback
 from serving.api.body_limit import BodySizeLimitMiddleware
 from serving.api.fast_path import Answer, PredictFastPath
 from serving.api.hot_swap import HotSwapper, ModelSlot, same_version
 from serving.api.inputs import unprocessable
+from serving.api.live import LiveMetrics
 from serving.api.metrics import MetricsMiddleware, ServingMetrics
 from serving.api.model import ServedModel
 from serving.api.predict import answer_batch, answer_one
+from serving.api.prediction_log import PredictionLog
+from serving.api.producer import ProducerFactory, kafka_producer_factory
 from serving.api.schemas import (
     BATCH_EXAMPLES,
     PREDICT_EXAMPLES,
@@ -67,10 +79,12 @@ from serving.api.schemas import (
     PromoteRequest,
     RollbackRequest,
 )
+from serving.api.shadow import ShadowModels
 from serving.registry.base import ModelRegistry
 from serving.registry.factory import open_registry
 from serving.settings import RegistrySettings, ServingSettings
-from stream.core.errors import RegistryError, RegistryUnavailableError, VersionNotFoundError
+from stream.core.errors import ConfigError, RegistryError, RegistryUnavailableError, VersionNotFoundError
+from stream.core.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +199,48 @@ def _served(app: FastAPI) -> ServedModel:
     return model
 
 
+def _producers(
+    settings: ServingSettings, kafka: KafkaSettings | None, given: ProducerFactory | None
+) -> tuple[ProducerFactory | None, ProducerFactory | None]:
+    """The prediction log's producer factory (``acks=1``) and the labels' (``acks="all"``), where configured."""
+    if not (settings.prediction_log or settings.labels_topic):
+        return None, None
+    if given is not None:
+        return given, given
+    kafka = kafka or KafkaSettings()
+    if not kafka.bootstrap:
+        raise ConfigError(
+            "the prediction log and /feedback write to Kafka: give --bootstrap HOST:PORT "
+            "(env STREAMLEARN_KAFKA_BOOTSTRAP)"
+        )
+    options = {"client_id": kafka.client_id, **kafka.client_options()}
+    return (
+        kafka_producer_factory(kafka.bootstrap, acks=1, options=options),
+        kafka_producer_factory(kafka.bootstrap, acks="all", options={**options, "linger_ms": 2}),
+    )
+
+
 # -------------------------------------------------------------------------- app
 def create_app(
     settings: ServingSettings | None = None,
     *,
     registry: ModelRegistry | None = None,
     registry_settings: RegistrySettings | None = None,
+    kafka_settings: KafkaSettings | None = None,
+    producer_factory: ProducerFactory | None = None,
 ) -> FastAPI:
-    """The API. Pass ``registry`` to share one you own (it is not closed on shutdown)."""
+    """The API. Pass ``registry`` to share one you own (it is not closed on shutdown).
+
+    ``kafka_settings`` (default: from the environment) names the broker of the
+    prediction log and the labels; ``producer_factory`` replaces the Kafka
+    producers of both (tests).
+    """
     settings = settings or ServingSettings()
     registry_settings = registry_settings or RegistrySettings()
     metrics = ServingMetrics()
+    log_producers, label_producers = _producers(settings, kafka_settings, producer_factory)
+    #: What the predict functions call with each answer: the prediction log's offer, while it runs.
+    hooks: dict[str, Any] = {"on_answer": None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -236,10 +281,36 @@ def create_app(
             # Start anyway: liveness is fine, readiness says why, the swapper retries.
             log.warning("starting without a model: %s", exc)
         swapper.start()
+        app.state.live = metrics.extra["live"] = LiveMetrics(reg)
+        app.state.prediction_log = app.state.labels = None
+        if log_producers is not None and settings.prediction_log:
+            shadows = ShadowModels(reg, settings.shadow, device=settings.device)
+            shadows.load_missing()
+            plog = PredictionLog(
+                settings.prediction_log,
+                log_producers,
+                capacity_rows=settings.prediction_log_queue_rows,
+                shadows=shadows,
+            )
+            plog.start()
+            app.state.prediction_log = metrics.extra["prediction_log"] = plog
+            hooks["on_answer"] = plog.offer
+        if label_producers is not None and settings.labels_topic:
+            app.state.labels = feedback.LabelWriter(
+                settings.labels_topic, label_producers, timeout_s=settings.feedback_timeout_s
+            )
         try:
             yield
         finally:
+            hooks["on_answer"] = None
             swapper.stop()
+            if app.state.prediction_log is not None:
+                # Bounded: a broker that is gone costs shutdown at most this long.
+                await asyncio.to_thread(app.state.prediction_log.close, 5.0)
+                metrics.extra.pop("prediction_log", None)
+            if app.state.labels is not None:
+                app.state.labels.close()
+            metrics.extra.pop("live", None)
             if owned:
                 reg.close()
 
@@ -297,11 +368,25 @@ def create_app(
     def served() -> ServedModel:
         return _served(app)
 
-    def answer_predict(raw: bytes, on_unknown) -> bytes:
-        return answer_one(raw, served, on_unknown, metrics.predicted_rows.inc)
+    def answer_predict(raw: bytes, on_unknown, request_id: str | None) -> bytes:
+        return answer_one(
+            raw,
+            served,
+            on_unknown,
+            metrics.predicted_rows.inc,
+            request_id=request_id,
+            on_answer=hooks["on_answer"],
+        )
 
-    def answer_predict_batch(raw: bytes, on_unknown) -> bytes:
-        return answer_batch(raw, served, settings.max_batch_rows, on_unknown, metrics.predicted_rows.inc)
+    def answer_predict_batch(raw: bytes, on_unknown, request_id: str | None) -> bytes:
+        return answer_batch(
+            raw,
+            served,
+            settings.max_batch_rows,
+            on_unknown,
+            metrics.predicted_rows.inc,
+            on_answer=hooks["on_answer"],
+        )
 
     @app.post(
         "/predict",
@@ -311,8 +396,9 @@ def create_app(
         responses=_responses(413, 415, 422, 503),
     )
     async def predict(request: Request) -> Response:
-        """Predict one row; the answer names the model version that produced it."""
-        return _json(answer_predict(await _json_body(request), metrics.count_unknown_fields))
+        """Predict one row; the answer names the model version that produced it, and the row's id."""
+        raw = await _json_body(request)
+        return _json(answer_predict(raw, metrics.count_unknown_fields, request.headers.get("x-request-id")))
 
     @app.post(
         "/predict/batch",
@@ -323,7 +409,7 @@ def create_app(
     )
     async def predict_batch(request: Request) -> Response:
         """Predict up to ``max_batch_rows`` rows with one model version."""
-        return _json(answer_predict_batch(await _json_body(request), metrics.count_unknown_fields))
+        return _json(answer_predict_batch(await _json_body(request), metrics.count_unknown_fields, None))
 
     fast_answers.update({"/predict": answer_predict, "/predict/batch": answer_predict_batch})
     fast_routes.update(
@@ -357,7 +443,16 @@ def create_app(
             "registry_current": current.number if current else None,
             "registry": registry_state,
             "in_sync": served is not None and current is not None and same_version(served, current),
+            "live": request.app.state.live.entry(served.version.number) if served else None,
         }
+
+    # After /models/current, and typed int: "current" never reaches it.
+    @app.get("/models/{version}", tags=["models"], responses=_responses(404, 503))
+    def model_version(version: int, reg: RegistryDep, request: Request) -> dict:
+        """One version's registry document, with its live figures as served and as a shadow (null: none yet)."""
+        doc = reg.get(version).to_dict()
+        live: LiveMetrics = request.app.state.live
+        return {**doc, "live": live.entry(version), "shadow_live": live.entry(version, "shadow")}
 
     @app.post(
         "/models/{version}/promote",
@@ -428,6 +523,9 @@ def create_app(
             "model_version": model.version.number if model else None,
             "swaps": request.app.state.slot.swaps,
             "last_error": swapper.last_error,
+            "prediction_log": plog.stats()
+            if (plog := request.app.state.prediction_log)
+            else {"status": "off"},
         }
 
     @app.get("/health", tags=["health"])
@@ -441,11 +539,13 @@ def create_app(
         body = _health(request)
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
+    # Sync, so in the thread pool: the live gauges read the registry (at most once a second).
     @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def prometheus() -> Response:
+    def prometheus() -> Response:
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
 
+    app.include_router(feedback.router)
     return app
 
 

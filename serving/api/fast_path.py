@@ -26,9 +26,9 @@ Examples
 >>> async def route(scope, receive, send):  # the app it falls back to
 ...     await send({"type": "http.response.start", "status": 503, "headers": []})
 ...     await send({"type": "http.response.body", "body": b"from the route"})
->>> def fail(raw, on_unknown):
+>>> def fail(raw, on_unknown, request_id):
 ...     raise ValueError("not the plain case")
->>> fast = PredictFastPath(route, {"/predict": lambda raw, on_unknown: b'{"ok":1}'}, routes={})
+>>> fast = PredictFastPath(route, {"/predict": lambda raw, on_unknown, request_id: b'{"ok":1}'}, routes={})
 >>> def call(app, path):
 ...     sent = []
 ...     async def receive():
@@ -56,8 +56,8 @@ from serving.api.predict import UnknownFields
 
 __all__ = ["Answer", "PredictFastPath"]
 
-#: ``(body bytes, on_unknown) -> answer bytes``; raises for anything but a 200.
-Answer = Callable[[bytes, UnknownFields], bytes]
+#: ``(body bytes, on_unknown, X-Request-Id header or None) -> answer bytes``; raises for anything but a 200.
+Answer = Callable[[bytes, UnknownFields, "str | None"], bytes]
 
 _JSON_HEADERS = (b"content-type", b"application/json")
 
@@ -93,14 +93,15 @@ class PredictFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer = self.answers.get(scope["path"]) if scope["type"] == "http" else None
-        if answer is None or scope["method"] != "POST" or not _plain_json(scope["headers"]):
+        plain, request_id = _plain_json(scope["headers"]) if answer is not None else (False, None)
+        if not plain or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         messages, body = await _read_body(receive)
         if body is not None:
             unknown: list[Mapping[str, int]] = []
             try:
-                payload = answer(body, unknown.append)
+                payload = answer(body, unknown.append, request_id)
             except Exception:  # noqa: BLE001 -- the route answers it, with its own status and text
                 payload = None
             if payload is not None:
@@ -122,15 +123,19 @@ class PredictFastPath:
         await self.app(scope, _replay(messages, receive), send)
 
 
-def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A declared ``Content-Length`` and a ``Content-Type`` of exactly ``application/json``, or none."""
+def _plain_json(headers: list[tuple[bytes, bytes]]) -> tuple[bool, str | None]:
+    """Whether the request declares a ``Content-Length`` and a ``Content-Type`` of exactly
+    ``application/json`` (or none); and its ``X-Request-Id``, decoded as Starlette does (latin-1)."""
     length = False
+    request_id = None
     for name, value in headers:
         if name == b"content-length":
             length = True
         elif name == b"content-type" and value != b"application/json":
-            return False
-    return length
+            return False, None
+        elif name == b"x-request-id" and request_id is None:  # the first, as Starlette reads it
+            request_id = value.decode("latin-1")
+    return length, request_id
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:

@@ -19,7 +19,7 @@ True
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Any, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -71,6 +71,9 @@ class ServingMetrics:
             registry=r,
         )
         self._unknown_series: dict[str, Counter] = {}
+        #: Collectors added while the app runs (the prediction log, the live document), by name.
+        self.extra: dict[str, Any] = {}
+        r.register(_Extra(self.extra))
 
     def count_unknown_fields(self, counts: Mapping[str, int]) -> None:
         """Count unknown fields by name, giving at most ``UNKNOWN_FIELD_SERIES`` names their own series."""
@@ -85,6 +88,17 @@ class ServingMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _Extra:
+    """The series of ``extra``'s collectors, as they are when scraped (a collector may come and go)."""
+
+    def __init__(self, extra: Mapping[str, Any]) -> None:
+        self.extra = extra
+
+    def collect(self) -> Iterator[Any]:
+        for collector in list(self.extra.values()):
+            yield from collector.collect()
 
 
 class MetricsMiddleware:

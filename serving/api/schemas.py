@@ -28,7 +28,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+
+from stream.core.feedback import MAX_ID_LENGTH
 
 #: The largest finite float32; anything beyond it becomes inf when cast.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -49,6 +51,42 @@ FieldValue = Annotated[
     ),
 ]
 Row = list[Number] | dict[str, FieldValue]
+
+
+def request_id(value: Any) -> str | None:
+    """A client's id for a row as the API keeps it: text of 1 to ``MAX_ID_LENGTH`` characters.
+
+    A string or an integer (``42`` is kept as ``"42"``, as the label that
+    joins it later will be); ``None`` is no id. Raises ``ValueError`` otherwise.
+
+    >>> request_id(42), request_id("r-1"), request_id(None)
+    ('42', 'r-1', None)
+    >>> request_id(True)
+    Traceback (most recent call last):
+    ...
+    ValueError: an id is a string or an integer, not bool
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"an id is a string or an integer, not {type(value).__name__}")
+    text = value if isinstance(value, str) else str(value)
+    if not 0 < len(text) <= MAX_ID_LENGTH:
+        raise ValueError(f"an id is 1 to {MAX_ID_LENGTH} characters, got {len(text)}")
+    return text
+
+
+# Any + a validator, not StrictStr | StrictInt: a union answers a wrong id with one error per member.
+RequestId = Annotated[
+    Any,
+    AfterValidator(request_id),
+    WithJsonSchema(
+        {
+            "type": ["string", "integer"],
+            "description": f"the row's id, 1 to {MAX_ID_LENGTH} characters; an integer is answered as text",
+        }
+    ),
+]
 
 NAMED_ROW = {"user": "u_81723", "country": "FR", "amount": 12.5, "age": None, "is_new": True}
 #: Request examples for /docs: both shapes of a row.
@@ -77,21 +115,27 @@ class PredictRequest(BaseModel):
     """
 
     x: Row = Field(examples=[[0.1, 0.5, -0.3], NAMED_ROW])
+    id: RequestId = Field(
+        None, description="The row's id (else the X-Request-Id header, else a generated one)."
+    )
 
 
 class BatchPredictRequest(BaseModel):
     """Several rows (at most the server's ``max_batch_rows``)."""
 
     rows: list[Row] = Field(examples=[[[0.1, 0.5, -0.3], [0.2, 0.1, 0.0]], [NAMED_ROW]])
+    ids: list[RequestId] | None = Field(None, description="One id per row, in order (else generated ones).")
 
 
 class Prediction(BaseModel):
+    id: str = Field(description="The row's id: the request's, or a generated one; labels join by it.")
     version: int = Field(description="The model version that produced this prediction.")
     prediction: Any
     probabilities: list[float] | None = None
 
 
 class BatchPrediction(BaseModel):
+    ids: list[str] = Field(description="One id per row, in order.")
     version: int = Field(description="The model version that produced these predictions.")
     predictions: list[Any]
     probabilities: list[list[float]] | None = None

@@ -263,6 +263,23 @@ def test_serve_refuses_a_registry_directory_that_does_not_exist(tmp_path):
     assert not (tmp_path / "typo").exists()  # not created as an empty registry to serve forever
 
 
+def test_serve_refuses_feedback_loop_options_it_cannot_honour(tmp_path, monkeypatch):
+    monkeypatch.delenv("STREAMLEARN_KAFKA_BOOTSTRAP", raising=False)
+    (tmp_path / "registry").mkdir()
+    port = str(free_port())
+    alone = invoke("serve", "--registry", "registry", "--port", port, "--shadow", "3", cwd=tmp_path)
+    one_line_error(alone, "--shadow", "--prediction-log")
+    no_broker = invoke(
+        "serve", "--registry", "registry", "--port", port, "--labels-topic", "labels", cwd=tmp_path
+    )
+    one_line_error(no_broker, "--labels-topic", "--bootstrap")
+    unknown = invoke(
+        "serve", "--registry", "registry", "--port", port, "--prediction-log", "preds",
+        "--bootstrap", "127.0.0.1:1", "--shadow", "3", cwd=tmp_path,
+    )  # fmt: skip
+    one_line_error(unknown, "--shadow 3", "no version 3")
+
+
 def test_broker_names_a_port_in_use(tmp_path):
     """tansu exits on a taken port while the holder would answer the probe: refused before it starts."""
     with socket.socket() as taken:

@@ -3,12 +3,14 @@
 A body sent as ``application/json`` takes the fast path; the same body sent
 as ``application/json; charset=utf-8`` goes to the route. Both must give the
 same bytes, status and counters, for rows of numbers and of named fields,
-single and batch; every error comes from the route, once.
+single and batch, with the ids from the body, the X-Request-Id header or
+generated; every error comes from the route, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import numpy as np
 import pytest
@@ -32,9 +34,18 @@ SCHEMA = FeatureSchema(
         FieldSpec("note", "text", buckets=64, max_tokens=3),
     )
 )
+GENERATED_ID = re.compile(rb'"[0-9a-f]{32}"')
 NUMBER_BODIES = [
     ("/predict", b'{"x": [0.5, -1.0, 2.0]}'),
+    ("/predict", b'{"x": [0.5, -1.0, 2.0], "id": "r-1"}'),
+    ("/predict", b'{"x": [0.5, -1.0, 2.0], "id": 42}', {"x-request-id": "ignored: the body has one"}),
+    ("/predict", b'{"x": [0.5, -1.0, 2.0]}', {"x-request-id": "from-the-header"}),
+    ("/predict", b'{"x": [0.5, -1.0, 2.0]}', {"x-request-id": "h" * 201}),  # 422: too long
+    ("/predict", b'{"x": [0.5, -1.0, 2.0], "id": true}'),  # 422: not a string or an integer
+    ("/predict", b'{"x": [0.5, -1.0, 2.0], "id": ""}'),  # 422: empty
     ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]]}'),
+    ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]], "ids": ["a", 7]}'),
+    ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]], "ids": ["a"]}'),  # 422: one id short
     ("/predict/batch", b'{"rows": []}'),
     ("/predict", b'{"x": [0.5, -1.0]}'),  # 422: wrong width
     ("/predict", b'{"x": [1e39, 0, 0]}'),  # 422: not finite in float32
@@ -79,9 +90,10 @@ def _run(tmp_path, named: bool, headers: dict, bodies) -> tuple[list, str, int]:
 
                 route.app = counting
         answers = [
-            (r.status_code, r.content, r.headers.get("content-type"))
-            for path, body in bodies
-            for r in [client.post(path, content=body, headers=headers)]
+            # Generated ids differ from run to run: compared as a placeholder.
+            (r.status_code, GENERATED_ID.sub(b'"<generated>"', r.content), r.headers.get("content-type"))
+            for path, body, *extra in bodies
+            for r in [client.post(path, content=body, headers={**headers, **(extra[0] if extra else {})})]
         ]
         # The counts; not the timings, nor the series' creation times.
         metrics = "\n".join(
@@ -106,6 +118,17 @@ def test_fast_path_and_routes_give_the_same_answers_and_counts(tmp_path, named):
     if named:
         assert 'streamlearn_api_unknown_fields_total{field="referrer"} 2.0' in fast_metrics
     assert 'route="/predict",status="200"}' in fast_metrics
+    if not named:
+        answers = [content for status, content, _ in fast]
+        assert answers[0].startswith(b'{"id":"<generated>","version":1,')
+        assert answers[1].startswith(b'{"id":"r-1",') and answers[2].startswith(b'{"id":"42",')
+        assert answers[3].startswith(b'{"id":"from-the-header",')
+        assert [status for status, *_ in fast[4:7]] == [422, 422, 422]
+        assert b'"loc":["header","x-request-id"]' in answers[4] and b"1 to 200 characters" in answers[4]
+        assert b"not bool" in answers[5] and b"got 0" in answers[6]
+        assert answers[7].startswith(b'{"ids":["<generated>","<generated>"],')
+        assert answers[8].startswith(b'{"ids":["a","7"],')
+        assert fast[9][0] == 422 and b"1 ids for 2 rows" in answers[9]
 
 
 def _call(app, path: str, messages: list[dict], headers=((b"content-length", b"2"),)):
@@ -134,7 +157,7 @@ async def _echo(scope, receive, send):
     await send({"type": "http.response.body", "body": b"|".join(chunks)})
 
 
-def _refuse(raw, on_unknown):
+def _refuse(raw, on_unknown, request_id):
     on_unknown({"referrer": 1})
     raise ValueError("not the plain case")
 
@@ -152,7 +175,7 @@ def test_a_request_handed_on_gets_its_whole_body_replayed_and_counts_nothing():
 
 
 def test_the_fast_path_answers_only_posts_with_a_declared_length_of_plain_json():
-    answered = {"/predict": lambda raw, on_unknown: b'{"ok":1}'}
+    answered = {"/predict": lambda raw, on_unknown, request_id: b'{"ok":1}'}
     fast = PredictFastPath(_echo, answered, routes={})
     body = [{"type": "http.request", "body": b"{}", "more_body": False}]
     assert _call(fast, "/predict", body)[0]["status"] == 200

@@ -81,10 +81,11 @@ def test_named_rows_predict_exactly_what_the_schema_encoder_and_the_model_give(r
     v = publish(reg, classes=["no", "yes"])
     with serve(reg) as client:
         for row in ROWS:
-            got = client.post("/predict", json={"x": row})
+            got = client.post("/predict", json={"x": row, "id": "r"})
             assert got.status_code == 200, got.text
             labels, proba = expected(reg, v.number, [row])
             assert got.json() == {
+                "id": "r",
                 "version": v.number,
                 "prediction": ["no", "yes"][labels[0]],
                 "probabilities": proba[0],
@@ -122,8 +123,8 @@ def test_missing_and_null_fields_are_fine(reg, imputing):
             assert client.post("/predict", json={"x": x}).status_code == 200, x
         # Absent and null are the same missing value.
         assert (
-            client.post("/predict", json={"x": {}}).json()
-            == client.post("/predict", json={"x": all_null}).json()
+            client.post("/predict", json={"x": {}, "id": 1}).json()
+            == client.post("/predict", json={"x": all_null, "id": 1}).json()
         )
 
 
