@@ -142,7 +142,9 @@ def test_sigkill_while_joining_neither_loses_nor_double_learns_a_labelled_event(
         kills.append(CheckpointStore(ckpt_dir).latest().counters["events_learned"])
     assert len(kills) >= MIN_KILLS, f"only {len(kills)} kills before the deadline"
     print(f"SIGKILLs: {len(kills)}; events learned per the checkpoint at each kill: {kills}")
-    assert max(kills) < 0.75 * N_PREDICTIONS, f"every kill must land while the stream is being learned: {kills}"
+    assert max(kills) < 0.75 * N_PREDICTIONS, (
+        f"every kill must land while the stream is being learned: {kills}"
+    )
 
     final = _daemon(kafka_bootstrap, topics, tmp_path, until_idle=4)
     out, _ = final.communicate(timeout=600)
