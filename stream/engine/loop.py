@@ -522,6 +522,7 @@ class Engine:
         stats.dead_letters = dict(self._sink.counts)
         stats.dead_letter_status = self._sink.status()
         stats.dead_letter_rate = self._rejects.verdict()
+        stats.join = self.feedback.join.report() if self.feedback is not None else None
         try:
             stats.lag = self.source.lag()
         except Exception:  # noqa: BLE001 -- lag is informational

@@ -91,6 +91,22 @@ class DaemonMetrics:
             registry=r,
         )
 
+        self._join_pending = Gauge(
+            "streamlearn_join_pending",
+            "Items waiting in the join of delayed labels, by side (predictions, labels)",
+            ["side"],
+            registry=r,
+        )
+        self._join_bytes = Gauge(
+            "streamlearn_join_pending_bytes", "Size of the records waiting in the join", registry=r
+        )
+        self._join_outcomes = Gauge(
+            "streamlearn_join_outcomes",
+            "What the join did (cumulative): joined, expired_features, expired_labels, evicted, repeated_labels, ...",
+            ["outcome"],
+            registry=r,
+        )
+
     def update(self, stats: RunStats) -> None:
         self._learned.set(stats.events_learned)
         self._read.set(stats.events_read)
@@ -108,6 +124,16 @@ class DaemonMetrics:
         verdict = stats.dead_letter_rate
         self._dl_rate.set(verdict.rate if verdict is not None else 0)
         self._dl_rate_exceeded.set(1 if verdict is not None and verdict.exceeded else 0)
+        if stats.join is not None:
+            self._update_join(stats.join)
+
+    def _update_join(self, join: dict) -> None:
+        self._join_pending.labels(side="predictions").set(join["pending_features"])
+        self._join_pending.labels(side="labels").set(join["pending_labels"])
+        self._join_bytes.set(join["pending_bytes"])
+        for outcome, count in join.items():
+            if not outcome.startswith("pending"):
+                self._join_outcomes.labels(outcome=outcome).set(count)
 
     def render(self) -> bytes:
         """The exposition text (what ``GET /metrics`` answers)."""

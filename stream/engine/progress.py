@@ -47,6 +47,8 @@ class RunStats:
     dead_letter_status: SinkStatus | None = None
     #: This run's share of records not learned, against its threshold (set at each report).
     dead_letter_rate: DeadLetterVerdict | None = None
+    #: With ``--labels-topic``: the join's counters and state size (:meth:`stream.engine.join.LabelJoin.report`).
+    join: dict | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -120,6 +122,9 @@ class ProgressPrinter:
             parts.append(f"dead-letter {dead:,} late {stats.late:,}")
         if stats.duplicates:
             parts.append(f"duplicates {stats.duplicates:,}")
+        if stats.join is not None:
+            j = stats.join
+            parts.append(f"joined {j['joined']:,} waiting {j['pending_features'] + j['pending_labels']:,}")
         verdict = stats.dead_letter_rate
         if verdict is not None and verdict.exceeded:
             parts.append(f"WARNING dead-letter rate {verdict.rate:.1%} > {verdict.threshold:g}")

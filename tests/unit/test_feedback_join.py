@@ -271,3 +271,26 @@ def test_crashes_at_random_points_neither_lose_nor_double_learn_a_labelled_event
         / len(expected)
     )
     assert doc["join"]["expired_features"] > 0 and doc["join"]["expired_labels"] > 0
+
+
+def test_progress_lines_and_daemon_metrics_show_the_join(tmp_path):
+    import io
+
+    from stream.engine.metrics_endpoint import DaemonMetrics
+    from stream.engine.progress import ProgressPrinter
+
+    records = feedback_stream(random.Random(3), 200)
+    engine = make_engine(records, tmp_path)
+    seen = []
+    engine.on_progress = seen.append
+    engine.run()
+    stats = seen[-1]
+    assert stats.join["joined"] == engine.feedback.join.counters.joined > 0
+    out = io.StringIO()
+    ProgressPrinter(out)(stats)
+    assert f"joined {stats.join['joined']:,} waiting" in out.getvalue()
+    metrics = DaemonMetrics()
+    metrics.update(stats)
+    text = metrics.render().decode()
+    assert f'streamlearn_join_outcomes{{outcome="joined"}} {float(stats.join["joined"])}' in text
+    assert 'streamlearn_join_pending{side="labels"}' in text and "streamlearn_join_pending_bytes" in text
