@@ -133,19 +133,17 @@ class Load:
 
 
 def plan(args) -> tuple[list[Row], list[dict]]:
-    """The load's rows (concept change halfway) and the warm-up rows (first concept, other seed)."""
+    """The warm-up rows, then the load's rows: one stream (a generator's seed is its concept), changing halfway."""
     from stream.sources.produce import synthetic_rows
 
-    n = max(1, int(args.rate * args.duration))
+    n, w = max(1, int(args.rate * args.duration)), args.warm_rows
     rng, delay = random.Random(args.seed), parse_delay(args.delay)
-    rows = []
-    for i, r in enumerate(synthetic_rows(args.generator, n, seed=args.seed, drift_at=n // 2, n_features=10)):
+    stream = synthetic_rows(args.generator, w + n, seed=args.seed, drift_at=w + n // 2, id_prefix="warm-")
+    warm, rows = [next(stream) for _ in range(w)], []
+    for i, r in enumerate(stream):
         u = rng.random()
         kind = "never" if u < args.never else "first" if u < args.never + args.label_first else "after"
         rows.append(Row(f"r{args.seed}-{i}", r["x"], r["y"], i / args.rate, kind, delay(rng)))
-    warm = list(
-        synthetic_rows(args.generator, args.warm_rows, seed=args.seed + 1, id_prefix="warm-", n_features=10)
-    )
     return rows, warm
 
 
@@ -187,7 +185,7 @@ def warm_up(bootstrap: str, work: Path, warm: list[dict], args) -> None:
     producer.flush()
     producer.close()
     ran = subprocess.run(
-        _cli("run", "--bootstrap", bootstrap, "--topic", topic, "--n-features", "10", "--classes", "2",
+        _cli("run", "--bootstrap", bootstrap, "--topic", topic, "--n-features", str(len(warm[0]["x"])), "--classes", "2",
              "--checkpoint-dir", str(work / "ckpt"), "--registry", str(work / "registry"), "--until-idle", "3",
              "--dead-letter", "none", "--quiet", *shlex.split(args.run_options), "--publish-every-batches", "1"),
         env=_env(), capture_output=True, text=True,
@@ -508,7 +506,7 @@ def run(bootstrap: str, args) -> dict[str, bool]:
         "off": start(work, "serve-off", _cli(*serve, "--port", str(ports["off"]), "--labels-topic", peer_labels)),
         "daemon": start(work, "run", _cli(
             "run", "--bootstrap", bootstrap, "--topic", plog, "--labels-topic", labels, "--join-ttl", args.ttl,
-            "--join-max-pending", str(args.max_pending), "--n-features", "10", "--classes", "2", "--ledger",
+            "--join-max-pending", str(args.max_pending), "--n-features", str(len(rows[0].x)), "--classes", "2", "--ledger",
             "--checkpoint-dir", str(work / "ckpt"), "--registry", reg, "--dead-letter", "none", "--quiet",
             *shlex.split(args.run_options))),
     }  # fmt: skip
