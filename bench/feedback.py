@@ -37,7 +37,7 @@ Everything -- broker, daemon, both APIs, the clients -- shares this
 machine's cores; read the latency ratio, not the milliseconds. Verdicts:
 :data:`TARGETS`.
 
-    python -m bench.feedback                                  # 100 rows/s for 60 s, ~2.5 min
+    python -m bench.feedback                                  # 100 rows/s for 60 s, ~1.5 min
     python -m bench.feedback --quick                          # 10 s of load
     python -m bench.feedback --delay uniform:0-5s --label-first 0.2 --never 0 --ttl 10s
 """

@@ -15,9 +15,11 @@ def test_the_feedback_bench_joins_labels_and_prints_its_verdicts(capsys):
     assert set(met) == set(TARGETS)
     for text in TARGETS.values():
         assert re.search(rf"^\| {re.escape(text)} \| .+ \| (PASS|MISS) \|$", out, re.M), out
-    rate = re.search(r"^\| join rate \(on-time labels learned\) \| ([0-9.]+) \((\d+) / (\d+)\) \|$", out, re.M)
+    rate = re.search(
+        r"^\| join rate \(on-time labels learned\) \| ([0-9.]+) \(([0-9,]+) / ([0-9,]+)\) \|$", out, re.M
+    )
     assert rate is not None, out
-    assert float(rate[1]) > 0 and int(rate[2]) > 0, out
+    assert float(rate[1]) > 0 and int(rate[2].replace(",", "")) > 0, out
     assert re.search(r"^\| version \| answered \| live n \|", out, re.M), out
     # The daemon's live count of the served version's answers is the bench's own count of them.
     rows = re.findall(r"^\| (\d+) \| ([0-9,]+) \| (\d+|-) \| [0-9.-]+ \| ([0-9,]+) \|", out, re.M)
