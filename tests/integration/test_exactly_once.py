@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
+from daemon_kills import kill_while_learning
 from kafka import KafkaProducer
 
 from stream.engine.checkpoint import CheckpointStore
@@ -42,15 +40,6 @@ def _produce(bootstrap: str, topic: str, n: int) -> None:
         producer.send(topic, orjson.dumps(doc), partition=i % 3)
     producer.flush()
     producer.close()
-
-
-def _newest_seq(ckpt_dir: Path) -> int:
-    seqs = [
-        int(m.group(1))
-        for p in ckpt_dir.glob("ckpt-*.safetensors")
-        if (m := re.match(r"ckpt-(\d+)\.safetensors", p.name))
-    ]
-    return max(seqs, default=0)
 
 
 def _daemon(
@@ -99,22 +88,12 @@ def test_sigkill_at_random_instants_neither_loses_nor_double_learns(
     _produce(kafka_bootstrap, topic, N_EVENTS)
     ckpt_dir = tmp_path / "ckpt"
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
-    kills = []
-    deadline = time.monotonic() + 600  # generous: each incarnation starts, joins the group, learns
-    while len(kills) < MIN_KILLS and time.monotonic() < deadline:
-        before = _newest_seq(ckpt_dir)
-        proc = _daemon(kafka_bootstrap, topic, unique_name, ckpt_dir, until_idle=None)
-        try:
-            # Wait until this incarnation is learning (a new checkpoint), then
-            # kill after a random delay so the instant is not aligned to a write.
-            while _newest_seq(ckpt_dir) <= before and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert proc.poll() is None, f"daemon exited early:\n{proc.stdout.read().decode()}"
-            time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        kills.append(CheckpointStore(ckpt_dir).latest().counters["events_learned"])
+    kills = kill_while_learning(
+        lambda: _daemon(kafka_bootstrap, topic, unique_name, ckpt_dir, until_idle=None),
+        ckpt_dir,
+        rng,
+        kills=MIN_KILLS,
+    )
     assert len(kills) >= MIN_KILLS, f"only {len(kills)} kills before the deadline"
     print(f"SIGKILLs: {len(kills)}; events learned per the checkpoint at each kill: {kills}")
     assert 0 < max(kills) < N_EVENTS, f"every kill must land while the stream is being learned: {kills}"

@@ -15,15 +15,13 @@ from __future__ import annotations
 import base64
 import os
 import random
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
+from daemon_kills import kill_while_learning
 from kafka import KafkaProducer
 
 from serving.registry.file_backend import FileRegistry
@@ -76,15 +74,6 @@ def _produce(bootstrap: str, topics: dict[str, str], timed) -> None:
     producer.close()
 
 
-def _newest_seq(ckpt_dir: Path) -> int:
-    seqs = [
-        int(m.group(1))
-        for p in ckpt_dir.glob("ckpt-*.safetensors")
-        if (m := re.match(r"ckpt-(\d+)\.", p.name))
-    ]
-    return max(seqs, default=0)
-
-
 def _daemon(
     bootstrap: str, topics: dict[str, str], where: Path, until_idle: float | None
 ) -> subprocess.Popen:
@@ -127,19 +116,9 @@ def test_sigkill_while_joining_neither_loses_nor_double_learns_a_labelled_event(
     timed, truth = _stream(rng)
     _produce(kafka_bootstrap, topics, timed)
     ckpt_dir = tmp_path / "ckpt"
-    kills, deadline = [], time.monotonic() + 600
-    while len(kills) < MIN_KILLS and time.monotonic() < deadline:
-        before = _newest_seq(ckpt_dir)
-        proc = _daemon(kafka_bootstrap, topics, tmp_path, until_idle=None)
-        try:
-            while _newest_seq(ckpt_dir) <= before and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert proc.poll() is None, f"daemon exited early:\n{proc.stdout.read().decode()}"
-            time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        kills.append(CheckpointStore(ckpt_dir).latest().counters["events_learned"])
+    kills = kill_while_learning(
+        lambda: _daemon(kafka_bootstrap, topics, tmp_path, until_idle=None), ckpt_dir, rng, kills=MIN_KILLS
+    )
     assert len(kills) >= MIN_KILLS, f"only {len(kills)} kills before the deadline"
     print(f"SIGKILLs: {len(kills)}; events learned per the checkpoint at each kill: {kills}")
     assert max(kills) < 0.75 * N_PREDICTIONS, (

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from daemon_kills import kill_while_learning
 
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.ledger import LearnLedger
@@ -147,15 +146,6 @@ class Traffic:
         self.labelled.update(label["id"] for label in labels)
 
 
-def _newest_seq(ckpt_dir: Path) -> int:
-    seqs = [
-        int(m.group(1))
-        for p in ckpt_dir.glob("ckpt-*.safetensors")
-        if (m := re.match(r"ckpt-(\d+)\.", p.name))
-    ]
-    return max(seqs, default=0)
-
-
 def test_api_traffic_delayed_labels_and_kills_learn_each_labelled_event_once_and_report_live_accuracy(
     kafka_bootstrap, make_topic, tmp_path
 ):
@@ -168,27 +158,17 @@ def test_api_traffic_delayed_labels_and_kills_learn_each_labelled_event_once_and
         traffic = Traffic(url, rng)
         clients = threading.Thread(target=traffic.run, daemon=True)
         clients.start()
-        kills = 0
-        while kills < KILLS and clients.is_alive():
-            before = _newest_seq(tmp_path / "ckpt")
-            proc = _daemon(kafka_bootstrap, topics, tmp_path, until_idle=None)
-            try:
-                deadline = time.monotonic() + 120
-                while (
-                    _newest_seq(tmp_path / "ckpt") <= before
-                    and proc.poll() is None
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.01)
-                assert proc.poll() is None, f"daemon exited early:\n{proc.stdout.read().decode()}"
-                time.sleep(rng.uniform(0.0, 1.0))
-            finally:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-            kills += 1
+        kills = kill_while_learning(
+            lambda: _daemon(kafka_bootstrap, topics, tmp_path, until_idle=None),
+            tmp_path / "ckpt",
+            rng,
+            kills=KILLS,
+            max_delay_s=1.0,
+            go_on=clients.is_alive,
+        )
         clients.join(300)
         assert traffic.error is None, traffic.error
-        assert kills == KILLS, "the traffic ended before every kill landed"
+        assert len(kills) == KILLS, "the traffic ended before every kill landed"
 
         final = _daemon(kafka_bootstrap, topics, tmp_path, until_idle=5)
         out, _ = final.communicate(timeout=600)
