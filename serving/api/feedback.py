@@ -38,7 +38,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJson
 from serving.api.inputs import body_errors, unprocessable
 from serving.api.producer import Producer, ProducerFactory
 from serving.api.schemas import RequestId
-from stream.core.feedback import Label, encode_label
+from stream.core.feedback import MAX_TS_MS, Label, encode_label
 
 __all__ = ["FeedbackUnavailableError", "LabelIn", "LabelWriter", "router"]
 
@@ -74,6 +74,8 @@ def _epoch_ms(value: Any) -> int | None:
         raise ValueError(f'"ts" must be epoch milliseconds (a finite number), got {value!r}')
     if value < 0:
         raise ValueError(f'"ts" must be epoch milliseconds, not negative: {value!r}')
+    if value >= MAX_TS_MS:
+        raise ValueError(f'"ts" must be epoch milliseconds, below 2**62: {value!r}')
     return int(value)
 
 

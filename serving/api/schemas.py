@@ -88,6 +88,16 @@ RequestId = Annotated[
     ),
 ]
 
+
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("an id in ids must be a string or an integer, not null")
+    return value
+
+
+#: An id that must be there: each element of a batch's ``ids``.
+RequiredId = Annotated[RequestId, AfterValidator(_not_null)]
+
 NAMED_ROW = {"user": "u_81723", "country": "FR", "amount": 12.5, "age": None, "is_new": True}
 #: Request examples for /docs: both shapes of a row.
 PREDICT_EXAMPLES = {
@@ -124,7 +134,7 @@ class BatchPredictRequest(BaseModel):
     """Several rows (at most the server's ``max_batch_rows``)."""
 
     rows: list[Row] = Field(examples=[[[0.1, 0.5, -0.3], [0.2, 0.1, 0.0]], [NAMED_ROW]])
-    ids: list[RequestId] | None = Field(None, description="One id per row, in order (else generated ones).")
+    ids: list[RequiredId] | None = Field(None, description="One id per row, in order (else generated ones).")
 
 
 class Prediction(BaseModel):

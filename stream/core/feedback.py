@@ -140,13 +140,39 @@ def _id(doc: dict, what: str) -> str:
     return value
 
 
+#: Times beyond this many epoch ms are refused: they would not fit int64 arithmetic downstream.
+MAX_TS_MS = 2**62
+
+
 def _ts(doc: dict, what: str) -> int | None:
     ts = doc.get("ts")
     if ts is None:
         return None
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts != ts:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not abs(ts) < MAX_TS_MS:  # NaN fails too
         raise FeedbackFormatError(f'{what} "ts" must be epoch milliseconds, got {ts!r}')
     return int(ts)
+
+
+def _number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and abs(value) <= 1.7976931348623157e308
+    )
+
+
+def _answer(doc: dict, where: str) -> tuple[Any, list[float] | None, list | None]:
+    """A document's ``prediction``, ``probabilities`` and ``classes``, their shapes checked."""
+    probabilities, classes = doc.get("probabilities"), doc.get("classes")
+    if probabilities is not None and (
+        not isinstance(probabilities, list) or not all(_number(p) for p in probabilities)
+    ):
+        raise FeedbackFormatError(f'{where}: "probabilities" must be a list of numbers or null')
+    if classes is not None and not isinstance(classes, list):
+        raise FeedbackFormatError(f'{where}: "classes" must be a list or null')
+    if classes is not None and probabilities is not None and len(classes) != len(probabilities):
+        raise FeedbackFormatError(f'{where}: {len(classes)} "classes" for {len(probabilities)} probabilities')
+    return doc.get("prediction"), probabilities, classes
 
 
 def decode_prediction(raw: bytes | None) -> LoggedPrediction:
@@ -158,7 +184,8 @@ def decode_prediction(raw: bytes | None) -> LoggedPrediction:
     Raises
     ------
     FeedbackFormatError
-        Not a JSON object, no usable ``id`` or ``x``, or a ``version`` that is not an integer.
+        Not a JSON object, no usable ``id`` or ``x``, a ``version`` that is not an integer, a ``ts``
+        that is not epoch ms, or ``probabilities``, ``classes`` or ``shadow`` of the wrong shape.
     """
     what = "prediction-log record"
     doc = _document(raw, what)
@@ -168,19 +195,24 @@ def decode_prediction(raw: bytes | None) -> LoggedPrediction:
     version = doc.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise FeedbackFormatError(f'{what} {ident!r}: "version" must be an integer, got {version!r}')
+    where = f"{what} {ident!r}"
+    shadows = doc.get("shadow")
+    shadows = {} if shadows is None else shadows
+    if not isinstance(shadows, dict):
+        raise FeedbackFormatError(f'{where}: "shadow" must be an object of version -> answer')
     shadow = {}
-    for key, answer in (doc.get("shadow") or {}).items():
-        if isinstance(answer, dict) and str(key).isdigit():
-            shadow[int(key)] = ShadowAnswer(
-                answer.get("prediction"), answer.get("probabilities"), answer.get("classes")
-            )
+    for key, answer in shadows.items():
+        if not (isinstance(answer, dict) and key.isdigit()):
+            raise FeedbackFormatError(f'{where}: "shadow" must be an object of version -> answer')
+        shadow[int(key)] = ShadowAnswer(*_answer(answer, f"{where}, shadow version {key}"))
+    prediction, probabilities, classes = _answer(doc, where)
     return LoggedPrediction(
         id=ident,
         x=doc["x"],
         version=version,
-        prediction=doc.get("prediction"),
-        probabilities=doc.get("probabilities"),
-        classes=doc.get("classes"),
+        prediction=prediction,
+        probabilities=probabilities,
+        classes=classes,
         ts=_ts(doc, what) or 0,
         shadow=shadow,
     )

@@ -67,7 +67,11 @@ class FeedbackLoop:
         the dead letters of the join."""
         out = self.join.feed(poll.records(), now_ms)
         for pair in out.pairs:
-            self.live.add(pair)
+            try:
+                self.live.add(pair)
+            except (TypeError, ValueError, IndexError, OverflowError) as exc:
+                # A score is a report: a pair it cannot score is still learned, never a crash on every restart.
+                log.warning("could not score the prediction for id %r live: %s", pair.prediction.id, exc)
         joined = PollColumns.from_records(out.records) if out.records else PollColumns.empty()
         return joined, out.letters
 
@@ -121,7 +125,6 @@ class FeedbackLoop:
                 key = f"{role}:{version}"
                 if not entry["flagged"] or key in self._flagged:
                     continue
-                self._flagged.add(key)
                 log.warning(
                     "version %s (%s) does worse live than on its holdout: %s",
                     version,
@@ -141,3 +144,4 @@ class FeedbackLoop:
                         },
                     )
                 )
+                self._flagged.add(key)  # once recorded: a failed write is tried again at the next report

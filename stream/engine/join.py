@@ -32,7 +32,7 @@ Semantics, all per id:
   evicted and dead-lettered -- reported, never silent.
 - **Idempotent.** The last ``remember_joined`` joined ids are remembered: a
   label (or a logged prediction) for an id already joined is ignored and
-  counted. A second prediction for an id still waiting is dead-lettered.
+  counted, and so is a second one for an id still waiting: the first wins.
 
 The state -- waiting records, watermarks, remembered ids, counters -- is a
 checkpoint component saved with both topics' positions, so a crash at any
@@ -205,7 +205,13 @@ class LabelJoin:
     # ------------------------------------------------------------ joining
     def assigned(self, partitions: Sequence[tuple[str, int]], now_ms: int = 0) -> None:
         """The partitions read from now on (``(topic, partition)``): each holds its side back until read or idle."""
-        for topic, partition in partitions:
+        read = set(partitions)
+        for marks in self._marks.values():
+            # The join reads every partition of both topics at once: a restored mark of a partition not
+            # read any more (a topic renamed, recreated smaller) would hold its side back for good.
+            for gone in set(marks) - read:
+                del marks[gone]
+        for topic, partition in read:
             side = "labels" if topic == self.config.labels_topic else "features"
             self._marks[side].setdefault((topic, partition), -1)
             self._delivered_at[topic, partition] = now_ms
@@ -266,15 +272,10 @@ class LabelJoin:
         seen = self._seen([w.item.id for w in features], joined_now)
         for waiting in features:
             ident = waiting.item.id
-            if ident in seen or ident in joined_now:
+            if ident in seen or ident in joined_now or ident in self._features:
+                # At-least-once producers (predict after a crash, a client's retry) repeat a prediction:
+                # the first one is the one joined, the others are counted.
                 self.counters.repeated_features += 1
-            elif ident in self._features:
-                out.letters.append(
-                    DeadLetter(
-                        waiting.record,
-                        f"join duplicate: a prediction for id {ident!r} is already waiting for its label",
-                    )
-                )
             elif ident in self._labels:
                 self._emit(waiting, self._pop(self._labels, ident), joined_now, out)
             else:

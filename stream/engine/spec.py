@@ -219,7 +219,8 @@ def check_join(spec: EngineSpec) -> None:
     Raises
     ------
     ConfigError
-        Files, explicit partitions, a consumer group, ``--intake process`` or a non-JSON format.
+        Files, explicit partitions, a consumer group, ``--intake process``, a non-JSON format or an
+        event-time window.
     """
     src = spec.source
     if src.files or src.partitions or not src.topics:
@@ -233,6 +234,11 @@ def check_join(spec: EngineSpec) -> None:
         raise ConfigError("--labels-topic joins on the learning thread: drop --intake process")
     if spec.value_format is not None and spec.value_format.record_format != "json":
         raise ConfigError("--labels-topic joins JSON records (prediction logs and labels): drop --format")
+    if spec.window.strip().lower().startswith("event"):
+        # Joined records come in label order with their predictions' times: out of order by up to the TTL.
+        raise ConfigError(
+            "--labels-topic joins records in the order labels arrive: use a count: or processing: --window"
+        )
     if spec.join.labels_topic in src.topics:
         raise ConfigError(
             f"--labels-topic {spec.join.labels_topic!r} is also a --topic of features: name another"

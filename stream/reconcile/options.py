@@ -54,6 +54,11 @@ def build_reconciler(
         raise ConfigError(
             "--retrain-* needs a Kafka source (--bootstrap and --topic): a retrain replays the topic"
         )
+    if spec.join is not None:
+        # The topic holds predictions without labels; the labels live in the join, which a retrain does not replay.
+        raise ConfigError(
+            "--retrain-* replays the topic, which holds no labels with --labels-topic: drop one of them"
+        )
     if gate is None:
         raise ConfigError(
             "--retrain-* needs a model registry (not --registry none): candidates are published there"

@@ -290,14 +290,16 @@ class PredictionStream:
                 for key, value in (output_record(row, p) for row, p in outcome.answered)
             ]
             self._flush(futures)
+            # Dead letters before any commit, in both modes: a crash after the commit must not lose them
+            # (at least once: a crash before it reads the poll again and sends them again).
+            self.dead_letters.send(letters)
+            self.dead_letters.flush()
             if self._transactional:
                 self._commit_transaction(positions)
         except BaseException:
             if self._transactional:
                 self._abort()
             raise
-        self.dead_letters.send(letters)
-        self.dead_letters.flush()
         if not self._transactional:
             self._commit(positions)
         summary = self.summary

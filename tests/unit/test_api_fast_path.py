@@ -46,6 +46,7 @@ NUMBER_BODIES = [
     ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]]}'),
     ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]], "ids": ["a", 7]}'),
     ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]], "ids": ["a"]}'),  # 422: one id short
+    ("/predict/batch", b'{"rows": [[0.5, -1.0, 2.0], [1, 2, 3]], "ids": ["a", null]}'),  # 422: a null id
     ("/predict/batch", b'{"rows": []}'),
     ("/predict", b'{"x": [0.5, -1.0]}'),  # 422: wrong width
     ("/predict", b'{"x": [1e39, 0, 0]}'),  # 422: not finite in float32
@@ -129,6 +130,7 @@ def test_fast_path_and_routes_give_the_same_answers_and_counts(tmp_path, named):
         assert answers[7].startswith(b'{"ids":["<generated>","<generated>"],')
         assert answers[8].startswith(b'{"ids":["a","7"],')
         assert fast[9][0] == 422 and b"1 ids for 2 rows" in answers[9]
+        assert fast[10][0] == 422 and b"not null" in answers[10]
 
 
 def _call(app, path: str, messages: list[dict], headers=((b"content-length", b"2"),)):

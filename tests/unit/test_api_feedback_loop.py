@@ -236,6 +236,7 @@ def test_feedback_writes_labels_keyed_by_id_and_says_how_many(labels_client):
         ({"id": "x" * 201, "y": 1}, "1 to 200 characters"),
         ({"id": "r", "y": 1, "ts": "yesterday"}, "epoch milliseconds"),
         ({"id": "r", "y": 1, "ts": -5}, "not negative"),
+        ({"id": "r", "y": 1, "ts": 1e20}, "below 2**62"),  # not a 503 to retry forever
         ({"labels": [{"id": "a", "y": 1}, {"id": "b"}]}, "Field required"),
         ({"labels": "a"}, "valid list"),
     ],

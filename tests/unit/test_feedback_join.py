@@ -10,12 +10,14 @@ import pytest
 
 from learners.neural.learner import TorchLearner
 from stream.codec.json_codec import CodecConfig, JsonCodec
+from stream.core.poll import PollColumns
 from stream.core.records import RawRecord
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.feedback_loop import FeedbackLoop
 from stream.engine.join import JoinConfig, LabelJoin
 from stream.engine.loop import Engine, EngineConfig
 from stream.engine.oversight import Oversight
+from stream.engine.spec import EngineSpec, IntakeSpec, SourceSpec
 from stream.testing.doubles import Abort, ListSource
 from stream.window.count import CountWindow
 
@@ -92,17 +94,17 @@ def test_an_assigned_partition_holds_back_until_it_delivers_or_is_idle():
     assert join.watermark("labels") == TTL + 100 and reasons(out.letters) == ["join expired"]
 
 
-def test_a_repeated_label_is_ignored_and_a_second_waiting_prediction_is_a_dead_letter():
+def test_repeated_labels_and_predictions_are_ignored_the_first_one_wins():
     join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
     assert len(join.feed([prediction(0, 0), label(0, 5), label(0, 6, y=0)]).records) == 1
     assert len(join.feed([label(0, 7)]).records) == 0  # after the join too
     assert join.counters.repeated_labels == 2 and join.pending == 0
-    out = join.feed([prediction(1, 10), prediction(1, 11, offset=99)])
-    assert reasons(out.letters) == ["join duplicate"] and out.letters[0].record.offset == 99
-    assert (
-        len(join.feed([prediction(0, 12, offset=50)]).records) == 0
-    )  # a re-logged, already joined prediction
-    assert join.counters.repeated_features == 1
+    out = join.feed([prediction(1, 10), prediction(1, 11, offset=99)])  # a repeat while the first one waits
+    assert out.letters == [] and join.pending == 1
+    assert not join.feed([prediction(0, 12, offset=50)]).records  # a re-logged, already joined prediction
+    assert join.counters.repeated_features == 2
+    (joined,) = join.feed([label(1, 13)]).records
+    assert joined.offset == 1  # the first prediction is the one joined
 
 
 def test_a_full_join_state_evicts_its_oldest_item_and_says_so():
@@ -130,6 +132,42 @@ def test_unreadable_feedback_records_are_dead_letters_with_the_reason():
         'feedback record: prediction-log record has no "id" (a string or an integer)',
     ]
     assert join.counters.bad_records == 3
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b'{"id": "a", "x": [1], "shadow": []}', '"shadow" must be an object'),
+        (b'{"id": "a", "x": [1], "shadow": {"v": {}}}', '"shadow" must be an object'),
+        (b'{"id": "a", "x": [1], "probabilities": ["a", "b"]}', '"probabilities" must be a list of numbers'),
+        (b'{"id": "a", "x": [1], "probabilities": "ab"}', '"probabilities" must be a list of numbers'),
+        (b'{"id": "a", "x": [1], "classes": 5}', '"classes" must be a list or null'),
+        (
+            b'{"id": "a", "x": [1], "probabilities": [1], "classes": [0, 1]}',
+            '2 "classes" for 1 probabilities',
+        ),
+        (b'{"id": "a", "x": [1], "ts": 1e20}', '"ts" must be epoch milliseconds'),
+        (b'{"id": "a", "x": [1], "shadow": {"3": {"probabilities": [null]}}}', "shadow version 3"),
+    ],
+)
+def test_a_prediction_of_the_wrong_shape_is_a_dead_letter_not_a_crash(value, reason):
+    loop = FeedbackLoop(JoinConfig("labels", ttl_ms=TTL))
+    records = [
+        RawRecord("predictions", 0, 0, 0, None, value),
+        RawRecord("labels", 0, 0, 1, None, b'{"id":"a","y":1}'),
+    ]
+    joined, letters = loop.take(PollColumns.from_records(records))
+    assert len(joined) == 0 and [letter.reason.split(":")[0] for letter in letters] == ["feedback record"]
+    assert reason in letters[0].reason
+
+
+def test_a_restored_mark_of_a_partition_no_longer_read_holds_nothing_back():
+    join = LabelJoin(JoinConfig("labels", ttl_ms=TTL))
+    join.feed([label(9, 100, partition=3)])
+    restored = LabelJoin.from_snapshot(join.snapshot(), join.config)
+    restored.assigned([("predictions", 0), ("labels", 0)])  # labels[3] is gone (the topic recreated smaller)
+    restored.feed([prediction(0, 0), label(1, TTL + 500)])
+    assert restored.watermark("labels") == TTL + 500 and restored.counters.expired_features == 1
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -294,3 +332,39 @@ def test_progress_lines_and_daemon_metrics_show_the_join(tmp_path):
     text = metrics.render().decode()
     assert f'streamlearn_join_outcomes{{outcome="joined"}} {float(stats.join["joined"])}' in text
     assert 'streamlearn_join_pending{side="labels"}' in text and "streamlearn_join_pending_bytes" in text
+
+
+@pytest.mark.parametrize(
+    "source, extra, message",
+    [
+        (dict(files=("a.jsonl",)), {}, "name the features with --topic"),
+        (dict(bootstrap="k:9092", partitions=("p:0",)), {}, "name the features with --topic"),
+        (dict(bootstrap="k:9092", topics=("p",), group="g"), {}, "drop --group"),
+        (
+            dict(bootstrap="k:9092", topics=("p",)),
+            dict(intake=IntakeSpec(mode="process")),
+            "drop --intake process",
+        ),
+        (
+            dict(bootstrap="k:9092", topics=("p",)),
+            dict(window="event:10s"),
+            "use a count: or processing: --window",
+        ),
+        (dict(bootstrap="k:9092", topics=("labels",)), {}, "is also a --topic of features"),
+    ],
+)
+def test_a_join_the_daemon_cannot_do_is_refused_in_one_line(source, extra, message):
+    from stream.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        EngineSpec(source=SourceSpec(**source), join=JoinConfig("labels"), **extra)
+
+
+def test_full_retrains_are_refused_with_a_join():
+    from stream.core.errors import ConfigError
+    from stream.reconcile.options import build_reconciler
+    from stream.reconcile.reconciler import ReconcileConfig
+
+    spec = EngineSpec(source=SourceSpec(bootstrap="k:9092", topics=("p",)), join=JoinConfig("labels"))
+    with pytest.raises(ConfigError, match="holds no labels with --labels-topic"):
+        build_reconciler(ReconcileConfig(every_events=10_000), spec, gate=None)

@@ -296,3 +296,55 @@ def test_a_predict_mistake_is_one_line_and_exit_2(args, message, tmp_path, monke
     assert ran.exit_code == 2, ran.output
     lines = ran.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("streamlearn: error: ") and message in lines[0], ran.output
+
+
+class TransactionalProducer(MemoryProducer):
+    """Records the order of the transaction's steps in ``events`` (shared with the dead-letter sink)."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    def begin_transaction(self) -> None:
+        self.events.append("begin")
+
+    def send_offsets_to_transaction(self, offsets, group) -> None:
+        self.events.append("offsets")
+
+    def commit_transaction(self) -> None:
+        self.events.append("commit")
+
+    def abort_transaction(self) -> None:
+        self.events.append("abort")
+
+
+class OrderedSink(CountingSink):
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(None)
+        self.events = events
+
+    def send(self, letters) -> None:
+        letters = list(letters)
+        if letters:
+            self.events.append("dead letters")
+        super().send(letters)
+
+    def flush(self) -> None:
+        self.events.append("flush dead letters")
+        super().flush()
+
+
+def test_with_a_transaction_dead_letters_are_flushed_before_the_offsets_commit(tmp_path):
+    # After the commit a restart never reads the poll again: its dead letters must be out already.
+    events: list[str] = []
+    records = [*feature_records(3, partitions=1), rec(b"{oops", offset=3)]
+    loop = PredictionStream(
+        ListSource(records),
+        TransactionalProducer(events),
+        slot_of(served()),
+        PredictionStreamConfig(output_topic="preds", until_idle_s=0.0, transactional_group="g"),
+        positions=PositionsFile(tmp_path, "preds"),
+        dead_letters=OrderedSink(events),
+    )
+    loop.run()
+    assert events[:5] == ["begin", "dead letters", "flush dead letters", "offsets", "commit"]
