@@ -33,6 +33,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Mapping
 
 from stream.core.deadletter import DeadLetter
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["FeedbackLoop", "JoinConfig"]
 
 log = logging.getLogger(__name__)
+
+#: After a failed report, the registry is left alone this long (seconds).
+REPORT_BACKOFF_S = 30.0
 
 
 class FeedbackLoop:
@@ -61,6 +65,7 @@ class FeedbackLoop:
         self.live = LiveScores()
         self._holdout: dict[int, Mapping[str, float]] = {}
         self._flagged: set[str] = set()
+        self._quiet_until = 0.0
 
     def take(self, poll: PollColumns, now_ms: int = 0) -> tuple[PollColumns, list[DeadLetter]]:
         """The joined training records ``poll`` (read at ``now_ms``, engine clock) completes, as a poll, and
@@ -93,7 +98,7 @@ class FeedbackLoop:
 
     def report(self) -> None:
         """Record the live metrics in the registry (after a checkpoint: the figures are committed ones)."""
-        if self.registry is None:
+        if self.registry is None or time.monotonic() < self._quiet_until:
             return
         from stream.core.errors import RegistryError
 
@@ -101,8 +106,13 @@ class FeedbackLoop:
             doc = self.document()
             self.registry.record_live(doc)
             self._audit_new_flags(doc)
-        except RegistryError as exc:  # reporting only: the next checkpoint tries again
-            log.warning("could not record live metrics in the registry: %s", exc)
+        except RegistryError as exc:
+            # Reporting only, on the learning thread: a registry that is away is not asked again for a while
+            # (each ask may wait out its timeouts), and the next report carries the figures up to then.
+            self._quiet_until = time.monotonic() + REPORT_BACKOFF_S
+            log.warning(
+                "could not record live metrics in the registry (next try in %.0fs): %s", REPORT_BACKOFF_S, exc
+            )
 
     def _holdout_of(self, version: int) -> Mapping[str, float] | None:
         if version not in self._holdout:

@@ -368,3 +368,25 @@ def test_full_retrains_are_refused_with_a_join():
     spec = EngineSpec(source=SourceSpec(bootstrap="k:9092", topics=("p",)), join=JoinConfig("labels"))
     with pytest.raises(ConfigError, match="holds no labels with --labels-topic"):
         build_reconciler(ReconcileConfig(every_events=10_000), spec, gate=None)
+
+
+def test_a_registry_that_is_away_is_not_asked_again_at_every_checkpoint(monkeypatch):
+    import stream.engine.feedback_loop as feedback_loop
+    from stream.core.errors import RegistryUnavailableError
+
+    class AwayRegistry:
+        calls = 0
+
+        def record_live(self, doc):
+            AwayRegistry.calls += 1
+            raise RegistryUnavailableError("Redis at 127.0.0.1:6379 is unreachable")
+
+    loop = FeedbackLoop(JoinConfig("labels", ttl_ms=TTL), AwayRegistry())
+    now = [1_000.0]
+    monkeypatch.setattr(feedback_loop.time, "monotonic", lambda: now[0])
+    loop.report()
+    loop.report()  # within the back-off: not asked
+    assert AwayRegistry.calls == 1
+    now[0] += feedback_loop.REPORT_BACKOFF_S + 1
+    loop.report()
+    assert AwayRegistry.calls == 2
