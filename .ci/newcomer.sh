@@ -38,7 +38,7 @@ rc=$?
 set -e
 cat "$work/demo.log" >&2
 [ "$rc" -eq 0 ] || fail "streamlearn demo exited $rc"
-grep -Eq "POST /predict .* -> \{'version': [0-9]+, 'prediction'" "$work/demo.log" \
+grep -Eq "POST /predict .* -> \{('id': '[^']+', )?'version': [0-9]+, 'prediction'" "$work/demo.log" \
   || fail "the demo's summary shows no served prediction"
 say "demo reached its summary with a served prediction in $((SECONDS - start))s"
 
