@@ -56,7 +56,6 @@ Examples
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple, Sequence
 
@@ -81,9 +80,6 @@ PARTITION_IDLE_MS = 30_000
 
 __all__ = ["JoinConfig", "JoinCounters", "JoinOutput", "Joined", "LabelJoin", "parse_ttl"]
 
-_TTL = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
 
 def parse_ttl(text: str) -> int:
     """A time-to-live such as ``90s``, ``10m``, ``2h`` or ``7d``, in milliseconds.
@@ -93,12 +89,16 @@ def parse_ttl(text: str) -> int:
     >>> parse_ttl("ten minutes")
     Traceback (most recent call last):
     ...
-    stream.core.errors.ConfigError: --join-ttl 'ten minutes': give a number with a unit ms, s, m, h or d, e.g. 10m
+    stream.core.errors.ConfigError: --join-ttl 'ten minutes': give a whole number of ms with a unit ms, s, m, h or d, e.g. 10m
     """
-    match = _TTL.fullmatch(text.strip().lower())
-    if match is None:
-        raise ConfigError(f"--join-ttl {text!r}: give a number with a unit ms, s, m, h or d, e.g. 10m")
-    return int(float(match[1]) * _UNIT_MS[match[2]])
+    from stream.window.spec import duration_ms
+
+    try:
+        return duration_ms(text)
+    except ValueError:
+        raise ConfigError(
+            f"--join-ttl {text!r}: give a whole number of ms with a unit ms, s, m, h or d, e.g. 10m"
+        ) from None
 
 
 @dataclass(frozen=True)

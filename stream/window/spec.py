@@ -17,7 +17,7 @@ from stream.window.count import CountWindow
 from stream.window.event_time import EventTimeWindow
 from stream.window.processing_time import ProcessingTimeWindow
 
-__all__ = ["WindowConfig", "parse_window"]
+__all__ = ["WindowConfig", "duration_ms", "parse_window"]
 
 WindowConfig = CountWindow | ProcessingTimeWindow | EventTimeWindow
 """Any window configuration; ``config.build(resume_state)`` gives its
@@ -30,23 +30,43 @@ _FORMS = (
     "with a unit ms, s or m (e.g. 'count:1000', 'count:1000,max=250ms', 'processing:5s', 'event:10s,lateness=2s,idle=5s')"
 )
 _COUNT = re.compile(r"[0-9]+")
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m)")
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+#: Windows are counted in seconds and minutes: an hour-long micro-batch is a mistake more often than not.
+_WINDOW_UNITS = ("ms", "s", "m")
 
 
-def _duration_ms(text: str, what: str, spec: str) -> int:
+def duration_ms(text: str, units: tuple[str, ...] = tuple(_UNIT_MS)) -> int:
+    """A duration such as ``250ms``, ``5s``, ``10m``, ``1.5h`` or ``7d`` (``units`` allowed), in whole milliseconds.
+
+    >>> duration_ms("1.5h"), duration_ms(" 250MS ")
+    (5400000, 250)
+
+    Raises
+    ------
+    ValueError
+        Not a number with one of those units, or not a whole number of milliseconds
+        (the message says which; callers name the option around it).
+    """
     match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}")
+    if match is None or match[2] not in units:
+        raise ValueError("not a duration")
     try:
         value = Decimal(match[1]) * _UNIT_MS[match[2]]
     except InvalidOperation:  # pragma: no cover - the regex admits only plain decimals
-        raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}") from None
+        raise ValueError("not a duration") from None
     if value != value.to_integral_value():
-        raise ConfigError(
-            f"{what} {text.strip()!r} in window spec {spec!r} is not a whole number of milliseconds"
-        )
+        raise ValueError("is not a whole number of milliseconds")
     return int(value)
+
+
+def _duration_ms(text: str, what: str, spec: str) -> int:
+    try:
+        return duration_ms(text, _WINDOW_UNITS)
+    except ValueError as exc:
+        if str(exc) == "not a duration":
+            raise ConfigError(f"bad {what} {text.strip()!r} in window spec {spec!r}; {_FORMS}") from None
+        raise ConfigError(f"{what} {text.strip()!r} in window spec {spec!r} {exc}") from None
 
 
 def parse_window(spec: str, clock: Clock | None = None) -> WindowConfig:
