@@ -23,7 +23,7 @@ Examples
 ...     RawRecord("predictions", 0, 0, 1_000, b"a", b'{"id":"a","x":[1.0],"version":1,"prediction":1.5}'),
 ...     RawRecord("labels", 0, 0, 1_500, b"a", b'{"id":"a","y":2.0}'),
 ... ])
->>> joined, letters = loop.take(poll)
+>>> joined, letters, _ = loop.take(poll)
 >>> joined.record(0).value, letters
 (b'{"id":"a","x":[1.0],"y":2.0,"ts":1000}', [])
 >>> loop.report(); registry.live()["served"]["1"]["mae"]
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 from stream.core.deadletter import DeadLetter
 from stream.core.poll import PollColumns
@@ -44,12 +44,21 @@ from stream.engine.live import LiveScores
 if TYPE_CHECKING:
     from serving.registry.base import ModelRegistry
 
-__all__ = ["FeedbackLoop", "JoinConfig"]
+__all__ = ["FeedbackLoop", "JoinConfig", "Taken"]
 
 log = logging.getLogger(__name__)
 
 #: After a failed report, the registry is left alone this long (seconds).
 REPORT_BACKOFF_S = 30.0
+
+
+class Taken(NamedTuple):
+    """A poll through the join: the joined records, every dead letter, and the bad records among them
+    (``refused``: a prediction whose label never came is the loop working, not a bad record)."""
+
+    poll: PollColumns
+    letters: list[DeadLetter]
+    refused: list[DeadLetter]
 
 
 class FeedbackLoop:
@@ -67,9 +76,9 @@ class FeedbackLoop:
         self._flagged: set[str] = set()
         self._quiet_until = 0.0
 
-    def take(self, poll: PollColumns, now_ms: int = 0) -> tuple[PollColumns, list[DeadLetter]]:
-        """The joined training records ``poll`` (read at ``now_ms``, engine clock) completes, as a poll, and
-        the dead letters of the join."""
+    def take(self, poll: PollColumns, now_ms: int = 0) -> Taken:
+        """The joined training records ``poll`` (read at ``now_ms``, engine clock) completes, as a poll, the
+        dead letters of the join, and which of them are bad records (see :class:`Taken`)."""
         out = self.join.feed(poll.records(), now_ms)
         for pair in out.pairs:
             try:
@@ -78,7 +87,7 @@ class FeedbackLoop:
                 # A score is a report: a pair it cannot score is still learned, never a crash on every restart.
                 log.warning("could not score the prediction for id %r live: %s", pair.prediction.id, exc)
         joined = PollColumns.from_records(out.records) if out.records else PollColumns.empty()
-        return joined, out.letters
+        return Taken(joined, out.letters, out.refused)
 
     # ------------------------------------------------------------ checkpoint
     def snapshot(self) -> dict:

@@ -146,6 +146,9 @@ class JoinOutput:
     records: list[RawRecord] = field(default_factory=list)
     pairs: list[Joined] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+    #: The letters that are bad records (unreadable), not predictions or labels that found no other half:
+    #: only these count in the engine's dead-letter rate.
+    refused: list[DeadLetter] = field(default_factory=list)
 
 
 class _Waiting(NamedTuple):
@@ -222,7 +225,8 @@ class LabelJoin:
         self._now = now_ms
         out = JoinOutput()
         joined_now: set[str] = set()
-        features, labels = self._parse(records, out.letters)
+        features, labels = self._parse(records, out.refused)
+        out.letters.extend(out.refused)
         self._take_features(features, joined_now, out)
         self._take_labels(labels, joined_now, out)
         if joined_now:

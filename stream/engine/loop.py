@@ -405,20 +405,16 @@ class Engine:
                 self.store.unlock()  # last: the final checkpoint and dead letters are written
 
     def _ingest(self, read: PollColumns) -> WindowOutput:
-        poll, joining = read, []
+        poll, joining, refused = read, [], []
         if self.feedback is not None:
             # Both topics in, the joined training records out: what follows sees only those.
-            poll, joining = self.feedback.take(read, self.clock.monotonic_ms())
+            poll, joining, refused = self.feedback.take(read, self.clock.monotonic_ms())
             self._sink.send(joining)
         decoded = self._decoded(poll)
         if decoded is None:  # stopped while the schema registry was away: the poll stays unread
             # (never with a join: joined records are JSON, and the spec refuses a registry format with one)
             return WindowOutput([])
         self._sink.send(decoded.dead_letters)
-        # A prediction whose label never came is the join working, not a bad record: not in the rate.
-        refused = [
-            letter for letter in joining if not letter.reason.startswith(("join expired", "join evicted"))
-        ]
         self._rejects.observe(len(read), (letter.reason for letter in [*refused, *decoded.dead_letters]))
         events = decoded.events
         if self._recent is not None and len(events):

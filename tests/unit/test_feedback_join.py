@@ -156,7 +156,7 @@ def test_a_prediction_of_the_wrong_shape_is_a_dead_letter_not_a_crash(value, rea
         RawRecord("predictions", 0, 0, 0, None, value),
         RawRecord("labels", 0, 0, 1, None, b'{"id":"a","y":1}'),
     ]
-    joined, letters = loop.take(PollColumns.from_records(records))
+    joined, letters, _ = loop.take(PollColumns.from_records(records))
     assert len(joined) == 0 and [letter.reason.split(":")[0] for letter in letters] == ["feedback record"]
     assert reason in letters[0].reason
 
@@ -390,3 +390,12 @@ def test_a_registry_that_is_away_is_not_asked_again_at_every_checkpoint(monkeypa
     now[0] += feedback_loop.REPORT_BACKOFF_S + 1
     loop.report()
     assert AwayRegistry.calls == 2
+
+
+def test_predictions_that_never_got_a_label_do_not_count_as_bad_records(tmp_path):
+    records = feedback_stream(random.Random(5), 300)  # ~25% of the predictions expire unlabelled
+    last = max((r for r in records if r.topic == "labels" and r.partition == 0), key=lambda r: r.offset)
+    bad = last._replace(offset=last.offset + 1, value=b"not json")
+    summary = make_engine([*records, bad], tmp_path).run()
+    assert summary.dead_letters.get("join expired", 0) > 30
+    assert summary.dead_letter_rate.rejected == 1  # the unreadable label only
