@@ -188,7 +188,7 @@ def predict_rows(model: ServedModel, rows: Sequence[FeatureRow]) -> Outcome:
     labels, proba = model.predict(X)
     values = (labels if proba is None else proba).reshape(len(kept), -1)
     finite = np.isfinite(values).all(axis=1)
-    classes = model.classes
+    predictions, probabilities, classes = model.answers(labels, proba)
     version = model.version.number
     for i, row in enumerate(kept):
         if not finite[i]:
@@ -197,13 +197,16 @@ def predict_rows(model: ServedModel, rows: Sequence[FeatureRow]) -> Outcome:
             except HTTPException as exc:
                 out.rejected.append(DeadLetter(row.record, _reason(exc)))
             continue
-        if proba is None:
-            prediction, probabilities = float(labels[i]), None
-        else:
-            prediction, probabilities = model.label(int(labels[i])), proba[i].tolist()
-        out.answered.append(
-            (row, LoggedPrediction(row.id, row.x, version, prediction, probabilities, classes, row.ts))
+        answer = LoggedPrediction(
+            row.id,
+            row.x,
+            version,
+            predictions[i],
+            None if probabilities is None else probabilities[i],
+            classes,
+            row.ts,
         )
+        out.answered.append((row, answer))
     return out
 
 

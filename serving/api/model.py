@@ -134,6 +134,16 @@ class ServedModel:
         classes = self.classes
         return classes[index] if classes else int(index)
 
+    def answers(self, labels: np.ndarray, proba: np.ndarray | None) -> tuple[list, list | None, list | None]:
+        """What :meth:`predict`'s output answers, per row: the predictions (class names when the stream named
+        them, else indices; values for regression), the probabilities (``None`` for regression) and the
+        classes naming their order (``None`` when class ``i`` is ``i``, and for regression)."""
+        if proba is None:
+            return labels.astype(float).tolist(), None, None
+        classes = self.classes
+        indices = labels.tolist()
+        return ([classes[i] for i in indices] if classes else indices), proba.tolist(), classes
+
 
 def _encoder_of(version: Version) -> FeatureEncoder | None:
     doc = version.schema.get("features")

@@ -165,22 +165,10 @@ def answer_batch(
     check_finite(labels if proba is None else proba, ("body", "rows"), model, X)
     if on_rows is not None:
         on_rows(n)
-    if proba is None:
-        preds = labels.astype(float).tolist()
-        payload = orjson.dumps(
-            {"ids": ids, "version": model.version.number, "predictions": preds, "probabilities": None}
-        )
-    else:
-        classes = model.classes
-        preds = [classes[i] for i in labels] if classes else labels.tolist()
-        payload = orjson.dumps(
-            {
-                "ids": ids,
-                "version": model.version.number,
-                "predictions": preds,
-                "probabilities": proba.tolist(),
-            }
-        )
+    preds, probabilities, _ = model.answers(labels, proba)
+    payload = orjson.dumps(
+        {"ids": ids, "version": model.version.number, "predictions": preds, "probabilities": probabilities}
+    )
     if on_answer is not None:
         on_answer(Answered(ids, body.rows, model, labels, proba, int(time.time() * 1000)))
     return payload

@@ -302,16 +302,11 @@ class PredictionLog:
 
 def _logged(answered: Answered, shadow: Sequence[dict[int, ShadowAnswer]]) -> Iterator[LoggedPrediction]:
     """The logged records of one answered request: the same predictions its answer gave."""
-    model, labels, proba = answered.model, answered.labels, answered.probabilities
+    model = answered.model
     version = model.version.number
-    if proba is None:
-        predictions: list[Any] = labels.astype(float).tolist()
-        probabilities: list[Any] = [None] * len(predictions)
-        classes = None
-    else:
-        classes = model.classes
-        predictions = [classes[i] for i in labels.tolist()] if classes else labels.tolist()
-        probabilities = proba.tolist()
+    predictions, probabilities, classes = model.answers(answered.labels, answered.probabilities)
+    if probabilities is None:
+        probabilities = [None] * len(predictions)
     for i, (ident, row) in enumerate(zip(answered.ids, answered.rows)):
         yield LoggedPrediction(
             id=ident,

@@ -85,14 +85,10 @@ class ShadowModels:
 def _answers(model: ServedModel, rows: Sequence[Any]) -> list[ShadowAnswer]:
     """``model``'s answer for each row; raises (422 or any error) when some row does not fit it."""
     X = rows_to_matrix(rows, model, _ROWS)
-    labels, proba = model.predict(X)
-    if proba is None:
-        return [ShadowAnswer(float(v)) for v in labels.tolist()]
-    classes = model.classes
-    return [
-        ShadowAnswer(classes[i] if classes else i, p, classes)
-        for i, p in zip(labels.tolist(), proba.tolist())
-    ]
+    predictions, probabilities, classes = model.answers(*model.predict(X))
+    if probabilities is None:
+        return [ShadowAnswer(p) for p in predictions]
+    return [ShadowAnswer(p, q, classes) for p, q in zip(predictions, probabilities)]
 
 
 def score_shadows(
