@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from stream.cli.errors import EXIT_UNTRUSTED_RESULT, fail, require_broker, why_nothing_learned
+from stream.cli.members import MEMBER_OPTIONS, run_members
 from stream.cli.options import (
     BOOTSTRAP,
     CHECKPOINTS,
@@ -134,6 +135,7 @@ RUN_OPTIONS = (
     *REGISTRY_AND_GATE,
     *DRIFT,
     *RETRAIN,
+    *MEMBER_OPTIONS,
     KAFKA_SETTINGS,
 )
 
@@ -154,6 +156,9 @@ def run(opts: Values) -> None:
             "use --file for local data, or try `streamlearn demo` for an embedded broker"
         )
     spec = run_spec(opts, learner=learner, drift=drift)
+    if opts.members is not None:
+        _run_members(opts, spec, retrain)
+        return
     gate = open_gate(spec)
     reconciler = build_reconciler(retrain, spec, gate)
     if not opts.files:
@@ -164,6 +169,24 @@ def run(opts: Values) -> None:
     print_summary(summary, gate, reconciler, label_column=opts.label_column if opts.files else None)
     if engine.feedback is not None:
         print_join(engine.feedback.join.report())
+    _fail_bounded(opts, summary)
+
+
+def _run_members(opts: Values, spec, retrain) -> None:
+    """``--members``: launch them, or -- as one of them -- run; rank 0 sums the run up for all."""
+    engine = run_members(opts, spec, retrain=retrain)
+    if engine is None:
+        return  # the launcher: the members are done
+    try:
+        summary = run_engine(engine)
+    finally:
+        engine.dist.close()
+    if engine.dist.rank == 0:
+        print_summary(summary, engine.gate)
+        _fail_bounded(opts, summary)
+
+
+def _fail_bounded(opts: Values, summary) -> None:
     # A bounded run is a job whose numbers someone will read: fail it. The daemon was warned
     # when the rate passed, and keeps (and ends) its usual way: a bad producer must not kill it.
     if opts.until_idle is not None or opts.max_events is not None or opts.files:

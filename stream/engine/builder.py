@@ -63,6 +63,9 @@ class EngineExtras:
     observer: BatchObserver | None = None
     on_progress: Callable[[RunStats], None] | None = None
     quiet: bool = False
+    #: Makes the engine from its parts (the keyword arguments of :class:`Engine`): a
+    #: scale-out member's :class:`~stream.members.engine.MemberEngine`; ``None``: an :class:`Engine`.
+    make_engine: Callable[..., Engine] | None = None
 
 
 def open_gate(spec: EngineSpec, clock: Clock | None = None) -> ValidationGate | None:
@@ -119,8 +122,9 @@ def build_engine(
     # Locked before anything else touches the directory (the dead-letter spool
     # lives there too); the engine holds the lock from here until it closes.
     store.lock()
+    make_engine = extras.make_engine or Engine
     try:
-        return Engine(
+        return make_engine(
             source=source,
             codec=codec,
             window=parse_window(spec.window, clock=extras.clock),

@@ -86,7 +86,10 @@ class RecentIds:
 
     def admit(self, ids: np.ndarray) -> np.ndarray:
         """Remember ``ids``; True where an id is new (not seen recently, nor earlier in ``ids``)."""
-        hashes = hash_ids(ids)
+        return self.admit_hashes(hash_ids(ids))
+
+    def admit_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """:meth:`admit` for ids already hashed (:func:`hash_ids`): e.g. what another member of a round admitted."""
         fresh = np.zeros(len(hashes), dtype=bool)
         # First occurrence within the batch only; np.unique also sorts, and
         # sorted queries walk the keys in order (fewer cache misses).

@@ -141,6 +141,9 @@ class ValidationGate:
         self.counts = {"published": 0, "validated": 0, "rejected": 0, "failed": 0}
         self.last_version: Version | None = None
         self._too_small = 0  # due points in a row passed over: the batch was below the holdout minimum
+        #: A further condition for a candidate, e.g. a scale-out round's rank 0 judges only the
+        #: freshly combined model (:mod:`stream.members.engine`); ``None``: none.
+        self.only_when: Callable[[], bool] | None = None
 
     # ------------------------------------------------------------ engine API
     def after_learn(self, batch: MicroBatch) -> None:
@@ -153,6 +156,8 @@ class ValidationGate:
     def due(self) -> bool:
         """A candidate should be judged now: enough batches or seconds, and no write in flight."""
         if self._batches_since == 0 or self._publisher.busy:
+            return False
+        if self.only_when is not None and not self.only_when():
             return False
         if self._batches_since >= self.config.every_batches:
             return True

@@ -65,7 +65,8 @@ class DistContext:
         else:
             dev = torch.device("cpu")
         backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        dist.init_process_group(backend, timeout=timeout, **_store_of_this_start(timeout))
         return cls(dist.get_rank(), dist.get_world_size(), local_rank, backend, dev)
 
     @property
@@ -86,13 +87,21 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast_object(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` on every rank."""
         if not self.distributed:
             return obj
-        box = [obj if self.rank == 0 else None]
-        dist.broadcast_object_list(box, src=0)
+        box = [obj if self.rank == src else None]
+        dist.broadcast_object_list(box, src=src)
         return box[0]
+
+    def gather_to_root(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` in rank order on rank 0 (``None`` elsewhere): one message per rank, not all to all."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] | None = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(obj, out, dst=0)
+        return out
 
     def barrier(self) -> None:
         if self.distributed:
@@ -101,3 +110,25 @@ class DistContext:
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _store_of_this_start(timeout: timedelta) -> dict:
+    """The process group's store, keyed by torchrun's restart count; ``{}`` (torchrun's default) at the first start.
+
+    After a member dies, torchrun restarts the group on the same agent store:
+    without a prefix per start, a new process could read a dead one's address
+    from the last start and fail to connect ("Connection refused") every time.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if restart == "0":
+        return {}
+    from torch.distributed.rendezvous import _create_c10d_store
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    base = _create_c10d_store(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rank, world, timeout)
+    run = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    return {
+        "store": dist.PrefixStore(f"streamlearn/{run}/{restart}", base),
+        "rank": rank,
+        "world_size": world,
+    }
