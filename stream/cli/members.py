@@ -64,7 +64,9 @@ def run_members(opts: Values, spec, *, retrain):
         )
         plan.torchrun_args()  # a bad --nodes / rendezvous is one line here, not torchrun's report
         require_broker(spec.source.bootstrap)
-        code = launch_members(plan, sys.argv)
+        code, mistake = launch_members(plan, sys.argv, spec.checkpoints.dir)
+        if mistake:
+            fail(mistake)
         if code:
             fail(f"the members stopped with exit code {code} (their errors are above)", code)
         return None

@@ -179,6 +179,11 @@ def _run_members(opts: Values, spec, retrain) -> None:
         return  # the launcher: the members are done
     try:
         summary = run_engine(engine)
+    except ConfigError as exc:
+        from stream.members.launch import note_fatal
+
+        note_fatal(spec.checkpoints.dir, str(exc))  # no restart mends it: the launcher stops every member
+        raise
     finally:
         engine.dist.close()
     if engine.dist.rank == 0:

@@ -16,7 +16,7 @@ from stream.core.errors import ConfigError
 from stream.engine.builder import EngineExtras, build_engine, open_gate
 from stream.engine.spec import EngineSpec
 from stream.members.assign import IdleSource, list_partitions, member_partitions
-from stream.members.engine import MemberEngine, MemberRole
+from stream.members.engine import MemberEngine, MemberRole, members_reachable
 from stream.reconcile.distributed import DistContext
 
 __all__ = ["build_member_engine", "check_members"]
@@ -49,7 +49,8 @@ def check_members(spec: EngineSpec, *, retrain: object = None) -> None:
 def build_member_engine(spec: EngineSpec, *, extras: EngineExtras, timeout_s: float) -> MemberEngine:
     """This member's engine: joins the process group, takes its partitions (rank 0 also the gate)."""
     device = "cpu" if spec.learner.device == "cpu" else "auto"
-    dist = DistContext.from_env(device=device, timeout_s=timeout_s)
+    with members_reachable(int(os.environ.get("RANK", "0"))):
+        dist = DistContext.from_env(device=device, timeout_s=timeout_s)
     src = spec.source
     everything = list_partitions(src.bootstrap, src.topics, src.kafka.client_options())
     mine = member_partitions(everything, rank=dist.rank, world=dist.world)

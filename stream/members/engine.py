@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 from learners.neural.round_average import standardizer_moments
-from stream.core.errors import ConfigError
+from stream.core.errors import ConfigError, StreamlearnError
 from stream.core.poll import PollColumns
 from stream.engine.checkpoint import Checkpoint, CheckpointStore
 from stream.engine.config import RunSummary
@@ -61,7 +62,24 @@ from stream.sources.outage import OutageWatch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MemberEngine", "MemberRole", "RoundStore"]
+__all__ = ["MemberEngine", "MemberRole", "MembersLostError", "RoundStore", "members_reachable"]
+
+
+class MembersLostError(StreamlearnError):
+    """This member lost the others in a round (one died, or the network parted them): torchrun restarts them all."""
+
+
+@contextmanager
+def members_reachable(rank: int):
+    """Turn the transport's error when another member is gone into one :class:`MembersLostError` line."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed.DistError and gloo's plain RuntimeErrors alike
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MembersLostError(
+            f"member {rank} lost the other members in a round ({first[:160]}); torchrun restarts every "
+            "member, and each resumes the last committed round"
+        ) from exc
 
 
 class MemberRole:
@@ -145,7 +163,8 @@ class MemberEngine(Engine):
             self._idle = IdleRule(self.member.until_idle, self.source, now=time.monotonic())
 
     def _restore(self) -> None:
-        super()._restore()  # every member gets rank 0's newest checkpoint (RoundStore.latest)
+        with members_reachable(self.dist.rank):
+            super()._restore()  # every member gets rank 0's newest checkpoint (RoundStore.latest)
         if self.dist.rank != 0:
             # Rank 0 keeps the whole round's counters, ledger and positions; the others count a round at a time.
             self._positions = owned(self._positions, self.member.partitions)
@@ -154,8 +173,8 @@ class MemberEngine(Engine):
             if self._live.ledger is not None:
                 self._live.ledger = LearnLedger()
             self._windower = self.window_config.build()
-            if self._recent is not None:
-                self._recent = RoundRecentIds.of(self._recent)
+        if self._recent is not None:
+            self._recent = RoundRecentIds.of(self._recent)
         learner = self._live.learner
         self._start_moments = standardizer_moments(learner.module) if learner is not None else None
         self._begin_round()
@@ -194,6 +213,10 @@ class MemberEngine(Engine):
     # --------------------------------------------------------------- round
     def checkpoint(self) -> None:
         """A round with the other members (see the module docstring); rank 0 writes its checkpoint."""
+        with members_reachable(self.dist.rank):
+            self._round()
+
+    def _round(self) -> None:
         self._learn_all(self._windower.flush())
         self._sink.flush()
         states = self.dist.gather_objects(self._state())
@@ -251,6 +274,7 @@ class MemberEngine(Engine):
         self._start_moments = standardizer_moments(learner.module)
 
     def _commit(self, plan: RoundPlan) -> None:
+        self._share_admitted()
         shard = self._shard() if self.dist.rank != 0 else None
         shards = self.dist.gather_to_root(shard)
         if self.dist.rank != 0:
@@ -272,7 +296,6 @@ class MemberEngine(Engine):
             counters=minus_counters({**counters, "dead_letters": {}}, self._round_counters),
             dead_letters=minus_counters(dead, self._round_dead),
             ledger=self._live.ledger.snapshot() if self._live.ledger is not None else None,
-            admitted=self._recent.take_round() if isinstance(self._recent, RoundRecentIds) else None,
         )
         if self._live.ledger is not None:
             self._live.ledger = LearnLedger()
@@ -289,8 +312,19 @@ class MemberEngine(Engine):
         self._sink.counts.update(shard.dead_letters)
         if self._live.ledger is not None:
             absorb_ledger(self._live.ledger, shard.ledger)
-        if self._recent is not None and shard.admitted is not None and len(shard.admitted):
-            self._recent.admit_hashes(shard.admitted)
+
+    def _share_admitted(self) -> None:
+        """Every member remembers the ids every member took in this round: a repeat is caught on any partition."""
+        if self._recent is None:
+            return
+        everyone = self.dist.gather_objects(self._recent.take_round())
+        for rank, hashes in enumerate(everyone):
+            if rank != self.dist.rank and len(hashes):
+                self._recent.admit_hashes(hashes)
+        self._recent.take_round()  # the others' ids are theirs to report, not this member's
+
+    def _components(self) -> dict:
+        return {**super()._components(), "members": {"world": self.dist.world}}
 
     def _begin_round(self) -> None:
         self._round_events = self._stats.events_learned

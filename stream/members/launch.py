@@ -36,7 +36,15 @@ from typing import Sequence
 from stream.core.errors import ConfigError
 from stream.reconcile.job import Launch
 
-__all__ = ["MEMBER_ENV", "MemberLaunch", "is_member", "launch_members", "member_args"]
+__all__ = [
+    "MEMBER_ENV",
+    "MemberLaunch",
+    "fatal_path",
+    "is_member",
+    "launch_members",
+    "member_args",
+    "note_fatal",
+]
 
 #: Set in every member's environment: this process is one member, not the launcher.
 MEMBER_ENV = "STREAMLEARN_MEMBER"
@@ -74,7 +82,11 @@ class MemberLaunch:
             rdzv_id=self.rdzv_id or "streamlearn-members",
         )
         # A member that dies is seen within half a second and the round restarts without it waiting.
-        return [*launch.torchrun_args(), "--max-restarts", str(self.restarts), "--monitor-interval", "0.5"]
+        args = [*launch.torchrun_args(), "--max-restarts", str(self.restarts), "--monitor-interval", "0.5"]
+        if not launch.standalone:
+            # Once MIN machines are there, wait 3 s (not torchrun's 30) for more before starting.
+            args += ["--rdzv-conf", "last_call_timeout=3"]
+        return args
 
 
 def member_args(argv: Sequence[str]) -> list[str]:
@@ -93,11 +105,37 @@ def member_args(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def launch_members(plan: MemberLaunch, argv: Sequence[str]) -> int:
-    """Run torchrun over the members until it ends; its exit code. SIGTERM/SIGINT go to the members."""
+def fatal_path(checkpoint_dir: str) -> str:
+    """Where a member writes a mistake no restart can mend (its launcher stops the members and says it)."""
+    return os.path.join(checkpoint_dir, "members", "fatal-error.txt")
+
+
+def note_fatal(checkpoint_dir: str, message: str) -> None:
+    """Record ``message`` for the launcher: torchrun would otherwise restart the members into it again."""
+    path = fatal_path(checkpoint_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(message)
+
+
+def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str) -> tuple[int, str | None]:
+    """Run torchrun over the members until it ends: its exit code, and a member's fatal mistake if one was noted.
+
+    SIGTERM/SIGINT go to the members (they end after one last round together).
+    """
+    fatal = fatal_path(checkpoint_dir)
+    if os.path.exists(fatal):
+        os.remove(fatal)  # a mistake of an earlier run, mended since or not: this run finds out for itself
     cmd = [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args(), "-m", "stream.cli", "run",
            *member_args(argv)]  # fmt: skip
-    env = {**os.environ, MEMBER_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        MEMBER_ENV: "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        # torch 2.x reuses round 0's store address after a machine joins, and the next rendezvous hangs
+        # (pytorch/pytorch#147064); a store per rendezvous round does not.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
     proc = subprocess.Popen(cmd, env=env)
 
     def forward(signum, _frame):
@@ -105,7 +143,19 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str]) -> int:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=0.5), None
+            except subprocess.TimeoutExpired:
+                pass
+            if os.path.exists(fatal):
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                with open(fatal) as f:
+                    return proc.wait(), f.read().strip()
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

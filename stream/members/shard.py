@@ -1,8 +1,8 @@
 """A member's share of a round: what it hands rank 0 so one checkpoint holds the whole round.
 
 Rank 0 writes each round's checkpoint -- the combined model with every
-member's positions, the ids every member learned (``--ledger``), the ids
-every member took in (the duplicate-id window) and every member's counters --
+member's positions, the ids every member learned (``--ledger``) and every
+member's counters --
 in one atomic file: that file is the round's commit record. Members other
 than 0 keep only this round's part of those (:class:`MemberShard`) and send
 it at the round boundary; rank 0 adds it to its own (:func:`absorb`). A
@@ -39,7 +39,6 @@ class MemberShard:
     counters: dict  # this round's counters (RunStats.counters() less the last round's)
     dead_letters: dict  # this round's dead letters by reason
     ledger: dict | None = None  # LearnLedger.snapshot() of this round's learned ids
-    admitted: np.ndarray | None = None  # hashes of the ids it took in this round
 
 
 def add_counters(a: Mapping, b: Mapping) -> dict:

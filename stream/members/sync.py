@@ -124,8 +124,8 @@ def check_schemas(states: Sequence[MemberState]) -> None:
     if len(seen) > 1:
         raise MemberSchemaError(
             "the members learned different input schemas (string classes or categories met in a different "
-            "order on each member's partitions), so their models cannot be averaged; declare them up front "
-            "with --schema (features) and --classes (named classes) so every member maps them alike"
+            "order on each member's partitions), so their models cannot be averaged: declare the features "
+            "with --schema, and send classes as integers 0..N-1 (--classes N) rather than names"
         )
 
 

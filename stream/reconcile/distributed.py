@@ -113,15 +113,15 @@ class DistContext:
 
 
 def _store_of_this_start(timeout: timedelta) -> dict:
-    """The process group's store, keyed by torchrun's restart count; ``{}`` (torchrun's default) at the first start.
+    """The process group's store under torchrun, keyed by its restart count and world size (``{}``: not torchrun).
 
     After a member dies, torchrun restarts the group on the same agent store:
     without a prefix per start, a new process could read a dead one's address
     from the last start and fail to connect ("Connection refused") every time.
     """
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    if restart == "0":
-        return {}
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        return {}  # not an elastic start (e.g. a plain env:// launch)
     from torch.distributed.rendezvous import _create_c10d_store
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
