@@ -56,7 +56,14 @@ from stream.members.shard import (
     add_counters,
     minus_counters,
 )
-from stream.members.sync import MemberState, RoundPlan, check_schemas, combine, schema_fingerprint
+from stream.members.sync import (
+    MemberState,
+    RoundPlan,
+    check_schemas,
+    combine,
+    reset_moments,
+    schema_fingerprint,
+)
 from stream.reconcile.distributed import DistContext
 from stream.sources.outage import OutageWatch
 
@@ -262,8 +269,11 @@ class MemberEngine(Engine):
         from stream.codec.json_codec import JsonCodec
         from stream.engine.learner_shape import LearnerShape
 
-        mine = (self._live.learner.state_dict(), self._schema()) if self.dist.rank == src else None
-        state, schema = self.dist.broadcast_object(mine, src=src)
+        mine = None
+        if self.dist.rank == src:
+            start = {name: tuple(t.cpu() for t in m) for name, m in (self._start_moments or {}).items()}
+            mine = (self._live.learner.state_dict(), self._schema(), start)
+        state, schema, start = self.dist.broadcast_object(mine, src=src)
         if not needs:
             return
         self.codec = JsonCodec(self.codec.config, state=schema)
@@ -271,7 +281,10 @@ class MemberEngine(Engine):
         learner = self._shape.build(self.learner_builder, schema.get("n_features"), saved=state)
         learner.load_state_dict(state)
         self._live.learner = learner
-        self._start_moments = standardizer_moments(learner.module)
+        # The round is combined from where ``src`` started it: the adopter's standardisers go back there,
+        # so it adds nothing to the moments (with ``src``'s own, its events would be counted twice).
+        self._start_moments = start
+        reset_moments(learner.module, start)
 
     def _commit(self, plan: RoundPlan) -> None:
         self._share_admitted()

@@ -42,7 +42,7 @@ from learners.neural.round_average import average_round, standardizer_moments
 from stream.core.errors import ConfigError
 from stream.reconcile.distributed import DistContext
 
-__all__ = ["MemberSchemaError", "MemberState", "RoundPlan", "combine", "schema_fingerprint"]
+__all__ = ["MemberSchemaError", "MemberState", "RoundPlan", "combine", "reset_moments", "schema_fingerprint"]
 
 
 class MemberSchemaError(ConfigError):
@@ -155,6 +155,18 @@ def combine(ctx: DistContext, learner: Any, *, plan: RoundPlan, events: int, sta
             for plugin, state in zip(ewcs, states):
                 plugin.load_state_dict(_on(state, device))
     return standardizer_moments(module)
+
+
+def reset_moments(module, start: dict | None) -> None:
+    """Set every standardiser of ``module`` to the moments ``start`` (zero where it has none).
+
+    What a member that adopted another's learner does before :func:`combine`:
+    it then adds nothing to the round's moments, as it learned nothing.
+    """
+    for name, sub in module.named_modules():
+        if all(hasattr(sub, b) for b in ("count", "mean", "m2", "set_moments")):
+            zero = tuple(t.new_zeros(t.shape) for t in (sub.count, sub.mean, sub.m2))
+            sub.set_moments(*((start or {}).get(name) or zero))
 
 
 def _model_state(module) -> dict:
