@@ -139,7 +139,9 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str)
     proc = subprocess.Popen(cmd, env=env)
 
     def forward(signum, _frame):
-        proc.send_signal(signum)  # torchrun passes it to every member: they finish the round together
+        # To the members themselves: they end after one last round together and torchrun then exits 0.
+        # (torchrun's agent, signalled, would abort them and exit 1.)
+        _signal_members(proc.pid, signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -159,3 +161,18 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _signal_members(torchrun_pid: int, signum: int) -> None:
+    """Send ``signum`` to every process torchrun started on this machine (the members)."""
+    import psutil
+
+    try:
+        members = psutil.Process(torchrun_pid).children()
+    except psutil.NoSuchProcess:
+        return
+    for member in members:
+        try:
+            member.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
