@@ -34,7 +34,7 @@ MEMBER_OPTIONS = (
         type=click.IntRange(min=0),
         default=100,
         show_default=True,
-        help="How often the members are restarted together after one dies (each resumes the last round).",
+        help="How many times the members are restarted together after one dies (each start resumes the last round).",
     ),
     Option(
         "--round-timeout",
