@@ -20,12 +20,13 @@ Examples
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, Mapping, Sequence
 
 from stream.core.errors import TopicNotFoundError
 from stream.core.records import TopicPartition
 
-__all__ = ["IdleSource", "list_partitions", "member_partitions", "owned"]
+__all__ = ["IdleSource", "agreed_partitions", "list_partitions", "member_partitions", "owned"]
 
 
 def member_partitions(partitions: Sequence[TopicPartition], *, rank: int, world: int) -> list[TopicPartition]:
@@ -68,6 +69,37 @@ def list_partitions(
             f"topic(s) {', '.join(missing)} not found on {bootstrap}; create them first or fix --topic"
         )
     return out
+
+
+def agreed_partitions(
+    dist, lister: Callable[[], list[TopicPartition]], *, guard: AbstractContextManager | None = None
+) -> list[TopicPartition]:
+    """The partitions as rank 0 lists them, on every member (one broadcast; every member calls it).
+
+    Each member listing for itself can split differently: a topic created or
+    given partitions just before the start, or a broker answering stale
+    metadata, shows some members more partitions than others -- then two
+    members read one partition (learned twice) or none reads it. Rank 0's
+    error, if listing fails, is raised on every member alike; ``guard`` wraps
+    the broadcast only (e.g. :func:`~stream.members.engine.members_reachable`).
+
+    >>> class One:  # a group of one member: the broadcast is the object itself
+    ...     rank = 0
+    ...     def broadcast_object(self, obj, src=0): return obj
+    >>> agreed_partitions(One(), lambda: [TopicPartition("t", 1), TopicPartition("t", 0)])
+    [TopicPartition(topic='t', partition=1), TopicPartition(topic='t', partition=0)]
+    """
+    listed: tuple[list[TopicPartition] | None, BaseException | None] = (None, None)
+    if dist.rank == 0:
+        try:
+            listed = (list(lister()), None)
+        except Exception as exc:  # noqa: BLE001 -- every member raises it, not rank 0 alone
+            listed = (None, exc)
+    with guard if guard is not None else nullcontext():
+        partitions, error = dist.broadcast_object(listed)
+    if error is not None:
+        raise error
+    return partitions
 
 
 class IdleSource:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from stream.core.errors import ConfigError
 from stream.engine.builder import EngineExtras, build_engine, open_gate
 from stream.engine.spec import EngineSpec
-from stream.members.assign import IdleSource, list_partitions, member_partitions
+from stream.members.assign import IdleSource, agreed_partitions, list_partitions, member_partitions
 from stream.members.engine import MemberEngine, MemberRole, members_reachable
 from stream.reconcile.distributed import DistContext
 
@@ -52,7 +52,11 @@ def build_member_engine(spec: EngineSpec, *, extras: EngineExtras, timeout_s: fl
     with members_reachable(int(os.environ.get("RANK", "0"))):
         dist = DistContext.from_env(device=device, timeout_s=timeout_s)
     src = spec.source
-    everything = list_partitions(src.bootstrap, src.topics, src.kafka.client_options())
+    everything = agreed_partitions(
+        dist,
+        lambda: list_partitions(src.bootstrap, src.topics, src.kafka.client_options()),
+        guard=members_reachable(dist.rank),
+    )
     mine = member_partitions(everything, rank=dist.rank, world=dist.world)
     role = MemberRole(dist, mine, until_idle=spec.loop.until_idle_seconds, max_events=spec.loop.max_events)
     # The members stop together, after a round that says so: never on their own.

@@ -10,12 +10,14 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from member_group import Group, run_members
 
 from stream.core.errors import ConfigError
 from stream.core.records import TopicPartition
 from stream.engine.dedup import RecentIds, hash_ids
 from stream.engine.ledger import LearnLedger
-from stream.members.assign import IdleSource, member_partitions
+from stream.core.errors import TopicNotFoundError
+from stream.members.assign import IdleSource, agreed_partitions, member_partitions
 from stream.members.launch import MEMBER_ENV, MemberLaunch, is_member, member_args
 from stream.members.shard import RoundRecentIds, absorb_ledger, add_counters, minus_counters
 
@@ -147,6 +149,33 @@ def test_every_partition_goes_to_exactly_one_member(n_partitions, world, topics)
 def test_one_topic_partition_p_goes_to_member_p_mod_world():
     parts = [TopicPartition("t", p) for p in range(7)]
     assert [tp.partition for tp in member_partitions(parts, rank=2, world=3)] == [2, 5]
+
+
+def test_members_split_the_partitions_rank_0_listed_even_when_their_own_metadata_differs(tmp_path):
+    # A topic just given 6 partitions: the metadata member 1 got still says 4.
+    seen = {0: [TopicPartition("t", p) for p in range(6)], 1: [TopicPartition("t", p) for p in range(4)]}
+    group = Group(2, str(tmp_path / "store"))
+    split, errors = run_members(
+        2, lambda r: member_partitions(agreed_partitions(group.member(r), lambda: seen[r]), rank=r, world=2), group
+    )
+    assert not errors
+    taken = [tp.partition for mine in split for tp in mine]
+    assert sorted(taken) == list(range(6))  # each partition read by exactly one member
+
+
+def test_rank_0_failing_to_list_the_partitions_fails_every_member_alike(tmp_path):
+    def lister():
+        raise TopicNotFoundError("topic(s) t not found")
+
+    def member(rank):
+        try:
+            agreed_partitions(group.member(rank), lister)
+        except TopicNotFoundError as exc:  # returned, not raised: the group's barrier stays whole
+            return str(exc)
+
+    group = Group(3, str(tmp_path / "store"))
+    raised, errors = run_members(3, member, group)
+    assert not errors and raised == ["topic(s) t not found"] * 3
 
 
 def test_a_member_without_partitions_is_assigned_nothing_and_reads_nothing():
