@@ -12,11 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from member_group import Group, run_members
 
-from stream.core.errors import ConfigError
+from stream.core.errors import ConfigError, TopicNotFoundError
 from stream.core.records import TopicPartition
 from stream.engine.dedup import RecentIds, hash_ids
 from stream.engine.ledger import LearnLedger
-from stream.core.errors import TopicNotFoundError
 from stream.members.assign import IdleSource, agreed_partitions, member_partitions
 from stream.members.launch import MEMBER_ENV, MemberLaunch, is_member, member_args
 from stream.members.shard import RoundRecentIds, absorb_ledger, add_counters, minus_counters
@@ -156,7 +155,9 @@ def test_members_split_the_partitions_rank_0_listed_even_when_their_own_metadata
     seen = {0: [TopicPartition("t", p) for p in range(6)], 1: [TopicPartition("t", p) for p in range(4)]}
     group = Group(2, str(tmp_path / "store"))
     split, errors = run_members(
-        2, lambda r: member_partitions(agreed_partitions(group.member(r), lambda: seen[r]), rank=r, world=2), group
+        2,
+        lambda r: member_partitions(agreed_partitions(group.member(r), lambda: seen[r]), rank=r, world=2),
+        group,
     )
     assert not errors
     taken = [tp.partition for mine in split for tp in mine]
