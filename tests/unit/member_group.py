@@ -6,7 +6,8 @@ one per process, so threads cannot each be a rank through
 its interface: tensors are summed by a real gloo process group of the
 thread's own (``ProcessGroupGloo`` over a ``FileStore``, as
 ``test_round_average`` does), objects go through a shared
-:class:`threading.Barrier` and are pickled on the way, as between processes.
+:class:`threading.Barrier` and are pickled on the way, as between processes;
+members making different object collectives at the same time fail the test.
 A member that fails aborts the barrier, so the others fail at their next
 collective instead of waiting: what a dead process does to torchrun's group.
 """
@@ -57,13 +58,15 @@ class ThreadDist:
         return tensor
 
     def gather_objects(self, obj: Any) -> list[Any]:
-        return self._exchange(obj, lambda slots: slots)
+        return self._exchange("gather_objects", obj, lambda slots: slots)
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
-        return self._exchange(obj if self.rank == src else None, lambda slots: slots[src])
+        return self._exchange(
+            f"broadcast_object(src={src})", obj if self.rank == src else None, lambda s: s[src]
+        )
 
     def gather_to_root(self, obj: Any) -> list[Any] | None:
-        out = self._exchange(obj, lambda slots: slots)
+        out = self._exchange("gather_to_root", obj, lambda slots: slots)
         return out if self.rank == 0 else None
 
     def barrier(self) -> None:
@@ -72,11 +75,14 @@ class ThreadDist:
     def close(self) -> None:
         self._pg = None
 
-    def _exchange(self, obj: Any, pick: Callable[[list], Any]) -> Any:
+    def _exchange(self, kind: str, obj: Any, pick: Callable[[list], Any]) -> Any:
         group = self.group
-        group.slots[self.rank] = pickle.dumps(obj)
+        group.slots[self.rank] = (kind, pickle.dumps(obj))
         group.barrier.wait()  # every slot written
-        out = pick([pickle.loads(s) for s in group.slots])
+        kinds = [k for k, _ in group.slots]
+        # Between processes, members making different collectives at once hang or garble: fail loudly here.
+        assert len(set(kinds)) == 1, f"the members diverged: member {self.rank} {kind}, all {kinds}"
+        out = pick([pickle.loads(s) for _, s in group.slots])
         group.barrier.wait()  # every slot read before the next exchange writes again
         return out
 
