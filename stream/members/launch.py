@@ -147,17 +147,22 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str)
     try:
         while True:
             try:
-                return proc.wait(timeout=0.5), None
+                code = proc.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
-                pass
+                code = None
+            # Read also once torchrun has ended by itself (restarts spent, --member-restarts 0):
+            # the mistake, not only its exit code, is what the user needs to see.
             if os.path.exists(fatal):
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                if code is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
                 with open(fatal) as f:
                     return proc.wait(), f.read().strip()
+            if code is not None:
+                return code, None
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -101,6 +102,31 @@ def test_member_args_keeps_values_that_only_look_like_launcher_options():
     assert member_args(argv) == ["--topic", "--nodes-topic", "--checkpoint-dir=--rdzv-id"]
     with pytest.raises(ConfigError):
         member_args(["streamlearn", "replay", "--members", "2"])
+
+
+@pytest.mark.parametrize("torchrun_ended", [True, False], ids=["restarts-spent", "still-restarting"])
+def test_the_launcher_reports_a_members_fatal_mistake_whether_or_not_torchrun_ended_first(
+    torchrun_ended, tmp_path, monkeypatch
+):
+    from stream.members import launch
+
+    class Torchrun:  # no process: the member notes its mistake as torchrun "starts"
+        def __init__(self, cmd, env):
+            launch.note_fatal(str(tmp_path), "the members learned different input schemas")
+            self.code, self.signals = (1 if torchrun_ended else None), []
+
+        def wait(self, timeout=None):
+            if self.code is None:
+                raise subprocess.TimeoutExpired("torchrun", timeout)
+            return self.code
+
+        def send_signal(self, signum):
+            self.signals.append(signum)
+            self.code = 1
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Torchrun)
+    code, mistake = launch.launch_members(MemberLaunch(members=2), ["run", "--members", "2"], str(tmp_path))
+    assert (code, mistake) == (1, "the members learned different input schemas")
 
 
 def test_torchrun_arguments_standalone_and_across_machines():
