@@ -169,6 +169,10 @@ def test_three_members_sigkilled_at_random_neither_lose_nor_double_learn(
             rank = int(victim.environ().get("RANK", "-1"))
             victim.send_signal(signal.SIGKILL)
             kills.append((_learned(ckpt_dir), rank))
+            # The others go down with it first: a round rank 0 was still writing (the victim's share
+            # already sent) must not pass for the next start's round, when fewer than 3 members run.
+            _, alive = psutil.wait_procs(members, timeout=90)
+            assert not alive, f"members of the killed start still running: {alive}"
             assert launcher.poll() is None, log.read_text(errors="replace")[-4000:]
         producer.stop.set()
         producer.join()
