@@ -66,7 +66,7 @@ def run_members(opts: Values, spec, *, retrain):
         require_broker(spec.source.bootstrap)
         code, mistake = launch_members(plan, sys.argv, spec.checkpoints.dir)
         if mistake:
-            fail(mistake)
+            fail(mistake, code)
         if code:
             fail(f"the members stopped with exit code {code} (their errors are above)", code)
         return None

@@ -37,7 +37,7 @@ from stream.cli.options import (
 )
 from stream.cli.record_options import RECORD_FORMAT, SCHEMA, schema_from, value_format_from
 from stream.cli.table import Option, Values, with_options
-from stream.core.errors import ConfigError
+from stream.core.errors import BrokerUnavailableError, ConfigError, StreamlearnError
 
 if TYPE_CHECKING:
     from stream.engine.spec import EngineSpec
@@ -173,29 +173,50 @@ def run(opts: Values) -> None:
 
 
 def _run_members(opts: Values, spec, retrain) -> None:
-    """``--members``: launch them, or -- as one of them -- run; rank 0 sums the run up for all."""
-    engine = run_members(opts, spec, retrain=retrain)
-    if engine is None:
-        return  # the launcher: the members are done
-    try:
-        summary = run_engine(engine)
-    except ConfigError as exc:
-        from stream.members.launch import note_fatal
+    """``--members``: launch them, or -- as one of them -- run; rank 0 sums the run up for all.
 
-        note_fatal(spec.checkpoints.dir, str(exc))  # no restart mends it: the launcher stops every member
+    A member's mistake that no restart mends, and a bounded run's failed
+    verdict, are noted for the launcher (:func:`~stream.members.launch.note_fatal`)
+    rather than exited with: torchrun restarts members that exit non-zero.
+    """
+    from stream.members.engine import MembersLostError
+    from stream.members.launch import note_fatal
+
+    try:
+        engine = run_members(opts, spec, retrain=retrain)
+        if engine is None:
+            return  # the launcher: the members are done
+        try:
+            summary = run_engine(engine)
+        finally:
+            engine.dist.close()
+    except (MembersLostError, BrokerUnavailableError):
+        raise  # a restart may mend these: torchrun's to retry
+    except StreamlearnError as exc:
+        note_fatal(spec.checkpoints.dir, str(exc))
         raise
-    finally:
-        engine.dist.close()
     if engine.dist.rank == 0:
         print_summary(summary, engine.gate)
-        _fail_bounded(opts, summary)
+        verdict = bounded_verdict(opts, summary)
+        if verdict is not None:
+            note_fatal(spec.checkpoints.dir, verdict, EXIT_UNTRUSTED_RESULT)
 
 
 def _fail_bounded(opts: Values, summary) -> None:
-    # A bounded run is a job whose numbers someone will read: fail it. The daemon was warned
-    # when the rate passed, and keeps (and ends) its usual way: a bad producer must not kill it.
-    if opts.until_idle is not None or opts.max_events is not None or opts.files:
-        fail_on_dead_letters(summary)
+    verdict = bounded_verdict(opts, summary)
+    if verdict is not None:
+        fail(verdict, EXIT_UNTRUSTED_RESULT)
+
+
+def bounded_verdict(opts: Values, summary) -> str | None:
+    """Why a bounded run failed (its dead-letter rate ended above the threshold); ``None``: it did not.
+
+    A bounded run is a job whose numbers someone will read: it fails. The daemon was warned
+    when the rate passed, and keeps (and ends) its usual way: a bad producer must not kill it.
+    """
+    if opts.until_idle is None and opts.max_events is None and not opts.files:
+        return None
+    return dead_letter_verdict(summary)
 
 
 def run_spec(opts: Values, *, learner, drift) -> EngineSpec:
@@ -270,13 +291,20 @@ def run_engine(engine, *, install_signals: bool = True):
 
 def fail_on_dead_letters(summary) -> None:
     """Exit 1 (:data:`~stream.cli.errors.EXIT_UNTRUSTED_RESULT`) when the run's dead-letter rate ended above its threshold."""
+    verdict = dead_letter_verdict(summary)
+    if verdict is not None:
+        fail(verdict, EXIT_UNTRUSTED_RESULT)
+
+
+def dead_letter_verdict(summary) -> str | None:
+    """The line saying the run's dead-letter rate ended above its threshold (``None``: it did not)."""
     verdict = summary.dead_letter_rate
-    if verdict is not None and verdict.exceeded:
-        fail(
-            f"{verdict.rate:.1%} of the records were not learned (above --max-dead-letter-rate "
-            f"{verdict.threshold:g}): the results cover only the rest",
-            EXIT_UNTRUSTED_RESULT,
-        )
+    if verdict is None or not verdict.exceeded:
+        return None
+    return (
+        f"{verdict.rate:.1%} of the records were not learned (above --max-dead-letter-rate "
+        f"{verdict.threshold:g}): the results cover only the rest"
+    )
 
 
 def print_summary(summary, gate=None, reconciler=None, label_column=None) -> None:

@@ -153,6 +153,10 @@ class ValidationGate:
         self._pending.append(batch.events)
         self._batches_since += 1
 
+    def count_elsewhere(self, batches: int) -> None:
+        """Batches learned into the same model elsewhere (another member of a scale-out round) count toward the cadence."""
+        self._batches_since += int(batches)
+
     def due(self) -> bool:
         """A candidate should be judged now: enough batches or seconds, and no write in flight."""
         if self._batches_since == 0 or self._publisher.busy:

@@ -9,6 +9,7 @@ Rank 0 gets the gate, the registry and the drift policy; the others learn only.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ from stream.engine.builder import EngineExtras, build_engine, open_gate
 from stream.engine.spec import EngineSpec
 from stream.members.assign import IdleSource, agreed_partitions, list_partitions, member_partitions
 from stream.members.engine import MemberEngine, MemberRole, members_reachable
+from stream.members.launch import stop_requested
 from stream.reconcile.distributed import DistContext
 
 __all__ = ["build_member_engine", "check_members"]
@@ -39,6 +41,10 @@ def check_members(spec: EngineSpec, *, retrain: object = None) -> None:
         raise ConfigError(
             "--members ends every round with its window's residue: use a count: or processing: --window"
         )
+    if spec.loop.checkpoint_every_batches is None and spec.loop.checkpoint_every_seconds is None:
+        raise ConfigError(
+            "--members meet at every checkpoint: set --checkpoint-every-batches or --checkpoint-every-seconds"
+        )
     if spec.learner.kind != "torch":
         raise ConfigError(
             f"--members averages torch models; --model {spec.learner.model} ({spec.learner.kind}) cannot be "
@@ -58,7 +64,14 @@ def build_member_engine(spec: EngineSpec, *, extras: EngineExtras, timeout_s: fl
         guard=members_reachable(dist.rank),
     )
     mine = member_partitions(everything, rank=dist.rank, world=dist.world)
-    role = MemberRole(dist, mine, until_idle=spec.loop.until_idle_seconds, max_events=spec.loop.max_events)
+    role = MemberRole(
+        dist,
+        mine,
+        until_idle=spec.loop.until_idle_seconds,
+        max_events=spec.loop.max_events,
+        stop_note=functools.partial(stop_requested, spec.checkpoints.dir),
+        gated=spec.gate is not None and spec.registry is not None,
+    )
     # The members stop together, after a round that says so: never on their own.
     loop = replace(spec.loop, until_idle_seconds=None, max_events=None)
     member_spec = replace(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from typing import Callable
 
 from learners.neural.round_average import standardizer_moments
 from stream.core.errors import ConfigError, StreamlearnError
@@ -49,6 +50,7 @@ from stream.engine.polling import poll_until_done
 from stream.engine.progress import RunStats
 from stream.engine.rejects import HINT
 from stream.members.assign import owned
+from stream.members.holdout import RoundGate, holdout_of
 from stream.members.shard import (
     MemberShard,
     RoundRecentIds,
@@ -81,12 +83,34 @@ def members_reachable(rank: int):
     """Turn the transport's error when another member is gone into one :class:`MembersLostError` line."""
     try:
         yield
-    except RuntimeError as exc:  # torch.distributed.DistError and gloo's plain RuntimeErrors alike
+    except RuntimeError as exc:
+        if not _lost_peer(exc):
+            raise  # e.g. a model that does not fit its checkpoint: a bug or a mistake, not a lost member
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MembersLostError(
             f"member {rank} lost the other members in a round ({first[:160]}); torchrun restarts every "
             "member, and each resumes the last committed round"
         ) from exc
+
+
+#: What gloo, NCCL and the c10d store say when a peer is gone or unreachable.
+_TRANSPORT_WORDS = (
+    "connection",
+    "connect",
+    "closed",
+    "timed out",
+    "timeout",
+    "reset by peer",
+    "gloo",
+    "nccl",
+)
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(word in text for word in _TRANSPORT_WORDS)
 
 
 class MemberRole:
@@ -99,9 +123,16 @@ class MemberRole:
         *,
         until_idle: float | None = None,
         max_events: int | None = None,
+        stop_note: Callable[[], str | None] = lambda: None,
+        gated: bool = False,
     ) -> None:
         self.dist, self.partitions = dist, list(partitions)
+        #: The run has a validation gate (on rank 0): every member sends it a holdout at each round.
+        self.gated = gated
         self.until_idle, self.max_events = until_idle, max_events
+        #: The launcher's stop request, read at every round: a member that was (re)starting when the
+        #: signal came, with no handler yet, still stops (:func:`stream.members.launch.stop_requested`).
+        self.stop_note = stop_note
 
     @property
     def rank(self) -> int:
@@ -155,8 +186,9 @@ class MemberEngine(Engine):
         self._stopped_by_round = False
         self._idle: IdleRule | None = None
         self._watch: OutageWatch | None = None
-        if self.gate is not None:
-            self.gate.only_when = lambda: self._fresh
+        # Rank 0 judges each round's model on every member's first batch after it (stream.members.holdout).
+        self._round_gate = RoundGate(self.gate) if self.gate is not None else None
+        self._holdout = None  # this member's first batch after the last round (for rank 0's gate)
 
     # ----------------------------------------------------------------- run
     def run(self, *, outage_watch: OutageWatch | None = None) -> RunSummary:
@@ -208,6 +240,8 @@ class MemberEngine(Engine):
             self._cadence.timer_restarted()
 
     def _learn(self, batch) -> None:
+        if self._fresh and self.member.gated:
+            self._holdout = holdout_of(batch)  # unseen by the round's model: the gate's evidence
         super()._learn(batch)
         self._fresh = False
 
@@ -226,7 +260,8 @@ class MemberEngine(Engine):
     def _round(self) -> None:
         self._learn_all(self._windower.flush())
         self._sink.flush()
-        states = self.dist.gather_objects(self._state())
+        validated = self._judge_last_round()
+        states = self.dist.gather_objects(self._state(validated))
         plan = RoundPlan.of(states, max_events=self.member.max_events)
         check_schemas(states)
         self._combine(plan)
@@ -238,15 +273,31 @@ class MemberEngine(Engine):
         self._fresh = True
         self._begin_round()
 
-    def _state(self) -> MemberState:
+    def _judge_last_round(self) -> bool:
+        """Rank 0's gate judges the last round's model on every member's holdout; whether it was validated."""
+        if not self.member.gated:
+            return False
+        holdouts = self.dist.gather_to_root(self._holdout)
+        self._holdout = None
+        if self._round_gate is None:
+            return False
+        return self._round_gate.judge(holdouts, self._candidate_learner)
+
+    def _candidate_learner(self, state: dict, schema: dict):
+        learner = self._shape.build(self.learner_builder, schema.get("n_features"), saved=state)
+        learner.load_state_dict(state)
+        return learner
+
+    def _state(self, validated: bool = False) -> MemberState:
         learner = self._live.learner
         return MemberState(
             events=self._stats.events_learned - self._round_events,
             total=self._stats.events_learned,
-            stop=self._stop_reason,
+            stop=self._stop_reason or self.member.stop_note(),
             idle=self._idle_now,
             decided=self._decisions() > self._seen_decisions,
             consolidated=self._consolidations() > self._seen_consolidations,
+            validated=validated,
             has_learner=learner is not None,
             n_classes=int(getattr(learner, "n_classes", 0) or 0) if learner is not None else 0,
             schema=schema_fingerprint(self._schema()) if learner is not None else "",
@@ -263,6 +314,8 @@ class MemberEngine(Engine):
             raise ConfigError(f"--members averages torch models; {type(learner).__name__} cannot be averaged")
         events = self._stats.events_learned - self._round_events
         self._start_moments = combine(self.dist, learner, plan=plan, events=events, start=self._start_moments)
+        if self._round_gate is not None:
+            self._round_gate.remember(learner.state_dict(), self._schema())
 
     def _adopt(self, src: int, *, needs: bool) -> None:
         """Members without a learner yet take rank ``src``'s, and its schema."""
@@ -318,6 +371,8 @@ class MemberEngine(Engine):
     def _absorb(self, shard: MemberShard) -> None:
         """Rank 0 adds another member's round to the state its checkpoint holds."""
         self._positions.update(shard.positions)
+        if self._round_gate is not None:
+            self._round_gate.count(int(shard.counters.get("batches_learned", 0)))
         stats = self._stats
         for name, value in add_counters(shard.counters, {}).items():
             if name != "dead_letters" and hasattr(stats, name):

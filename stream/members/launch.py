@@ -110,22 +110,48 @@ def fatal_path(checkpoint_dir: str) -> str:
     return os.path.join(checkpoint_dir, "members", "fatal-error.txt")
 
 
-def note_fatal(checkpoint_dir: str, message: str) -> None:
-    """Record ``message`` for the launcher: torchrun would otherwise restart the members into it again."""
+def note_fatal(checkpoint_dir: str, message: str, code: int = 2) -> None:
+    """Record ``message`` (and the exit ``code`` it deserves) for the launcher.
+
+    torchrun would otherwise restart the members into the same mistake, and
+    lose a bounded run's verdict: any member exiting non-zero is a failure to restart.
+    """
     path = fatal_path(checkpoint_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        f.write(message)
+        f.write(f"{code}\n{message}")
+
+
+def stop_path(checkpoint_dir: str) -> str:
+    """Where the launcher notes a stop request, so a member (re)starting after the signal still sees it."""
+    return os.path.join(checkpoint_dir, "members", "stop-requested")
+
+
+def stop_requested(checkpoint_dir: str) -> str | None:
+    """The launcher's stop request for this run (``None``: none)."""
+    try:
+        with open(stop_path(checkpoint_dir)) as f:
+            return f.read().strip() or "stop requested"
+    except FileNotFoundError:
+        return None
+
+
+def _read_fatal(path: str) -> tuple[int, str]:
+    with open(path) as f:
+        first, _, rest = f.read().partition("\n")
+    return (int(first), rest.strip()) if first.strip().isdigit() else (2, f"{first}\n{rest}".strip())
 
 
 def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str) -> tuple[int, str | None]:
     """Run torchrun over the members until it ends: its exit code, and a member's fatal mistake if one was noted.
 
-    SIGTERM/SIGINT go to the members (they end after one last round together).
+    SIGTERM/SIGINT/SIGHUP go to the members (they end after one last round
+    together); a noted mistake comes back with the exit code it deserves.
     """
-    fatal = fatal_path(checkpoint_dir)
-    if os.path.exists(fatal):
-        os.remove(fatal)  # a mistake of an earlier run, mended since or not: this run finds out for itself
+    fatal, stop = fatal_path(checkpoint_dir), stop_path(checkpoint_dir)
+    for stale in (fatal, stop):  # an earlier run's: this run finds out for itself
+        if os.path.exists(stale):
+            os.remove(stale)
     cmd = [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args(), "-m", "stream.cli", "run",
            *member_args(argv)]  # fmt: skip
     env = {
@@ -136,14 +162,20 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str)
         # (pytorch/pytorch#147064); a store per rendezvous round does not.
         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     }
-    proc = subprocess.Popen(cmd, env=env)
+    # A process group of its own: a terminal's Ctrl-C reaches the launcher only, not torchrun's agent
+    # too (which would signal the members a second time, and a second SIGINT aborts them).
+    proc = subprocess.Popen(cmd, env=env, process_group=0)
 
     def forward(signum, _frame):
-        # To the members themselves: they end after one last round together and torchrun then exits 0.
-        # (torchrun's agent, signalled, would abort them and exit 1.)
+        # Noted first, for members that are starting (or restarting) and have no handler yet;
+        # then to the members themselves: they end after one last round together and torchrun
+        # exits 0. (torchrun's agent, signalled, would abort them and exit 1.)
+        os.makedirs(os.path.dirname(stop), exist_ok=True)
+        with open(stop, "w") as f:
+            f.write(f"received {signal.Signals(signum).name}")
         _signal_members(proc.pid, signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         while True:
             try:
@@ -159,8 +191,8 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str)
                         proc.wait(timeout=60)
                     except subprocess.TimeoutExpired:
                         proc.kill()
-                with open(fatal) as f:
-                    return proc.wait(), f.read().strip()
+                proc.wait()
+                return _read_fatal(fatal)
             if code is not None:
                 return code, None
     finally:

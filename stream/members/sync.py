@@ -16,8 +16,9 @@ makes the learners one model:
   started is discarded with the drifted state, as a single daemon's would be;
 - otherwise the members average (:func:`learners.neural.round_average.average_round`:
   parameters weighted by the events each learned, standardiser moments exact);
-- when rank 0 consolidated EWC this round (its gate validated a version), its
-  EWC anchors and Fisher go to every member.
+- when rank 0's gate validated the last round's model, rank 0 anchors EWC on
+  the combined model; when it consolidated (then, or by EWC's own cadence),
+  its EWC anchors and Fisher go to every member.
 
 Optimizer state and rehearsal buffers stay each member's own (LocalSGD).
 
@@ -63,6 +64,7 @@ class MemberState:
     n_classes: int = 0
     schema: str = ""  # schema_fingerprint() of its codec
     dirty: bool = False  # read, learned or dead-lettered something since the last round
+    validated: bool = False  # rank 0: its gate validated the last round's model on every member's holdout
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class RoundPlan:
     n_classes: int
     decided: bool
     consolidated: bool
+    anchor: bool  # rank 0 consolidates EWC on the combined model (a version was just validated)
     commit: bool  # some member has something to make durable: rank 0 writes the round's checkpoint
 
     @classmethod
@@ -100,6 +103,7 @@ class RoundPlan:
             n_classes=max(s.n_classes for s in states),
             decided=states[0].decided,
             consolidated=states[0].consolidated,
+            anchor=states[0].validated,
             commit=any(s.dirty for s in states) or stop is not None,
         )
 
@@ -145,7 +149,12 @@ def combine(ctx: DistContext, learner: Any, *, plan: RoundPlan, events: int, sta
             module.load_state_dict(state)
     else:
         average_round(module, events=events, start=start, all_reduce_sum=ctx.all_reduce_sum)
-    if plan.consolidated:
+    if plan.anchor and ctx.rank == 0:
+        from learners.base import Consolidating
+
+        if isinstance(learner, Consolidating):
+            learner.consolidate()  # anchored on the combined model, which holds the validated version's work
+    if plan.consolidated or plan.anchor:
         from learners.neural.ewc import EWC
 
         ewcs = [p for p in learner.plugins if isinstance(p, EWC)]

@@ -88,7 +88,6 @@ def _launch(bootstrap: str, topic: str, ckpt_dir: Path, log: Path, *extra: str) 
         "--registry", f"file:{ckpt_dir.parent / 'registry'}", *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # A session of its own: the launcher, torchrun and the members are stopped as one group at the end.
     return subprocess.Popen(
         cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -105,6 +104,20 @@ def _members(launcher: subprocess.Popen) -> list[psutil.Process]:
         if "stream.cli" in cmd and "torch.distributed.run" not in cmd:
             out.append(proc)
     return out
+
+
+def _kill_tree(launcher: subprocess.Popen) -> None:
+    """SIGKILL a launcher and everything under it (torchrun runs in a process group of its own)."""
+    try:
+        tree = [*psutil.Process(launcher.pid).children(recursive=True), psutil.Process(launcher.pid)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    launcher.wait()
 
 
 def _learned(ckpt_dir: Path) -> int:
@@ -127,10 +140,7 @@ def _stop(launcher: subprocess.Popen, log: Path) -> None:
     try:
         code = launcher.wait(timeout=120)
     finally:
-        try:
-            os.killpg(launcher.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_tree(launcher)
     assert code == 0, log.read_text(errors="replace")[-4000:]
 
 
@@ -182,8 +192,7 @@ def test_three_members_sigkilled_at_random_neither_lose_nor_double_learn(
         _stop(launcher, log)
     finally:
         producer.stop.set()
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
+        _kill_tree(launcher)
     _assert_exactly_once(ckpt_dir, producer.sent)
 
 
@@ -216,8 +225,7 @@ def test_a_machine_joining_mid_run_re_splits_the_partitions_exactly_once(
     finally:
         producer.stop.set()
         for launcher in launchers:
-            if launcher.poll() is None:
-                os.killpg(launcher.pid, signal.SIGKILL)
+            _kill_tree(launcher)
     _assert_exactly_once(ckpt_dir, producer.sent)
 
 

@@ -22,6 +22,8 @@ from stream.codec.json_codec import CodecConfig, JsonCodec
 from stream.core.records import TopicPartition
 from stream.engine.checkpoint import CheckpointStore
 from stream.engine.config import EngineConfig
+from stream.engine.gate import GateConfig, ValidationGate
+from stream.engine.oversight import Oversight
 from stream.members.assign import IdleSource, member_partitions
 from stream.members.engine import MemberEngine, MemberRole
 from stream.testing.doubles import Abort, ListSource, make_records
@@ -33,7 +35,9 @@ N_FEATURES = 4
 PARTITIONS = 5
 
 
-def make_member(rank, group, records, ckpt_dir, *, abort_at_poll=None, max_events=None, partitions=None):
+def make_member(
+    rank, group, records, ckpt_dir, *, abort_at_poll=None, max_events=None, partitions=None, gate=None
+):
     parts = sorted({TopicPartition(r.topic, r.partition) for r in records} | set(partitions or ()))
     mine = member_partitions(parts, rank=rank, world=group.world)
     own = [r for r in records if TopicPartition(r.topic, r.partition) in set(mine)]
@@ -41,7 +45,8 @@ def make_member(rank, group, records, ckpt_dir, *, abort_at_poll=None, max_event
     directory = ckpt_dir if rank == 0 else ckpt_dir / "members" / f"rank-{rank}"
     dist = group.member(rank)
     return MemberEngine(
-        member=MemberRole(dist, mine, until_idle=0, max_events=max_events),
+        member=MemberRole(dist, mine, until_idle=0, max_events=max_events, gated=gate is not None),
+        oversight=Oversight(gate=gate if rank == 0 else None),
         source=source,
         codec=JsonCodec(CodecConfig(n_features=N_FEATURES)),
         window=CountWindow(20),
@@ -166,3 +171,20 @@ def test_crashes_of_any_member_then_restarts_learn_every_event_exactly_once(seed
     assert crashes >= 1
     assert_exactly_once(ckpt_dir, records)
     assert summaries[0].events_learned == len(records)
+
+
+def test_rank_0s_gate_judges_each_rounds_model_on_every_members_first_batch_after_it(tmp_path):
+    """Each member's holdout (one window, 20 events) is below the gate's minimum of 50: only the members'
+    holdouts together are evidence enough, so every published version was judged on several members' events."""
+    from serving.registry.file_backend import FileRegistry
+
+    records = make_records(1200, n_features=N_FEATURES, partitions=PARTITIONS)
+    registry = FileRegistry(str(tmp_path / "registry"))
+    gate = ValidationGate(registry, GateConfig(every_batches=1, holdout_min_events=50, background=False))
+    start(3, records, tmp_path / "ckpt", tmp_path, 0, gate=gate)
+    assert_exactly_once(tmp_path / "ckpt", records)
+    assert gate.counts["published"] >= 2, gate.counts
+    versions = registry.history()
+    owners = [{int(key.rsplit(":", 1)[1]) % 3 for key in v.holdout} for v in versions]
+    assert all(len(members) >= 3 for members in owners), owners  # partitions of every member, not rank 0's
+    assert any(v.status == "validated" for v in versions)

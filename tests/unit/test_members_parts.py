@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from dataclasses import replace
 
@@ -111,7 +112,7 @@ def test_the_launcher_reports_a_members_fatal_mistake_whether_or_not_torchrun_en
     from stream.members import launch
 
     class Torchrun:  # no process: the member notes its mistake as torchrun "starts"
-        def __init__(self, cmd, env):
+        def __init__(self, cmd, env, process_group=None):
             launch.note_fatal(str(tmp_path), "the members learned different input schemas")
             self.code, self.signals = (1 if torchrun_ended else None), []
 
@@ -126,7 +127,19 @@ def test_the_launcher_reports_a_members_fatal_mistake_whether_or_not_torchrun_en
 
     monkeypatch.setattr(launch.subprocess, "Popen", Torchrun)
     code, mistake = launch.launch_members(MemberLaunch(members=2), ["run", "--members", "2"], str(tmp_path))
-    assert (code, mistake) == (1, "the members learned different input schemas")
+    assert (code, mistake) == (2, "the members learned different input schemas")
+
+
+def test_a_bounded_runs_verdict_keeps_its_exit_code_and_a_stop_request_is_read_back(tmp_path):
+    from stream.members import launch
+
+    launch.note_fatal(str(tmp_path), "3.0% of the records were not learned", code=1)
+    assert launch._read_fatal(launch.fatal_path(str(tmp_path))) == (1, "3.0% of the records were not learned")
+    assert launch.stop_requested(str(tmp_path)) is None
+    os.makedirs(os.path.dirname(launch.stop_path(str(tmp_path))), exist_ok=True)
+    with open(launch.stop_path(str(tmp_path)), "w") as f:
+        f.write("received SIGTERM")
+    assert launch.stop_requested(str(tmp_path)) == "received SIGTERM"
 
 
 def test_torchrun_arguments_standalone_and_across_machines():
@@ -302,3 +315,15 @@ def test_run_members_refuses_in_one_line_before_reaching_a_broker_or_starting_an
     assert ran.exit_code == 2, ran.output
     lines = ran.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("streamlearn: error: --members"), ran.output
+
+
+def test_only_a_lost_peer_becomes_the_one_line_members_lost_error():
+    from stream.members.engine import MembersLostError, members_reachable
+
+    with pytest.raises(MembersLostError, match="member 1 lost the other members"):
+        with members_reachable(1):
+            raise RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:20871")
+    with pytest.raises(RuntimeError, match="size mismatch") as caught:
+        with members_reachable(1):
+            raise RuntimeError("Error(s) in loading state_dict: size mismatch for 0.weight")
+    assert not isinstance(caught.value, MembersLostError)
