@@ -89,6 +89,16 @@ class MemberLaunch:
         return args
 
 
+def global_args(argv: Sequence[str]) -> list[str]:
+    """The options given before ``run`` (``-v``): the members log as the launcher was asked to.
+
+    >>> global_args(["streamlearn", "-vv", "run", "--topic", "t"])
+    ['-vv']
+    """
+    argv = list(argv)
+    return argv[1 : argv.index("run")] if "run" in argv else []
+
+
 def member_args(argv: Sequence[str]) -> list[str]:
     """The ``run`` options every member gets: the command line after ``run``, less torchrun's part."""
     argv = list(argv)
@@ -152,8 +162,8 @@ def launch_members(plan: MemberLaunch, argv: Sequence[str], checkpoint_dir: str)
     for stale in (fatal, stop):  # an earlier run's: this run finds out for itself
         if os.path.exists(stale):
             os.remove(stale)
-    cmd = [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args(), "-m", "stream.cli", "run",
-           *member_args(argv)]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args(), "-m", "stream.cli",
+           *global_args(argv), "run", *member_args(argv)]  # fmt: skip
     env = {
         **os.environ,
         MEMBER_ENV: "1",
