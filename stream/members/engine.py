@@ -314,7 +314,10 @@ class MemberEngine(Engine):
             raise ConfigError(f"--members averages torch models; {type(learner).__name__} cannot be averaged")
         events = self._stats.events_learned - self._round_events
         self._start_moments = combine(self.dist, learner, plan=plan, events=events, start=self._start_moments)
-        if self._round_gate is not None:
+        if self._round_gate is not None and (
+            plan.events or plan.decided or plan.anchor or self._round_gate.empty
+        ):
+            # A snapshot only when the model changed: idle rounds come at every empty poll.
             self._round_gate.remember(learner.state_dict(), self._schema())
 
     def _adopt(self, src: int, *, needs: bool) -> None:

@@ -51,6 +51,11 @@ class RoundGate:
         """The model every member starts the next round from (a snapshot: the learner goes on learning)."""
         self._candidate = (learner_state, schema)
 
+    @property
+    def empty(self) -> bool:
+        """No model remembered yet."""
+        return self._candidate is None
+
     def count(self, batches: int) -> None:
         """Batches the other members learned count toward the gate's cadence as rank 0's own do."""
         self.gate.count_elsewhere(batches)

@@ -147,7 +147,7 @@ def combine(ctx: DistContext, learner: Any, *, plan: RoundPlan, events: int, sta
         state = ctx.broadcast_object(_model_state(module) if ctx.rank == 0 else None)
         if ctx.rank != 0:
             module.load_state_dict(state)
-    else:
+    elif plan.events:  # a round where nobody learned (idle members meeting at empty polls) changes nothing
         average_round(module, events=events, start=start, all_reduce_sum=ctx.all_reduce_sum)
     if plan.anchor and ctx.rank == 0:
         from learners.base import Consolidating
